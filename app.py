@@ -1,0 +1,13 @@
+"""COVID-19 chest imaging dashboard: page navigation only (``streamlit run app.py``)."""
+
+import streamlit as st
+
+st.set_page_config(page_title="COVID-19 chest imaging", page_icon=":material/radiology:", layout="wide")
+
+navigation = st.navigation(
+    [
+        st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+        st.Page("pages/xray.py", title="X-ray triage", icon=":material/radiology:"),
+    ]
+)
+navigation.run()

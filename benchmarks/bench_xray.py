@@ -1,0 +1,107 @@
+"""X-ray path speed: decode, predict and Grad-CAM per model on a 2048 x 2048 DICOM.
+
+Prints medians (ms) and the ratio of predict + Grad-CAM to the bare model's forward + backward
+on the same prepared input. Target: ratio <= 1.5.
+
+    python benchmarks/bench_xray.py [--repeats 15] [--weights weights/] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def dicom_2048() -> bytes:
+    """A 2048 x 2048 16-bit DX DICOM of a chest phantom, uncompressed, in memory."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
+
+    from core.demo.xray_phantom import generate_xray
+
+    pixels = (generate_xray("COVID-19", 0.7, seed=3, size=2048).pixels * 4095).astype(np.uint16)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset("bench.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PhotometricInterpretation = "DX", "MONOCHROME2"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 1, 16, 12, 11, 0
+    ds.WindowCenter, ds.WindowWidth = 2048, 4096
+    ds.PixelData = pixels.tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def forward_backward(module: torch.nn.Module, x: torch.Tensor, target: int) -> None:
+    """The bare cost: one forward and a full backward to the input."""
+    xi = x.clone().requires_grad_(True)
+    module(xi)[0, target].backward()
+    module.zero_grad(set_to_none=True)
+
+
+def main() -> int:
+    from core.inference import explain_xray, predict_xray
+    from core.io.images import read_xray
+    from core.models.registry import DEFAULT_WEIGHTS_DIR, ModelRegistry
+    from core.preprocess import xray_to_input
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS_DIR))
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    data = dicom_2048()
+    decode = median_ms(lambda: read_xray(data, "bench.dcm"), args.repeats)
+    image = read_xray(data, "bench.dcm")
+    registry = ModelRegistry(args.weights)
+    print(f"device {registry.device}, {torch.get_num_threads()} threads, {args.repeats} repeats; "
+          f"DICOM 2048x2048 16-bit, {len(data) / 1e6:.1f} MB")
+    print(f"decode (read_xray): {decode:.1f} ms median")
+    header = f"{'model':18s} {'predict':>9s} {'grad-cam':>9s} {'fwd+bwd':>9s} {'ratio':>6s}"
+    print(header)
+    print("-" * len(header))
+    worst = 0.0
+    for card in registry.cards("xray"):
+        model = registry.load(card.id)
+        pred = predict_xray(model, image)
+        predict = median_ms(partial(predict_xray, model, image), args.repeats)
+        cam = median_ms(partial(explain_xray, model, image, prediction=pred), args.repeats)
+        x = xray_to_input(image, card.input)
+        bare = median_ms(partial(forward_backward, model.module, x, pred.predicted_index), args.repeats)
+        ratio = (predict + cam) / bare
+        worst = max(worst, ratio)
+        print(f"{card.id:18s} {predict:8.1f}  {cam:8.1f}  {bare:8.1f}  {ratio:5.2f}")
+    print(f"worst ratio (predict + Grad-CAM) / (forward + backward): {worst:.2f}  (target <= 1.5)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

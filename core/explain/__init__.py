@@ -1,0 +1,1 @@
+"""Attribution maps (Captum) and their rendering as overlays."""

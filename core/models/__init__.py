@@ -1,0 +1,1 @@
+"""Model architectures, the manifest-backed registry and device selection."""

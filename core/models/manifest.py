@@ -1,0 +1,153 @@
+"""The model manifest (``weights/manifest.json``): one entry per model, read and written here.
+
+An entry is a JSON object; :class:`ModelCard` is its typed, read-only view. Unknown keys are
+kept in ``extra`` so later features can add fields without breaking older readers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.errors import MissingModelError
+
+MANIFEST_NAME = "manifest.json"
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How an image becomes a model input: (N, channels, size, size), normalised per channel."""
+
+    size: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    grayscale: str = ""  # how a grayscale image fills the channels, and why
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> InputSpec:
+        return cls(
+            size=int(d["size"]),
+            channels=int(d["channels"]),
+            mean=tuple(float(v) for v in d["mean"]),
+            std=tuple(float(v) for v in d["std"]),
+            grayscale=str(d.get("grayscale", "")),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "channels": self.channels,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "grayscale": self.grayscale,
+        }
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What the manifest says about one model."""
+
+    id: str
+    version: str
+    architecture: str
+    architecture_kwargs: dict[str, Any]
+    weights_file: str
+    sha256: str
+    input_kind: str
+    input: InputSpec
+    labels: tuple[str, ...]
+    gradcam_layer: str
+    intended_use: str
+    temperature: float = 1.0
+    thresholds: dict[str, float] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _KNOWN = (
+        "id version architecture architecture_kwargs weights_file sha256 input_kind input "
+        "labels gradcam_layer intended_use temperature thresholds training metrics"
+    ).split()
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelCard:
+        try:
+            return cls(
+                id=str(d["id"]),
+                version=str(d["version"]),
+                architecture=str(d["architecture"]),
+                architecture_kwargs=dict(d.get("architecture_kwargs", {})),
+                weights_file=str(d["weights_file"]),
+                sha256=str(d["sha256"]),
+                input_kind=str(d["input_kind"]),
+                input=InputSpec.from_dict(d["input"]),
+                labels=tuple(str(x) for x in d["labels"]),
+                gradcam_layer=str(d["gradcam_layer"]),
+                intended_use=str(d.get("intended_use", "")),
+                temperature=float(d.get("temperature", 1.0)),
+                thresholds={str(k): float(v) for k, v in d.get("thresholds", {}).items()},
+                training=dict(d.get("training", {})),
+                metrics=dict(d.get("metrics", {})),
+                extra={k: v for k, v in d.items() if k not in cls._KNOWN},
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            ident = d.get("id", "?") if isinstance(d, dict) else "?"
+            raise MissingModelError(f"The manifest entry for model {ident} is incomplete ({e}).") from e
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "version": self.version,
+            "architecture": self.architecture,
+            "architecture_kwargs": self.architecture_kwargs,
+            "weights_file": self.weights_file,
+            "sha256": self.sha256,
+            "input_kind": self.input_kind,
+            "input": self.input.to_dict(),
+            "labels": list(self.labels),
+            "gradcam_layer": self.gradcam_layer,
+            "intended_use": self.intended_use,
+            "temperature": self.temperature,
+            "thresholds": self.thresholds,
+            "training": self.training,
+            "metrics": self.metrics,
+        }
+        out.update(self.extra)
+        return out
+
+
+def read_manifest(weights_dir: str | Path) -> list[ModelCard]:
+    """Read every entry of ``weights_dir/manifest.json``; an absent manifest means no models."""
+    path = Path(weights_dir) / MANIFEST_NAME
+    if not path.exists():
+        return []
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise MissingModelError(f"The model manifest {path} cannot be read ({e}).") from e
+    return [ModelCard.from_dict(entry) for entry in doc.get("models", [])]
+
+
+def write_manifest_entry(weights_dir: str | Path, card: ModelCard) -> Path:
+    """Add or replace (by id) one entry, writing the manifest atomically."""
+    weights_dir = Path(weights_dir)
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    path = weights_dir / MANIFEST_NAME
+    entries: list[dict[str, Any]] = []
+    if path.exists():
+        entries = json.loads(path.read_text(encoding="utf-8")).get("models", [])
+    entries = [e for e in entries if e.get("id") != card.id] + [card.to_dict()]
+    entries.sort(key=lambda e: str(e.get("id")))
+    doc = {"schema_version": SCHEMA_VERSION, "models": entries}
+    fd, tmp = tempfile.mkstemp(dir=weights_dir, prefix=".manifest-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path

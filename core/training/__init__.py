@@ -1,0 +1,1 @@
+"""Training commands: data sources, splits, loops, and the manifest entries they write."""

@@ -1,0 +1,133 @@
+"""Training data sources for the X-ray classifiers, and the patient-level split.
+
+A source is either a folder of class folders (``COVID/``, ``NORMAL/``, ``Viral Pneumonia/`` as
+in the Kaggle COVID-19 Radiography Database) or a CSV manifest with columns
+``path,label[,patient_id]`` (paths relative to the CSV's folder).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import InsufficientDataError, InvalidInputError
+from core.types import XRAY_LABELS
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ""}
+
+#: Folder names and label spellings of the public datasets, lower-cased, to our labels.
+LABEL_ALIASES: dict[str, str] = {
+    "normal": "Normal",
+    "no finding": "Normal",
+    "viral pneumonia": "Viral pneumonia",
+    "viral": "Viral pneumonia",
+    "pneumonia/viral": "Viral pneumonia",
+    "covid": "COVID-19",
+    "covid-19": "COVID-19",
+    "covid19": "COVID-19",
+    "pneumonia/viral/covid-19": "COVID-19",
+}
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: str
+    patient_id: str
+
+
+def canonical_label(raw: str, labels: tuple[str, ...] = XRAY_LABELS) -> str:
+    """Map a folder name or label spelling to one of ``labels``; raise on anything else."""
+    key = raw.strip().lower()
+    for label in labels:
+        if key == label.lower():
+            return label
+    mapped = LABEL_ALIASES.get(key)
+    if mapped in labels:
+        return mapped
+    raise InvalidInputError(f"Unknown label '{raw}'. Expected one of: {', '.join(labels)}.")
+
+
+def _from_folders(root: Path) -> list[Sample]:
+    samples: list[Sample] = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            label = canonical_label(folder.name)
+        except InvalidInputError:
+            continue  # e.g. a masks/ folder beside the class folders
+        for f in sorted(folder.rglob("*")):
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."):
+                # No patient ids in a class-folder dataset: each image is its own group.
+                samples.append(Sample(f, label, f"{folder.name}/{f.relative_to(folder)}"))
+    return samples
+
+
+def _from_csv(path: Path) -> list[Sample]:
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        cols = {c.strip().lower(): c for c in (reader.fieldnames or [])}
+        if "path" not in cols or "label" not in cols:
+            raise InvalidInputError(f"{path.name} needs the columns path and label (found: {', '.join(cols)}).")
+        samples = []
+        for i, row in enumerate(reader, start=2):
+            rel = (row[cols["path"]] or "").strip()
+            if not rel:
+                raise InvalidInputError(f"{path.name}, line {i}: empty path.")
+            file = (path.parent / rel).resolve()
+            pid = (row.get(cols.get("patient_id", ""), "") or "").strip() if "patient_id" in cols else ""
+            samples.append(Sample(file, canonical_label(row[cols["label"]]), pid or f"row-{i}"))
+    return samples
+
+
+def load_source(src: str | Path) -> list[Sample]:
+    """Read a class-folder dataset or a CSV manifest into samples."""
+    src = Path(src)
+    if src.is_dir():
+        samples = _from_folders(src)
+    elif src.is_file() and src.suffix.lower() == ".csv":
+        samples = _from_csv(src)
+    else:
+        raise InvalidInputError(f"{src} is neither a folder of class folders nor a CSV manifest.")
+    if not samples:
+        raise InsufficientDataError(f"No images with a known label were found in {src}.")
+    missing = [s.path for s in samples if not s.path.is_file()]
+    if missing:
+        raise InvalidInputError(f"{len(missing)} listed image(s) do not exist, e.g. {missing[0]}.")
+    return samples
+
+
+def split_by_patient(
+    samples: list[Sample],
+    seed: int = 0,
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+) -> dict[str, list[Sample]]:
+    """Seeded train/dev/test split in which no patient appears in two parts.
+
+    Stratified: each label's patients (a patient's label is that of their first image) are
+    shuffled and cut by ``fractions`` separately, so every part keeps the class mix.
+    """
+    by_patient: dict[str, list[Sample]] = defaultdict(list)
+    for s in samples:
+        by_patient[s.patient_id].append(s)
+    by_label: dict[str, list[str]] = defaultdict(list)
+    for pid, items in by_patient.items():
+        by_label[items[0].label].append(pid)
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[Sample]] = {"train": [], "dev": [], "test": []}
+    for label in sorted(by_label):
+        pids = sorted(by_label[label])
+        rng.shuffle(pids)
+        n = len(pids)
+        n_test = max(1, round(n * fractions[2])) if n >= 3 else 0
+        n_dev = max(1, round(n * fractions[1])) if n >= 3 else 0
+        cuts = {"test": pids[:n_test], "dev": pids[n_test : n_test + n_dev], "train": pids[n_test + n_dev :]}
+        for part, ids in cuts.items():
+            for pid in ids:
+                parts[part].extend(by_patient[pid])
+    if not parts["train"] or not parts["dev"] or not parts["test"]:
+        raise InsufficientDataError("Too few patients to make train, dev and test splits (need at least 3 per class).")
+    return parts

@@ -1,0 +1,69 @@
+"""Home: what is loaded, on which device, and what the app is (not) for."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.errors import DashboardError
+from ui import resources
+from ui.text import DISCLAIMER
+
+st.title("COVID-19 chest imaging dashboard")
+st.warning(DISCLAIMER, icon=":material/warning:")
+
+try:
+    registry = resources.registry()
+except DashboardError as e:
+    st.error(str(e))
+    st.stop()
+
+cards = registry.cards()
+device = registry.device
+c1, c2 = st.columns(2)
+c1.metric("Device", "CUDA GPU" if device.type == "cuda" else "CPU", help=f"PyTorch device: {device}")
+c2.metric("Models registered", len(cards))
+
+st.page_link("pages/xray.py", label="X-ray triage: upload chest X-rays, see predictions and Grad-CAM", icon=":material/radiology:")
+
+st.header("Models")
+if not cards:
+    st.error(f"No models are registered in {resources.weights_dir() / 'manifest.json'}.")
+for card in cards:
+    held = card.metrics.get("held_out", {})
+    acc = held.get("accuracy")
+    title = f"**{card.id}** · {card.architecture} · version {card.version}"
+    if isinstance(acc, float):
+        title += f" · held-out accuracy {acc:.1%}"
+    with st.expander(title):
+        st.markdown(f"**Intended use:** {card.intended_use}")
+        spec = card.input
+        st.markdown(
+            f"**Input:** {card.input_kind}, {spec.size} x {spec.size} px, {spec.channels} channel(s) "
+            f"({spec.grayscale}). **Labels (output order):** {', '.join(card.labels)}. "
+            f"**Grad-CAM layer:** `{card.gradcam_layer}`."
+        )
+        data = card.training.get("data", {})
+        if data:
+            counts = data.get("images", {})
+            split_text = "; ".join(f"{part}: {sum(c.values())}" for part, c in counts.items())
+            st.markdown(f"**Trained on:** {data.get('note') or data.get('source')} ({split_text} images; {data.get('split', '')}).")
+        cm = held.get("confusion_matrix")
+        if cm:
+            left, right = st.columns(2)
+            labels = cm["labels"]
+            left.markdown(f"Held-out confusion matrix ({held['n']} images; rows true, columns predicted)")
+            left.dataframe(pd.DataFrame(cm["rows_true_columns_predicted"], index=labels, columns=labels))
+            per_class = pd.DataFrame(held["per_class"]).T[["precision", "recall", "specificity", "f1", "support"]]
+            right.markdown("Per class")
+            right.dataframe(per_class.style.format({"precision": "{:.3f}", "recall": "{:.3f}", "specificity": "{:.3f}", "f1": "{:.3f}"}))
+        curves = card.training.get("learning_curves")
+        if curves:
+            df = pd.DataFrame(curves)
+            fig = go.Figure()
+            for col, name in (("train_loss", "train loss"), ("dev_loss", "dev loss")):
+                fig.add_trace(go.Scatter(x=df["epoch"], y=df[col], mode="lines+markers", name=name))
+            fig.update_layout(height=260, margin=dict(l=10, r=10, t=30, b=10), title="Learning curves",
+                              xaxis_title="epoch", yaxis_title="cross-entropy")
+            st.plotly_chart(fig, key=f"curves_{card.id}")

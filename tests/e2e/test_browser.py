@@ -1,0 +1,101 @@
+"""End to end: the running app in headless Chromium, as a clinician would use it.
+
+Starts ``streamlit run app.py`` on a free loopback port with small test models, uploads a
+chest X-ray through the real file chooser, and reads the predicted label off the page.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_weights: Path, tmp_path_factory):
+    port = _free_port()
+    env = os.environ | {"DASHBOARD_WEIGHTS_DIR": str(tiny_weights)}
+    log = (tmp_path_factory.mktemp("server") / "streamlit.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true",
+         f"--server.port={port}", "--server.address=127.0.0.1"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):  # bounded wait for the health endpoint
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("streamlit did not start")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (see .ci/run)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        user_dir = tmp_path_factory.mktemp("chromium-profile")
+        context = p.chromium.launch_persistent_context(
+            str(user_dir), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def test_upload_an_xray_and_read_the_predicted_label(app_url, browser, chest_png, tmp_path) -> None:
+    page = browser.new_page()
+    page.goto(app_url, wait_until="domcontentloaded")
+    page.get_by_text("Research use only").first.wait_for(timeout=60_000)
+    page.get_by_role("link", name="X-ray triage").first.click()
+    page.get_by_text("Upload one or more chest X-rays").wait_for(timeout=60_000)
+    page.locator("input[type=file]").set_input_files(
+        files=[{"name": "chest.png", "mimeType": "image/png", "buffer": chest_png}]
+    )
+    metric = page.locator('[data-testid="stMetric"]').first
+    metric.wait_for(timeout=90_000)
+    text = metric.inner_text()
+    assert "Predicted" in text
+    assert any(label in text for label in ("Normal", "Viral pneumonia", "COVID-19"))
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)  # the overlay figure drew
+    assert page.get_by_text("Download overlay (PNG)").count() == 1
+    shots = os.environ.get("SCREENSHOT_DIR")
+    if shots:
+        page.screenshot(path=str(Path(shots) / "xray-page.png"), full_page=True)
+    page.close()

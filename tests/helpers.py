@@ -1,0 +1,57 @@
+"""Builders shared by tests: small untrained registered models and in-memory images."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.models.architectures import build_model
+from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
+from core.models.registry import sha256_of
+from core.training.xray import IMAGENET_MEAN, IMAGENET_STD, save_half
+from core.types import XRAY_LABELS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY_MODELS = {
+    "cxr-resnet18": ("resnet18", {"num_classes": 3, "in_channels": 3}, 3),
+    "cxr-densenet121": ("densenet121", {"num_classes": 3, "in_channels": 3}, 3),
+    "cxr-custom": ("custom", {"num_classes": 3, "in_channels": 1, "blocks": 3, "width": 4}, 1),
+}
+
+
+def register_tiny_model(weights_dir: Path, model_id: str, size: int = 64, seed: int = 0) -> ModelCard:
+    arch, kwargs, channels = TINY_MODELS[model_id]
+    torch.manual_seed(seed)
+    module = build_model(arch, **kwargs)
+    path = weights_dir / f"{model_id}.pt"
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    save_half(module.state_dict(), path)
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.25,))
+    card = ModelCard(
+        id=model_id,
+        version="test-1",
+        architecture=arch,
+        architecture_kwargs=kwargs,
+        weights_file=path.name,
+        sha256=sha256_of(path),
+        input_kind="xray",
+        input=InputSpec(size, channels, mean, std, "test"),
+        labels=XRAY_LABELS,
+        gradcam_layer=str(module.gradcam_layer),
+        intended_use="untrained test model",
+    )
+    write_manifest_entry(weights_dir, card)
+    return card
+
+
+
+def png_bytes_of(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()

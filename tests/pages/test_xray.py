@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.helpers import ROOT
+
+PAGE = str(ROOT / "pages" / "xray.py")
+
+
+@pytest.fixture
+def app(monkeypatch, tiny_weights: Path) -> AppTest:
+    monkeypatch.setenv("DASHBOARD_WEIGHTS_DIR", str(tiny_weights))
+    return AppTest.from_file(PAGE, default_timeout=120)
+
+
+def _chest_cr() -> bytes:
+    from pydicom.data import get_testdata_file
+
+    return Path(get_testdata_file("RG1_UNCR.dcm")).read_bytes()
+
+
+def _huge_png(side: int = 30000) -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_empty_page_invites_an_upload(app: AppTest) -> None:
+    app.run()
+    assert not app.exception
+    assert "Upload one or more chest X-rays" in app.info[0].value
+
+
+def test_png_and_dicom_get_probabilities_and_overlays_garbage_gets_an_error(app: AppTest, chest_png: bytes) -> None:
+    app.run()
+    app.file_uploader(key="xray_upload").set_value([
+        ("chest.png", chest_png, "image/png"),
+        ("garbage.png", b"\x13\x37" * 500, "image/png"),
+        ("cr.dcm", _chest_cr(), "application/dicom"),
+    ])
+    app.run()
+    assert not app.exception
+    assert len(app.error) == 1 and "garbage.png" in app.error[0].value
+    predicted = [m for m in app.metric if m.label.startswith("Predicted")]
+    assert len(predicted) == 2
+    assert all(m.value in ("Normal", "Viral pneumonia", "COVID-19") for m in predicted)
+    assert all("average of models" in m.label for m in predicted)  # all three models chosen by default
+    tables = app.dataframe
+    assert len(tables) == 2
+    assert list(tables[0].value.index) == ["cxr-custom", "cxr-densenet121", "cxr-resnet18", "Average"]
+    assert len(app.get("plotly_chart")) == 2
+    # The DICOM has window/level controls; the 8-bit PNG does not.
+    assert {s.label for s in app.slider} >= {"Window level", "Window width", "Opacity"}
+    assert sum(s.label == "Window level" for s in app.slider) == 1
+    assert any("Grad-CAM of cxr-resnet18" in c.value for c in app.caption)
+
+
+def test_changing_target_method_and_window_reruns_cleanly(app: AppTest) -> None:
+    app.run()
+    app.file_uploader(key="xray_upload").upload("cr.dcm", _chest_cr(), "application/dicom")
+    app.run()
+    app.selectbox(key="xray_target").select("Viral pneumonia")
+    app.selectbox(key="xray_method").select("Guided Grad-CAM")
+    app.selectbox(key="xray_colormap").select("Inferno")
+    app.run()
+    assert not app.exception
+    assert any("Guided Grad-CAM of cxr-resnet18 for target class **Viral pneumonia**" in c.value for c in app.caption)
+    level = next(s for s in app.slider if s.label == "Window level")
+    level.set_value(level.min + (level.max - level.min) * 0.3)
+    app.run()
+    assert not app.exception
+
+
+def test_single_model_shows_no_average(app: AppTest, chest_png: bytes) -> None:
+    app.run()
+    app.multiselect(key="xray_models").set_value(["cxr-custom"])
+    app.file_uploader(key="xray_upload").upload("chest.png", chest_png, "image/png")
+    app.run()
+    assert not app.exception
+    assert list(app.dataframe[0].value.index) == ["cxr-custom"]
+    assert app.metric[0].label == "Predicted (cxr-custom)"
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "words"),
+    [
+        ("empty.png", b"", "empty"),
+        ("report.png", b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog >>\nendobj\n", "PDF"),
+        ("bomb.png", _huge_png(), "too large"),
+        ("truncated.png", None, "truncated"),
+    ],
+)
+def test_bad_uploads_get_a_plain_message_and_others_still_show(app: AppTest, chest_png: bytes, name, data, words) -> None:
+    if data is None:
+        data = chest_png[: len(chest_png) // 2]
+    app.run()
+    app.file_uploader(key="xray_upload").set_value([(name, data, "image/png"), ("chest.png", chest_png, "image/png")])
+    app.run()
+    assert not app.exception
+    assert len(app.error) == 1
+    assert name in app.error[0].value and words.lower() in app.error[0].value.lower()
+    assert "Traceback" not in app.error[0].value
+    assert len([m for m in app.metric if m.label.startswith("Predicted")]) == 1
+
+
+def test_colour_photo_is_processed_with_a_warning(app: AppTest) -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rgb = np.zeros((64, 64, 3), dtype=np.uint8)
+    rgb[..., 0] = 200
+    rgb[:, 32:, 2] = 180
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG")
+    app.run()
+    app.file_uploader(key="xray_upload").upload("holiday.jpg", buf.getvalue(), "image/jpeg")
+    app.run()
+    assert not app.exception
+    assert any("colour" in w.value and "may not be a radiograph" in w.value for w in app.warning)
+    assert len([m for m in app.metric if m.label.startswith("Predicted")]) == 1
+
+
+def test_demo_button_loads_three_phantoms(app: AppTest) -> None:
+    app.run()
+    app.button(key="xray_demo").click()
+    app.run()
+    assert not app.exception
+    assert len([m for m in app.metric if m.label.startswith("Predicted")]) == 3

@@ -1,0 +1,2 @@
+"""Streamlit-aware helpers: cached resources, session state, rendering. Pages import these;
+``core`` never does."""

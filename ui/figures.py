@@ -1,0 +1,46 @@
+"""Plotly figures used by several pages."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import plotly.graph_objects as go
+
+from core.explain.overlay import downsample_for_display, png_bytes
+
+
+def image_figure(
+    rgb: np.ndarray,
+    colorscale: str | None = None,
+    colorbar_title: str = "",
+    height: int = 560,
+) -> go.Figure:
+    """A zoomable, pannable image (RGB uint8 (H, W, 3)); with ``colorscale``, a colour bar 0-1.
+
+    The image travels as one PNG (not a heatmap of numbers), so a 2048 px radiograph stays
+    light in the browser. Axes are in original pixels; aspect ratio is kept.
+    """
+    h, w = rgb.shape[:2]
+    shown = downsample_for_display(rgb)
+    uri = "data:image/png;base64," + base64.b64encode(png_bytes(shown)).decode("ascii")
+    fig = go.Figure(go.Image(source=uri, x0=0, y0=0, dx=w / shown.shape[1], dy=h / shown.shape[0], hoverinfo="skip"))
+    if colorscale:
+        fig.add_trace(
+            go.Scatter(
+                x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip",
+                marker=dict(
+                    colorscale=colorscale, cmin=0.0, cmax=1.0, color=[0.0], showscale=True,
+                    colorbar=dict(title=dict(text=colorbar_title, side="right"), thickness=14,
+                                  tickvals=[0, 0.5, 1], ticktext=["low", "0.5", "high"]),
+                ),
+            )
+        )
+    fig.update_xaxes(visible=False, range=[0, w])
+    fig.update_yaxes(visible=False, range=[h, 0], scaleanchor="x")
+    fig.update_layout(height=height, margin=dict(l=0, r=0, t=0, b=0), dragmode="pan")
+    return fig
+
+
+#: Browser-side options: scroll to zoom, drag to pan, double-click to reset.
+IMAGE_CONFIG = {"scrollZoom": True, "displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
