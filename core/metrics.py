@@ -39,8 +39,10 @@ def classification_report(
             "support": int(support[i]),
         }
     try:
-        auc = float(roc_auc_score(y_true, y_prob, multi_class="ovr", labels=idx)) if k > 2 else float(
-            roc_auc_score(y_true, y_prob[:, 1])
+        auc = (
+            float(roc_auc_score(y_true, y_prob, multi_class="ovr", labels=idx))
+            if k > 2
+            else float(roc_auc_score(y_true, y_prob[:, 1]))
         )
     except ValueError:  # a class absent from y_true
         auc = float("nan")

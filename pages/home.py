@@ -25,7 +25,11 @@ c1, c2 = st.columns(2)
 c1.metric("Device", "CUDA GPU" if device.type == "cuda" else "CPU", help=f"PyTorch device: {device}")
 c2.metric("Models registered", len(cards))
 
-st.page_link("pages/xray.py", label="X-ray triage: upload chest X-rays, see predictions and Grad-CAM", icon=":material/radiology:")
+st.page_link(
+    "pages/xray.py",
+    label="X-ray triage: upload chest X-rays, see predictions and Grad-CAM",
+    icon=":material/radiology:",
+)
 
 st.header("Models")
 if not cards:
@@ -48,7 +52,9 @@ for card in cards:
         if data:
             counts = data.get("images", {})
             split_text = "; ".join(f"{part}: {sum(c.values())}" for part, c in counts.items())
-            st.markdown(f"**Trained on:** {data.get('note') or data.get('source')} ({split_text} images; {data.get('split', '')}).")
+            st.markdown(
+                f"**Trained on:** {data.get('note') or data.get('source')} ({split_text} images; {data.get('split', '')})."
+            )
         cm = held.get("confusion_matrix")
         if cm:
             left, right = st.columns(2)
@@ -57,13 +63,22 @@ for card in cards:
             left.dataframe(pd.DataFrame(cm["rows_true_columns_predicted"], index=labels, columns=labels))
             per_class = pd.DataFrame(held["per_class"]).T[["precision", "recall", "specificity", "f1", "support"]]
             right.markdown("Per class")
-            right.dataframe(per_class.style.format({"precision": "{:.3f}", "recall": "{:.3f}", "specificity": "{:.3f}", "f1": "{:.3f}"}))
+            right.dataframe(
+                per_class.style.format(
+                    {"precision": "{:.3f}", "recall": "{:.3f}", "specificity": "{:.3f}", "f1": "{:.3f}"}
+                )
+            )
         curves = card.training.get("learning_curves")
         if curves:
             df = pd.DataFrame(curves)
             fig = go.Figure()
             for col, name in (("train_loss", "train loss"), ("dev_loss", "dev loss")):
                 fig.add_trace(go.Scatter(x=df["epoch"], y=df[col], mode="lines+markers", name=name))
-            fig.update_layout(height=260, margin=dict(l=10, r=10, t=30, b=10), title="Learning curves",
-                              xaxis_title="epoch", yaxis_title="cross-entropy")
+            fig.update_layout(
+                height=260,
+                margin=dict(l=10, r=10, t=30, b=10),
+                title="Learning curves",
+                xaxis_title="epoch",
+                yaxis_title="cross-entropy",
+            )
             st.plotly_chart(fig, key=f"curves_{card.id}")

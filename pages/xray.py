@@ -16,7 +16,7 @@ from ui import resources
 from ui.demo_images import demo_xrays
 from ui.figures import IMAGE_CONFIG, image_figure
 from ui.session import digest, memo
-from ui.text import DISCLAIMER
+from ui.text import DISCLAIMER, describe_image
 
 PREDICTED = "Predicted class"
 REFERENCE = "cxr-resnet18"
@@ -40,11 +40,18 @@ with st.sidebar:
     st.header("Overlay")
     cam_options = chosen or available
     cam_model_id = st.selectbox(
-        "Explain model", cam_options, index=cam_options.index(REFERENCE) if REFERENCE in cam_options else 0,
+        "Explain model",
+        cam_options,
+        index=cam_options.index(REFERENCE) if REFERENCE in cam_options else 0,
         key="xray_cam_model",
     )
-    method = st.selectbox("Method", METHODS, index=METHODS.index(GRAD_CAM), key="xray_method",
-                          help="Captum attribution. Occlusion and Integrated Gradients take several seconds.")
+    method = st.selectbox(
+        "Method",
+        METHODS,
+        index=METHODS.index(GRAD_CAM),
+        key="xray_method",
+        help="Captum attribution. Occlusion and Integrated Gradients take several seconds.",
+    )
     target = st.selectbox("Target class", (PREDICTED, *XRAY_LABELS), key="xray_target")
     opacity = st.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key="xray_opacity")
     colormap = st.selectbox("Colour map", COLORMAPS, key="xray_colormap")
@@ -55,7 +62,8 @@ if not chosen:
 
 uploads = st.file_uploader(
     "Chest X-rays: PNG, JPEG, BMP, TIFF (8 or 16 bit) or DICOM (CR/DX, also compressed)",
-    accept_multiple_files=True, key="xray_upload",
+    accept_multiple_files=True,
+    key="xray_upload",
 )
 if st.button("Load demo X-rays (synthetic phantoms)", key="xray_demo"):
     st.session_state["xray_demo_files"] = demo_xrays()
@@ -85,8 +93,11 @@ for name, data in files:
         left, right = st.columns([5, 4])
         with right:
             headline = average or predictions[0]
-            st.metric(f"Predicted ({'average of models' if average else headline.model_id})", headline.predicted_label,
-                      help="The class with the highest probability.")
+            st.metric(
+                f"Predicted ({'average of models' if average else headline.model_id})",
+                headline.predicted_label,
+                help="The class with the highest probability.",
+            )
             table = pd.DataFrame(
                 [[p.probability_of(label) for label in XRAY_LABELS] for p in shown],
                 index=[("Average" if p is average else p.model_id) for p in shown],
@@ -97,8 +108,12 @@ for name, data in files:
                 key=f"probs_{key[:12]}",
             )
             st.caption("Rows: models (and their average); bold: each row's predicted class.")
+            st.caption(describe_image(image))
             calibrated = all(p.calibrated for p in predictions)
-            st.caption("Probabilities are " + ("temperature-calibrated." if calibrated else "the models' softmax outputs, not calibrated."))
+            st.caption(
+                "Probabilities are "
+                + ("temperature-calibrated." if calibrated else "the models' softmax outputs, not calibrated.")
+            )
 
         with left:
             center, width = image.window_center, image.window_width
@@ -106,24 +121,35 @@ for name, data in files:
                 low, high = image.value_range
                 span = max(high - low, 1.0)
                 c1, c2 = st.columns(2)
-                center = c1.slider("Window level", float(low), float(high), float(min(max(center, low), high)),
-                                   key=f"level_{key[:12]}")
-                width = c2.slider("Window width", 1.0, float(span * 2), float(min(max(width, 1.0), span * 2)),
-                                  key=f"width_{key[:12]}")
+                center = c1.slider(
+                    "Window level", float(low), float(high), float(min(max(center, low), high)), key=f"level_{key[:12]}"
+                )
+                width = c2.slider(
+                    "Window width", 1.0, float(span * 2), float(min(max(width, 1.0), span * 2)), key=f"width_{key[:12]}"
+                )
             cam_model = models.get(cam_model_id) or next(iter(models.values()))
             target_label = None if target == PREDICTED else target
             cam_pred = next(p for p in predictions if p.model_id == cam_model.id)
             with st.spinner(f"{method} for {cam_model.id}..."):
                 cam = memo(
                     ("cam", key, cam_model.id, cam_model.card.version, method, target_label),
-                    explain_xray, cam_model, image, target_label, method, prediction=cam_pred,
+                    explain_xray,
+                    cam_model,
+                    image,
+                    target_label,
+                    method,
+                    prediction=cam_pred,
                 )
             overlay = render_overlay(image.windowed(center, width), cam.values, colormap, opacity)
             st.plotly_chart(image_figure(overlay, colormap, f"{method}"), config=IMAGE_CONFIG, key=f"fig_{key[:12]}")
-            st.caption(f"{method} of {cam.model_id} for target class **{cam.target_label}**. "
-                       "Scroll to zoom, drag to pan, double-click to reset.")
+            st.caption(
+                f"{method} of {cam.model_id} for target class **{cam.target_label}**. "
+                "Scroll to zoom, drag to pan, double-click to reset."
+            )
             st.download_button(
-                "Download overlay (PNG)", png_bytes(overlay),
+                "Download overlay (PNG)",
+                png_bytes(overlay),
                 file_name=f"{name.rsplit('.', 1)[0]}.{cam.model_id}.{method.lower().replace(' ', '-')}.png",
-                mime="image/png", key=f"dl_{key[:12]}",
+                mime="image/png",
+                key=f"dl_{key[:12]}",
             )

@@ -48,7 +48,6 @@ def register_tiny_model(weights_dir: Path, model_id: str, size: int = 64, seed: 
     return card
 
 
-
 def png_bytes_of(array: np.ndarray) -> bytes:
     from PIL import Image
 

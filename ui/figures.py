@@ -28,11 +28,23 @@ def image_figure(
     if colorscale:
         fig.add_trace(
             go.Scatter(
-                x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip",
+                x=[None],
+                y=[None],
+                mode="markers",
+                showlegend=False,
+                hoverinfo="skip",
                 marker=dict(
-                    colorscale=colorscale, cmin=0.0, cmax=1.0, color=[0.0], showscale=True,
-                    colorbar=dict(title=dict(text=colorbar_title, side="right"), thickness=14,
-                                  tickvals=[0, 0.5, 1], ticktext=["low", "0.5", "high"]),
+                    colorscale=colorscale,
+                    cmin=0.0,
+                    cmax=1.0,
+                    color=[0.0],
+                    showscale=True,
+                    colorbar=dict(
+                        title=dict(text=colorbar_title, side="right"),
+                        thickness=14,
+                        tickvals=[0, 0.5, 1],
+                        ticktext=["low", "0.5", "high"],
+                    ),
                 ),
             )
         )

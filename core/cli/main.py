@@ -17,7 +17,9 @@ from core.errors import DashboardError
 def build_parser() -> argparse.ArgumentParser:
     from core.cli import demo, models, xray
 
-    parser = argparse.ArgumentParser(prog="python -m core", description="COVID-19 chest imaging dashboard: command line.")
+    parser = argparse.ArgumentParser(
+        prog="python -m core", description="COVID-19 chest imaging dashboard: command line."
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     xray.add_commands(sub)
@@ -29,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args.func(args) or 0)
     except DashboardError as e:

@@ -20,9 +20,19 @@ def run_models(args: argparse.Namespace) -> int:
     for card in registry.cards():
         acc = card.metrics.get("held_out", {}).get("accuracy")
         if args.json:
-            print(json.dumps({"id": card.id, "version": card.version, "architecture": card.architecture,
-                              "input_kind": card.input_kind, "labels": list(card.labels),
-                              "held_out_accuracy": acc, "intended_use": card.intended_use}))
+            print(
+                json.dumps(
+                    {
+                        "id": card.id,
+                        "version": card.version,
+                        "architecture": card.architecture,
+                        "input_kind": card.input_kind,
+                        "labels": list(card.labels),
+                        "held_out_accuracy": acc,
+                        "intended_use": card.intended_use,
+                    }
+                )
+            )
         else:
             acc_text = f"{acc:.3f}" if isinstance(acc, float) else "n/a"
             print(f"{card.id:20s} {card.version:20s} {card.architecture:12s} held-out accuracy {acc_text}")

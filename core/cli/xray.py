@@ -19,10 +19,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("predict-xray", help="3-class probabilities (and overlays) for chest X-ray files")
     p.add_argument("files", nargs="+", metavar="FILE", help="PNG, JPEG, BMP, TIFF or DICOM files")
-    p.add_argument("--model", action="append", metavar="ID",
-                   help=f"model id (repeatable; 'all' for every X-ray model; default {DEFAULT_MODEL})")
+    p.add_argument(
+        "--model",
+        action="append",
+        metavar="ID",
+        help=f"model id (repeatable; 'all' for every X-ray model; default {DEFAULT_MODEL})",
+    )
     p.add_argument("--cam-dir", type=Path, help="also write an attribution overlay PNG per file and model here")
-    p.add_argument("--method", default="gradcam", choices=sorted(METHOD_ALIASES), help="attribution method for --cam-dir")
+    p.add_argument(
+        "--method", default="gradcam", choices=sorted(METHOD_ALIASES), help="attribution method for --cam-dir"
+    )
     p.add_argument("--colormap", default="Jet", choices=COLORMAPS)
     p.add_argument("--opacity", type=float, default=0.5)
     p.add_argument("--json", action="store_true", help="print one JSON object per file and model")
@@ -44,8 +50,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--size", type=int, default=224, help="input size in pixels")
     t.add_argument("--dropout", type=float, default=0.0, help="dropout before the final FC layer")
     t.add_argument("--freeze-features", action="store_true", help="densenet121: train the classifier only")
-    t.add_argument("--init", choices=("scratch", "imagenet"), default="scratch",
-                   help="imagenet: start from torchvision weights already in the local torch cache")
+    t.add_argument(
+        "--init",
+        choices=("scratch", "imagenet"),
+        default="scratch",
+        help="imagenet: start from torchvision weights already in the local torch cache",
+    )
     t.add_argument("--blocks", type=int, default=6, help="custom CNN: number of conv blocks")
     t.add_argument("--width", type=int, default=16, help="custom CNN: channels of the first block")
     t.add_argument("--seed", type=int, default=0)
@@ -116,14 +126,29 @@ def run_train(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = XrayTrainConfig(
-        architecture=args.arch, model_id=args.model_id, lr=args.lr, batch_size=args.batch_size,
-        max_epochs=args.epochs, patience=args.patience, balanced=args.balanced, augment=args.augment,
-        size=args.size, dropout=args.dropout, freeze_features=args.freeze_features, init=args.init,
-        blocks=args.blocks, width=args.width, seed=args.seed, device=args.device,
-        intended_use=args.intended_use or DEMO_INTENDED_USE, data_note=args.note,
+        architecture=args.arch,
+        model_id=args.model_id,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        max_epochs=args.epochs,
+        patience=args.patience,
+        balanced=args.balanced,
+        augment=args.augment,
+        size=args.size,
+        dropout=args.dropout,
+        freeze_features=args.freeze_features,
+        init=args.init,
+        blocks=args.blocks,
+        width=args.width,
+        seed=args.seed,
+        device=args.device,
+        intended_use=args.intended_use or DEMO_INTENDED_USE,
+        data_note=args.note,
     )
     result = train_xray(args.data, args.out, config, progress=True)
     held = result.card.metrics["held_out"]
-    print(f"wrote {result.weights_path} ({result.card.id} {result.card.version}); "
-          f"held-out accuracy {held['accuracy']:.3f} on {held['n']} images; curves in {result.curves_path}")
+    print(
+        f"wrote {result.weights_path} ({result.card.id} {result.card.version}); "
+        f"held-out accuracy {held['accuracy']:.3f} on {held['n']} images; curves in {result.curves_path}"
+    )
     return 0

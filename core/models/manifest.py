@@ -149,5 +149,6 @@ def write_manifest_entry(weights_dir: str | Path, card: ModelCard) -> Path:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(doc, f, indent=2)
         f.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; the manifest is meant to be shared and committed
     os.replace(tmp, path)
     return path

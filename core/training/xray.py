@@ -93,7 +93,11 @@ class XrayTrainConfig:
 
     def architecture_kwargs(self) -> dict[str, Any]:
         spec = self.input_spec()
-        kwargs: dict[str, Any] = {"num_classes": len(XRAY_LABELS), "in_channels": spec.channels, "dropout": self.dropout}
+        kwargs: dict[str, Any] = {
+            "num_classes": len(XRAY_LABELS),
+            "in_channels": spec.channels,
+            "dropout": self.dropout,
+        }
         if self.architecture == "densenet121":
             kwargs["freeze_features"] = self.freeze_features
         if self.architecture == "custom":
@@ -137,7 +141,9 @@ class _ImageSet(Dataset):
         return normalise(x[None], self.spec)[0], self.targets[i]
 
 
-def _load_images(samples: list[Sample], size: int, progress: bool) -> tuple[torch.Tensor, torch.Tensor, list[Sample], int]:
+def _load_images(
+    samples: list[Sample], size: int, progress: bool
+) -> tuple[torch.Tensor, torch.Tensor, list[Sample], int]:
     from tqdm import tqdm
 
     images, targets, kept, skipped = [], [], [], 0
@@ -265,10 +271,18 @@ def train_xray(
             bar.set_postfix(loss=f"{total / n:.4f}")
         dev_loss, dev_acc = _epoch_loss(model, dev_loader, loss_fn, device)
         history.append(
-            {"epoch": epoch, "train_loss": total / n, "train_accuracy": correct / n, "dev_loss": dev_loss, "dev_accuracy": dev_acc}
+            {
+                "epoch": epoch,
+                "train_loss": total / n,
+                "train_accuracy": correct / n,
+                "dev_loss": dev_loss,
+                "dev_accuracy": dev_acc,
+            }
         )
         if progress:
-            tqdm.write(f"epoch {epoch}: train loss {total / n:.4f} acc {correct / n:.3f} | dev loss {dev_loss:.4f} acc {dev_acc:.3f}")
+            tqdm.write(
+                f"epoch {epoch}: train loss {total / n:.4f} acc {correct / n:.3f} | dev loss {dev_loss:.4f} acc {dev_acc:.3f}"
+            )
         if dev_loss < best_loss - 1e-4:
             best_loss, best_state, best_epoch, stale = dev_loss, copy.deepcopy(model.state_dict()), epoch, 0
         else:

@@ -15,7 +15,9 @@ from core.types import XrayImage
 
 def _hook_count(module: torch.nn.Module) -> int:
     return sum(
-        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+        len(m._forward_hooks)
+        + len(m._forward_pre_hooks)
+        + len(m._backward_hooks)
         + len(getattr(m, "_backward_pre_hooks", {}))
         for m in module.modules()
     )
@@ -79,3 +81,22 @@ def test_probabilities_sum_to_one_in_label_order(registry) -> None:
     pred = predict_xray(model, _image())
     assert pred.labels == ("Normal", "Viral pneumonia", "COVID-19")
     assert sum(pred.probabilities) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_two_sessions_sharing_one_model_get_the_same_results_as_alone(registry) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = registry.load("cxr-resnet18")
+    images = [_image(seed=s) for s in range(4)]
+    alone = [(predict_xray(model, im).probabilities, explain_xray(model, im, "COVID-19").values) for im in images]
+    hooks_before = _hook_count(model.module)
+
+    def work(im: XrayImage):
+        return predict_xray(model, im).probabilities, explain_xray(model, im, "COVID-19").values
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(work, images * 2))
+    for (p1, c1), (p2, c2) in zip(alone * 2, together, strict=True):
+        assert p1 == pytest.approx(p2, abs=1e-6)
+        assert np.allclose(c1, c2, atol=1e-5)
+    assert _hook_count(model.module) == hooks_before

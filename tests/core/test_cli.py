@@ -18,7 +18,9 @@ def _write(tmp_path: Path, name: str, data: bytes) -> Path:
     return path
 
 
-def test_predict_reports_good_files_and_fails_at_the_end_for_bad_ones(tmp_path, tiny_weights, chest_png, capsys) -> None:
+def test_predict_reports_good_files_and_fails_at_the_end_for_bad_ones(
+    tmp_path, tiny_weights, chest_png, capsys
+) -> None:
     good = _write(tmp_path, "chest.png", chest_png)
     bad = _write(tmp_path, "garbage.png", b"\x00\x01 not an image at all" * 10)
     good2 = _write(tmp_path, "chest2.png", chest_png)
@@ -40,7 +42,9 @@ def test_predict_reports_good_files_and_fails_at_the_end_for_bad_ones(tmp_path, 
 def test_predict_all_models_with_overlays(tmp_path, tiny_weights, chest_png, capsys) -> None:
     good = _write(tmp_path, "chest.png", chest_png)
     cams = tmp_path / "cams"
-    status = main(["predict-xray", str(good), "--model", "all", "--cam-dir", str(cams), "--weights", str(tiny_weights), "--json"])
+    status = main(
+        ["predict-xray", str(good), "--model", "all", "--cam-dir", str(cams), "--weights", str(tiny_weights), "--json"]
+    )
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert status == 0
     assert sorted(r["model"] for r in records) == ["cxr-custom", "cxr-densenet121", "cxr-resnet18"]
@@ -60,8 +64,21 @@ def test_module_entry_point_runs_as_a_user_would(tmp_path, tiny_weights, chest_p
     good = _write(tmp_path, "chest.png", chest_png)
     missing = tmp_path / "missing.dcm"
     proc = subprocess.run(
-        [sys.executable, "-m", "core", "predict-xray", str(good), str(missing), "--weights", str(tiny_weights), "--json"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "core",
+            "predict-xray",
+            str(good),
+            str(missing),
+            "--weights",
+            str(tiny_weights),
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 1
     assert json.loads(proc.stdout.splitlines()[0])["file"] == str(good)

@@ -29,8 +29,12 @@ def test_class_folder_names_of_public_datasets_map_to_labels() -> None:
 
 
 def test_patient_level_split_never_shares_a_patient_and_is_seeded() -> None:
-    samples = [Sample(Path(f"{p}-{i}.png"), label, f"p{p}") for p in range(60) for i in range(3)
-               for label in [("Normal", "Viral pneumonia", "COVID-19")[p % 3]]]
+    samples = [
+        Sample(Path(f"{p}-{i}.png"), label, f"p{p}")
+        for p in range(60)
+        for i in range(3)
+        for label in [("Normal", "Viral pneumonia", "COVID-19")[p % 3]]
+    ]
     parts = split_by_patient(samples, seed=1)
     patients = {name: {s.patient_id for s in items} for name, items in parts.items()}
     assert not patients["train"] & patients["dev"] and not patients["train"] & patients["test"]
@@ -49,10 +53,28 @@ def test_csv_and_folder_sources_read_the_same_dataset(phantom_dataset: Path) -> 
 
 def test_train_command_writes_weights_manifest_and_curves(phantom_dataset: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "weights"
-    status = main([
-        "train-xray", "--data", str(phantom_dataset / "manifest.csv"), "--arch", "custom", "--out", str(out),
-        "--size", "64", "--blocks", "2", "--width", "4", "--epochs", "2", "--lr", "1e-3", "--balanced",
-    ])
+    status = main(
+        [
+            "train-xray",
+            "--data",
+            str(phantom_dataset / "manifest.csv"),
+            "--arch",
+            "custom",
+            "--out",
+            str(out),
+            "--size",
+            "64",
+            "--blocks",
+            "2",
+            "--width",
+            "4",
+            "--epochs",
+            "2",
+            "--lr",
+            "1e-3",
+            "--balanced",
+        ]
+    )
     assert status == 0
     doc = json.loads((out / "manifest.json").read_text())
     (entry,) = doc["models"]

@@ -24,6 +24,23 @@ def _chest_cr() -> bytes:
     return Path(get_testdata_file("RG1_UNCR.dcm")).read_bytes()
 
 
+def _dicom_without_pixels() -> bytes:
+    import io
+
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.Modality, ds.SOPClassUID, ds.SOPInstanceUID = "DX", meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
 def _huge_png(side: int = 30000) -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
@@ -40,11 +57,13 @@ def test_empty_page_invites_an_upload(app: AppTest) -> None:
 
 def test_png_and_dicom_get_probabilities_and_overlays_garbage_gets_an_error(app: AppTest, chest_png: bytes) -> None:
     app.run()
-    app.file_uploader(key="xray_upload").set_value([
-        ("chest.png", chest_png, "image/png"),
-        ("garbage.png", b"\x13\x37" * 500, "image/png"),
-        ("cr.dcm", _chest_cr(), "application/dicom"),
-    ])
+    app.file_uploader(key="xray_upload").set_value(
+        [
+            ("chest.png", chest_png, "image/png"),
+            ("garbage.png", b"\x13\x37" * 500, "image/png"),
+            ("cr.dcm", _chest_cr(), "application/dicom"),
+        ]
+    )
     app.run()
     assert not app.exception
     assert len(app.error) == 1 and "garbage.png" in app.error[0].value
@@ -95,9 +114,13 @@ def test_single_model_shows_no_average(app: AppTest, chest_png: bytes) -> None:
         ("report.png", b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog >>\nendobj\n", "PDF"),
         ("bomb.png", _huge_png(), "too large"),
         ("truncated.png", None, "truncated"),
+        ("noise.bin", bytes(range(256)) * 40, "not a recognised image"),
+        ("report.dcm", _dicom_without_pixels(), "no pixel data"),
     ],
 )
-def test_bad_uploads_get_a_plain_message_and_others_still_show(app: AppTest, chest_png: bytes, name, data, words) -> None:
+def test_bad_uploads_get_a_plain_message_and_others_still_show(
+    app: AppTest, chest_png: bytes, name, data, words
+) -> None:
     if data is None:
         data = chest_png[: len(chest_png) // 2]
     app.run()
