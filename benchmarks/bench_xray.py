@@ -82,8 +82,10 @@ def main() -> int:
     decode = median_ms(lambda: read_xray(data, "bench.dcm"), args.repeats)
     image = read_xray(data, "bench.dcm")
     registry = ModelRegistry(args.weights)
-    print(f"device {registry.device}, {torch.get_num_threads()} threads, {args.repeats} repeats; "
-          f"DICOM 2048x2048 16-bit, {len(data) / 1e6:.1f} MB")
+    print(
+        f"device {registry.device}, {torch.get_num_threads()} threads, {args.repeats} repeats; "
+        f"DICOM 2048x2048 16-bit, {len(data) / 1e6:.1f} MB"
+    )
     print(f"decode (read_xray): {decode:.1f} ms median")
     header = f"{'model':18s} {'predict':>9s} {'grad-cam':>9s} {'fwd+bwd':>9s} {'ratio':>6s}"
     print(header)
