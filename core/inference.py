@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from core.explain.attributions import GRAD_CAM, explain
+from core.explain.attributions import GRAD_CAM, attribute
 from core.models.registry import LoadedModel
 from core.preprocess import xray_to_input
 from core.types import ExplanationMap, Prediction, XrayImage
@@ -14,12 +14,9 @@ from core.types import ExplanationMap, Prediction, XrayImage
 ENSEMBLE_ID = "average"
 
 
-def predict_input(model: LoadedModel, x: torch.Tensor) -> Prediction:
-    """Softmax probabilities of one prepared input (1, C, S, S), divided by the card's temperature."""
+def _prediction(model: LoadedModel, logits: torch.Tensor) -> Prediction:
     card = model.card
-    with model.lock, torch.inference_mode():
-        logits = model.module(x.to(model.device))[0].float().cpu()
-    probs = torch.softmax(logits / card.temperature, dim=0)
+    probs = torch.softmax(logits.float() / card.temperature, dim=0)
     return Prediction(
         model_id=card.id,
         model_version=card.version,
@@ -29,9 +26,33 @@ def predict_input(model: LoadedModel, x: torch.Tensor) -> Prediction:
     )
 
 
+def predict_input(model: LoadedModel, x: torch.Tensor) -> Prediction:
+    """Softmax probabilities of one prepared input (1, C, S, S), divided by the card's temperature."""
+    with model.lock, torch.inference_mode():
+        logits = model.module(x.to(model.device))[0].float().cpu()
+    return _prediction(model, logits)
+
+
 def predict_xray(model: LoadedModel, image: XrayImage) -> Prediction:
     """3-class probabilities of one model for one radiograph."""
     return predict_input(model, xray_to_input(image, model.card.input))
+
+
+def analyse_xray(
+    model: LoadedModel,
+    image: XrayImage,
+    target_label: str | None = None,
+    method: str = GRAD_CAM,
+) -> tuple[Prediction, ExplanationMap]:
+    """Prediction and attribution map (over the image's own (H, W)) from one prepared input.
+
+    ``target_label`` None explains the predicted class. With Grad-CAM, both come from a
+    single forward pass.
+    """
+    x = xray_to_input(image, model.card.input)
+    target = None if target_label is None else model.card.labels.index(target_label)
+    explanation, logits = attribute(model, x, target, method=method, out_hw=image.shape)
+    return _prediction(model, logits), explanation
 
 
 def explain_xray(
@@ -39,16 +60,9 @@ def explain_xray(
     image: XrayImage,
     target_label: str | None = None,
     method: str = GRAD_CAM,
-    prediction: Prediction | None = None,
 ) -> ExplanationMap:
     """Attribution map over the image's own (H, W); target default: the predicted class."""
-    x = xray_to_input(image, model.card.input)
-    if target_label is None:
-        prediction = prediction or predict_input(model, x)
-        target = prediction.predicted_index
-    else:
-        target = model.card.labels.index(target_label)
-    return explain(model, x, target, method=method, out_hw=image.shape)
+    return analyse_xray(model, image, target_label, method)[1]
 
 
 def average_predictions(predictions: Sequence[Prediction]) -> Prediction:

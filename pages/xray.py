@@ -9,7 +9,7 @@ import streamlit as st
 from core.errors import DashboardError
 from core.explain.attributions import GRAD_CAM, METHODS
 from core.explain.overlay import COLORMAPS, png_bytes, render_overlay
-from core.inference import average_predictions, explain_xray, predict_xray
+from core.inference import analyse_xray, average_predictions, predict_xray
 from core.io.images import read_xray
 from core.types import XRAY_LABELS
 from ui import resources
@@ -86,7 +86,22 @@ for name, data in files:
         for warning in image.warnings:
             st.warning(warning)
 
-        predictions = [memo(("pred", key, m.id, m.card.version), predict_xray, m, image) for m in models.values()]
+        cam_model = models.get(cam_model_id) or next(iter(models.values()))
+        target_label = None if target == PREDICTED else target
+        with st.spinner(f"Predicting, and {method} for {cam_model.id}..."):
+            # The explained model's prediction comes from the same forward pass as its map.
+            cam_pred, cam = memo(
+                ("analysis", key, cam_model.id, cam_model.card.version, method, target_label),
+                analyse_xray,
+                cam_model,
+                image,
+                target_label,
+                method,
+            )
+            predictions = [
+                cam_pred if m is cam_model else memo(("pred", key, m.id, m.card.version), predict_xray, m, image)
+                for m in models.values()
+            ]
         average = average_predictions(predictions) if len(predictions) > 1 else None
         shown = predictions + ([average] if average else [])
 
@@ -126,19 +141,6 @@ for name, data in files:
                 )
                 width = c2.slider(
                     "Window width", 1.0, float(span * 2), float(min(max(width, 1.0), span * 2)), key=f"width_{key[:12]}"
-                )
-            cam_model = models.get(cam_model_id) or next(iter(models.values()))
-            target_label = None if target == PREDICTED else target
-            cam_pred = next(p for p in predictions if p.model_id == cam_model.id)
-            with st.spinner(f"{method} for {cam_model.id}..."):
-                cam = memo(
-                    ("cam", key, cam_model.id, cam_model.card.version, method, target_label),
-                    explain_xray,
-                    cam_model,
-                    image,
-                    target_label,
-                    method,
-                    prediction=cam_pred,
                 )
             overlay = render_overlay(image.windowed(center, width), cam.values, colormap, opacity)
             st.plotly_chart(image_figure(overlay, colormap, f"{method}"), config=IMAGE_CONFIG, key=f"fig_{key[:12]}")

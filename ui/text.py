@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from core.types import XrayImage
 
-
 DISCLAIMER = (
     "Research use only. This dashboard is not a medical device and must not be used for diagnosis "
     "or treatment decisions. The shipped demo models were trained on synthetic phantoms, not on "

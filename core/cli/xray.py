@@ -75,7 +75,7 @@ def _model_ids(args: argparse.Namespace, registry) -> list[str]:
 
 def run_predict(args: argparse.Namespace) -> int:
     from core.explain.overlay import png_bytes, render_overlay
-    from core.inference import explain_xray, predict_xray
+    from core.inference import analyse_xray, predict_xray
     from core.io.images import read_xray
     from core.models.registry import ModelRegistry, select_device
 
@@ -99,10 +99,12 @@ def run_predict(args: argparse.Namespace) -> int:
         for warning in image.warnings:
             print(f"warning: {name}: {warning}", file=sys.stderr)
         for model in models:
-            pred = predict_xray(model, image)
-            record = {"file": name} | pred.to_dict()
             if args.cam_dir:
-                cam = explain_xray(model, image, method=args.method, prediction=pred)
+                pred, cam = analyse_xray(model, image, method=args.method)
+            else:
+                pred, cam = predict_xray(model, image), None
+            record = {"file": name} | pred.to_dict()
+            if cam is not None:
                 out = args.cam_dir / f"{path.stem}.{model.id}.{args.method}.png"
                 out.write_bytes(png_bytes(render_overlay(image.windowed(), cam.values, args.colormap, args.opacity)))
                 record["overlay"] = str(out)

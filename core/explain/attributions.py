@@ -54,13 +54,29 @@ def _to_unit(heat: torch.Tensor, out_hw: tuple[int, int], robust: bool) -> np.nd
 def explain(
     model: LoadedModel,
     x: torch.Tensor,
-    target: int,
+    target: int | None,
     method: str = GRAD_CAM,
     out_hw: tuple[int, int] | None = None,
 ) -> ExplanationMap:
-    """Attribute the logit of class ``target`` for input ``x`` (1, C, S, S).
+    """Attribute the logit of class ``target`` (None: the predicted class) for ``x`` (1, C, S, S).
 
     Returns an :class:`ExplanationMap` of shape ``out_hw`` (default (S, S)) in [0, 1].
+    """
+    return attribute(model, x, target, method, out_hw)[0]
+
+
+def attribute(
+    model: LoadedModel,
+    x: torch.Tensor,
+    target: int | None,
+    method: str = GRAD_CAM,
+    out_hw: tuple[int, int] | None = None,
+) -> tuple[ExplanationMap, torch.Tensor]:
+    """:func:`explain`, also returning the model's logits for ``x`` as a float32 (K,) CPU tensor.
+
+    Grad-CAM takes one forward pass for both: the logits are recorded on the way and the
+    target (when None) is chosen from them before the backward pass, which stops at the
+    Grad-CAM layer. So prediction + Grad-CAM costs less than one forward + full backward.
     """
     from captum.attr import GuidedGradCam, IntegratedGradients, LayerGradCam, Occlusion
 
@@ -68,7 +84,7 @@ def explain(
     if method not in METHODS:
         raise DashboardError(f"Unknown attribution method '{method}'. Choose one of: {', '.join(METHODS)}.")
     card = model.card
-    if not 0 <= target < len(card.labels):
+    if target is not None and not 0 <= target < len(card.labels):
         raise DashboardError(f"Target class {target} is out of range for model {card.id}.")
     if x.ndim != 4 or x.shape[0] != 1:
         raise ValueError(f"explain takes one input (1, C, S, S), got {tuple(x.shape)}")
@@ -77,52 +93,66 @@ def explain(
     module = model.module
     x = x.to(model.device)
     layer = gradcam_layer_of(module, card.gradcam_layer)
+    seen: dict[str, torch.Tensor] = {}
+
+    def target_logit(inp: torch.Tensor) -> torch.Tensor:
+        logits = module(inp)
+        seen["logits"] = logits[0].detach().float().cpu()
+        index = int(logits[0].argmax()) if target is None else target
+        seen["target"] = torch.tensor(index)
+        return logits[:, index : index + 1]
+
     with model.lock:
         was_training = module.training
         module.eval()
         try:
             if method == GRAD_CAM:
-                attr = LayerGradCam(module, layer).attribute(x, target=target, relu_attributions=True)
+                attr = LayerGradCam(target_logit, layer).attribute(x, target=0, relu_attributions=True)
                 heat = attr[0].sum(0)
                 robust = False
-            elif method == GUIDED_GRAD_CAM:
-                with warnings.catch_warnings():
-                    # Captum announces its temporary ReLU hooks (removed after the call).
-                    warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
-                    attr = GuidedGradCam(module, layer).attribute(x.clone().requires_grad_(True), target=target)
-                heat = attr[0].abs().sum(0)
-                robust = True
-            elif method == INTEGRATED_GRADIENTS:
-                attr = IntegratedGradients(module).attribute(
-                    x,
-                    baselines=baseline_input(card.input).to(model.device),
-                    target=target,
-                    n_steps=32,
-                    internal_batch_size=8,
-                )
-                # Smooth the pixel-level map a little so the overlay reads as regions.
-                heat = F.avg_pool2d(attr[0].abs().sum(0)[None, None], 5, stride=1, padding=2)[0, 0]
-                robust = True
             else:
-                window = max(8, size // 7)
-                stride = max(4, size // 14)
-                channels = x.shape[1]
-                attr = Occlusion(module).attribute(
-                    x,
-                    sliding_window_shapes=(channels, window, window),
-                    strides=(channels, stride, stride),
-                    baselines=baseline_input(card.input).to(model.device),
-                    target=target,
-                    perturbations_per_eval=16,
-                )
-                # Positive = hiding this patch lowers the target score: evidence for the class.
-                heat = attr[0].mean(0)
-                robust = False
+                with torch.inference_mode():
+                    target_logit(x)
+                index = int(seen["target"])
+                if method == GUIDED_GRAD_CAM:
+                    with warnings.catch_warnings():
+                        # Captum announces its temporary ReLU hooks (removed after the call).
+                        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
+                        attr = GuidedGradCam(module, layer).attribute(x.clone().requires_grad_(True), target=index)
+                    heat = attr[0].abs().sum(0)
+                    robust = True
+                elif method == INTEGRATED_GRADIENTS:
+                    attr = IntegratedGradients(module).attribute(
+                        x,
+                        baselines=baseline_input(card.input).to(model.device),
+                        target=index,
+                        n_steps=32,
+                        internal_batch_size=8,
+                    )
+                    # Smooth the pixel-level map a little so the overlay reads as regions.
+                    heat = F.avg_pool2d(attr[0].abs().sum(0)[None, None], 5, stride=1, padding=2)[0, 0]
+                    robust = True
+                else:
+                    window = max(8, size // 7)
+                    stride = max(4, size // 14)
+                    channels = x.shape[1]
+                    attr = Occlusion(module).attribute(
+                        x,
+                        sliding_window_shapes=(channels, window, window),
+                        strides=(channels, stride, stride),
+                        baselines=baseline_input(card.input).to(model.device),
+                        target=index,
+                        perturbations_per_eval=16,
+                    )
+                    # Positive = hiding this patch lowers the target score: evidence for the class.
+                    heat = attr[0].mean(0)
+                    robust = False
         finally:
             module.train(was_training)
-    return ExplanationMap(
+    explanation = ExplanationMap(
         values=_to_unit(heat, out_hw, robust),
         method=method,
-        target_label=card.labels[target],
+        target_label=card.labels[int(seen["target"])],
         model_id=card.id,
     )
+    return explanation, seen["logits"]

@@ -72,9 +72,7 @@ _OTHER_KINDS: tuple[tuple[int, bytes, str], ...] = (
 _GREY_PHOTOMETRICS = frozenset({"MONOCHROME1", "MONOCHROME2"})
 # Colour encodings pydicom turns into RGB (YBR_FULL*: by conversion, YBR_ICT/RCT: in the
 # JPEG 2000 decoder) or, for PALETTE COLOR, that apply_color_lut maps to RGB.
-_COLOUR_PHOTOMETRICS = frozenset(
-    {"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "PALETTE COLOR"}
-)
+_COLOUR_PHOTOMETRICS = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "PALETTE COLOR"})
 # Modalities that are plain projection radiographs ("OT" is common for secondary captures).
 _RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG", "OT"})
 _PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -296,9 +294,7 @@ def _read_raster(data: bytes, name: str, fmt: str) -> XrayImage:
         center, width = _WINDOW_8BIT
     else:
         center, width = _percentile_window(pixels)
-    logger.debug(
-        "read a %s image: %d x %d, %d bits", label, pixels.shape[1], pixels.shape[0], bits_stored
-    )
+    logger.debug("read a %s image: %d x %d, %d bits", label, pixels.shape[1], pixels.shape[0], bits_stored)
     return XrayImage(
         pixels=pixels,
         window_center=center,
@@ -373,9 +369,7 @@ def _read_dicom(data: bytes, name: str, *, force: bool) -> XrayImage:
     except BaseException as e:
         if not _is_decoder_failure(e):
             raise
-        raise UnsupportedDicomError(
-            f"{name} could not be read as DICOM; the file may be truncated or damaged."
-        ) from e
+        raise UnsupportedDicomError(f"{name} could not be read as DICOM; the file may be truncated or damaged.") from e
     return _dataset_to_image(ds, name)
 
 
@@ -393,21 +387,16 @@ def _dataset_to_image(ds: Dataset, name: str) -> XrayImage:
 def _decode_dataset(ds: Dataset, name: str) -> XrayImage:
     if not any(k in ds for k in _PIXEL_DATA_KEYWORDS):
         hint = "; the file may be truncated" if _expects_pixels(ds) else ""
-        raise UnsupportedDicomError(
-            f"{name} is a DICOM file without image data (no Pixel Data){hint}."
-        )
+        raise UnsupportedDicomError(f"{name} is a DICOM file without image data (no Pixel Data){hint}.")
     tsyntax = _transfer_syntax(ds, name)
 
     photometric = str(ds.get("PhotometricInterpretation") or "").strip().upper()
     if not photometric:
         raise UnsupportedDicomError(
-            f"{name} does not say how its DICOM pixels encode grey levels or colours "
-            "(no Photometric Interpretation)."
+            f"{name} does not say how its DICOM pixels encode grey levels or colours (no Photometric Interpretation)."
         )
     if photometric not in _GREY_PHOTOMETRICS | _COLOUR_PHOTOMETRICS:
-        raise UnsupportedDicomError(
-            f"{name} uses the DICOM colour encoding '{photometric}', which is not supported."
-        )
+        raise UnsupportedDicomError(f"{name} uses the DICOM colour encoding '{photometric}', which is not supported.")
     rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
     _check_pixel_count(name, columns, rows)
     n_frames = _number_of_frames(ds)
@@ -489,9 +478,7 @@ def _decode_dataset(ds: Dataset, name: str) -> XrayImage:
 def _expects_pixels(ds: Dataset) -> bool:
     """Whether the dataset says it is an image (so missing pixels mean a cut-off file)."""
     file_meta = getattr(ds, "file_meta", None)
-    sop_class = ds.get("SOPClassUID") or (
-        file_meta.get("MediaStorageSOPClassUID") if file_meta else None
-    )
+    sop_class = ds.get("SOPClassUID") or (file_meta.get("MediaStorageSOPClassUID") if file_meta else None)
     sop_name = getattr(sop_class, "name", "") if sop_class else ""
     return "Rows" in ds or "Image Storage" in str(sop_name)
 
@@ -506,9 +493,7 @@ def _transfer_syntax(ds: Dataset, name: str) -> pydicom.uid.UID:
     pixel_element = next(ds[k] for k in _PIXEL_DATA_KEYWORDS if k in ds)
     implicit_vr, little_endian = ds.original_encoding
     if pixel_element.is_undefined_length or little_endian is None:  # compressed: codec unknown
-        raise UnsupportedDicomError(
-            f"{name} does not say how its DICOM image data is stored (no Transfer Syntax)."
-        )
+        raise UnsupportedDicomError(f"{name} does not say how its DICOM image data is stored (no Transfer Syntax).")
     if implicit_vr:
         inferred = pydicom.uid.ImplicitVRLittleEndian
     elif little_endian:

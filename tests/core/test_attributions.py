@@ -100,3 +100,15 @@ def test_two_sessions_sharing_one_model_get_the_same_results_as_alone(registry) 
         assert p1 == pytest.approx(p2, abs=1e-6)
         assert np.allclose(c1, c2, atol=1e-5)
     assert _hook_count(model.module) == hooks_before
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_one_pass_analysis_predicts_exactly_what_predict_does(registry, method: str) -> None:
+    from core.inference import analyse_xray
+
+    model = registry.load("cxr-densenet121")
+    image = _image(seed=5)
+    pred, cam = analyse_xray(model, image, method=method)
+    alone = predict_xray(model, image)
+    assert pred.probabilities == pytest.approx(alone.probabilities, abs=1e-5)
+    assert cam.target_label == alone.predicted_label

@@ -186,16 +186,12 @@ def test_accepts_bytearray_and_memoryview(files, rng):
 
 
 def _truncated_png(files, rng) -> bytes:
-    data = files.encode(
-        Image.fromarray(files.radiograph_like(rng, (64, 64), 255).astype(np.uint8)), "PNG"
-    )
+    data = files.encode(Image.fromarray(files.radiograph_like(rng, (64, 64), 255).astype(np.uint8)), "PNG")
     return data[: len(data) // 2]
 
 
 def _truncated_jpeg(files, rng) -> bytes:
-    data = files.encode(
-        Image.fromarray(files.radiograph_like(rng, (64, 64), 255).astype(np.uint8)), "JPEG"
-    )
+    data = files.encode(Image.fromarray(files.radiograph_like(rng, (64, 64), 255).astype(np.uint8)), "JPEG")
     return data[: len(data) // 2]
 
 
@@ -312,9 +308,7 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("build", "error", "words"), [c[1:] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS]
-)
+@pytest.mark.parametrize(("build", "error", "words"), [c[1:] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
 def test_bad_input_gets_a_clear_message(files, rng, build, error, words):
     data = build(files, rng)
     with pytest.raises(error) as info:
@@ -373,9 +367,7 @@ def test_does_not_change_pillow_settings(files, rng):
 def test_too_many_bytes(files, monkeypatch):
     monkeypatch.setattr(images, "MAX_BYTES", 1024)
     data = files.encode(Image.fromarray(np.zeros((64, 64), np.uint8)), "BMP")
-    with pytest.raises(
-        InvalidInputError, match=r"^scan\.bmp is too large \(0 MB; the limit is 0 MB\)\.$"
-    ):
+    with pytest.raises(InvalidInputError, match=r"^scan\.bmp is too large \(0 MB; the limit is 0 MB\)\.$"):
         read_xray(data, "scan.bmp")
 
 
@@ -390,9 +382,7 @@ def test_missing_decoder_is_reported(files, rng, monkeypatch):
 
     monkeypatch.setattr(images, "get_decoder", lambda uid: NoPlugins())
     data = files.dicom_bytes(files.dx_dataset(files.radiograph_like(rng, (8, 8), 4095)))
-    with pytest.raises(
-        UnsupportedDicomError, match="the decoder for this DICOM compression is not installed"
-    ):
+    with pytest.raises(UnsupportedDicomError, match="the decoder for this DICOM compression is not installed"):
         read_xray(data, "dx.dcm")
 
 
@@ -402,13 +392,9 @@ def test_missing_decoder_is_reported(files, rng, monkeypatch):
 
 def test_writes_nothing_to_disk(files, rng, monkeypatch, tmp_path):
     inputs = [
+        files.encode(Image.fromarray(files.radiograph_like(rng, (32, 32), 255).astype(np.uint8)), "JPEG"),
         files.encode(
-            Image.fromarray(files.radiograph_like(rng, (32, 32), 255).astype(np.uint8)), "JPEG"
-        ),
-        files.encode(
-            Image.fromarray(files.radiograph_like(rng, (32, 32), 4095).astype(np.int32)).convert(
-                "I;16"
-            ),
+            Image.fromarray(files.radiograph_like(rng, (32, 32), 4095).astype(np.int32)).convert("I;16"),
             "TIFF",
         ),
         files.sample_bytes("RG1_J2KI.dcm"),
@@ -438,9 +424,7 @@ def test_writes_nothing_to_disk(files, rng, monkeypatch, tmp_path):
 
 
 def test_patient_identifiers_never_reach_logs_or_messages(files, rng, caplog):
-    ds = files.dx_dataset(
-        files.radiograph_like(rng, (16, 16), 4095), WindowCenter=2000, WindowWidth=4000
-    )
+    ds = files.dx_dataset(files.radiograph_like(rng, (16, 16), 4095), WindowCenter=2000, WindowWidth=4000)
     caplog.set_level(logging.DEBUG)
     image = read_xray(files.dicom_bytes(ds), "Doe_Jane_PID-12345.dcm")
     del ds.PixelData
@@ -559,9 +543,7 @@ def test_dicom_round_trip_applies_rescale_and_window(files, rng):
     assert_well_formed(image, "dicom", (40, 30))
     np.testing.assert_array_equal(image.pixels, stored * 2.0 - 1000.0)
     assert (image.window_center, image.window_width) == (499.5, 1999.0)
-    np.testing.assert_allclose(
-        image.windowed(), naive_dicom_linear_window(stored * 2.0 - 1000.0, 500, 2000), atol=1e-5
-    )
+    np.testing.assert_allclose(image.windowed(), naive_dicom_linear_window(stored * 2.0 - 1000.0, 500, 2000), atol=1e-5)
     assert image.modality == "DX" and image.photometric == "MONOCHROME2"
     assert image.bits_stored == 12
     assert image.pixel_spacing_mm == (0.143, 0.139)
@@ -590,11 +572,7 @@ def test_dicom_without_window_uses_percentiles(files, rng):
 def test_dicom_without_preamble(files, rng, layout):
     stored = files.radiograph_like(rng, (24, 20), 4095)
     ds = files.dx_dataset(stored)
-    data = (
-        files.dicom_bytes(ds, file_format=False)
-        if layout == "bare-dataset"
-        else files.dicom_bytes(ds)[128:]
-    )
+    data = files.dicom_bytes(ds, file_format=False) if layout == "bare-dataset" else files.dicom_bytes(ds)[128:]
     image = read_xray(data, "old.dcm")
     assert image.file_format == "dicom"
     np.testing.assert_array_equal(image.pixels, stored)
