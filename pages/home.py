@@ -8,8 +8,10 @@ import streamlit as st
 
 from core.errors import DashboardError
 from ui import resources
+from ui.navigation import use_app_navigation
 from ui.text import DISCLAIMER
 
+use_app_navigation()
 st.title("COVID-19 chest imaging dashboard")
 st.warning(DISCLAIMER, icon=":material/warning:")
 

@@ -15,12 +15,14 @@ from core.types import XRAY_LABELS
 from ui import resources
 from ui.demo_images import demo_xrays
 from ui.figures import IMAGE_CONFIG, image_figure
+from ui.navigation import use_app_navigation
 from ui.session import digest, memo
 from ui.text import DISCLAIMER, describe_image
 
 PREDICTED = "Predicted class"
 REFERENCE = "cxr-resnet18"
 
+use_app_navigation()
 st.title("X-ray triage")
 st.caption(DISCLAIMER)
 

@@ -99,6 +99,17 @@ def browser(tmp_path_factory):
             context.close()
 
 
+def test_a_deep_link_after_a_restart_gets_the_app_navigation(app_url, browser) -> None:
+    # Runs first, on a server no session has visited yet: see ui/navigation.py.
+    page = browser.new_page()
+    page.goto(f"{app_url}/xray", wait_until="domcontentloaded")
+    page.get_by_text("Upload one or more chest X-rays").wait_for(timeout=60_000)
+    nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
+    assert "X-ray triage" in nav and "Home" in nav
+    assert "app" not in nav.split()  # not the legacy list of file names
+    page.close()
+
+
 def test_upload_an_xray_and_read_the_predicted_label(app_url, browser, chest_png, tmp_path) -> None:
     page = browser.new_page()
     page.goto(app_url, wait_until="domcontentloaded")
