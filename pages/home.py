@@ -67,8 +67,17 @@ for card in cards:
             right.markdown("Per class")
             right.dataframe(
                 per_class.style.format(
-                    {"precision": "{:.3f}", "recall": "{:.3f}", "specificity": "{:.3f}", "f1": "{:.3f}"}
+                    {
+                        "precision": "{:.3f}",
+                        "recall": "{:.3f}",
+                        "specificity": "{:.3f}",
+                        "f1": "{:.3f}",
+                        "support": "{:.0f}",
+                    }
                 )
+            )
+            right.caption(
+                f"Accuracy {held['accuracy']:.1%} · one-vs-rest ROC AUC {held.get('roc_auc_ovr', float('nan')):.3f}"
             )
         curves = card.training.get("learning_curves")
         if curves:
@@ -76,6 +85,9 @@ for card in cards:
             fig = go.Figure()
             for col, name in (("train_loss", "train loss"), ("dev_loss", "dev loss")):
                 fig.add_trace(go.Scatter(x=df["epoch"], y=df[col], mode="lines+markers", name=name))
+            best = card.training.get("best_epoch")
+            if best:
+                fig.add_vline(x=best, line_dash="dot", annotation_text=f"weights kept (epoch {best})")
             fig.update_layout(
                 height=260,
                 margin=dict(l=10, r=10, t=30, b=10),

@@ -1,31 +1,51 @@
 """Per-session memo of expensive results, kept in ``st.session_state`` (memory only).
 
 Uploaded images and their predictions never leave the session: nothing is written to disk
-and nothing is shared with other sessions (unlike ``st.cache_data``).
+and nothing is shared with other sessions (unlike ``st.cache_data``). A 2048 px radiograph and
+each of its attribution maps weigh 16 MB as float32, so the memo has a byte budget and
+forgets the oldest entries beyond it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
+import numpy as np
 import streamlit as st
 
 T = TypeVar("T")
 _MEMO_KEY = "_memo"
-_MAX_ENTRIES = 256
+MAX_BYTES = 512 * 1024 * 1024
 
 
 def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _array_bytes(value: Any) -> int:
+    """Bytes held in NumPy arrays inside ``value`` (tuples, lists, dataclasses)."""
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, tuple | list):
+        return sum(_array_bytes(v) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return sum(_array_bytes(getattr(value, f.name)) for f in dataclasses.fields(value))
+    return 0
+
+
 def memo(key: Hashable, compute: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Return the session's stored value for ``key``, computing ``compute(*args, **kwargs)`` once."""
-    store: dict[Hashable, object] = st.session_state.setdefault(_MEMO_KEY, {})
-    if key not in store:
-        if len(store) >= _MAX_ENTRIES:
-            store.pop(next(iter(store)))
-        store[key] = compute(*args, **kwargs)
-    return store[key]  # type: ignore[return-value]
+    store: dict[Hashable, tuple[Any, int]] = st.session_state.setdefault(_MEMO_KEY, {})
+    if key in store:
+        return store[key][0]
+    value = compute(*args, **kwargs)
+    store[key] = (value, _array_bytes(value))
+    total = sum(size for _, size in store.values())
+    for old in list(store):
+        if total <= MAX_BYTES or old == key:
+            break
+        total -= store.pop(old)[1]
+    return value
