@@ -412,8 +412,10 @@ def _decode_dataset(ds: Dataset, name: str) -> XrayImage:
             f"{name} is stored as '{tsyntax.name}'; the decoder for this DICOM compression is not installed."
         )
     try:
-        # Only the first frame is decoded; view_only avoids a copy of uncompressed data.
-        arr = pixel_array(ds, index=0, view_only=True)
+        # Only the first frame is decoded; view_only avoids a copy of uncompressed data, but
+        # where Bits Stored < Bits Allocated pydicom must mask the unused high bits (a copy).
+        full_words = _first_number(ds.get("BitsStored")) == _first_number(ds.get("BitsAllocated"))
+        arr = pixel_array(ds, index=0, view_only=full_words)
     except BaseException as e:
         if not _is_decoder_failure(e):
             raise
