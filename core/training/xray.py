@@ -173,8 +173,7 @@ def _imagenet_state(architecture: str) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _init_from_imagenet(model: nn.Module, architecture: str) -> None:
-    state = _imagenet_state(architecture)
+def _init_from_imagenet(model: nn.Module, architecture: str, state: dict[str, torch.Tensor]) -> None:
     if architecture == "resnet18":
         state = {f"net.{k}": v for k, v in state.items() if not k.startswith("fc.")}
     else:
@@ -225,6 +224,8 @@ def train_xray(
     torch.manual_seed(config.seed)
     device = select_device(config.device)
     spec = config.input_spec()
+    # Fail before reading a whole dataset when the ImageNet checkpoint is not on disk.
+    imagenet = _imagenet_state(config.architecture) if config.init == "imagenet" else None
     samples = load_source(source)
     parts = split_by_patient(samples, seed=config.seed)
     loaded = {name: _load_images(items, spec.size, progress) for name, items in parts.items()}
@@ -246,8 +247,8 @@ def train_xray(
     dev_loader = DataLoader(sets["dev"], batch_size=64)
 
     model = build_model(config.architecture, **config.architecture_kwargs())
-    if config.init == "imagenet":
-        _init_from_imagenet(model, config.architecture)
+    if imagenet is not None:
+        _init_from_imagenet(model, config.architecture, imagenet)
     model.to(device)
     optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     loss_fn = nn.CrossEntropyLoss()

@@ -99,3 +99,74 @@ def test_training_on_a_missing_source_is_one_line(tmp_path: Path, capsys) -> Non
     status = main(["train-xray", "--data", str(tmp_path / "nope"), "--arch", "custom", "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert status != 0 and len(err) == 1 and "nope" in err[0]
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "densenet121"])
+def test_imagenet_init_loads_torchvisions_checkpoint_from_the_local_cache(
+    arch: str, phantom_dataset: Path, tmp_path: Path, monkeypatch
+) -> None:
+    import re
+
+    from core.torchvision_compat import ensure_torchvision
+    from core.training.xray import IMAGENET_FILES
+
+    tv = ensure_torchvision()
+    torch.manual_seed(123)
+    reference = getattr(tv.models, arch)(weights=None).state_dict()
+    on_disk = reference
+    if arch == "densenet121":  # torchvision's published densenet files use the old key names
+        on_disk = {
+            re.sub(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.", r"\1.\2.", k): v for k, v in reference.items()
+        }
+        assert on_disk.keys() != reference.keys()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(on_disk, tmp_path / "torch" / "hub" / "checkpoints" / IMAGENET_FILES[arch])
+    out = tmp_path / "w"
+    status = main(
+        [
+            "train-xray",
+            "--data",
+            str(phantom_dataset),
+            "--arch",
+            arch,
+            "--out",
+            str(out),
+            "--size",
+            "64",
+            "--epochs",
+            "1",
+            "--lr",
+            "1e-12",
+            "--init",
+            "imagenet",
+            "--no-augment",
+        ]
+    )
+    assert status == 0
+    shipped = torch.load(out / f"cxr-{arch}.pt", weights_only=True)
+    first_conv = "net.conv1.weight" if arch == "resnet18" else "features.conv0.weight"
+    source = reference["conv1.weight" if arch == "resnet18" else "features.conv0.weight"]
+    assert torch.allclose(shipped[first_conv].float(), source, atol=1e-3)
+    if arch == "densenet121":
+        key = "features.denseblock1.denselayer1.norm1.weight"
+        assert torch.allclose(shipped[key].float(), reference[key], atol=1e-3)
+
+
+def test_imagenet_init_without_the_cached_file_fails_before_reading_data(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    status = main(
+        [
+            "train-xray",
+            "--data",
+            str(tmp_path / "not-read"),
+            "--arch",
+            "resnet18",
+            "--init",
+            "imagenet",
+            "--out",
+            str(tmp_path / "w"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert status != 0 and "not in the local torch cache" in err and "nothing is downloaded" in err
