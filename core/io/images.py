@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import math
 import struct
-import warnings
 from io import BytesIO
 from typing import Any
 
@@ -266,17 +265,16 @@ def _read_raster(data: bytes, name: str, fmt: str) -> XrayImage:
         _check_pixel_count(name, *size)
     warnings_out: list[str] = []
     try:
-        # Pillow's own bomb check reads the global Image.MAX_IMAGE_PIXELS; ours above does not.
-        # Its warning is turned into an error here, for this call only, so it cannot slip by.
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(BytesIO(data), formats=[_PIL_FORMATS[fmt]]) as im:
-                _check_pixel_count(name, *im.size)
-                n_pages = int(getattr(im, "n_frames", 1)) if fmt == "tiff" else 1
-                im.load()
-                _apply_exif_orientation(im)
-                pixels, bits_stored, is_colour = _pillow_to_grey(im)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        # Our limit (checked above from the header and here on the lazy open) is below Pillow's
+        # own, so Pillow's bomb error can only fire if other code lowered its global limit. No
+        # warnings filter is touched: that state is process-wide and the server is threaded.
+        with Image.open(BytesIO(data), formats=[_PIL_FORMATS[fmt]]) as im:
+            _check_pixel_count(name, *im.size)
+            n_pages = int(getattr(im, "n_frames", 1)) if fmt == "tiff" else 1
+            im.load()
+            _apply_exif_orientation(im)
+            pixels, bits_stored, is_colour = _pillow_to_grey(im)
+    except Image.DecompressionBombError as e:
         width, height = size if size is not None else (None, None)
         raise InvalidInputError(_too_large_message(name, width, height)) from e
     except BaseException as e:
