@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from tests.helpers import TINY_MODELS, png_bytes_of, register_tiny_model
+from tests.helpers import TINY_MODELS, register_tiny_model
 
 
 @pytest.fixture(scope="session")
@@ -25,4 +24,4 @@ def chest_png() -> bytes:
     from core.demo.xray_phantom import generate_xray
 
     phantom = generate_xray("COVID-19", 0.8, seed=7, size=256)
-    return png_bytes_of(np.round(phantom.pixels * 255).astype(np.uint8))
+    return phantom.to_png()

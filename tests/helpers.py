@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from core.models.architectures import build_model
@@ -46,11 +44,3 @@ def register_tiny_model(weights_dir: Path, model_id: str, size: int = 64, seed: 
     )
     write_manifest_entry(weights_dir, card)
     return card
-
-
-def png_bytes_of(array: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()

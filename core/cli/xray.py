@@ -6,8 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.errors import DashboardError
+
+if TYPE_CHECKING:
+    from core.models.registry import ModelRegistry
 
 DEFAULT_MODEL = "cxr-resnet18"
 
@@ -66,7 +70,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=run_train)
 
 
-def _model_ids(args: argparse.Namespace, registry) -> list[str]:
+def _model_ids(args: argparse.Namespace, registry: ModelRegistry) -> list[str]:
     ids = args.model or [DEFAULT_MODEL]
     if "all" in ids:
         return registry.ids("xray")

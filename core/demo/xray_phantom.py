@@ -19,6 +19,7 @@ and the density added by disease grows monotonically with severity.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 from collections.abc import Callable
@@ -99,6 +100,16 @@ class XrayPhantom:
     severity: float
     findings: dict[str, int]
     pixel_spacing_mm: float
+
+    def to_uint8(self) -> np.ndarray:
+        """The radiograph as 8-bit grayscale (H, W), as the PNGs of the demo datasets store it."""
+        return np.rint(self.pixels * 255.0).astype(np.uint8)
+
+    def to_png(self) -> bytes:
+        """The radiograph as 8-bit grayscale PNG bytes, in memory."""
+        buf = io.BytesIO()
+        Image.fromarray(self.to_uint8()).save(buf, format="PNG")
+        return buf.getvalue()
 
 
 # --------------------------------------------------------------------------- parameters
@@ -992,8 +1003,7 @@ def write_xray_dataset(
             severity = 0.0 if label == "Normal" else round(float(severities[i]), 3)
             phantom = generate_xray(label, severity, int(image_seeds[i]), size=size)
             name = f"{folder}-{i + 1:04d}.png"
-            pixels = np.rint(phantom.pixels * 255.0).astype(np.uint8)
-            Image.fromarray(pixels).save(out / folder / name)
+            Image.fromarray(phantom.to_uint8()).save(out / folder / name)
             patient += 1
             rows.append((f"{folder}/{name}", label, f"demo-xr-{patient:04d}", f"{severity:.3f}"))
             if progress is not None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.demo.xray_phantom import generate_xray
+from core.demo.xray_phantom import XrayPhantom, generate_xray
 from core.inference import explain_xray, predict_xray
 from core.models.registry import DEFAULT_WEIGHTS_DIR, ModelRegistry
 from core.types import XRAY_LABELS, XrayImage
@@ -22,9 +22,9 @@ def registry() -> ModelRegistry:
     return ModelRegistry(DEFAULT_WEIGHTS_DIR, device=torch.device("cpu"))
 
 
-def _as_image(pixels: np.ndarray, name: str) -> XrayImage:
+def _as_image(phantom: XrayPhantom, name: str) -> XrayImage:
     # Through 8 bits, as a PNG upload would arrive.
-    return XrayImage(np.round(pixels * 255).astype(np.float32), 127.5, 255.0, name, "png")
+    return XrayImage(phantom.to_uint8().astype(np.float32), 127.5, 255.0, name, "png")
 
 
 def _fresh_phantoms(n_per_class: int = 8) -> list[tuple[str, XrayImage]]:
@@ -33,7 +33,7 @@ def _fresh_phantoms(n_per_class: int = 8) -> list[tuple[str, XrayImage]]:
         for k in range(n_per_class):
             seed = 900_000 + 100 * i + k  # far from the training set's seeds
             severity = 0.0 if label == "Normal" else 0.45 + 0.5 * k / n_per_class
-            out.append((label, _as_image(generate_xray(label, severity, seed=seed, size=512).pixels, f"{seed}.png")))
+            out.append((label, _as_image(generate_xray(label, severity, seed=seed, size=512), f"{seed}.png")))
     return out
 
 
@@ -60,7 +60,7 @@ def test_grad_cam_of_covid_looks_at_the_lower_lateral_lungs_not_outside_the_body
     inside, outside = [], []
     for seed in range(5):
         phantom = generate_xray("COVID-19", 0.8, seed=950_000 + seed, size=512)
-        cam = explain_xray(model, _as_image(phantom.pixels, "c.png"), target_label="COVID-19").values
+        cam = explain_xray(model, _as_image(phantom, "c.png"), target_label="COVID-19").values
         h, w = cam.shape
         lower_lateral = np.concatenate(
             [
