@@ -106,3 +106,22 @@ class ExplanationMap:
     def __post_init__(self) -> None:
         if self.values.ndim != 2:
             raise ValueError(f"explanation map must be 2D, got shape {self.values.shape}")
+
+
+@dataclass(frozen=True, eq=False)
+class CtVolume:
+    """A CT series as one volume in Hounsfield units.
+
+    ``hu`` is float32 (z, y, x) in HU, axis 0 ordered along the slice normal (increasing
+    position); ``spacing_mm`` is (z, y, x) in mm, z being the median distance between
+    consecutive slice positions; ``window`` is (center, width) in HU from the first slice's
+    Window Center / Width, when present.
+    """
+
+    hu: np.ndarray
+    spacing_mm: tuple[float, float, float]
+    series_uid: str
+    description: str
+    window: tuple[float, float] | None
+    n_files: int
+    warnings: tuple[str, ...] = ()

@@ -1,0 +1,313 @@
+"""Tests of core.io.ct_series: DICOM slices (bytes) -> one CtVolume in HU.
+
+Series are written by core.demo.dicom_writer and then shuffled, renamed, cut or tampered with;
+one test reads a real scanner's series from ../shared/samples (``real_artefact``), skipped where
+that folder is absent.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pydicom.uid
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+from pydicom.pixels import pixel_array
+
+from core.demo.dicom_writer import DicomPatient, DicomStudy, new_uid, write_ct_series
+from core.errors import InconsistentSeriesError, InvalidInputError, UnsupportedDicomError
+from core.io.ct_series import SeriesInfo, list_series, read_ct_folder, read_ct_series
+
+PATIENT = DicomPatient("SMITH^ALICE", "MRN-778899", "19610514", "F", 58, institution="St Elsewhere")
+STUDY = DicomStudy(new_uid("ct-series-test"), "ACC-5566", datetime.date(2020, 4, 2))
+IDENTIFIERS = ("SMITH", "ALICE", "MRN-778899", "19610514", "St Elsewhere", "ACC-5566")
+SPACING = (2.5, 0.75, 0.8)
+REAL_SERIES = Path(__file__).resolve().parents[3] / "shared" / "samples" / "ct-series-lung-dx-a0002"
+
+Files = list[tuple[str, bytes]]
+
+
+def phantom(n_slices: int = 8, size: int = 12, seed: int = 0) -> np.ndarray:
+    """(z, y, x) int16 HU whose slices all differ (so the order can be checked)."""
+    rng = np.random.default_rng(seed)
+    hu = rng.integers(-1000, 400, size=(n_slices, size, size)).astype(np.int16)
+    hu[:, 0, 0] = np.arange(n_slices) * 10 - 1000
+    return hu
+
+
+def written(tmp_path: Path, hu: np.ndarray, name: str = "ct", **kwargs: object) -> Files:
+    paths = write_ct_series(tmp_path / name, hu, kwargs.pop("spacing_mm", SPACING), PATIENT, STUDY, **kwargs)
+    return [(f"{name}/{p.name}", p.read_bytes()) for p in paths]
+
+
+def tampered(data: bytes, **tags: object) -> bytes:
+    """The file with some tags changed (a value of None deletes the tag)."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    for keyword, value in tags.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def assert_no_identifier(text: str) -> None:
+    for identifier in IDENTIFIERS:
+        assert identifier.casefold() not in text.casefold()
+
+
+def test_series_reads_back_with_the_same_hu_spacing_and_window(tmp_path):
+    hu = phantom()
+    volume = read_ct_series(written(tmp_path, hu, description="CHEST CT"))
+    assert volume.hu.dtype == np.float32
+    np.testing.assert_array_equal(volume.hu, hu)
+    assert volume.spacing_mm == SPACING
+    assert volume.window == (-600.0, 1500.0)
+    assert volume.description == "CHEST CT"
+    assert volume.n_files == 8
+    assert volume.warnings == ()
+
+
+def test_order_comes_from_positions_not_file_names(tmp_path):
+    hu = phantom()
+    files = written(tmp_path, hu)
+    rng = np.random.default_rng(3)
+    # Names that sort in the opposite order of the slices, then shuffled.
+    renamed = [(f"slice-{len(files) - k:03d}.dcm", data) for k, (_, data) in enumerate(files)]
+    shuffled = [renamed[i] for i in rng.permutation(len(renamed))]
+    np.testing.assert_array_equal(read_ct_series(shuffled).hu, hu)
+    # Instance numbers that contradict the positions are not used either.
+    misnumbered = [(name, tampered(data, InstanceNumber=100 - k)) for k, (name, data) in enumerate(files)]
+    np.testing.assert_array_equal(read_ct_series(misnumbered[::-1]).hu, hu)
+
+
+def test_order_follows_the_slice_normal_of_a_sagittal_series(tmp_path):
+    hu = phantom(5)
+    files = []
+    for k, (name, data) in enumerate(written(tmp_path, hu)):
+        # Sagittal: rows along y, columns along -z; the normal is -x, so x decreases as k grows.
+        files.append(
+            (name, tampered(data, ImageOrientationPatient=[0, 1, 0, 0, 0, -1], ImagePositionPatient=[-2.5 * k, 0, 0]))
+        )
+    volume = read_ct_series(files[::-1])
+    np.testing.assert_array_equal(volume.hu, hu)
+    assert volume.spacing_mm[0] == 2.5
+
+
+def test_float_hu_with_a_rescale_slope_round_trip(tmp_path):
+    hu = np.random.default_rng(1).uniform(-1000, 1000, (4, 10, 10))
+    volume = read_ct_series(written(tmp_path, hu, rescale_slope=0.5, rescale_intercept=-2000.0))
+    np.testing.assert_allclose(volume.hu, hu, atol=0.25 + 1e-4)
+
+
+def test_compressed_slices_are_decoded(tmp_path):
+    hu = phantom(3)
+    files = []
+    for name, data in written(tmp_path, hu):
+        ds = pydicom.dcmread(io.BytesIO(data))
+        ds.compress(pydicom.uid.RLELossless)
+        buffer = io.BytesIO()
+        pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+        files.append((name, buffer.getvalue()))
+    np.testing.assert_array_equal(read_ct_series(files).hu, hu)
+
+
+def test_an_unsupported_compression_is_refused(tmp_path):
+    files = written(tmp_path, phantom(3))
+    ds = pydicom.dcmread(io.BytesIO(files[1][1]))
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.MPEG2MPML  # no decoder exists for it
+    ds.PixelData = pydicom.encaps.encapsulate([b"\x00" * 64])
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    files[1] = (files[1][0], buffer.getvalue())
+    with pytest.raises(UnsupportedDicomError, match="cannot decode") as caught:
+        read_ct_series(files)
+    assert_no_identifier(str(caught.value))
+
+
+def test_several_series_must_be_chosen(tmp_path):
+    chest = written(tmp_path, phantom(6), "a", description="CHEST CT")
+    thin = written(tmp_path, phantom(4, seed=1), "b", description="LUNG THIN", series_uid=new_uid("thin"))
+    files = chest + thin
+    with pytest.raises(InconsistentSeriesError) as caught:
+        read_ct_series(files)
+    message = str(caught.value)
+    assert "2 series" in message and "'CHEST CT' (CT, 6 slices" in message and "'LUNG THIN' (CT, 4 slices" in message
+    assert_no_identifier(message)
+    assert new_uid("thin") not in message
+
+    series = list_series(files)
+    assert series == [
+        SeriesInfo(pydicom.dcmread(io.BytesIO(chest[0][1])).SeriesInstanceUID, "CHEST CT", "CT", 6, 12, 12),
+        SeriesInfo(new_uid("thin"), "LUNG THIN", "CT", 4, 12, 12),
+    ]
+    volume = read_ct_series(files, series_uid=new_uid("thin"))
+    np.testing.assert_array_equal(volume.hu, phantom(4, seed=1))
+    assert (volume.description, volume.n_files, volume.series_uid) == ("LUNG THIN", 4, new_uid("thin"))
+    with pytest.raises(InvalidInputError, match="not among"):
+        read_ct_series(files, series_uid="1.2.3.4")
+
+
+def test_a_gap_is_reported_where_it_is(tmp_path):
+    files = written(tmp_path, phantom(8))
+    del files[3]  # the 4th slice, between 5.0 and 10.0 mm
+    volume = read_ct_series(files)
+    assert volume.hu.shape[0] == 7 and volume.spacing_mm[0] == 2.5
+    (warning,) = volume.warnings
+    assert "gap of 5.0 mm between slices 3 and 4 (at 5.0 and 10.0 mm)" in warning
+    assert "2.50 mm" in warning
+
+
+def test_non_uniform_spacing_is_reported(tmp_path):
+    files = written(tmp_path, phantom(6))
+    name, data = files[2]
+    files[2] = (name, tampered(data, ImagePositionPatient=[-4.4, -4.125, 5.6]))  # 5.0 -> 5.6 mm
+    volume = read_ct_series(files)
+    (warning,) = volume.warnings
+    assert "not uniform (from 1.90 to 3.10 mm)" in warning and "median, 2.50 mm" in warning
+
+
+def test_slices_shifted_sideways_are_reported(tmp_path):
+    files = written(tmp_path, phantom(4))
+    # A tilted gantry: each slice's origin moves 1 mm along y as z grows.
+    sheared = [(n, tampered(d, ImagePositionPatient=[-4.4, -4.125 + k, 2.5 * k])) for k, (n, d) in enumerate(files)]
+    volume = read_ct_series(sheared)
+    assert volume.spacing_mm[0] == 2.5
+    assert volume.warnings == (
+        "The slices are shifted sideways from one to the next (a tilted gantry?); "
+        "the volume is shown without correcting for it.",
+    )
+
+
+def test_a_duplicate_slice_is_dropped(tmp_path):
+    hu = phantom(5)
+    files = written(tmp_path, hu)
+    files.append(("copy-of-slice-2.dcm", tampered(files[1][1], SOPInstanceUID=new_uid("copy"))))
+    volume = read_ct_series(files)
+    np.testing.assert_array_equal(volume.hu, hu)
+    assert volume.n_files == 6
+    assert volume.warnings == ("1 duplicate slice (same position, same image) was ignored.",)
+
+
+def test_two_images_at_one_position_are_refused(tmp_path):
+    files = written(tmp_path, phantom(5))
+    other = pydicom.dcmread(io.BytesIO(files[1][1]))
+    other.PixelData = bytes(len(other.PixelData))
+    other.SOPInstanceUID = new_uid("other")
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, other, enforce_file_format=True)
+    with pytest.raises(InconsistentSeriesError, match="same position") as caught:
+        read_ct_series([*files, ("x.dcm", buffer.getvalue())])
+    assert_no_identifier(str(caught.value))
+
+
+def test_mixed_orientations_are_refused(tmp_path):
+    files = written(tmp_path, phantom(5))
+    name, data = files[4]
+    files[4] = (name, tampered(data, ImageOrientationPatient=[1, 0, 0, 0, 0, -1]))
+    with pytest.raises(InconsistentSeriesError, match="different orientations") as caught:
+        read_ct_series(files)
+    assert_no_identifier(str(caught.value))
+
+
+def test_mixed_slice_sizes_are_refused(tmp_path):
+    big = written(tmp_path, phantom(4, size=12), "a", series_uid=new_uid("same"))
+    small = written(tmp_path, phantom(2, size=8), "b", series_uid=new_uid("same"), origin_mm=(0.0, 0.0, 50.0))
+    with pytest.raises(InconsistentSeriesError, match=r"different sizes \(8 x 8, 12 x 12 pixels\)"):
+        read_ct_series(big + small)
+
+
+def test_a_huge_series_is_refused_before_decoding(tmp_path):
+    files = [(n, tampered(d, Rows=60000, Columns=60000)) for n, d in written(tmp_path, phantom(2))]
+    with pytest.raises(InvalidInputError, match="too large to open"):
+        read_ct_series(files)
+
+
+def test_a_single_slice_is_not_a_volume(tmp_path):
+    files = written(tmp_path, phantom(1))
+    with pytest.raises(InvalidInputError, match="single slice is not a volume") as caught:
+        read_ct_series(files)
+    assert type(caught.value) is InvalidInputError
+
+
+def test_files_that_are_not_dicom_images_are_ignored(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="core.io.ct_series")
+    hu = phantom(4)
+    png = io.BytesIO()
+    Image.new("L", (4, 4)).save(png, "PNG")
+    others = [
+        ("notes.txt", b"scanned on the new scanner"),
+        ("preview.png", png.getvalue()),
+        ("DICOMDIR", Path(get_testdata_file("DICOMDIR")).read_bytes()),
+        ("plan.dcm", Path(get_testdata_file("rtplan.dcm")).read_bytes()),  # DICOM, but no image
+        ("empty", b""),
+    ]
+    files = written(tmp_path, hu)
+    volume = read_ct_series([*others[:2], *files, *others[2:]])
+    np.testing.assert_array_equal(volume.hu, hu)
+    assert volume.warnings == (
+        "5 files that are not DICOM images were ignored (e.g. a DICOMDIR index or a text file).",
+    )
+    assert [s.n_files for s in list_series([*others, *files])] == [4]
+    with pytest.raises(InvalidInputError, match="No DICOM images were found among the 5 files"):
+        read_ct_series(others)
+    assert caplog.records and not any(name in caplog.text for name, _ in [*others, *files])
+
+
+def test_a_damaged_slice_is_reported_without_its_name(tmp_path):
+    files = written(tmp_path, phantom(4))
+    name, data = files[2]
+    files[2] = ("SMITH_ALICE_3.dcm", data[:-100])  # pixel data cut short
+    with pytest.raises(UnsupportedDicomError, match="Slice 3 of 4 could not be decoded") as caught:
+        read_ct_series(files)
+    assert_no_identifier(str(caught.value))
+
+
+def test_missing_positions_fall_back_to_instance_numbers(tmp_path):
+    hu = phantom(5)
+    files = [(name, tampered(data, ImagePositionPatient=None)) for name, data in written(tmp_path, hu)]
+    volume = read_ct_series(files[::-1])
+    np.testing.assert_array_equal(volume.hu, hu)
+    assert volume.spacing_mm == SPACING  # from Spacing Between Slices
+    assert len(volume.warnings) == 1 and "instance number" in volume.warnings[0]
+
+
+def test_read_ct_folder_reads_subfolders(tmp_path):
+    hu = phantom(4)
+    write_ct_series(tmp_path / "patient" / "study" / "series", hu, SPACING, PATIENT, STUDY)
+    (tmp_path / "patient" / "README.txt").write_text("exported")
+    volume = read_ct_folder(tmp_path)
+    np.testing.assert_array_equal(volume.hu, hu)
+    assert volume.n_files == 4 and len(volume.warnings) == 1
+    with pytest.raises(InvalidInputError, match="does not exist") as caught:
+        read_ct_folder(tmp_path / "SMITH_ALICE")
+    assert_no_identifier(str(caught.value))
+
+
+@pytest.mark.skipif(not REAL_SERIES.is_dir(), reason="the shared real CT sample is not available")
+def test_real_series_reads_into_one_volume_real_artefact():
+    volume = read_ct_folder(REAL_SERIES)
+    assert volume.hu.shape == (30, 512, 512)
+    assert volume.spacing_mm == pytest.approx((8.0, 0.646484375, 0.646484375))
+    assert volume.n_files == 30 and volume.warnings == ()
+    assert volume.window == (40.0, 350.0)
+    assert "B40f" in volume.description
+    air = volume.hu[:, :20, :20]  # a corner outside the body
+    assert -1030 <= float(np.median(air)) <= -950
+    lung = np.count_nonzero((volume.hu > -900) & (volume.hu < -800))
+    assert lung > 0.02 * volume.hu.size  # aerated lung is a sizeable part of a chest CT
+    assert float(volume.hu.max()) > 500  # bone
+
+    # Slice 0 is the file with the lowest position along the normal (+z for axial slices).
+    headers = {p: pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(REAL_SERIES.glob("*.dcm"))}
+    lowest = min(headers, key=lambda p: float(headers[p].ImagePositionPatient[2]))
+    ds = pydicom.dcmread(lowest)
+    np.testing.assert_array_equal(volume.hu[0], pixel_array(ds) * float(ds.RescaleSlope) + float(ds.RescaleIntercept))
