@@ -866,7 +866,7 @@ def _check_size(size: int) -> int:
     return int(size)
 
 
-def generate_xray(label: str, severity: float, seed: int, size: int = 512) -> XrayPhantom:
+def generate_xray(label: str, severity: float, seed: int, size: int = 512, session: int = 0) -> XrayPhantom:
     """Generate one deterministic PA chest radiograph phantom.
 
     Parameters
@@ -883,6 +883,10 @@ def generate_xray(label: str, severity: float, seed: int, size: int = 512) -> Xr
         so phantoms of one seed with different labels or severities differ only by disease.
     size : int, default 512
         Width and height in pixels.
+    session : int, default 0
+        Index of the patient's imaging session. It changes only the quantum noise, so the
+        follow-up radiographs of one patient (one seed) share anatomy and exposure and differ
+        by the disease drawn at their severity and by noise.
 
     Returns
     -------
@@ -893,14 +897,16 @@ def generate_xray(label: str, severity: float, seed: int, size: int = 512) -> Xr
     Raises
     ------
     ValueError
-        For an unknown label, a severity outside [0, 1], a negative seed or a size outside
-        [64, 4096].
+        For an unknown label, a severity outside [0, 1], a negative seed or session, or a size
+        outside [64, 4096].
     """
     severity = _check_label_severity(label, severity)
     if label == "Normal":
         severity = 0.0
     seed = _check_seed(seed)
     size = _check_size(size)
+    if isinstance(session, bool) or not isinstance(session, (int, np.integer)) or session < 0:
+        raise ValueError(f"Session must be a non-negative integer, got {session!r}.")
 
     anatomy_seq, disease_seq, noise_seq = np.random.SeedSequence(seed).spawn(3)
     rng = np.random.default_rng(anatomy_seq)
@@ -919,6 +925,9 @@ def generate_xray(label: str, severity: float, seed: int, size: int = 512) -> Xr
     if draw != size:
         att = _resample(att, size, 0.0)
 
+    if session:
+        # A sibling of the session-0 noise stream, so session 0 keeps its historical noise.
+        noise_seq = np.random.SeedSequence(seed, spawn_key=(2, int(session)))
     noise = np.random.default_rng(noise_seq).standard_normal((size, size), dtype=np.float32)
     pixels = _render(att, anat, noise)
 
