@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,41 @@ def chest_png() -> bytes:
 
     phantom = generate_xray("COVID-19", 0.8, seed=7, size=256)
     return phantom.to_png()
+
+
+#: Size of the demo cohort the tests build (the app's default is 200).
+TEST_PATIENTS = 6
+
+
+@pytest.fixture(scope="session")
+def demo_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A case library built from a small demo cohort, shared read-only by the session's tests."""
+    from core.library.demo import build_demo_library
+
+    root = tmp_path_factory.mktemp("demo-library")
+    build_demo_library(root, TEST_PATIENTS, seed=0, workers=1)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _never_the_real_library(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test may build or touch the app's own library under data/: point it at a scratch folder."""
+    monkeypatch.setenv("DASHBOARD_LIBRARY", str(tmp_path / "scratch-library"))
+    monkeypatch.setenv("DASHBOARD_DEMO_PATIENTS", "3")
+
+
+@pytest.fixture
+def library_copy(demo_library: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private, writable copy of the demo library, and the app pointed at it."""
+    root = tmp_path / "library"
+    shutil.copytree(demo_library, root)
+    monkeypatch.setenv("DASHBOARD_LIBRARY", str(root))
+    return root
+
+
+@pytest.fixture
+def cohen_dataset(tmp_path: Path) -> Path:
+    """A small covid-chestxray-dataset folder with good and bad rows; see tests.datasets."""
+    from tests.datasets import write_cohen_dataset
+
+    return write_cohen_dataset(tmp_path)

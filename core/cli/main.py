@@ -15,7 +15,7 @@ from core.errors import DashboardError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from core.cli import demo, models, xray
+    from core.cli import demo, library, models, xray
 
     parser = argparse.ArgumentParser(
         prog="python -m core", description="COVID-19 chest imaging dashboard: command line."
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     xray.add_commands(sub)
     models.add_commands(sub)
     demo.add_commands(sub)
+    library.add_commands(sub)
     return parser
 
 

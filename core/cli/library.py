@@ -1,0 +1,207 @@
+"""``python -m core library ...``: import datasets into a case library and look inside it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from core.errors import InvalidInputError
+
+
+def _library_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--library",
+        type=Path,
+        default=None,
+        help="library folder (default: $DASHBOARD_LIBRARY, else the app's own data/library)",
+    )
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("library", help="the case library: import, list, show")
+    lib = p.add_subparsers(dest="library_command", required=True, metavar="LIBRARY_COMMAND")
+
+    imp = lib.add_parser("import", help="import a dataset (de-identified)")
+    imp.add_argument("src", type=Path, help="dataset folder (cohen, folders) or CSV manifest (csv)")
+    imp.add_argument("--format", required=True, choices=("cohen", "folders", "csv"))
+    imp.add_argument("--include-lateral", action="store_true", help="cohen: also import lateral views")
+    imp.add_argument("--skip-ct", action="store_true", help="cohen: skip CT rows")
+    imp.add_argument("--source", default=None, help="name that keeps this dataset's patient ids apart from others'")
+    imp.add_argument("--workers", type=int, default=None, help="processes preparing images (default: CPU count)")
+    imp.add_argument("--json", action="store_true", help="print the report as JSON")
+    _library_arg(imp)
+    imp.set_defaults(func=run_import)
+
+    demo = lib.add_parser("build-demo", help="generate the demo cohort and import it")
+    demo.add_argument("--patients", type=int, default=None)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--workers", type=int, default=None)
+    _library_arg(demo)
+    demo.set_defaults(func=run_build_demo)
+
+    ls = lib.add_parser("list", help="list patients")
+    ls.add_argument("--label", action="append", help="Normal, 'Viral pneumonia' or COVID-19 (repeatable)")
+    ls.add_argument("--outcome", action="append", choices=("discharged", "died", "in hospital"))
+    ls.add_argument("--modality", choices=("X-ray", "CT"))
+    ls.add_argument("--min-studies", type=int, default=0)
+    ls.add_argument("--json", action="store_true", help="one JSON object per patient")
+    _library_arg(ls)
+    ls.set_defaults(func=run_list)
+
+    show = lib.add_parser("show", help="one patient's timeline")
+    show.add_argument("pseudonym")
+    show.add_argument("--json", action="store_true")
+    _library_arg(show)
+    show.set_defaults(func=run_show)
+
+    stats = lib.add_parser("stats", help="how many patients, studies and images")
+    stats.add_argument("--json", action="store_true")
+    _library_arg(stats)
+    stats.set_defaults(func=run_stats)
+
+
+def _open(args: argparse.Namespace, *, create: bool):
+    from core.library.store import LibraryError, open_library
+
+    try:
+        return open_library(args.library, create=create)
+    except LibraryError as e:
+        raise InvalidInputError(f"{e} Build one with `python -m core library build-demo` or import a dataset.") from e
+
+
+def _bar(desc: str):
+    from tqdm import tqdm
+
+    bar = tqdm(desc=desc, unit="study")
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return bar, update
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from core.library.importers import import_source
+
+    library = _open(args, create=True)
+    options: dict[str, object] = {"workers": args.workers, "source": args.source or args.format}
+    if args.format == "cohen":
+        options.update(include_lateral=args.include_lateral, include_ct=not args.skip_ct)
+    elif args.include_lateral or args.skip_ct:
+        raise InvalidInputError("--include-lateral and --skip-ct apply to --format cohen only.")
+    bar, update = _bar("importing")
+    try:
+        report = import_source(library, args.format, args.src, progress=update, **options)
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps({"library": str(library.root), **report.as_dict()}))
+    else:
+        print(
+            f"added {report.added_studies} studies of {report.added_patients} new patients to {library.root}; "
+            f"{report.duplicates} already there, {report.skipped_by_option} skipped by option, "
+            f"{len(report.problems)} problems"
+        )
+        for line in report.problems:
+            print(f"  {line}")
+    return 0
+
+
+def run_build_demo(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from core.demo.cohort import DEFAULT_PATIENTS
+    from core.library.demo import build_demo_library
+
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(desc=stage, total=total, unit="patient" if stage == "generating" else "study")
+        bar.n = done
+        bar.refresh()
+
+    try:
+        report = build_demo_library(
+            args.library, args.patients or DEFAULT_PATIENTS, args.seed, workers=args.workers, progress=progress
+        )
+    except ValueError as e:
+        raise InvalidInputError(str(e)) from e
+    finally:
+        for bar in bars.values():
+            bar.close()
+    r = report.imported
+    print(
+        f"demo library at {report.library}: {report.n_patients} patients generated in {report.generation_s:.1f} s, "
+        f"{r.added_studies} studies imported in {report.import_s:.1f} s ({r.duplicates} already there)"
+    )
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from core.library.records import PatientFilter
+    from core.training.sources import canonical_label
+
+    library = _open(args, create=False)
+    labels = tuple(canonical_label(x) for x in args.label) if args.label else None
+    where = PatientFilter(
+        labels=labels,
+        outcomes=tuple(args.outcome) if args.outcome else None,
+        modality=args.modality,
+        min_studies=args.min_studies,
+    )
+    rows = library.patients(where)
+    for p in rows:
+        if args.json:
+            print(json.dumps(asdict(p)))
+        else:
+            print(
+                f"{p.pseudonym:12s} {p.label or 'unlabelled':16s} {p.sex or '-':2s} "
+                f"{'' if p.age_years is None else int(p.age_years):>3} {p.outcome or '-':12s} "
+                f"{p.n_xray} X-ray, {p.n_ct} CT"
+            )
+    if not args.json:
+        print(f"{len(rows)} patients")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    library = _open(args, create=False)
+    patient = library.patient(args.pseudonym)
+    if args.json:
+        out = asdict(patient.summary)
+        out["studies"] = [
+            {
+                **{k: v for k, v in asdict(s).items() if k != "images"},
+                "images": [
+                    {"id": i.id, "kind": i.kind, "path": str(library.image_path(i)), "n_files": i.n_files}
+                    for i in s.images
+                ],
+            }
+            for s in patient.studies
+        ]
+        print(json.dumps(out))
+        return 0
+    s = patient.summary
+    print(f"{s.pseudonym}: {s.label or 'unlabelled'}, {s.sex or '-'}, age {s.age_years}, outcome {s.outcome or '-'}")
+    for st in patient.studies:
+        day = "?" if st.day is None else f"{st.day:g}"
+        print(f"  day {day:>4} {st.modality:5s} {st.view or '':9s} {st.note or ''}")
+    return 0
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    library = _open(args, create=False)
+    c = library.counts()
+    if args.json:
+        print(json.dumps({"library": str(library.root), **asdict(c)}))
+    else:
+        print(f"{library.root}: {c.patients} patients, {c.studies} studies, {c.images} images")
+        print("  by modality: " + ", ".join(f"{k} {v}" for k, v in sorted(c.by_modality.items())))
+        print("  by label: " + ", ".join(f"{k} {v}" for k, v in sorted(c.by_label.items())))
+    return 0

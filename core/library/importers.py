@@ -1,0 +1,587 @@
+"""Importers that bring datasets into the case library, de-identified.
+
+Three layouts are read (PRODUCT.md, "Data the product reads"):
+
+- ``cohen``: the covid-chestxray-dataset layout, ``metadata.csv`` + ``images/``. One row is
+  one study: an X-ray file, a CT slice image, or (the demo cohort's CT rows) a folder of DICOM
+  slices. Frontal views by default; lateral views and CT rows kept or skipped by option.
+  Offsets, survival, intubation, ICU and clinical notes are kept; the demo cohort's extra
+  columns (``offset_admission``, ``length_of_stay``, ``outcome`` and finding columns) too.
+- ``folders``: class folders (``COVID/``, ``NORMAL/``, ``Viral Pneumonia/`` as in the Kaggle
+  COVID-19 Radiography Database; ``CT_COVID/``, ``CT_NonCOVID/`` as in COVID-CT). Each image
+  is its own patient, since those datasets carry no patient ids.
+- ``csv``: a manifest with ``path, label, patient_id`` and optionally ``offset_days,
+  offset_admission_days, survival, age, sex, view, note, outcome, modality, length_of_stay``;
+  paths relative to the manifest's folder (a folder path is a CT series).
+
+De-identification: patients become keyed pseudonyms; DICOM files go through
+:class:`core.library.deid.Deidentifier` (names, ids, birth date, addresses, institution,
+accession removed, UIDs re-mapped consistently, dates shifted); other images are decoded and
+re-encoded as PNG, which drops every metadata chunk; original file names are never stored.
+A study whose source files were imported before (same content) is recognised by a keyed
+fingerprint and skipped, so re-importing a source does not duplicate cases. A malformed row or
+a missing image is reported with its row number and skipped; the rest imports.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import DashboardError, InvalidInputError
+from core.library.records import ImportReport, NewPatient, NewStudy
+from core.library.store import CaseLibrary, NewImage, content_key
+
+logger = logging.getLogger(__name__)
+
+FORMATS: tuple[str, ...] = ("cohen", "folders", "csv")
+THUMBNAIL_PX: int = 256
+#: The lung window used for CT thumbnails: (center, width) in HU.
+LUNG_WINDOW: tuple[float, float] = (-600.0, 1500.0)
+LATERAL_VIEWS = {"l", "lateral", "ll", "rl"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
+
+Progress = Callable[[int, int], None]
+
+
+# ----------------------------------------------------------------------------- values
+
+
+def cohen_label(finding: str) -> str | None:
+    """Our label for a Cohen ``finding`` value, or None for other diseases (kept, unlabelled)."""
+    text = finding.strip().lower()
+    if not text:
+        return None
+    if "covid" in text:
+        return "COVID-19"
+    if text in {"no finding", "normal"}:
+        return "Normal"
+    if text.startswith("pneumonia/viral") or text in {"viral pneumonia", "viral"}:
+        return "Viral pneumonia"
+    return None
+
+
+def _label(raw: str) -> str | None:
+    from core.training.sources import canonical_label
+
+    if not raw.strip():
+        return None
+    mapped = cohen_label(raw)
+    if mapped is not None:
+        return mapped
+    return canonical_label(raw)
+
+
+def _number(raw: str | None, what: str) -> float | None:
+    text = (raw or "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidInputError(f"{what} {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise InvalidInputError(f"{what} {text!r} is not a number")
+    return value
+
+
+def _yes_no(raw: str | None, what: str) -> bool | None:
+    text = (raw or "").strip().lower()
+    if not text:
+        return None
+    if text in {"y", "yes", "1", "true"}:
+        return True
+    if text in {"n", "no", "0", "false"}:
+        return False
+    raise InvalidInputError(f"{what} {text!r} is not Y or N")
+
+
+def _sex(raw: str | None) -> str | None:
+    text = (raw or "").strip().upper()
+    return {"M": "M", "MALE": "M", "F": "F", "FEMALE": "F"}.get(text)
+
+
+def _outcome(raw: str | None, survival: bool | None) -> str | None:
+    text = (raw or "").strip().lower()
+    if text in {"discharged", "died", "in hospital"}:
+        return text
+    if text in {"dead", "death", "deceased"}:
+        return "died"
+    if text:
+        raise InvalidInputError(f"outcome {text!r} is not discharged, died or in hospital")
+    return "died" if survival is False else None
+
+
+def _findings(row: dict[str, str], names: Iterable[str]) -> dict[str, int] | None:
+    out: dict[str, int] = {}
+    for name in names:
+        text = (row.get(name) or "").strip()
+        if text:
+            value = _number(text, name)
+            if value not in (-1.0, 0.0, 1.0):
+                raise InvalidInputError(f"{name} must be 1, 0, -1 or blank, not {text!r}")
+            out[name] = int(value)  # type: ignore[arg-type]
+    return out or None
+
+
+def _known_findings() -> tuple[str, ...]:
+    from core.demo.xray_phantom import FINDINGS
+
+    try:
+        from core.demo.ct_phantom import CT_FINDINGS
+    except ImportError:  # pragma: no cover - the CT phantom ships with the project
+        CT_FINDINGS = ()
+    return FINDINGS + tuple(f for f in CT_FINDINGS if f not in FINDINGS)
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def _png(pixels_u8_or_u16: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels_u8_or_u16).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _thumbnail(unit: np.ndarray) -> bytes:
+    """PNG (at most THUMBNAIL_PX on the long side) of a float image in [0, 1]."""
+    from PIL import Image
+
+    im = Image.fromarray(np.rint(np.clip(unit, 0.0, 1.0) * 255.0).astype(np.uint8))
+    im.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _is_dicom(data: bytes) -> bool:
+    return len(data) >= 132 and data[128:132] == b"DICM"
+
+
+def prepare_image(name: str, data: bytes, secret: bytes, pseudonym: str, modality: str) -> NewImage:
+    """De-identify one 2D image file and make its thumbnail (X-ray, or a CT slice image)."""
+    from core.io.images import read_xray
+    from core.library.deid import Deidentifier
+
+    if _is_dicom(data):
+        data = Deidentifier(secret).deidentify_bytes(data, pseudonym)
+        image = read_xray(data, "the image")
+        stored = ("image.dcm", data)
+    else:
+        image = read_xray(data, "the image")
+        # Re-encoding drops metadata chunks (text, EXIF, ICC) that might name someone.
+        pixels = image.pixels
+        if image.bits_stored > 8:
+            raw = np.clip(np.rint(pixels), 0, 65535).astype(np.uint16)
+        else:
+            raw = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+        stored = ("image.png", _png(raw))
+    kind = "xray" if modality == "X-ray" else "ct-slice"
+    height, width = image.shape
+    return NewImage(kind, (stored,), width=width, height=height, thumbnail_png=_thumbnail(image.windowed()))
+
+
+def prepare_series(files: Sequence[tuple[str, bytes]], secret: bytes, pseudonym: str) -> NewImage:
+    """De-identify a CT series (DICOM slices) and make a lung-window thumbnail."""
+    from core.io.ct_series import read_ct_series
+    from core.library.deid import Deidentifier
+
+    deid = Deidentifier(secret)
+    cleaned = [(f"IM-{i + 1:04d}.dcm", deid.deidentify_bytes(data, pseudonym)) for i, (_, data) in enumerate(files)]
+    volume = read_ct_series(cleaned)
+    hu = volume.hu
+    # The axial slice with the most aerated lung shows the lungs best.
+    lung = ((hu > -950) & (hu < -700)).sum(axis=(1, 2))
+    center, width = LUNG_WINDOW
+    unit = (hu[int(np.argmax(lung))] - (center - width / 2)) / width
+    depth, height, width_px = hu.shape
+    return NewImage(
+        "ct-series", tuple(cleaned), width=width_px, height=height, depth=depth, thumbnail_png=_thumbnail(unit)
+    )
+
+
+def _read_files(path: Path) -> list[tuple[str, bytes]]:
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        return [(p.name, p.read_bytes()) for p in files]
+    return [(path.name, path.read_bytes())]
+
+
+# ----------------------------------------------------------------------------- rows
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One study to import, parsed from a row, before its files are read."""
+
+    line: int
+    path: Path
+    patient: NewPatient
+    study: NewStudy
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    line: int
+    patient: NewPatient
+    study: NewStudy
+    images: tuple[NewImage, ...]
+    source_key: str
+
+
+def _prepare(row: _Row, secret: bytes) -> _Prepared | str:
+    """Read, fingerprint and de-identify one row's files; a string is the problem to report."""
+    try:
+        files = _read_files(row.path)
+        if not files:
+            return f"row {row.line}: the folder {row.path.name} holds no files; skipped."
+        key = content_key(secret, (data for _, data in files))
+        pseudonym = row.patient.pseudonym
+        if row.path.is_dir():
+            image = prepare_series(files, secret, pseudonym)
+        else:
+            image = prepare_image(files[0][0], files[0][1], secret, pseudonym, row.study.modality)
+    except DashboardError as e:
+        return f"row {row.line}: {e} Skipped."
+    except OSError as e:
+        return f"row {row.line}: the file could not be read ({e.strerror}); skipped."
+    return _Prepared(row.line, row.patient, row.study, (image,), key)
+
+
+def _prepare_chunk(rows: list[_Row], secret: bytes) -> list[_Prepared | str]:
+    return [_prepare(r, secret) for r in rows]
+
+
+def _store(
+    library: CaseLibrary,
+    rows: list[_Row],
+    report: ImportReport,
+    *,
+    workers: int | None,
+    progress: Progress | None,
+) -> ImportReport:
+    """Prepare rows (in parallel for large imports) and add them to the library in row order."""
+    secret = library.secret()
+    known_patients = {p.pseudonym for p in library.patients()}
+    total = len(rows)
+    n_workers = max(1, min(workers or os.cpu_count() or 1, 4))
+    chunks = [rows[i : i + 8] for i in range(0, total, 8)]
+
+    def results() -> Iterable[list[_Prepared | str]]:
+        if n_workers == 1 or total < 32:
+            for chunk in chunks:
+                yield _prepare_chunk(chunk, secret)
+        else:
+            with ProcessPoolExecutor(n_workers, mp_context=get_context("spawn")) as pool:
+                yield from pool.map(_prepare_chunk, chunks, [secret] * len(chunks))
+
+    done = 0
+    for chunk_results in results():
+        for item in chunk_results:
+            done += 1
+            if isinstance(item, str):
+                report.problems.append(item)
+            elif library.has_source_key(item.source_key):
+                report.duplicates += 1
+            else:
+                library.add_case(item.patient, item.study, item.images, item.source_key)
+                report.added_studies += 1
+                report.added_images += len(item.images)
+                if item.patient.pseudonym not in known_patients:
+                    known_patients.add(item.patient.pseudonym)
+                    report.added_patients += 1
+            if progress is not None:
+                progress(done, total)
+    return report
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            fields = [c.strip() for c in reader.fieldnames or []]
+            rows = []
+            for row in reader:
+                clean = {(k or "").strip(): (v if isinstance(v, str) else "") for k, v in row.items()}
+                rows.append((reader.line_num, clean))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise InvalidInputError(f"{path.name} could not be read as a CSV file ({e}).") from e
+    return fields, rows
+
+
+def _require(fields: Sequence[str], needed: Sequence[str], name: str) -> None:
+    missing = [c for c in needed if c not in fields]
+    if missing:
+        raise InvalidInputError(f"{name} lacks the column(s) {', '.join(missing)}.")
+
+
+def import_cohen(
+    library: CaseLibrary,
+    src: str | Path,
+    *,
+    include_lateral: bool = False,
+    include_ct: bool = True,
+    source: str = "cohen",
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Import a covid-chestxray-dataset folder (``metadata.csv`` + ``images/``).
+
+    Raises
+    ------
+    InvalidInputError
+        If ``src`` has no readable ``metadata.csv`` with the needed columns. Problems with
+        single rows are reported in the returned report instead.
+    """
+    root = Path(src)
+    meta = root / "metadata.csv" if root.is_dir() else root
+    if not meta.is_file():
+        raise InvalidInputError(f"No metadata.csv was found in {root}.")
+    root = meta.parent
+    fields, raw_rows = _read_csv(meta)
+    _require(fields, ("patientid", "finding", "filename"), "metadata.csv")
+    finding_names = [f for f in _known_findings() if f in fields]
+    report = ImportReport()
+    rows: list[_Row] = []
+    for line, r in raw_rows:
+        try:
+            pid = r.get("patientid", "").strip()
+            filename = r.get("filename", "").strip()
+            if not pid or not filename:
+                raise InvalidInputError("patientid and filename must not be empty")
+            modality = "CT" if r.get("modality", "").strip().upper() == "CT" else "X-ray"
+            view = r.get("view", "").strip() or None
+            if modality == "X-ray" and view and view.lower() in LATERAL_VIEWS and not include_lateral:
+                report.skipped_by_option += 1
+                continue
+            if modality == "CT" and not include_ct:
+                report.skipped_by_option += 1
+                continue
+            path = root / (r.get("folder", "").strip() or "images") / filename
+            if not path.exists():
+                raise InvalidInputError(f"the image {Path(r.get('folder') or 'images', filename)} is missing")
+            survival = _yes_no(r.get("survival"), "survival")
+            label = cohen_label(r.get("finding", ""))
+            patient = NewPatient(
+                pseudonym=library.pseudonym(source, pid),
+                source=source,
+                label=label,
+                sex=_sex(r.get("sex")),
+                age_years=_number(r.get("age"), "age"),
+                outcome=_outcome(r.get("outcome"), survival),
+                survival=survival,
+                length_of_stay_days=_number(r.get("length_of_stay"), "length_of_stay"),
+                went_icu=_yes_no(r.get("went_icu"), "went_icu"),
+                intubated=_yes_no(r.get("intubated"), "intubated"),
+            )
+            study = NewStudy(
+                modality=modality,
+                view=view,
+                offset_onset_days=_number(r.get("offset"), "offset"),
+                offset_admission_days=_number(r.get("offset_admission"), "offset_admission"),
+                label=label,
+                note=(r.get("clinical_notes") or "").strip() or None,
+                findings=_findings(r, finding_names),
+            )
+        except InvalidInputError as e:
+            report.problems.append(f"row {line}: {e}; skipped.")
+            continue
+        rows.append(_Row(line, path, patient, study))
+    return _store(library, rows, report, workers=workers, progress=progress)
+
+
+#: Class folders of the public datasets: folder name (lower case) -> (modality, label).
+CLASS_FOLDERS: dict[str, tuple[str, str | None]] = {
+    "covid": ("X-ray", "COVID-19"),
+    "covid-19": ("X-ray", "COVID-19"),
+    "normal": ("X-ray", "Normal"),
+    "viral pneumonia": ("X-ray", "Viral pneumonia"),
+    "ct_covid": ("CT", "COVID-19"),
+    # COVID-CT's negatives mix normal scans and other diseases: kept without a label.
+    "ct_noncovid": ("CT", None),
+}
+
+
+def import_folders(
+    library: CaseLibrary,
+    src: str | Path,
+    *,
+    source: str = "folders",
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Import class folders; each image becomes its own patient (no patient ids there)."""
+    root = Path(src)
+    if not root.is_dir():
+        raise InvalidInputError(f"{root} is not a folder.")
+    rows: list[_Row] = []
+    report = ImportReport()
+    known = [p for p in sorted(root.iterdir()) if p.is_dir() and p.name.lower() in CLASS_FOLDERS]
+    if not known:
+        names = ", ".join(sorted({"COVID", "NORMAL", "Viral Pneumonia", "CT_COVID", "CT_NonCOVID"}))
+        raise InvalidInputError(f"{root} has none of the class folders {names}.")
+    n = 0
+    for folder in known:
+        modality, label = CLASS_FOLDERS[folder.name.lower()]
+        for f in sorted(folder.rglob("*")):
+            rel = f.relative_to(root)
+            if not f.is_file() or f.name.startswith(".") or "masks" in {p.lower() for p in rel.parts}:
+                continue
+            if f.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            n += 1
+            patient = NewPatient(pseudonym=library.pseudonym(source, rel.as_posix()), source=source, label=label)
+            rows.append(_Row(n, f, patient, NewStudy(modality=modality, label=label)))
+    return _store(library, rows, report, workers=workers, progress=progress)
+
+
+def import_csv(
+    library: CaseLibrary,
+    manifest: str | Path,
+    *,
+    source: str = "csv",
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Import a CSV manifest (columns in the module docstring); paths relative to its folder."""
+    path = Path(manifest)
+    if not path.is_file():
+        raise InvalidInputError(f"{path} is not a file.")
+    fields, raw_rows = _read_csv(path)
+    _require(fields, ("path", "label", "patient_id"), path.name)
+    finding_names = [f for f in _known_findings() if f in fields]
+    report = ImportReport()
+    rows: list[_Row] = []
+    for line, r in raw_rows:
+        try:
+            rel = r.get("path", "").strip()
+            pid = r.get("patient_id", "").strip()
+            if not rel or not pid:
+                raise InvalidInputError("path and patient_id must not be empty")
+            file = path.parent / rel
+            if not file.exists():
+                raise InvalidInputError(f"the image {rel} is missing")
+            label = _label(r.get("label", ""))
+            modality_raw = r.get("modality", "").strip().upper()
+            modality = "CT" if modality_raw == "CT" or file.is_dir() else "X-ray"
+            survival = _yes_no(r.get("survival"), "survival")
+            patient = NewPatient(
+                pseudonym=library.pseudonym(source, pid),
+                source=source,
+                label=label,
+                sex=_sex(r.get("sex")),
+                age_years=_number(r.get("age"), "age"),
+                outcome=_outcome(r.get("outcome"), survival),
+                survival=survival,
+                length_of_stay_days=_number(r.get("length_of_stay"), "length_of_stay"),
+                went_icu=_yes_no(r.get("went_icu"), "went_icu"),
+                intubated=_yes_no(r.get("intubated"), "intubated"),
+            )
+            study = NewStudy(
+                modality=modality,
+                view=r.get("view", "").strip() or None,
+                offset_onset_days=_number(r.get("offset_days"), "offset_days"),
+                offset_admission_days=_number(r.get("offset_admission_days"), "offset_admission_days"),
+                label=label,
+                note=(r.get("note") or "").strip() or None,
+                findings=_findings(r, finding_names),
+            )
+        except InvalidInputError as e:
+            report.problems.append(f"row {line}: {e}; skipped.")
+            continue
+        rows.append(_Row(line, file, patient, study))
+    return _store(library, rows, report, workers=workers, progress=progress)
+
+
+def import_source(library: CaseLibrary, fmt: str, src: str | Path, **options: object) -> ImportReport:
+    """Dispatch to the importer of ``fmt`` (one of :data:`FORMATS`)."""
+    if fmt == "cohen":
+        return import_cohen(library, src, **options)  # type: ignore[arg-type]
+    if fmt == "folders":
+        return import_folders(library, src, **options)  # type: ignore[arg-type]
+    if fmt == "csv":
+        return import_csv(library, src, **options)  # type: ignore[arg-type]
+    raise InvalidInputError(f"Unknown import format {fmt!r}; expected one of {', '.join(FORMATS)}.")
+
+
+def add_upload(
+    library: CaseLibrary,
+    files: Sequence[tuple[str, bytes]],
+    *,
+    modality: str,
+    label: str | None,
+    note: str | None = None,
+    offset_onset_days: float | None = None,
+    offset_admission_days: float | None = None,
+    patient: str | None = None,
+    sex: str | None = None,
+    age_years: float | None = None,
+) -> tuple[str, int]:
+    """Add a reviewed upload (one image, or the slices of one CT series) as a new case.
+
+    ``patient`` is an existing pseudonym to add the study to; otherwise a new patient is made
+    (from the DICOM PatientID when there is one, so later uploads of the same person link up;
+    else a random pseudonym). Returns ``(pseudonym, study id)``.
+
+    Raises
+    ------
+    InvalidInputError
+        For an unreadable file, or an upload that is in the library already.
+    """
+    import secrets as _secrets
+
+    if not files:
+        raise InvalidInputError("Nothing was uploaded.")
+    if patient is not None:
+        library.patient(patient)  # raises if unknown
+        pseudonym = patient
+    else:
+        pid = _dicom_patient_id(files[0][1])
+        pseudonym = library.pseudonym("upload", pid) if pid else library.pseudonym("upload", _secrets.token_hex(16))
+    row = _Row(
+        0,
+        Path("upload"),
+        NewPatient(pseudonym=pseudonym, source="upload", label=label, sex=sex, age_years=age_years),
+        NewStudy(
+            modality=modality,
+            view=None,
+            offset_onset_days=offset_onset_days,
+            offset_admission_days=offset_admission_days,
+            label=label,
+            note=(note or "").strip() or None,
+        ),
+    )
+    key = library.content_key(data for _, data in files)
+    if library.has_source_key(key):
+        raise InvalidInputError("This upload is in the case library already.")
+    if modality == "CT" and len(files) > 1:
+        image = prepare_series(files, library.secret(), pseudonym)
+    else:
+        image = prepare_image(files[0][0], files[0][1], library.secret(), pseudonym, modality)
+    study_id = library.add_case(row.patient, row.study, (image,), key)
+    return pseudonym, study_id
+
+
+def _dicom_patient_id(data: bytes) -> str | None:
+    if not _is_dicom(data):
+        return None
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=["PatientID"])
+    except Exception:  # noqa: BLE001 - an unreadable header just means no id to link by
+        return None
+    pid = str(ds.get("PatientID", "") or "").strip()
+    return pid or None

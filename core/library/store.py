@@ -1,0 +1,546 @@
+"""The case library's store: a small interface and its SQLite implementation.
+
+A library is a folder::
+
+    library.sqlite      patients, studies, images, outcomes, derived data (one file, no server)
+    files/              de-identified image files, under paths the library makes up:
+                        files/<pseudonym>/<study id>/<name>  (a folder of slices for a CT series)
+
+Pages, importers and analyses talk to :class:`CaseLibrary`; :class:`SqliteLibrary` is the
+default implementation, and a server database can replace it by implementing the same
+methods. Nothing that identifies a person is stored: importers de-identify first, and the
+store only ever sees pseudonyms, offsets in days and de-identified files.
+
+The library keeps a random secret (in its ``meta`` table) that keys pseudonyms, UID
+remapping and the fingerprints used to recognise a re-imported file; whoever holds the
+library file can therefore recompute a pseudonym from an original patient id, which is what
+lets a re-import find its patients again. Treat the library file like the data it holds.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import shutil
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import DashboardError, InvalidInputError
+from core.library.records import (
+    IMAGE_KINDS,
+    MODALITIES,
+    ImageRecord,
+    LibraryCounts,
+    NewPatient,
+    NewStudy,
+    Patient,
+    PatientFilter,
+    PatientSummary,
+    Study,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable naming the app's library folder.
+LIBRARY_ENV = "DASHBOARD_LIBRARY"
+#: The app's own library when the environment does not name one (ignored by git).
+DEFAULT_LIBRARY_DIR = Path(__file__).resolve().parents[2] / "data" / "library"
+DATABASE_NAME = "library.sqlite"
+FILES_DIR = "files"
+SCHEMA_VERSION = 1
+
+
+def content_key(secret: bytes, contents: Iterable[bytes]) -> str:
+    """A keyed digest of a set of files (in any order) that recognises them when imported again.
+
+    Only the digest is stored, never a plain hash of a file: without the library's secret it
+    cannot confirm that a given file was imported.
+    """
+    digests = sorted(hashlib.sha256(data).digest() for data in contents)
+    mac = hmac.new(secret, digestmod=hashlib.sha256)
+    for d in digests:
+        mac.update(d)
+    return mac.hexdigest()
+
+
+def default_library_path() -> Path:
+    """The app's library folder: ``$DASHBOARD_LIBRARY``, else ``data/library`` in the project."""
+    env = os.environ.get(LIBRARY_ENV)
+    return Path(env).expanduser() if env else DEFAULT_LIBRARY_DIR
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """An image to store: its de-identified files (name, bytes) and a PNG thumbnail."""
+
+    kind: str  # one of IMAGE_KINDS
+    files: tuple[tuple[str, bytes], ...]
+    width: int | None = None
+    height: int | None = None
+    depth: int | None = None
+    thumbnail_png: bytes | None = None
+
+
+class LibraryError(DashboardError):
+    """The library folder cannot be opened or written."""
+
+
+class CaseLibrary(abc.ABC):
+    """What pages, importers and analyses may ask of a case library."""
+
+    root: Path
+
+    # -- identity -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def secret(self) -> bytes:
+        """The library's key for pseudonyms, UID remapping and fingerprints."""
+
+    def pseudonym(self, source: str, patient_id: str) -> str:
+        """The pseudonym this library gives ``patient_id`` of a dataset of kind ``source``."""
+        from core.library.deid import Deidentifier
+
+        return Deidentifier(self.secret()).pseudonym(source, patient_id)
+
+    def content_key(self, contents: Iterable[bytes]) -> str:
+        """Keyed fingerprint of a study's source files; see :func:`content_key`."""
+        return content_key(self.secret(), contents)
+
+    # -- writing --------------------------------------------------------------------------
+    @abc.abstractmethod
+    def has_source_key(self, key: str) -> bool:
+        """Whether a study with this fingerprint was imported already."""
+
+    @abc.abstractmethod
+    def add_case(self, patient: NewPatient, study: NewStudy, images: Sequence[NewImage], source_key: str) -> int:
+        """Store one study (creating or updating its patient) atomically; return the study id."""
+
+    # -- reading --------------------------------------------------------------------------
+    @abc.abstractmethod
+    def counts(self) -> LibraryCounts: ...
+
+    @abc.abstractmethod
+    def patients(self, where: PatientFilter | None = None) -> list[PatientSummary]: ...
+
+    @abc.abstractmethod
+    def patient(self, pseudonym: str) -> Patient:
+        """One patient with all studies in time order; raises ``InvalidInputError`` if unknown."""
+
+    @abc.abstractmethod
+    def thumbnail(self, image_id: int) -> bytes | None: ...
+
+    @abc.abstractmethod
+    def image_path(self, image: ImageRecord) -> Path:
+        """Absolute path of an image's file (or folder of slices for a CT series)."""
+
+    # -- derived data filled by later analyses --------------------------------------------
+    @abc.abstractmethod
+    def put_embeddings(self, model_id: str, model_version: str, vectors: dict[int, np.ndarray]) -> None:
+        """Store one vector per image id for a model version."""
+
+    @abc.abstractmethod
+    def embeddings(self, model_id: str, model_version: str) -> tuple[list[int], np.ndarray]:
+        """Image ids and their vectors (n, d) float32 for a model version."""
+
+    @abc.abstractmethod
+    def put_scores(self, model_id: str, model_version: str, name: str, values: dict[int, float]) -> None:
+        """Store one named score per study id for a model version."""
+
+    @abc.abstractmethod
+    def scores(self, model_id: str, model_version: str, name: str) -> dict[int, float]: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS patients (
+    id INTEGER PRIMARY KEY,
+    pseudonym TEXT NOT NULL UNIQUE,
+    source TEXT NOT NULL,
+    label TEXT, sex TEXT, age_years REAL,
+    outcome TEXT, survival INTEGER, length_of_stay_days REAL, went_icu INTEGER, intubated INTEGER
+);
+CREATE TABLE IF NOT EXISTS studies (
+    id INTEGER PRIMARY KEY,
+    patient_id INTEGER NOT NULL REFERENCES patients(id) ON DELETE CASCADE,
+    modality TEXT NOT NULL, view TEXT,
+    offset_onset_days REAL, offset_admission_days REAL,
+    label TEXT, note TEXT, findings_json TEXT,
+    source_key TEXT NOT NULL UNIQUE
+);
+CREATE INDEX IF NOT EXISTS studies_patient ON studies(patient_id);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY,
+    study_id INTEGER NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL, path TEXT NOT NULL, n_files INTEGER NOT NULL,
+    width INTEGER, height INTEGER, depth INTEGER, thumbnail BLOB
+);
+CREATE INDEX IF NOT EXISTS images_study ON images(study_id);
+CREATE TABLE IF NOT EXISTS embeddings (
+    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    model_id TEXT NOT NULL, model_version TEXT NOT NULL, dim INTEGER NOT NULL, vector BLOB NOT NULL,
+    PRIMARY KEY (image_id, model_id, model_version)
+);
+CREATE TABLE IF NOT EXISTS scores (
+    study_id INTEGER NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
+    model_id TEXT NOT NULL, model_version TEXT NOT NULL, name TEXT NOT NULL, value REAL NOT NULL,
+    PRIMARY KEY (study_id, model_id, model_version, name)
+);
+"""
+
+_PATIENT_COLUMNS = (
+    "label",
+    "sex",
+    "age_years",
+    "outcome",
+    "survival",
+    "length_of_stay_days",
+    "went_icu",
+    "intubated",
+)
+
+
+def _bool_or_none(value: object) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def _int_or_none(value: bool | None) -> int | None:
+    return None if value is None else int(value)
+
+
+class SqliteLibrary(CaseLibrary):
+    """A case library in one SQLite file beside a ``files/`` folder.
+
+    Safe to share between the threads of one process (Streamlit sessions): each call opens
+    its own connection, and writes are serialised by a lock and SQLite's own locking.
+    """
+
+    def __init__(self, root: str | Path, *, create: bool = True) -> None:
+        self.root = Path(root)
+        self.database = self.root / DATABASE_NAME
+        self.files_dir = self.root / FILES_DIR
+        self._write_lock = threading.Lock()
+        if not self.database.exists():
+            if not create:
+                raise LibraryError(f"There is no case library at {self.root}.")
+            self._create()
+        self._secret = bytes.fromhex(self._meta("secret"))
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _create(self) -> None:
+        try:
+            self.files_dir.mkdir(parents=True, exist_ok=True)
+            with contextlib.closing(sqlite3.connect(self.database)) as con, con:
+                con.execute("PRAGMA journal_mode=WAL")
+                con.executescript(_SCHEMA)
+                con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                con.execute("INSERT OR IGNORE INTO meta VALUES ('secret', ?)", (secrets.token_hex(32),))
+        except (OSError, sqlite3.Error) as e:
+            raise LibraryError(f"Could not create a case library at {self.root}: {e}.") from e
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            con = sqlite3.connect(self.database, timeout=30.0)
+        except sqlite3.Error as e:
+            raise LibraryError(f"Could not open the case library at {self.root}: {e}.") from e
+        try:
+            con.execute("PRAGMA foreign_keys=ON")
+            yield con
+        except sqlite3.DatabaseError as e:
+            raise LibraryError(f"The case library at {self.root} could not be read or written: {e}.") from e
+        finally:
+            con.close()
+
+    def _meta(self, key: str) -> str:
+        with self._connect() as con:
+            row = con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise LibraryError(f"The case library at {self.root} is damaged (no {key}).")
+        return str(row[0])
+
+    def secret(self) -> bytes:
+        return self._secret
+
+    # -- writing --------------------------------------------------------------------------
+    def has_source_key(self, key: str) -> bool:
+        with self._connect() as con:
+            return con.execute("SELECT 1 FROM studies WHERE source_key = ?", (key,)).fetchone() is not None
+
+    def add_case(self, patient: NewPatient, study: NewStudy, images: Sequence[NewImage], source_key: str) -> int:
+        if study.modality not in MODALITIES:
+            raise InvalidInputError(f"Unknown modality {study.modality!r}; expected one of {', '.join(MODALITIES)}.")
+        for image in images:
+            if image.kind not in IMAGE_KINDS:
+                raise InvalidInputError(f"Unknown image kind {image.kind!r}.")
+            if not image.files:
+                raise InvalidInputError("An image to store has no files.")
+        written: list[Path] = []
+        with self._write_lock, self._connect() as con:
+            try:
+                with con:  # one transaction: the patient, the study, its images, their files
+                    patient_id = self._upsert_patient(con, patient)
+                    cur = con.execute(
+                        "INSERT INTO studies (patient_id, modality, view, offset_onset_days, offset_admission_days,"
+                        " label, note, findings_json, source_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            patient_id,
+                            study.modality,
+                            study.view,
+                            study.offset_onset_days,
+                            study.offset_admission_days,
+                            study.label,
+                            study.note,
+                            None if study.findings is None else json.dumps(study.findings, sort_keys=True),
+                            source_key,
+                        ),
+                    )
+                    study_id = int(cur.lastrowid or 0)
+                    folder = Path(patient.pseudonym) / f"{study_id:07d}"
+                    for n, image in enumerate(images):
+                        if image.kind == "ct-series":
+                            rel = folder / f"series-{n}"
+                            for name, data in image.files:
+                                written.append(self._write_file(rel / name, data))
+                        else:
+                            name, data = image.files[0]
+                            rel = folder / name
+                            written.append(self._write_file(rel, data))
+                        con.execute(
+                            "INSERT INTO images (study_id, kind, path, n_files, width, height, depth, thumbnail)"
+                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (
+                                study_id,
+                                image.kind,
+                                rel.as_posix(),
+                                len(image.files),
+                                image.width,
+                                image.height,
+                                image.depth,
+                                image.thumbnail_png,
+                            ),
+                        )
+            except BaseException:
+                for path in written:
+                    path.unlink(missing_ok=True)
+                raise
+        return study_id
+
+    def _write_file(self, rel: Path, data: bytes) -> Path:
+        path = self.files_dir / rel
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".part")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError as e:
+            raise LibraryError(f"Could not write an image into the case library: {e.strerror}.") from e
+        return path
+
+    def _upsert_patient(self, con: sqlite3.Connection, p: NewPatient) -> int:
+        values = (
+            p.label,
+            p.sex,
+            p.age_years,
+            p.outcome,
+            _int_or_none(p.survival),
+            p.length_of_stay_days,
+            _int_or_none(p.went_icu),
+            _int_or_none(p.intubated),
+        )
+        row = con.execute("SELECT id FROM patients WHERE pseudonym = ?", (p.pseudonym,)).fetchone()
+        if row is None:
+            cur = con.execute(
+                f"INSERT INTO patients (pseudonym, source, {', '.join(_PATIENT_COLUMNS)}) VALUES (?, ?{', ?' * 8})",
+                (p.pseudonym, p.source, *values),
+            )
+            return int(cur.lastrowid or 0)
+        # Known patient: fill in what this row knows, keep what earlier rows knew.
+        sets = ", ".join(f"{c} = COALESCE(?, {c})" for c in _PATIENT_COLUMNS)
+        con.execute(f"UPDATE patients SET {sets} WHERE id = ?", (*values, row[0]))
+        return int(row[0])
+
+    def delete_patient(self, pseudonym: str) -> None:
+        """Remove a patient, their studies, images, derived data and files."""
+        with self._write_lock, self._connect() as con, con:
+            con.execute("DELETE FROM patients WHERE pseudonym = ?", (pseudonym,))
+        shutil.rmtree(self.files_dir / pseudonym, ignore_errors=True)
+
+    # -- reading --------------------------------------------------------------------------
+    def counts(self) -> LibraryCounts:
+        with self._connect() as con:
+            n_patients = con.execute("SELECT COUNT(*) FROM patients").fetchone()[0]
+            n_studies = con.execute("SELECT COUNT(*) FROM studies").fetchone()[0]
+            n_images = con.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+            by_modality = dict(con.execute("SELECT modality, COUNT(*) FROM studies GROUP BY modality").fetchall())
+            by_label = dict(
+                con.execute("SELECT COALESCE(label, 'Unknown'), COUNT(*) FROM patients GROUP BY label").fetchall()
+            )
+        return LibraryCounts(n_patients, n_studies, n_images, by_modality, by_label)
+
+    _SUMMARY_SQL = """
+        SELECT p.pseudonym, p.source, p.label, p.sex, p.age_years, p.outcome, p.survival,
+               p.length_of_stay_days, p.went_icu, p.intubated,
+               COUNT(s.id), SUM(s.modality = 'X-ray'), SUM(s.modality = 'CT')
+        FROM patients p LEFT JOIN studies s ON s.patient_id = p.id
+    """
+
+    @staticmethod
+    def _summary(row: Sequence[object]) -> PatientSummary:
+        return PatientSummary(
+            pseudonym=str(row[0]),
+            source=str(row[1]),
+            label=row[2],  # type: ignore[arg-type]
+            sex=row[3],  # type: ignore[arg-type]
+            age_years=row[4],  # type: ignore[arg-type]
+            outcome=row[5],  # type: ignore[arg-type]
+            survival=_bool_or_none(row[6]),
+            length_of_stay_days=row[7],  # type: ignore[arg-type]
+            went_icu=_bool_or_none(row[8]),
+            intubated=_bool_or_none(row[9]),
+            n_studies=int(row[10] or 0),  # type: ignore[call-overload]
+            n_xray=int(row[11] or 0),  # type: ignore[call-overload]
+            n_ct=int(row[12] or 0),  # type: ignore[call-overload]
+        )
+
+    def patients(self, where: PatientFilter | None = None) -> list[PatientSummary]:
+        f = where or PatientFilter()
+        clauses: list[str] = []
+        params: list[object] = []
+        if f.labels is not None:
+            clauses.append(f"p.label IN ({', '.join('?' * len(f.labels))})" if f.labels else "0")
+            params.extend(f.labels)
+        if f.outcomes is not None:
+            clauses.append(f"p.outcome IN ({', '.join('?' * len(f.outcomes))})" if f.outcomes else "0")
+            params.extend(f.outcomes)
+        having = ["COUNT(s.id) >= ?"]
+        params_having: list[object] = [f.min_studies]
+        if f.max_studies is not None:
+            having.append("COUNT(s.id) <= ?")
+            params_having.append(f.max_studies)
+        if f.modality is not None:
+            having.append("SUM(s.modality = ?) > 0")
+            params_having.append(f.modality)
+        sql = (
+            self._SUMMARY_SQL
+            + (f" WHERE {' AND '.join(clauses)}" if clauses else "")
+            + f" GROUP BY p.id HAVING {' AND '.join(having)} ORDER BY p.pseudonym"
+        )
+        with self._connect() as con:
+            rows = con.execute(sql, (*params, *params_having)).fetchall()
+        return [self._summary(r) for r in rows]
+
+    def patient(self, pseudonym: str) -> Patient:
+        with self._connect() as con:
+            row = con.execute(self._SUMMARY_SQL + " WHERE p.pseudonym = ? GROUP BY p.id", (pseudonym,)).fetchone()
+            if row is None:
+                raise InvalidInputError(f"There is no patient {pseudonym} in the case library.")
+            studies = con.execute(
+                "SELECT s.id, s.modality, s.view, s.offset_onset_days, s.offset_admission_days, s.label, s.note,"
+                " s.findings_json FROM studies s JOIN patients p ON p.id = s.patient_id WHERE p.pseudonym = ?",
+                (pseudonym,),
+            ).fetchall()
+            ids = [s[0] for s in studies]
+            images: dict[int, list[ImageRecord]] = {i: [] for i in ids}
+            if ids:
+                for r in con.execute(
+                    "SELECT id, study_id, kind, path, n_files, width, height, depth FROM images"
+                    f" WHERE study_id IN ({', '.join('?' * len(ids))}) ORDER BY id",
+                    ids,
+                ):
+                    images[r[1]].append(ImageRecord(*r))
+        out = [
+            Study(
+                id=s[0],
+                patient_pseudonym=pseudonym,
+                modality=s[1],
+                view=s[2],
+                offset_onset_days=s[3],
+                offset_admission_days=s[4],
+                label=s[5],
+                note=s[6],
+                findings=None if s[7] is None else json.loads(s[7]),
+                images=tuple(images[s[0]]),
+            )
+            for s in studies
+        ]
+
+        # Time order: days since admission, else since onset; studies without any offset last.
+        def when(st: Study) -> tuple[int, float, int]:
+            day = st.day
+            return (day is None, 0.0 if day is None else float(day), st.id)
+
+        return Patient(self._summary(row), tuple(sorted(out, key=when)))
+
+    def thumbnail(self, image_id: int) -> bytes | None:
+        with self._connect() as con:
+            row = con.execute("SELECT thumbnail FROM images WHERE id = ?", (image_id,)).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
+
+    def image_path(self, image: ImageRecord) -> Path:
+        return self.files_dir / image.path
+
+    def image_files(self, image: ImageRecord) -> list[tuple[str, bytes]]:
+        """The stored files of an image as (name, bytes): one file, or every slice of a series."""
+        path = self.image_path(image)
+        try:
+            if path.is_dir():
+                return [(p.name, p.read_bytes()) for p in sorted(path.iterdir()) if p.is_file()]
+            return [(path.name, path.read_bytes())]
+        except OSError as e:
+            raise LibraryError(f"An image file of the case library could not be read: {e.strerror}.") from e
+
+    # -- derived data ---------------------------------------------------------------------
+    def put_embeddings(self, model_id: str, model_version: str, vectors: dict[int, np.ndarray]) -> None:
+        rows = []
+        for image_id, v in vectors.items():
+            arr = np.ascontiguousarray(v, dtype=np.float32).ravel()
+            rows.append((int(image_id), model_id, model_version, int(arr.size), arr.tobytes()))
+        with self._write_lock, self._connect() as con, con:
+            con.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)", rows)
+
+    def embeddings(self, model_id: str, model_version: str) -> tuple[list[int], np.ndarray]:
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT image_id, dim, vector FROM embeddings WHERE model_id = ? AND model_version = ? ORDER BY image_id",
+                (model_id, model_version),
+            ).fetchall()
+        if not rows:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        dims = {r[1] for r in rows}
+        if len(dims) != 1:
+            raise LibraryError(f"Embeddings of {model_id} {model_version} have different lengths.")
+        matrix = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), dims.pop())
+        return [int(r[0]) for r in rows], matrix.copy()
+
+    def put_scores(self, model_id: str, model_version: str, name: str, values: dict[int, float]) -> None:
+        rows = [(int(k), model_id, model_version, name, float(v)) for k, v in values.items()]
+        with self._write_lock, self._connect() as con, con:
+            con.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?)", rows)
+
+    def scores(self, model_id: str, model_version: str, name: str) -> dict[int, float]:
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT study_id, value FROM scores WHERE model_id = ? AND model_version = ? AND name = ?",
+                (model_id, model_version, name),
+            ).fetchall()
+        return {int(k): float(v) for k, v in rows}
+
+
+def open_library(path: str | Path | None = None, *, create: bool = True) -> SqliteLibrary:
+    """Open (or create) the library folder ``path`` (default: :func:`default_library_path`)."""
+    return SqliteLibrary(default_library_path() if path is None else path, create=create)
+
+
+def library_exists(path: str | Path | None = None) -> bool:
+    root = default_library_path() if path is None else Path(path)
+    return (root / DATABASE_NAME).is_file()

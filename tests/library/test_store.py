@@ -1,0 +1,135 @@
+"""The SQLite case library: what goes in comes out, in time order, filtered, without duplicates."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.errors import InvalidInputError
+from core.library.records import NewPatient, NewStudy, PatientFilter
+from core.library.store import LibraryError, NewImage, SqliteLibrary, content_key, open_library
+
+
+def png(seed: int = 0) -> bytes:
+    from core.demo.xray_phantom import generate_xray
+
+    return generate_xray("COVID-19", 0.5, seed, size=64).to_png()
+
+
+def add(lib: SqliteLibrary, pseudonym: str, day: float | None, modality: str = "X-ray", **patient) -> int:
+    data = png(zlib.crc32(f"{pseudonym}|{day}|{modality}".encode()) % 100_000)
+    return lib.add_case(
+        NewPatient(pseudonym=pseudonym, source="test", **patient),
+        NewStudy(modality=modality, offset_admission_days=day, note=f"day {day}"),
+        [NewImage("xray", (("image.png", data),), width=64, height=64, thumbnail_png=data)],
+        lib.content_key([data]),
+    )
+
+
+def test_a_new_library_is_one_file_and_a_files_folder(tmp_path: Path) -> None:
+    lib = open_library(tmp_path / "lib")
+    assert (tmp_path / "lib" / "library.sqlite").is_file() and (tmp_path / "lib" / "files").is_dir()
+    assert lib.counts().patients == 0
+    # The secret survives reopening, so pseudonyms stay stable.
+    assert open_library(tmp_path / "lib").pseudonym("x", "1") == lib.pseudonym("x", "1")
+    assert open_library(tmp_path / "other").pseudonym("x", "1") != lib.pseudonym("x", "1")
+    with pytest.raises(LibraryError):
+        open_library(tmp_path / "missing", create=False)
+
+
+def test_studies_come_back_in_time_order_not_insert_order(tmp_path: Path) -> None:
+    lib = open_library(tmp_path)
+    for day in (9, 0, None, 3):
+        add(lib, "P-A", day, label="COVID-19")
+    patient = lib.patient("P-A")
+    assert [s.day for s in patient.studies] == [0, 3, 9, None]
+    assert [s.note for s in patient.studies] == ["day 0", "day 3", "day 9", "day None"]
+    image = patient.studies[0].images[0]
+    assert lib.image_path(image).is_file() and lib.thumbnail(image.id) is not None
+    assert lib.image_files(image)[0][1][:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(InvalidInputError):
+        lib.patient("P-NOBODY")
+
+
+def test_patient_fields_are_filled_by_later_rows_not_erased(tmp_path: Path) -> None:
+    lib = open_library(tmp_path)
+    add(lib, "P-A", 0, label="COVID-19", age_years=61)
+    add(lib, "P-A", 2, outcome="died", survival=False, length_of_stay_days=12)
+    s = lib.patient("P-A").summary
+    assert (s.label, s.age_years, s.outcome, s.survival, s.length_of_stay_days) == ("COVID-19", 61, "died", False, 12)
+    assert s.n_studies == 2 and s.n_xray == 2 and s.n_ct == 0
+
+
+def test_filters_and_counts(tmp_path: Path) -> None:
+    lib = open_library(tmp_path)
+    add(lib, "P-A", 0, label="COVID-19", outcome="died")
+    add(lib, "P-A", 4, modality="CT")
+    add(lib, "P-B", 0, label="Normal", outcome="discharged")
+    add(lib, "P-C", 1, label="Viral pneumonia", outcome="in hospital")
+    names = lambda f: [p.pseudonym for p in lib.patients(f)]  # noqa: E731
+    assert names(None) == ["P-A", "P-B", "P-C"]
+    assert names(PatientFilter(labels=("COVID-19", "Normal"))) == ["P-A", "P-B"]
+    assert names(PatientFilter(outcomes=("in hospital",))) == ["P-C"]
+    assert names(PatientFilter(modality="CT")) == ["P-A"]
+    assert names(PatientFilter(min_studies=2)) == ["P-A"]
+    assert names(PatientFilter(max_studies=1)) == ["P-B", "P-C"]
+    c = lib.counts()
+    assert (c.patients, c.studies, c.images) == (3, 4, 4)
+    assert c.by_modality == {"X-ray": 3, "CT": 1} and c.by_label["Normal"] == 1
+
+
+def test_a_source_key_is_stored_once(tmp_path: Path) -> None:
+    lib = open_library(tmp_path)
+    add(lib, "P-A", 0)
+    key = lib.content_key([png(zlib.crc32(b"P-A|0|X-ray") % 100_000)])
+    assert lib.has_source_key(key)
+    with pytest.raises(LibraryError):
+        add(lib, "P-A", 0)
+    # The failed insert left no stray study, image or file.
+    assert lib.counts().studies == 1
+    assert len(list((tmp_path / "files").rglob("*.png"))) == 1
+    # Keys do not depend on file order and need the library's secret.
+    a, b = b"one", b"two"
+    assert content_key(b"k" * 32, [a, b]) == content_key(b"k" * 32, [b, a]) != content_key(b"j" * 32, [a, b])
+
+
+def test_ct_series_are_stored_as_a_folder_of_slices(tmp_path: Path) -> None:
+    lib = open_library(tmp_path)
+    slices = tuple((f"IM-{i:04d}.dcm", bytes([i]) * 10) for i in range(1, 4))
+    lib.add_case(
+        NewPatient("P-CT", "test"),
+        NewStudy("CT", offset_admission_days=1),
+        [NewImage("ct-series", slices, width=8, height=8, depth=3)],
+        "k1",
+    )
+    image = lib.patient("P-CT").studies[0].images[0]
+    assert image.kind == "ct-series" and image.n_files == 3 and lib.image_path(image).is_dir()
+    assert lib.image_files(image) == list(slices)
+
+
+def test_bad_modality_or_kind_is_refused(tmp_path: Path) -> None:
+    lib = open_library(tmp_path)
+    with pytest.raises(InvalidInputError):
+        lib.add_case(NewPatient("P", "t"), NewStudy("MRI"), [NewImage("xray", (("a.png", b"x"),))], "k")
+    with pytest.raises(InvalidInputError):
+        lib.add_case(NewPatient("P", "t"), NewStudy("CT"), [NewImage("volume", (("a", b"x"),))], "k")
+    assert lib.counts().patients == 0
+
+
+def test_embeddings_and_scores_round_trip_per_model_version(tmp_path: Path) -> None:
+    lib = open_library(tmp_path)
+    study = add(lib, "P-A", 0)
+    image_id = lib.patient("P-A").studies[0].images[0].id
+    v = np.arange(512, dtype=np.float32) / 512
+    lib.put_embeddings("cxr-resnet18", "v1", {image_id: v})
+    ids, matrix = lib.embeddings("cxr-resnet18", "v1")
+    assert ids == [image_id] and np.array_equal(matrix[0], v)
+    assert lib.embeddings("cxr-resnet18", "v2")[0] == []
+    lib.put_scores("covid3d", "v1", "s", {study: 0.75})
+    assert lib.scores("covid3d", "v1", "s") == {study: 0.75}
+    # Deleting the patient removes derived data and files too.
+    lib.delete_patient("P-A")
+    assert lib.embeddings("cxr-resnet18", "v1")[0] == [] and not (tmp_path / "files" / "P-A").exists()
