@@ -8,6 +8,7 @@ navigation = st.navigation(
     [
         st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
         st.Page("pages/xray.py", title="X-ray triage", icon=":material/radiology:"),
+        st.Page("pages/library.py", title="Case library", icon=":material/folder_shared:"),
     ]
 )
 navigation.run()

@@ -8,6 +8,7 @@ import streamlit as st
 
 from core.errors import DashboardError
 from ui import resources
+from ui.library import library
 from ui.navigation import use_app_navigation
 from ui.text import DISCLAIMER
 
@@ -23,14 +24,32 @@ except DashboardError as e:
 
 cards = registry.cards()
 device = registry.device
-c1, c2 = st.columns(2)
+c1, c2, c3 = st.columns(3)
 c1.metric("Device", "CUDA GPU" if device.type == "cuda" else "CPU", help=f"PyTorch device: {device}")
 c2.metric("Models registered", len(cards))
+try:
+    case_library = library()
+    counts = case_library.counts()
+except DashboardError as e:
+    c3.error(f"The case library is not available: {e}")
+else:
+    c3.metric(
+        "Case library",
+        f"{counts.patients} patients",
+        help=f"{counts.studies} studies ("
+        + ", ".join(f"{n} {m}" for m, n in sorted(counts.by_modality.items()))
+        + f") in {case_library.root}",
+    )
 
 st.page_link(
     "pages/xray.py",
     label="X-ray triage: upload chest X-rays, see predictions and Grad-CAM",
     icon=":material/radiology:",
+)
+st.page_link(
+    "pages/library.py",
+    label="Case library: browse patients and their timelines, import datasets, add reviewed cases",
+    icon=":material/folder_shared:",
 )
 
 st.header("Models")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from core.library.records import PatientSummary, Study
 from core.types import XrayImage
 
 DISCLAIMER = (
@@ -23,3 +24,31 @@ def describe_image(image: XrayImage) -> str:
         parts.append(f"{image.pixel_spacing_mm[0]:.3g} mm pixels")
     parts.append(f"file window L {image.window_center:.0f} / W {image.window_width:.0f}")
     return " · ".join(parts)
+
+
+def describe_outcome(patient: PatientSummary, *, short: bool = False) -> str:
+    """How the stay ended, e.g. "discharged on day 15" or "still in hospital at day 40 (censored)"."""
+    day = patient.length_of_stay_days
+    at = "" if day is None else f" on day {day:g}"
+    if patient.outcome == "discharged":
+        return f"discharged{at}"
+    if patient.outcome == "died":
+        return f"died{at}"
+    if patient.outcome == "in hospital":
+        return "in hospital" + ("" if short or day is None else f" at day {day:g} when the data were frozen (censored)")
+    if patient.survival is not None:
+        return "survived" if patient.survival else "died"
+    return "outcome unknown"
+
+
+def describe_study_time(study: Study) -> str:
+    """When a study was taken, in days since admission and since symptom onset where known."""
+    parts = []
+    if study.offset_admission_days is not None:
+        parts.append(f"Day {study.offset_admission_days:g} since admission")
+    if study.offset_onset_days is not None:
+        parts.append(f"day {study.offset_onset_days:g} since symptom onset")
+    if not parts:
+        return "Date unknown"
+    text = " · ".join(parts)
+    return text[0].upper() + text[1:]

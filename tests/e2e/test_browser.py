@@ -33,6 +33,10 @@ CHROMIUM_FLAGS = [
 ]
 
 
+#: Patients in the demo library the server builds on its first launch (the app's default is 200).
+E2E_PATIENTS = 8
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -43,7 +47,11 @@ def _free_port() -> int:
 def app_url(tmp_path_factory):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "DASHBOARD_WEIGHTS_DIR"}
-    log = (tmp_path_factory.mktemp("server") / "streamlit.log").open("w")
+    server = tmp_path_factory.mktemp("server")
+    # A fresh clone's first launch, made small: no library yet, so the app builds a demo one.
+    env["DASHBOARD_LIBRARY"] = str(server / "library")
+    env["DASHBOARD_DEMO_PATIENTS"] = str(E2E_PATIENTS)
+    log = (server / "streamlit.log").open("w")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -74,7 +82,11 @@ def app_url(tmp_path_factory):
         yield url
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=20)
         log.close()
 
 
@@ -129,4 +141,24 @@ def test_upload_an_xray_and_read_the_predicted_label(app_url, browser, chest_png
     shots = os.environ.get("SCREENSHOT_DIR")
     if shots:
         page.screenshot(path=str(Path(shots) / "xray-page.png"), full_page=True)
+    page.close()
+
+
+def test_first_launch_builds_the_library_and_a_patient_timeline_opens(app_url, browser) -> None:
+    page = browser.new_page()
+    page.goto(app_url, wait_until="domcontentloaded")
+    # The server started with no library: the home page builds the demo one, then counts it.
+    page.get_by_text(f"{E2E_PATIENTS} patients").first.wait_for(timeout=120_000)
+    page.get_by_role("link", name="Case library").first.click()
+    page.get_by_text("Patient timeline").first.wait_for(timeout=60_000)
+    assert page.get_by_text(f"{E2E_PATIENTS} of {E2E_PATIENTS} patients").count() == 1
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)  # the timeline drew
+    # Every study of the first patient is a card with a thumbnail and its note.
+    thumbs = page.locator('[data-testid="stImage"]')
+    thumbs.first.wait_for(timeout=60_000)
+    assert thumbs.count() >= 2
+    assert page.get_by_text("days since admission").count() >= 1
+    shots = os.environ.get("SCREENSHOT_DIR")
+    if shots:
+        page.screenshot(path=str(Path(shots) / "library-page.png"), full_page=True)
     page.close()

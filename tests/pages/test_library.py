@@ -1,0 +1,89 @@
+"""The Case library page: filter, open a timeline, import a dataset, add a reviewed upload."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from tests.helpers import ROOT
+
+PAGE = str(ROOT / "pages" / "library.py")
+
+
+def run_page() -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_page_lists_patients_and_opens_a_timeline_in_time_order(library_copy: Path) -> None:
+    from core.library.store import open_library
+
+    lib = open_library(library_copy)
+    at = run_page()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Patients"] == str(lib.counts().patients)
+    assert at.subheader[0].value.startswith(f"{lib.counts().patients} of")
+    # Open the patient with the most studies: every note shows, in time order.
+    busiest = max(lib.patients(), key=lambda p: p.n_studies)
+    at.selectbox(key="library_patient").set_value(busiest.pseudonym).run()
+    assert not at.exception
+    patient = lib.patient(busiest.pseudonym)
+    shown = [md.value for md in at.markdown if "since admission" in md.value]
+    assert len(shown) == len(patient.studies)
+    days = [float(s.split("Day ")[1].split(" ")[0]) for s in shown]
+    assert days == sorted(days)
+    texts = " ".join(t.value for t in at.get("text")) + " ".join(md.value for md in at.markdown)
+    assert patient.studies[0].note.split(".")[0] in texts
+
+
+def test_filters_narrow_the_list(library_copy: Path) -> None:
+    from core.library.store import open_library
+
+    lib = open_library(library_copy)
+    at = run_page()
+    at.multiselect(key="library_labels").set_value(["Normal"]).run()
+    n_normal = sum(p.label == "Normal" for p in lib.patients())
+    assert at.subheader[0].value.startswith(f"{n_normal} of")
+    at.multiselect(key="library_labels").set_value([]).run()
+    at.selectbox(key="library_modality").set_value("CT").run()
+    n_ct = sum(p.n_ct > 0 for p in lib.patients())
+    assert at.subheader[0].value.startswith(f"{n_ct} of")
+
+
+def test_importing_a_dataset_from_the_page(library_copy: Path, cohen_dataset: Path) -> None:
+    at = run_page()
+    before = int(at.metric[0].value)
+    at.text_input(key="library_import_path").set_value(str(cohen_dataset)).run()
+    at.button(key="library_import").click().run()
+    assert not at.exception
+    assert any("Added 5 studies of 3 new patients" in s.value for s in at.success)
+    assert any("row 7" in w.value for w in at.warning)
+    at.run()
+    assert int(at.metric[0].value) == before + 3
+
+
+def test_a_missing_dataset_folder_gets_a_plain_error(library_copy: Path, tmp_path: Path) -> None:
+    at = run_page()
+    at.text_input(key="library_import_path").set_value(str(tmp_path / "nowhere")).run()
+    at.button(key="library_import").click().run()
+    assert not at.exception
+    assert any("metadata.csv" in e.value for e in at.error)
+
+
+def test_adding_a_reviewed_upload(library_copy: Path, chest_png: bytes) -> None:
+    at = run_page()
+    before = int(at.metric[0].value)
+    at.file_uploader(key="library_upload").set_value([("jane-doe.png", chest_png, "image/png")])
+    at.selectbox(key="library_upload_label").set_value("COVID-19")
+    at.text_area(key="library_upload_note").set_value("Reviewed: bilateral opacities.")
+    at.run()
+    at.button(key="library_upload_add").click().run()
+    assert not at.exception
+    assert any("Added as a study of patient P-" in s.value for s in at.success)
+    at.run()
+    assert int(at.metric[0].value) == before + 1
+    # The same file again is recognised.
+    at.button(key="library_upload_add").click().run()
+    assert any("already" in e.value for e in at.error)
