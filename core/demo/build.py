@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
+import numpy as np
+
 from core.demo.cohort import DEFAULT_PATIENTS, DemoPatient, simulate_cohort
 from core.demo.notes import Prior, change_category, ct_note, xray_note
 
@@ -96,10 +98,15 @@ def _yn(value: bool | None) -> str:
     return "" if value is None else ("Y" if value else "N")
 
 
-def _dicom_identity(patient: DemoPatient, admission: dt.date):
+def dicom_identity(patient: DemoPatient, pseudonym: str | None = None):
+    """Who the patient's DICOM files say they are: made-up identifiers of a fictional hospital
+    (for the importer's de-identification to remove), or only ``pseudonym`` when given."""
     from core.demo.dicom_writer import DicomPatient
 
+    if pseudonym is not None:
+        return DicomPatient(name=pseudonym, patient_id=pseudonym, birth_date="", sex=patient.sex, age_years=patient.age)
     number = int(patient.patient_id.rsplit("-", 1)[-1])
+    admission = admission_date(patient)
     birth = admission.replace(year=admission.year - patient.age) - dt.timedelta(days=patient.seed % 300)
     return DicomPatient(
         name=f"DEMO^PATIENT{number:04d}",
@@ -113,33 +120,59 @@ def _dicom_identity(patient: DemoPatient, admission: dt.date):
     )
 
 
-def _write_patient(patient: DemoPatient, out_dir: str, xray_size: int, ct_shape: tuple[int, int, int]):
-    """Draw and write all scans of one patient; return (metadata rows, truth rows). Runs in a worker."""
-    from PIL import Image
+def admission_date(patient: DemoPatient) -> dt.date:
+    return FIRST_ADMISSION_DATE + dt.timedelta(days=patient.admission_calendar_day)
 
-    from core.demo.ct_phantom import generate_ct
-    from core.demo.dicom_writer import DicomStudy, new_uid, write_ct_series, xray_dicom_bytes
+
+@dataclass(frozen=True)
+class RenderedScan:
+    """One scan of a patient, drawn and encoded in memory.
+
+    ``files`` is one ``(name, contents)`` pair for an X-ray (PNG or DICOM), one per slice for a
+    CT series; ``hu`` is the CT volume those slices encode (None for an X-ray).
+    """
+
+    row: dict[str, str]
+    truth: dict[str, str]
+    files: list[tuple[str, bytes]]
+    hu: np.ndarray | None
+
+
+def render_patient(
+    patient: DemoPatient,
+    xray_size: int = XRAY_SIZE,
+    ct_shape: tuple[int, int, int] | None = None,
+    *,
+    pseudonym: str | None = None,
+) -> list[RenderedScan]:
+    """Draw all scans of one patient, with their ``metadata.csv`` rows, notes and truth.
+
+    The DICOM files carry made-up identifiers, or only ``pseudonym`` (and no accession number,
+    institution or referring physician) when it is given.
+    """
+    from core.demo.ct_phantom import CT_SHAPE, generate_ct
+    from core.demo.dicom_writer import DicomStudy, ct_series_files, new_uid, xray_dicom_bytes
     from core.demo.xray_phantom import generate_xray
 
-    images = Path(out_dir) / "images"
-    admission = FIRST_ADMISSION_DATE + dt.timedelta(days=patient.admission_calendar_day)
-    identity = _dicom_identity(patient, admission)
+    admission = admission_date(patient)
+    identity = dicom_identity(patient, pseudonym)
+    anonymous = pseudonym is not None
     columns = finding_columns()
-    rows: list[dict[str, str]] = []
-    truth: list[dict[str, str]] = []
+    scans: list[RenderedScan] = []
     priors: dict[str, Prior] = {}
     for scan in patient.scans:
         date = admission + dt.timedelta(days=scan.day)
         stem = f"{patient.patient_id}-{scan.index:02d}"
         study = DicomStudy(
             study_uid=new_uid("study", patient.seed, scan.index),
-            accession=f"ACC{patient.seed % 100_000:05d}{scan.index:02d}",
+            accession="" if anonymous else f"ACC{patient.seed % 100_000:05d}{scan.index:02d}",
             date=date,
             description="CHEST CT" if scan.modality == "CT" else "CHEST XRAY",
-            referring_physician="DEMO^REFERRER",
+            referring_physician="" if anonymous else "DEMO^REFERRER",
         )
         prior = priors.get(scan.modality)
         lesion_fraction = ""
+        hu = None
         if scan.modality == "X-ray":
             phantom = generate_xray(patient.label, scan.severity, patient.seed, size=xray_size, session=scan.index)
             findings = dict(phantom.findings)
@@ -154,17 +187,18 @@ def _write_patient(patient: DemoPatient, out_dir: str, xray_size: int, ct_shape:
                     view=scan.view.split()[0],
                     monochrome1=scan.monochrome1,
                 )
-                (images / filename).write_bytes(data)
             else:
                 filename = f"{stem}.png"
-                Image.fromarray(phantom.to_uint8()).save(images / filename)
+                data = phantom.to_png()
+            files = [(filename, data)]
         else:
-            ct = generate_ct(patient.label, scan.severity, patient.seed, shape=ct_shape, session=scan.index)
+            ct = generate_ct(patient.label, scan.severity, patient.seed, shape=ct_shape or CT_SHAPE, session=scan.index)
             findings = dict(ct.findings)
             lesion_fraction = f"{ct.lesion_fraction:.4f}"
             note = ct_note(patient.label, scan.severity, findings, ct.lesion_fraction, prior)
             filename = f"{stem}-ct"
-            write_ct_series(images / filename, ct.hu, ct.spacing_mm, identity, study)
+            files = ct_series_files(ct.hu, ct.spacing_mm, identity, study)
+            hu = ct.hu
         priors[scan.modality] = Prior(scan.day, scan.severity, findings)
         row = {
             "patientid": patient.patient_id,
@@ -193,20 +227,33 @@ def _write_patient(patient: DemoPatient, out_dir: str, xray_size: int, ct_shape:
         }
         for name in columns:
             row[name] = str(int(findings[name])) if name in findings else ""
-        rows.append(row)
-        truth.append(
-            {
-                "patientid": patient.patient_id,
-                "filename": filename,
-                "modality": scan.modality,
-                "offset_admission": str(scan.day),
-                "severity": f"{scan.severity:.4f}",
-                "change": "" if prior is None else change_category(scan.severity, prior),
-                "lesion_fraction": lesion_fraction,
-                "remaining_stay": str(patient.remaining_stay_days(scan.day)),
-            }
-        )
-    return rows, truth
+        truth = {
+            "patientid": patient.patient_id,
+            "filename": filename,
+            "modality": scan.modality,
+            "offset_admission": str(scan.day),
+            "severity": f"{scan.severity:.4f}",
+            "change": "" if prior is None else change_category(scan.severity, prior),
+            "lesion_fraction": lesion_fraction,
+            "remaining_stay": str(patient.remaining_stay_days(scan.day)),
+        }
+        scans.append(RenderedScan(row, truth, files, hu))
+    return scans
+
+
+def _write_patient(patient: DemoPatient, out_dir: str, xray_size: int, ct_shape: tuple[int, int, int]):
+    """Draw and write all scans of one patient; return (metadata rows, truth rows). Runs in a worker."""
+    images = Path(out_dir) / "images"
+    scans = render_patient(patient, xray_size, ct_shape)
+    for scan in scans:
+        if scan.hu is None:
+            (images / scan.row["filename"]).write_bytes(scan.files[0][1])
+        else:
+            folder = images / scan.row["filename"]
+            folder.mkdir(exist_ok=True)
+            for name, data in scan.files:
+                (folder / name).write_bytes(data)
+    return [s.row for s in scans], [s.truth for s in scans]
 
 
 def _truth_patient_row(p: DemoPatient) -> dict[str, str]:

@@ -29,6 +29,7 @@ import struct
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -229,20 +230,37 @@ def write_ct_series(
     spacing_mm: tuple[float, float, float],
     patient: DicomPatient,
     study: DicomStudy,
+    **options: Any,
+) -> list[Path]:
+    """Write :func:`ct_series_files` into ``folder`` (created if missing; files of the same
+    names are overwritten) and return the paths, in slice order (index 0 first)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    for name, data in ct_series_files(hu, spacing_mm, patient, study, **options):
+        path = folder / name
+        path.write_bytes(data)
+        paths.append(path)
+    return paths
+
+
+def ct_series_files(
+    hu: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    patient: DicomPatient,
+    study: DicomStudy,
     *,
     series_uid: str | None = None,
     description: str = "CHEST CT",
     origin_mm: tuple[float, float, float] | None = None,
     rescale_intercept: float = -1024.0,
     rescale_slope: float = 1.0,
-) -> list[Path]:
-    """Write a CT volume as one DICOM file per slice (CT Image Storage, Explicit VR Little Endian).
+) -> list[tuple[str, bytes]]:
+    """A CT volume as one DICOM file per slice (CT Image Storage, Explicit VR Little Endian),
+    in memory: ``(name, contents)`` pairs named ``IM-0001.dcm``, ``IM-0002.dcm``, ...
 
     Parameters
     ----------
-    folder
-        Where the files ``IM-0001.dcm``, ``IM-0002.dcm``, ... are written (created if missing;
-        files of the same names are overwritten).
     hu
         (z, y, x) Hounsfield units, integer or float; slice 0 is the most inferior.
     spacing_mm
@@ -257,8 +275,8 @@ def write_ct_series(
 
     Returns
     -------
-    list[Path]
-        The files written, in slice order (index 0 first).
+    list[tuple[str, bytes]]
+        The files, in slice order (index 0 first).
     """
     hu = np.asarray(hu)
     if hu.ndim != 3 or min(hu.shape) < 1:
@@ -315,10 +333,8 @@ def write_ct_series(
     _set_pixel_module(ds, stored[0], bits_stored, "MONOCHROME2")
     encoder = _SliceEncoder(ds)
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     digits = max(4, len(str(n_slices)))
-    paths: list[Path] = []
+    files: list[tuple[str, bytes]] = []
     for index in range(n_slices):
         z = z0 + index * dz
         data = encoder.encode(
@@ -327,10 +343,8 @@ def write_ct_series(
             position=(x0, y0, z),
             pixel_data=stored[index].tobytes(),
         )
-        path = folder / f"IM-{index + 1:0{digits}d}.dcm"
-        path.write_bytes(data)
-        paths.append(path)
-    return paths
+        files.append((f"IM-{index + 1:0{digits}d}.dcm", data))
+    return files
 
 
 def _hu_to_stored(hu: np.ndarray, intercept: float, slope: float) -> np.ndarray:
