@@ -1,33 +1,72 @@
-"""Build the embedded default's case library: generate the demo cohort, import it, clean up.
+"""Build the embedded default's case library straight from the demo cohort simulator.
 
-The demo cohort is written in real formats to a temporary folder and enters the library
-through the same Cohen importer a real dataset would use; the temporary files are removed
-afterwards, so only the library's de-identified copies stay on disk.
+``python -m core demo build`` followed by ``library import --format cohen`` gives the same
+library the long way round: files with made-up identifiers on disk, read back, de-identified
+slice by slice. On a 2-core laptop that round trip costs about a minute for the default cohort,
+most of it de-identifying twenty thousand CT slices that carry no real identifier, which is too
+slow for a first launch. So the app's own build draws each patient in a worker process with
+only the patient's pseudonym written into the DICOM files (no name, record number, birth date,
+accession number or institution to remove), reads each scan's row with the Cohen importer's
+own row parser, prepares X-rays with the importer's own function, and stores the CT slices as
+written. Both ways give the same patients, studies, notes, findings and outcomes (a test checks
+this); the de-identification of real files is tested on the long way.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Callable
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
-from core.demo.cohort import DEFAULT_PATIENTS
+from core.demo.cohort import DEFAULT_PATIENTS, DemoPatient, simulate_cohort
 from core.library.records import ImportReport
-from core.library.store import DATABASE_NAME, SqliteLibrary, open_library
+from core.library.store import DATABASE_NAME, NewImage, SqliteLibrary, content_key, open_library
 
-#: ``progress(stage, done, total)``, stage "generating" or "importing".
-StageProgress = Callable[[str, int, int], None]
+#: ``progress(done, total)`` in patients.
+Progress = Callable[[int, int], None]
+
+#: The ``source`` the demo patients are pseudonymised under.
+DEMO_SOURCE = "demo"
+#: The library setting that records a demo build: "started", then "complete".
+BUILD_SETTING = "demo_build"
 
 
 @dataclass(frozen=True)
 class DemoLibraryReport:
     library: Path
     n_patients: int
-    generation_s: float
-    import_s: float
+    seconds: float
     imported: ImportReport
+
+
+@dataclass(frozen=True)
+class _DemoCase:
+    row: dict[str, str]
+    image: NewImage
+    source_key: str
+
+
+def _patient_cases(patient: DemoPatient, secret: bytes) -> list[_DemoCase]:
+    """Draw one patient's scans and prepare them for the library. Runs in a worker."""
+    from core.demo.build import render_patient
+    from core.library.deid import Deidentifier
+    from core.library.importers import prepare_image, series_image
+
+    pseudonym = Deidentifier(secret).pseudonym(DEMO_SOURCE, patient.patient_id)
+    cases = []
+    for scan in render_patient(patient, pseudonym=pseudonym):
+        key = content_key(secret, (data for _, data in scan.files))
+        if scan.hu is None:
+            name, data = scan.files[0]
+            image = prepare_image(name, data, secret, pseudonym, scan.row["modality"])
+        else:
+            image = series_image(scan.files, scan.hu)
+        cases.append(_DemoCase(scan.row, image, key))
+    return cases
 
 
 def build_demo_library(
@@ -36,49 +75,70 @@ def build_demo_library(
     seed: int = 0,
     *,
     workers: int | None = None,
-    progress: StageProgress | None = None,
+    progress: Progress | None = None,
 ) -> DemoLibraryReport:
-    """Generate the demo cohort and import it into the library at ``path`` (created if missing).
+    """Simulate the demo cohort and store it in the library at ``path`` (created if missing).
 
-    Building into a library that already holds the demo cohort adds nothing (the importer
-    recognises the files). A library left half-built by an interrupted first build is
-    completed by the next call for the same reason.
+    Patients are drawn in parallel by ``workers`` processes (default: the CPU count, at most
+    4). Building into a library that already holds the demo cohort adds nothing; a library
+    left half-built by an interrupted build is completed by the next call, which draws only
+    the patients missing. The library's ``demo_build`` setting says "started" until the build
+    is complete (see :func:`needs_demo_build`).
     """
-    import time
+    from core.demo.build import finding_columns
+    from core.library.importers import cohen_row
 
-    from core.demo.build import build_demo_cohort
-    from core.library.importers import import_cohen
-
+    start = time.perf_counter()
     library: SqliteLibrary = open_library(path)
-    scratch = Path(tempfile.mkdtemp(prefix="demo-cohort-", dir=library.root))
-    try:
-        built = build_demo_cohort(
-            scratch,
-            n_patients,
-            seed,
-            workers=workers,
-            progress=None if progress is None else (lambda d, t: progress("generating", d, t)),
-        )
-        start = time.perf_counter()
-        report = import_cohen(
-            library,
-            scratch,
-            include_lateral=True,
-            source="demo",
-            workers=workers,
-            progress=None if progress is None else (lambda d, t: progress("importing", d, t)),
-        )
-        import_s = time.perf_counter() - start
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return DemoLibraryReport(library.root, built.n_patients, built.seconds, import_s, report)
+    secret = library.secret()
+    cohort = simulate_cohort(n_patients, seed)
+    report = ImportReport()
+    stored = {p.pseudonym: p.n_xray + p.n_ct for p in library.patients()}
+    known = set(stored)
+    # Patients stored whole by an earlier (perhaps interrupted) build are not drawn again.
+    todo = [p for p in cohort if stored.get(library.pseudonym(DEMO_SOURCE, p.patient_id), 0) < len(p.scans)]
+    report.duplicates = sum(len(p.scans) for p in cohort) - sum(len(p.scans) for p in todo)
+    library.set_setting(BUILD_SETTING, "started")
+    findings = finding_columns()
+    n_workers = max(1, min(workers or os.cpu_count() or 1, 4, len(todo)))
+
+    def drawn() -> Iterator[list[_DemoCase]]:
+        if n_workers == 1:
+            for p in todo:
+                yield _patient_cases(p, secret)
+        else:
+            # "spawn": a forked copy of a process that runs torch threads (the app) can deadlock.
+            with ProcessPoolExecutor(n_workers, mp_context=get_context("spawn")) as pool:
+                yield from pool.map(_patient_cases, todo, [secret] * len(todo))
+
+    if progress is not None:
+        progress(len(cohort) - len(todo), len(cohort))
+    for done, cases in enumerate(drawn(), start=len(cohort) - len(todo) + 1):
+        for line, case in enumerate(cases, start=1):
+            row = cohen_row(library, library.root, line, case.row, findings, True, True, DEMO_SOURCE, check_files=False)
+            assert row is not None  # every modality and view is included
+            if library.has_source_key(case.source_key):
+                report.duplicates += 1
+                continue
+            library.add_case(row.patient, row.study, (case.image,), case.source_key)
+            report.added_studies += 1
+            report.added_images += 1
+            if row.patient.pseudonym not in known:
+                known.add(row.patient.pseudonym)
+                report.added_patients += 1
+        if progress is not None:
+            progress(done, len(cohort))
+    library.set_setting(BUILD_SETTING, "complete")
+    return DemoLibraryReport(library.root, len(cohort), time.perf_counter() - start, report)
 
 
-def library_is_empty(path: str | Path | None = None) -> bool:
-    """True when there is no library at ``path`` yet, or it holds no patient."""
+def needs_demo_build(path: str | Path | None = None) -> bool:
+    """True when there is no library at ``path`` yet, it holds no patient, or a demo build
+    into it started and did not finish (the app was stopped during its first launch)."""
     from core.library.store import default_library_path
 
     root = default_library_path() if path is None else Path(path)
     if not (root / DATABASE_NAME).is_file():
         return True
-    return open_library(root).counts().patients == 0
+    library = open_library(root)
+    return library.setting(BUILD_SETTING) == "started" or library.counts().patients == 0

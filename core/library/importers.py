@@ -201,14 +201,18 @@ def prepare_series(files: Sequence[tuple[str, bytes]], secret: bytes, pseudonym:
     deid = Deidentifier(secret)
     cleaned = [(f"IM-{i + 1:04d}.dcm", deid.deidentify_bytes(data, pseudonym)) for i, (_, data) in enumerate(files)]
     volume = read_ct_series(cleaned)
-    hu = volume.hu
-    # The axial slice with the most aerated lung shows the lungs best.
+    return series_image(cleaned, volume.hu)
+
+
+def series_image(files: Sequence[tuple[str, bytes]], hu: np.ndarray) -> NewImage:
+    """A CT series to store: its (already de-identified) slices, and a lung-window thumbnail of
+    the axial slice of ``hu`` with the most aerated lung, which shows the lungs best."""
     lung = ((hu > -950) & (hu < -700)).sum(axis=(1, 2))
     center, width = LUNG_WINDOW
     unit = (hu[int(np.argmax(lung))] - (center - width / 2)) / width
     depth, height, width_px = hu.shape
     return NewImage(
-        "ct-series", tuple(cleaned), width=width_px, height=height, depth=depth, thumbnail_png=_thumbnail(unit)
+        "ct-series", tuple(files), width=width_px, height=height, depth=depth, thumbnail_png=_thumbnail(unit)
     )
 
 
@@ -223,7 +227,7 @@ def _read_files(path: Path) -> list[tuple[str, bytes]]:
 
 
 @dataclass(frozen=True)
-class _Row:
+class ImportRow:
     """One study to import, parsed from a row, before its files are read."""
 
     line: int
@@ -241,13 +245,19 @@ class _Prepared:
     source_key: str
 
 
-def _prepare(row: _Row, secret: bytes) -> _Prepared | str:
-    """Read, fingerprint and de-identify one row's files; a string is the problem to report."""
+def _prepare(row: ImportRow, secret: bytes, known: frozenset[str] = frozenset()) -> _Prepared | str:
+    """Read, fingerprint and de-identify one row's files; a string is the problem to report.
+
+    Files whose fingerprint is in ``known`` (already in the library) are not de-identified
+    again: the result has no images.
+    """
     try:
         files = _read_files(row.path)
         if not files:
             return f"row {row.line}: the folder {row.path.name} holds no files; skipped."
         key = content_key(secret, (data for _, data in files))
+        if key in known:
+            return _Prepared(row.line, row.patient, row.study, (), key)
         pseudonym = row.patient.pseudonym
         if row.path.is_dir():
             image = prepare_series(files, secret, pseudonym)
@@ -260,13 +270,13 @@ def _prepare(row: _Row, secret: bytes) -> _Prepared | str:
     return _Prepared(row.line, row.patient, row.study, (image,), key)
 
 
-def _prepare_chunk(rows: list[_Row], secret: bytes) -> list[_Prepared | str]:
-    return [_prepare(r, secret) for r in rows]
+def _prepare_chunk(rows: list[ImportRow], secret: bytes, known: frozenset[str]) -> list[_Prepared | str]:
+    return [_prepare(r, secret, known) for r in rows]
 
 
 def _store(
     library: CaseLibrary,
-    rows: list[_Row],
+    rows: list[ImportRow],
     report: ImportReport,
     *,
     workers: int | None,
@@ -275,6 +285,7 @@ def _store(
     """Prepare rows (in parallel for large imports) and add them to the library in row order."""
     secret = library.secret()
     known_patients = {p.pseudonym for p in library.patients()}
+    known = frozenset(library.source_keys())
     total = len(rows)
     n_workers = max(1, min(workers or os.cpu_count() or 1, 4))
     chunks = [rows[i : i + 8] for i in range(0, total, 8)]
@@ -282,10 +293,10 @@ def _store(
     def results() -> Iterable[list[_Prepared | str]]:
         if n_workers == 1 or total < 32:
             for chunk in chunks:
-                yield _prepare_chunk(chunk, secret)
+                yield _prepare_chunk(chunk, secret, known)
         else:
             with ProcessPoolExecutor(n_workers, mp_context=get_context("spawn")) as pool:
-                yield from pool.map(_prepare_chunk, chunks, [secret] * len(chunks))
+                yield from pool.map(_prepare_chunk, chunks, [secret] * len(chunks), [known] * len(chunks))
 
     done = 0
     for chunk_results in results():
@@ -327,6 +338,65 @@ def _require(fields: Sequence[str], needed: Sequence[str], name: str) -> None:
         raise InvalidInputError(f"{name} lacks the column(s) {', '.join(missing)}.")
 
 
+def cohen_row(
+    library: CaseLibrary,
+    root: Path,
+    line: int,
+    r: dict[str, str],
+    finding_names: Sequence[str],
+    include_lateral: bool,
+    include_ct: bool,
+    source: str,
+    *,
+    check_files: bool = True,
+) -> ImportRow | None:
+    """One row of a Cohen-layout ``metadata.csv`` as a study to import; None when the options
+    skip it.
+
+    Raises
+    ------
+    InvalidInputError
+        A row that cannot be imported (empty id or file name, bad number, missing image).
+    """
+    pid = r.get("patientid", "").strip()
+    filename = r.get("filename", "").strip()
+    if not pid or not filename:
+        raise InvalidInputError("patientid and filename must not be empty")
+    modality = "CT" if r.get("modality", "").strip().upper() == "CT" else "X-ray"
+    view = r.get("view", "").strip() or None
+    if modality == "X-ray" and view and view.lower() in LATERAL_VIEWS and not include_lateral:
+        return None
+    if modality == "CT" and not include_ct:
+        return None
+    path = root / (r.get("folder", "").strip() or "images") / filename
+    if check_files and not path.exists():
+        raise InvalidInputError(f"the image {Path(r.get('folder') or 'images', filename)} is missing")
+    survival = _yes_no(r.get("survival"), "survival")
+    label = cohen_label(r.get("finding", ""))
+    patient = NewPatient(
+        pseudonym=library.pseudonym(source, pid),
+        source=source,
+        label=label,
+        sex=_sex(r.get("sex")),
+        age_years=_number(r.get("age"), "age"),
+        outcome=_outcome(r.get("outcome"), survival),
+        survival=survival,
+        length_of_stay_days=_number(r.get("length_of_stay"), "length_of_stay"),
+        went_icu=_yes_no(r.get("went_icu"), "went_icu"),
+        intubated=_yes_no(r.get("intubated"), "intubated"),
+    )
+    study = NewStudy(
+        modality=modality,
+        view=view,
+        offset_onset_days=_number(r.get("offset"), "offset"),
+        offset_admission_days=_number(r.get("offset_admission"), "offset_admission"),
+        label=label,
+        note=(r.get("clinical_notes") or "").strip() or None,
+        findings=_findings(r, finding_names),
+    )
+    return ImportRow(line, path, patient, study)
+
+
 def import_cohen(
     library: CaseLibrary,
     src: str | Path,
@@ -354,51 +424,17 @@ def import_cohen(
     _require(fields, ("patientid", "finding", "filename"), "metadata.csv")
     finding_names = [f for f in _known_findings() if f in fields]
     report = ImportReport()
-    rows: list[_Row] = []
+    rows: list[ImportRow] = []
     for line, r in raw_rows:
         try:
-            pid = r.get("patientid", "").strip()
-            filename = r.get("filename", "").strip()
-            if not pid or not filename:
-                raise InvalidInputError("patientid and filename must not be empty")
-            modality = "CT" if r.get("modality", "").strip().upper() == "CT" else "X-ray"
-            view = r.get("view", "").strip() or None
-            if modality == "X-ray" and view and view.lower() in LATERAL_VIEWS and not include_lateral:
-                report.skipped_by_option += 1
-                continue
-            if modality == "CT" and not include_ct:
-                report.skipped_by_option += 1
-                continue
-            path = root / (r.get("folder", "").strip() or "images") / filename
-            if not path.exists():
-                raise InvalidInputError(f"the image {Path(r.get('folder') or 'images', filename)} is missing")
-            survival = _yes_no(r.get("survival"), "survival")
-            label = cohen_label(r.get("finding", ""))
-            patient = NewPatient(
-                pseudonym=library.pseudonym(source, pid),
-                source=source,
-                label=label,
-                sex=_sex(r.get("sex")),
-                age_years=_number(r.get("age"), "age"),
-                outcome=_outcome(r.get("outcome"), survival),
-                survival=survival,
-                length_of_stay_days=_number(r.get("length_of_stay"), "length_of_stay"),
-                went_icu=_yes_no(r.get("went_icu"), "went_icu"),
-                intubated=_yes_no(r.get("intubated"), "intubated"),
-            )
-            study = NewStudy(
-                modality=modality,
-                view=view,
-                offset_onset_days=_number(r.get("offset"), "offset"),
-                offset_admission_days=_number(r.get("offset_admission"), "offset_admission"),
-                label=label,
-                note=(r.get("clinical_notes") or "").strip() or None,
-                findings=_findings(r, finding_names),
-            )
+            row = cohen_row(library, root, line, r, finding_names, include_lateral, include_ct, source)
         except InvalidInputError as e:
             report.problems.append(f"row {line}: {e}; skipped.")
             continue
-        rows.append(_Row(line, path, patient, study))
+        if row is None:
+            report.skipped_by_option += 1
+        else:
+            rows.append(row)
     return _store(library, rows, report, workers=workers, progress=progress)
 
 
@@ -426,7 +462,7 @@ def import_folders(
     root = Path(src)
     if not root.is_dir():
         raise InvalidInputError(f"{root} is not a folder.")
-    rows: list[_Row] = []
+    rows: list[ImportRow] = []
     report = ImportReport()
     known = [p for p in sorted(root.iterdir()) if p.is_dir() and p.name.lower() in CLASS_FOLDERS]
     if not known:
@@ -443,7 +479,7 @@ def import_folders(
                 continue
             n += 1
             patient = NewPatient(pseudonym=library.pseudonym(source, rel.as_posix()), source=source, label=label)
-            rows.append(_Row(n, f, patient, NewStudy(modality=modality, label=label)))
+            rows.append(ImportRow(n, f, patient, NewStudy(modality=modality, label=label)))
     return _store(library, rows, report, workers=workers, progress=progress)
 
 
@@ -463,7 +499,7 @@ def import_csv(
     _require(fields, ("path", "label", "patient_id"), path.name)
     finding_names = [f for f in _known_findings() if f in fields]
     report = ImportReport()
-    rows: list[_Row] = []
+    rows: list[ImportRow] = []
     for line, r in raw_rows:
         try:
             rel = r.get("path", "").strip()
@@ -501,7 +537,7 @@ def import_csv(
         except InvalidInputError as e:
             report.problems.append(f"row {line}: {e}; skipped.")
             continue
-        rows.append(_Row(line, file, patient, study))
+        rows.append(ImportRow(line, file, patient, study))
     return _store(library, rows, report, workers=workers, progress=progress)
 
 
@@ -550,7 +586,7 @@ def add_upload(
     else:
         pid = _dicom_patient_id(files[0][1])
         pseudonym = library.pseudonym("upload", pid) if pid else library.pseudonym("upload", _secrets.token_hex(16))
-    row = _Row(
+    row = ImportRow(
         0,
         Path("upload"),
         NewPatient(pseudonym=pseudonym, source="upload", label=label, sex=sex, age_years=age_years),

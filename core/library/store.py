@@ -116,10 +116,21 @@ class CaseLibrary(abc.ABC):
         """Keyed fingerprint of a study's source files; see :func:`content_key`."""
         return content_key(self.secret(), contents)
 
+    @abc.abstractmethod
+    def setting(self, key: str) -> str | None:
+        """A value the library keeps about itself (e.g. how far the demo build got), or None."""
+
+    @abc.abstractmethod
+    def set_setting(self, key: str, value: str) -> None: ...
+
     # -- writing --------------------------------------------------------------------------
     @abc.abstractmethod
     def has_source_key(self, key: str) -> bool:
         """Whether a study with this fingerprint was imported already."""
+
+    @abc.abstractmethod
+    def source_keys(self) -> set[str]:
+        """The fingerprints of every study in the library."""
 
     @abc.abstractmethod
     def add_case(self, patient: NewPatient, study: NewStudy, images: Sequence[NewImage], source_key: str) -> int:
@@ -271,10 +282,23 @@ class SqliteLibrary(CaseLibrary):
     def secret(self) -> bytes:
         return self._secret
 
+    def setting(self, key: str) -> str | None:
+        with self._connect() as con:
+            row = con.execute("SELECT value FROM meta WHERE key = ?", (f"setting:{key}",)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self._write_lock, self._connect() as con, con:
+            con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"setting:{key}", value))
+
     # -- writing --------------------------------------------------------------------------
     def has_source_key(self, key: str) -> bool:
         with self._connect() as con:
             return con.execute("SELECT 1 FROM studies WHERE source_key = ?", (key,)).fetchone() is not None
+
+    def source_keys(self) -> set[str]:
+        with self._connect() as con:
+            return {str(row[0]) for row in con.execute("SELECT source_key FROM studies")}
 
     def add_case(self, patient: NewPatient, study: NewStudy, images: Sequence[NewImage], source_key: str) -> int:
         if study.modality not in MODALITIES:

@@ -99,3 +99,74 @@ def test_demo_build_then_cohen_import_gives_the_full_library(built: Path, tmp_pa
         assert p.summary.label == t["label"]
         days = [s.offset_admission_days for s in p.studies]
         assert days == sorted(days)
+
+
+def test_the_apps_direct_build_equals_demo_build_then_cohen_import(built: Path, tmp_path: Path) -> None:
+    from core.library.demo import DEMO_SOURCE, build_demo_library
+    from core.library.importers import import_cohen
+    from core.library.store import open_library
+
+    long_way = open_library(tmp_path / "imported")
+    import_cohen(long_way, built, include_lateral=True, source=DEMO_SOURCE, workers=1)
+    report = build_demo_library(tmp_path / "direct", 5, seed=1, workers=1)
+    direct = open_library(tmp_path / "direct")
+    assert report.imported.added_studies == long_way.counts().studies == direct.counts().studies
+    assert direct.counts() == long_way.counts()
+
+    def described(lib, pid: str):
+        p = lib.patient(lib.pseudonym(DEMO_SOURCE, pid))
+        s = p.summary
+        facts = (s.label, s.sex, s.age_years, s.outcome, s.length_of_stay_days, s.went_icu, s.intubated)
+        studies = [
+            (
+                st.modality,
+                st.view,
+                st.offset_onset_days,
+                st.offset_admission_days,
+                st.note,
+                st.findings,
+                [(im.kind, im.width, im.height, im.depth) for im in st.images],
+            )
+            for st in p.studies
+        ]
+        return facts, studies
+
+    for pid in {r["patientid"] for r in read_rows(built / "truth_patients.csv")}:
+        assert described(direct, pid) == described(long_way, pid)
+
+
+def test_the_direct_build_stores_no_made_up_identifier_and_adds_nothing_twice(tmp_path: Path) -> None:
+    from core.library.demo import build_demo_library
+
+    build_demo_library(tmp_path / "lib", 4, seed=3, workers=1)
+    again = build_demo_library(tmp_path / "lib", 4, seed=3, workers=1)
+    assert again.imported.added_studies == 0 and again.imported.duplicates > 0
+    stored = b"".join(p.read_bytes() for p in (tmp_path / "lib").rglob("*") if p.is_file())
+    for identifier in (b"DEMO^PATIENT", b"MRN", b"Demo General Hospital", b"Synthetic Street", b"demo-0001"):
+        assert identifier not in stored
+
+
+def test_an_interrupted_build_is_flagged_and_the_next_one_completes_it(tmp_path: Path) -> None:
+    from core.library.demo import build_demo_library, needs_demo_build
+    from core.library.store import open_library
+
+    class Stopped(Exception):
+        pass
+
+    def stop_after_two(done: int, total: int) -> None:
+        if done == 2:
+            raise Stopped
+
+    root = tmp_path / "lib"
+    assert needs_demo_build(root)
+    with pytest.raises(Stopped):
+        build_demo_library(root, 5, seed=2, workers=1, progress=stop_after_two)
+    assert open_library(root).counts().patients == 2
+    assert needs_demo_build(root)  # half-built: the app builds again on its next launch
+
+    report = build_demo_library(root, 5, seed=2, workers=1)
+    assert not needs_demo_build(root)
+    whole = build_demo_library(tmp_path / "whole", 5, seed=2, workers=1)
+    assert open_library(root).counts() == open_library(tmp_path / "whole").counts()
+    assert report.imported.duplicates > 0  # the two stored patients were not added twice
+    assert report.imported.added_studies + report.imported.duplicates == whole.imported.added_studies
