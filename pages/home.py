@@ -84,16 +84,16 @@ for card in cards:
             left.dataframe(pd.DataFrame(cm["rows_true_columns_predicted"], index=labels, columns=labels))
             per_class = pd.DataFrame(held["per_class"]).T[["precision", "recall", "specificity", "f1", "support"]]
             right.markdown("Per class")
+            three = st.column_config.NumberColumn(format="%.3f")
             right.dataframe(
-                per_class.style.format(
-                    {
-                        "precision": "{:.3f}",
-                        "recall": "{:.3f}",
-                        "specificity": "{:.3f}",
-                        "f1": "{:.3f}",
-                        "support": "{:.0f}",
-                    }
-                )
+                per_class,
+                column_config={
+                    "precision": three,
+                    "recall": three,
+                    "specificity": three,
+                    "f1": three,
+                    "support": st.column_config.NumberColumn(format="%d"),
+                },
             )
             right.caption(
                 f"Accuracy {held['accuracy']:.1%} · one-vs-rest ROC AUC {held.get('roc_auc_ovr', float('nan')):.3f}"

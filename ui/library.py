@@ -1,24 +1,45 @@
 """The app's case library: opened once per process, built on first launch when missing.
 
 The library folder is ``$DASHBOARD_LIBRARY`` or the project's ``data/library``. When it holds
-no patient yet (a fresh clone), the first page that needs it generates the demo cohort and
-imports it behind a progress bar; other sessions arriving meanwhile wait for that build
-instead of starting their own. ``DASHBOARD_DEMO_PATIENTS`` sets the size of that cohort
-(default 200; tests use a few).
+no patient yet (a fresh clone), the first page that needs it starts drawing the demo cohort
+into it in a background thread and shows its progress; other sessions arriving meanwhile watch
+the same build instead of starting their own, and leaving the page does not stop it. A build
+cut short by stopping the app resumes at the next launch. ``DASHBOARD_DEMO_PATIENTS`` sets the
+size of that cohort (default 200; tests use a few).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
+from dataclasses import dataclass
 
 import streamlit as st
 
 from core.demo.cohort import DEFAULT_PATIENTS
 from core.errors import DashboardError
-from core.library.store import SqliteLibrary, default_library_path, open_library
+from core.library.store import LibraryError, SqliteLibrary, default_library_path, open_library
 
-_BUILD_LOCK = threading.Lock()
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _DemoBuild:
+    """A demo library build running in a background thread, watched by any page."""
+
+    path: str
+    n_patients: int
+    done: int = 0
+    total: int = 0
+    error: str | None = None
+    finished: bool = False
+    studies: int = 0
+
+
+_BUILDS: dict[str, _DemoBuild] = {}
+_BUILDS_LOCK = threading.Lock()
 
 
 def demo_patients() -> int:
@@ -31,40 +52,66 @@ def _open(path: str) -> SqliteLibrary:
     return open_library(path)
 
 
-def _build_with_progress(path: str) -> None:
-    from core.library.demo import build_demo_library, library_is_empty
+def _run(build: _DemoBuild) -> None:
+    from core.library.demo import build_demo_library
 
-    with _BUILD_LOCK:
-        if not library_is_empty(path):  # another session built it while this one waited
-            return
-        n = demo_patients()
-        status = st.status(f"First launch: building the demo case library ({n} synthetic patients)...", expanded=True)
-        with status:
-            st.write("This happens once; later launches open it at once.")
-            bar = st.progress(0.0, text="Generating the demo cohort")
+    def progress(done: int, total: int) -> None:
+        build.done, build.total = done, total
 
-            def progress(stage: str, done: int, total: int) -> None:
-                frac = done / max(total, 1)
-                if stage == "generating":
-                    bar.progress(0.5 * frac, text=f"Generating the demo cohort: patient {done} of {total}")
-                else:
-                    bar.progress(0.5 + 0.5 * frac, text=f"Importing into the case library: study {done} of {total}")
+    try:
+        report = build_demo_library(build.path, build.n_patients, progress=progress)
+        build.studies = report.imported.added_studies + report.imported.duplicates
+    except DashboardError as e:
+        build.error = str(e)
+    except Exception as e:  # the page must say so, not wait for ever
+        logger.exception("Building the demo case library failed")
+        build.error = f"Building the demo case library failed ({type(e).__name__}: {e})."
+    finally:
+        build.finished = True
 
-            report = build_demo_library(path, n, progress=progress)
-        status.update(
-            label=f"Demo case library built: {report.imported.added_studies} studies of {report.n_patients} patients.",
-            state="complete",
-            expanded=False,
-        )
+
+def _build(path: str) -> _DemoBuild:
+    """The build of ``path`` under way, or a new one started in a background thread.
+
+    The thread, not the page's script, does the work: a user who opens another page while
+    it runs does not interrupt it, and every session shows the same build's progress.
+    """
+    with _BUILDS_LOCK:
+        build = _BUILDS.get(path)
+        if build is None or build.finished:
+            build = _BUILDS[path] = _DemoBuild(path, demo_patients())
+            threading.Thread(target=_run, args=(build,), name="demo-library-build", daemon=True).start()
+        return build
+
+
+def _wait_for(build: _DemoBuild) -> None:
+    status = st.status(
+        f"First launch: building the demo case library ({build.n_patients} synthetic patients)...", expanded=True
+    )
+    with status:
+        st.write("This happens once; later launches open it at once.")
+        bar = st.progress(0.0, text="Drawing the demo patients")
+        while not build.finished:
+            if build.total:
+                bar.progress(build.done / build.total, text=f"Drawing the demo patients: {build.done} of {build.total}")
+            time.sleep(0.25)
+    if build.error:
+        status.update(label="The demo case library could not be built.", state="error", expanded=False)
+        raise LibraryError(build.error)
+    status.update(
+        label=f"Demo case library built: {build.studies} studies of {build.n_patients} patients.",
+        state="complete",
+        expanded=False,
+    )
 
 
 def library() -> SqliteLibrary:
-    """The app's case library, built from the demo cohort first if it is empty."""
-    from core.library.demo import library_is_empty
+    """The app's case library, built from the demo cohort first if it is empty or half-built."""
+    from core.library.demo import needs_demo_build
 
     path = str(default_library_path())
-    if library_is_empty(path):
-        _build_with_progress(path)
+    if needs_demo_build(path):
+        _wait_for(_build(path))
     return _open(path)
 
 

@@ -35,21 +35,15 @@ def run_xray_dataset(args: argparse.Namespace) -> int:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from core.cli.progress import LazyBar
     from core.demo.build import build_demo_cohort
     from core.demo.cohort import DEFAULT_PATIENTS
     from core.errors import InvalidInputError
 
     n = DEFAULT_PATIENTS if args.patients is None else args.patients
-    with tqdm(total=n, desc="generating", unit="patient") as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.n = done
-            bar.refresh()
-
+    with LazyBar("generating", "patient") as bar:
         try:
-            report = build_demo_cohort(args.out, n, args.seed, workers=args.workers, progress=progress)
+            report = build_demo_cohort(args.out, n, args.seed, workers=args.workers, progress=bar)
         except ValueError as e:
             raise InvalidInputError(str(e)) from e
     print(

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from core.cli.progress import LazyBar
 from core.errors import InvalidInputError
 
 
@@ -34,7 +35,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _library_arg(imp)
     imp.set_defaults(func=run_import)
 
-    demo = lib.add_parser("build-demo", help="generate the demo cohort and import it")
+    demo = lib.add_parser(
+        "build-demo", help="draw the demo cohort straight into a library (what the app does on first launch)"
+    )
     demo.add_argument("--patients", type=int, default=None)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--workers", type=int, default=None)
@@ -71,33 +74,19 @@ def _open(args: argparse.Namespace, *, create: bool):
         raise InvalidInputError(f"{e} Build one with `python -m core library build-demo` or import a dataset.") from e
 
 
-def _bar(desc: str):
-    from tqdm import tqdm
-
-    bar = tqdm(desc=desc, unit="study")
-
-    def update(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    return bar, update
-
-
 def run_import(args: argparse.Namespace) -> int:
     from core.library.importers import import_source
 
+    if not Path(args.src).exists():
+        raise InvalidInputError(f"{args.src} does not exist.")
     library = _open(args, create=True)
     options: dict[str, object] = {"workers": args.workers, "source": args.source or args.format}
     if args.format == "cohen":
         options.update(include_lateral=args.include_lateral, include_ct=not args.skip_ct)
     elif args.include_lateral or args.skip_ct:
         raise InvalidInputError("--include-lateral and --skip-ct apply to --format cohen only.")
-    bar, update = _bar("importing")
-    try:
-        report = import_source(library, args.format, args.src, progress=update, **options)
-    finally:
-        bar.close()
+    with LazyBar("importing", "study") as bar:
+        report = import_source(library, args.format, args.src, progress=bar, **options)
     if args.json:
         print(json.dumps({"library": str(library.root), **report.as_dict()}))
     else:
@@ -112,33 +101,19 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_build_demo(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from core.demo.cohort import DEFAULT_PATIENTS
     from core.library.demo import build_demo_library
 
-    bars: dict[str, tqdm] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        bar = bars.get(stage)
-        if bar is None:
-            bar = bars[stage] = tqdm(desc=stage, total=total, unit="patient" if stage == "generating" else "study")
-        bar.n = done
-        bar.refresh()
-
-    try:
-        report = build_demo_library(
-            args.library, args.patients or DEFAULT_PATIENTS, args.seed, workers=args.workers, progress=progress
-        )
-    except ValueError as e:
-        raise InvalidInputError(str(e)) from e
-    finally:
-        for bar in bars.values():
-            bar.close()
+    n = args.patients or DEFAULT_PATIENTS
+    with LazyBar("building", "patient") as bar:
+        try:
+            report = build_demo_library(args.library, n, args.seed, workers=args.workers, progress=bar)
+        except ValueError as e:
+            raise InvalidInputError(str(e)) from e
     r = report.imported
     print(
-        f"demo library at {report.library}: {report.n_patients} patients generated in {report.generation_s:.1f} s, "
-        f"{r.added_studies} studies imported in {report.import_s:.1f} s ({r.duplicates} already there)"
+        f"demo library at {report.library}: {r.added_studies} studies of {report.n_patients} patients "
+        f"added in {report.seconds:.1f} s ({r.duplicates} already there)"
     )
     return 0
 
