@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from multiprocessing import get_context
 from pathlib import Path
 
 from core.demo.cohort import DEFAULT_PATIENTS, DemoPatient, simulate_cohort
 from core.library.records import ImportReport
-from core.library.store import DATABASE_NAME, NewImage, SqliteLibrary, content_key, open_library
+from core.library.store import DATABASE_NAME, LibraryError, NewImage, SqliteLibrary, content_key, open_library
 
 #: ``progress(done, total)`` in patients.
 Progress = Callable[[int, int], None]
@@ -108,8 +110,21 @@ def build_demo_library(
                 yield _patient_cases(p, secret)
         else:
             # "spawn": a forked copy of a process that runs torch threads (the app) can deadlock.
+            # Only a few patients in flight: a stopped app (Ctrl+C) waits for those, not for all.
             with ProcessPoolExecutor(n_workers, mp_context=get_context("spawn")) as pool:
-                yield from pool.map(_patient_cases, todo, [secret] * len(todo))
+                waiting = iter(todo)
+                running = deque(pool.submit(_patient_cases, p, secret) for p in islice(waiting, 2 * n_workers))
+                while running:
+                    cases = running.popleft().result()
+                    following = next(waiting, None)
+                    if following is not None:
+                        try:
+                            running.append(pool.submit(_patient_cases, following, secret))
+                        except RuntimeError as e:  # the process is exiting (the app was stopped)
+                            raise LibraryError(
+                                "The demo library build was stopped; it resumes on the next launch."
+                            ) from e
+                    yield cases
 
     if progress is not None:
         progress(len(cohort) - len(todo), len(cohort))
