@@ -4,18 +4,31 @@ Files are grouped by Series Instance UID. Slices are ordered by the projection o
 (Patient) on the slice normal (the cross product of the row and column directions of Image
 Orientation (Patient)), never by file name; Instance Number is used only when positions are
 missing, with a warning. Stored values go through the modality LUT (Rescale Slope / Intercept,
-or a Modality LUT Sequence) to HU as float32.
+or a Modality LUT Sequence) to HU as float32. A multi-frame (Enhanced) CT file is split into
+its frames, each placed by its own Plane Position in the per-frame functional groups.
+
+What is read, and what is set aside:
+
+- CT slices: a CT SOP class (CT, Enhanced CT, Legacy Converted Enhanced CT), or Modality "CT"
+  with a position and an orientation (some converters write CT slices as secondary captures),
+  or a dataset stating neither SOP class nor modality;
+- other DICOM images (a radiograph, a scout view, a screen capture such as a dose screen, an MR
+  image...) are ignored and counted, with a warning that says what they were;
+- files that are not DICOM images (a DICOMDIR, a dose report, a text file) are ignored and counted.
 
 Checks, in plain words for a clinician:
 
 - several series and none chosen, mixed orientations, different slice sizes or pixel spacings:
   :class:`InconsistentSeriesError`;
-- fewer than two slices (a single slice is not a volume): :class:`InvalidInputError`;
+- no CT slice at all, or fewer than two slices (a single slice is not a volume):
+  :class:`InvalidInputError`;
 - two slices at the same position: the later one is dropped with a warning when both hold the
   same pixels, otherwise :class:`InconsistentSeriesError` (two acquisitions mixed in one series);
 - a gap (a step more than 1.5x the median spacing) or steps that differ from the median by more
   than 2 %: a warning; the volume uses the median spacing;
-- files that are not DICOM images (a DICOMDIR, a text file, a report) are ignored and counted.
+- a tilted gantry (the step from one slice to the next is not along the slice normal) or an
+  oblique orientation (row or column direction more than 1 degree off the patient's axes): a
+  warning; the viewer shows the slices in acquisition order, not resampled.
 
 Compressed transfer syntaxes are decoded by pydicom's pixel handlers (pylibjpeg); one that no
 installed decoder supports is an :class:`UnsupportedDicomError`. No message or log line names
@@ -26,8 +39,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -43,7 +57,7 @@ from core.errors import DashboardError, InconsistentSeriesError, InvalidInputErr
 from core.io.images import MAX_BYTES
 from core.types import CtVolume
 
-__all__ = ["SeriesInfo", "list_series", "read_ct_folder", "read_ct_series"]
+__all__ = ["DicomScan", "SeriesInfo", "list_series", "read_ct_folder", "read_ct_series", "scan_dicom"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,15 +71,46 @@ NON_UNIFORM_TOLERANCE: float = 0.02
 DUPLICATE_TOLERANCE_MM: float = 0.01
 #: Image Orientation (Patient) cosines that differ by more than this are different orientations.
 ORIENTATION_TOLERANCE: float = 1e-3
+#: A row or column direction further than this from every patient axis (degrees) is oblique.
+OBLIQUE_TOLERANCE_DEG: float = 1.0
 
 _AXIAL = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
 _GREY = frozenset({"MONOCHROME1", "MONOCHROME2"})
 _MAX_GAPS_NAMED = 3
+_CT_SOP_CLASSES = frozenset(
+    {
+        pydicom.uid.CTImageStorage,
+        pydicom.uid.EnhancedCTImageStorage,
+        pydicom.uid.LegacyConvertedEnhancedCTImageStorage,
+    }
+)
+_SECONDARY_CAPTURE_ROOT = "1.2.840.10008.5.1.4.1.1.7"
+# What a DICOM image that is not a CT slice is, in words (singular, plural).
+_MODALITY_WORDS: dict[str, tuple[str, str]] = {
+    "CR": ("radiograph", "radiographs"),
+    "DX": ("radiograph", "radiographs"),
+    "DR": ("radiograph", "radiographs"),
+    "RG": ("radiograph", "radiographs"),
+    "MG": ("mammogram", "mammograms"),
+    "MR": ("MR image", "MR images"),
+    "PT": ("PET image", "PET images"),
+    "NM": ("nuclear medicine image", "nuclear medicine images"),
+    "US": ("ultrasound image", "ultrasound images"),
+    "XA": ("angiogram", "angiograms"),
+    "RF": ("fluoroscopy image", "fluoroscopy images"),
+    "OT": ("image of another kind", "images of other kinds"),
+}
+_SCOUT = ("scout view", "scout views")
+_CAPTURE = ("screen capture", "screen captures")
 
 
 @dataclass(frozen=True)
 class SeriesInfo:
-    """One series found among a set of files: what a user needs to choose it."""
+    """One series found among a set of files: what a user needs to choose it.
+
+    ``n_files`` counts files, ``n_slices`` slices: they differ for a multi-frame DICOM file or a
+    NIfTI volume (one file, many slices).
+    """
 
     series_uid: str
     description: str
@@ -73,23 +118,29 @@ class SeriesInfo:
     n_files: int
     rows: int
     columns: int
+    n_slices: int
 
     @property
     def label(self) -> str:
         """The series in plain words, e.g. "'CHEST CT' (CT, 48 slices of 512 x 512)"."""
         name = f"'{self.description}'" if self.description else "an unnamed series"
         modality = f"{self.modality}, " if self.modality else ""
-        slices = "1 slice" if self.n_files == 1 else f"{self.n_files} slices"
+        slices = "1 slice" if self.n_slices == 1 else f"{self.n_slices} slices"
         return f"{name} ({modality}{slices} of {self.rows} x {self.columns})"
 
 
 @dataclass(frozen=True, eq=False)
 class _Slice:
-    """The header of one DICOM image file (read without its pixels) and its bytes."""
+    """The header of one DICOM image (read without its pixels) and its file's bytes.
+
+    For a frame of a multi-frame file, ``header`` is built from the functional groups (position,
+    orientation, spacing, rescale and window of that frame) and ``frame`` is its index.
+    """
 
     header: Dataset
     data: bytes
     raw: bool  # a bare dataset, without preamble nor file meta
+    frame: int | None = None
 
     @property
     def series_uid(self) -> str:
@@ -97,33 +148,126 @@ class _Slice:
 
 
 @dataclass(frozen=True)
-class _Scan:
+class DicomScan:
+    """The headers of a set of files, read once, with what was set aside (counts only).
+
+    Build it with :func:`scan_dicom`; :mod:`core.io.ct_input` uses it to offer DICOM series next
+    to NIfTI volumes and TIFF stacks.
+    """
+
     slices: tuple[_Slice, ...]
+    n_files: int  # files given
     n_ignored: int  # not DICOM, or DICOM without an image (DICOMDIR, report, ...)
     n_unreadable: int  # DICOM that could not be parsed (truncated, damaged)
+    not_ct: tuple[tuple[tuple[str, str], int], ...] = field(default=())  # ((singular, plural), count)
 
-    def notes(self) -> list[str]:
+    @property
+    def groups(self) -> dict[str, list[_Slice]]:
+        """The CT slices by Series Instance UID, in order of first appearance."""
+        groups: dict[str, list[_Slice]] = {}
+        for item in self.slices:
+            groups.setdefault(item.series_uid, []).append(item)
+        return groups
+
+    def series(self) -> list[SeriesInfo]:
+        """The CT series found, in order of first appearance."""
+        return [_series_info(uid, group) for uid, group in self.groups.items()]
+
+    def notes(self, n_other_ignored: int = 0) -> list[str]:
+        """Warnings about the files set aside; ``n_other_ignored`` files that the caller already
+        found not to be DICOM count with those that are not DICOM images."""
         notes = []
-        if self.n_ignored == 1:
-            notes.append("1 file that is not a DICOM image was ignored (e.g. a DICOMDIR index or a text file).")
-        elif self.n_ignored:
+        n_ignored = self.n_ignored + n_other_ignored
+        if n_ignored == 1:
             notes.append(
-                f"{self.n_ignored} files that are not DICOM images were ignored (e.g. a DICOMDIR index or a text file)."
+                "1 file that is not a DICOM image was ignored (e.g. a DICOMDIR index, a dose report or a text file)."
             )
+        elif n_ignored:
+            notes.append(
+                f"{n_ignored} files that are not DICOM images were ignored (e.g. a DICOMDIR index, a dose report or a text file)."
+            )
+        n_not_ct = sum(count for _, count in self.not_ct)
+        if n_not_ct:
+            images = (
+                "1 DICOM image that is not a CT slice was"
+                if n_not_ct == 1
+                else (f"{n_not_ct} DICOM images that are not CT slices were")
+            )
+            notes.append(f"{images} ignored ({self.not_ct_words()}).")
         if self.n_unreadable == 1:
             notes.append("1 DICOM file could not be read (truncated or damaged) and was ignored.")
         elif self.n_unreadable:
             notes.append(f"{self.n_unreadable} DICOM files could not be read (truncated or damaged) and were ignored.")
         return notes
 
+    def not_ct_words(self) -> str:
+        """The DICOM images that are not CT slices, e.g. "1 radiograph, 2 screen captures"."""
+        return ", ".join(f"{count} {words[0] if count == 1 else words[1]}" for words, count in self.not_ct)
+
+    def read_volume(self, series_uid: str, notes: Sequence[str] = ()) -> CtVolume:
+        """Read the series ``series_uid`` (one of :meth:`series`) into a volume in HU; ``notes``
+        are warnings to put first."""
+        groups = self.groups
+        if series_uid not in groups:
+            raise InvalidInputError("The chosen series is not among these files.")
+        return _read_volume(groups[series_uid], series_uid, list(notes))
+
+    def nothing_found_message(self) -> str:
+        """Why there is no CT series among the files, in plain words."""
+        total = self.n_files
+        files = f"the {total} file{'s' if total != 1 else ''} given"
+        if self.not_ct:
+            return f"No CT slices were found among {files}; the DICOM images among them are {self.not_ct_words()}."
+        return f"No DICOM images were found among {files}."
+
+
+def scan_dicom(files: Sequence[tuple[str, bytes]]) -> DicomScan:
+    """Read the headers (not the pixels) of ``files`` (``(name, bytes)`` pairs; names unused).
+
+    Raises :class:`InvalidInputError` only when a file's contents are not bytes.
+    """
+    slices: list[_Slice] = []
+    n_ignored = n_unreadable = 0
+    not_ct: Counter[tuple[str, str]] = Counter()
+    for _name, data in files:
+        if isinstance(data, (bytearray, memoryview)):
+            data = bytes(data)
+        if not isinstance(data, bytes):
+            raise InvalidInputError("The CT files could not be read: expected each file's contents as bytes.")
+        raw = data[128:132] != b"DICM"
+        if raw and not looks_like_raw_dicom(data):
+            n_ignored += 1
+            continue
+        try:
+            header = pydicom.dcmread(BytesIO(data), stop_before_pixels=True, force=raw)
+        except Exception:
+            n_unreadable += 1
+            continue
+        if "Rows" not in header or "Columns" not in header:  # DICOMDIR, report, presentation state
+            n_ignored += 1
+            continue
+        kind = _not_ct_kind(header)
+        if kind is not None:
+            not_ct[kind] += 1
+            continue
+        frames = _split_frames(header, data, raw)
+        slices.extend(frames if frames is not None else [_Slice(header, data, raw)])
+    if n_ignored or n_unreadable or not_ct:
+        logger.info(
+            "CT files: %d not DICOM images, %d not CT, %d unreadable DICOM; ignored",
+            n_ignored,
+            sum(not_ct.values()),
+            n_unreadable,
+        )
+    return DicomScan(tuple(slices), len(files), n_ignored, n_unreadable, tuple(sorted(not_ct.items())))
+
 
 def list_series(files: Sequence[tuple[str, bytes]]) -> list[SeriesInfo]:
-    """The image series among ``files`` (``(name, bytes)`` pairs), in order of first appearance.
+    """The CT series among ``files`` (``(name, bytes)`` pairs), in order of first appearance.
 
-    Files that are not DICOM images are skipped (their count is logged, never their names).
+    Files that are not DICOM CT images are skipped (their count is logged, never their names).
     """
-    scan = _scan(files)
-    return [_series_info(uid, group) for uid, group in _group(scan.slices).items()]
+    return scan_dicom(files).series()
 
 
 def read_ct_series(files: Sequence[tuple[str, bytes]], series_uid: str | None = None) -> CtVolume:
@@ -134,7 +278,7 @@ def read_ct_series(files: Sequence[tuple[str, bytes]], series_uid: str | None = 
     files
         ``(name, bytes)`` pairs, in any order; names are never used (nor shown).
     series_uid
-        The series to read; needed only when the files hold more than one series.
+        The series to read; needed only when the files hold more than one CT series.
 
     Returns
     -------
@@ -145,33 +289,32 @@ def read_ct_series(files: Sequence[tuple[str, bytes]], series_uid: str | None = 
     Raises
     ------
     InvalidInputError
-        No DICOM image among the files, an unknown ``series_uid``, or fewer than two slices.
+        No CT image among the files, an unknown ``series_uid``, or fewer than two slices.
     InconsistentSeriesError
         Several series and none chosen, or slices that do not form one volume.
     UnsupportedDicomError
-        Pixel data that cannot be decoded (unsupported compression, colour, multi-frame).
+        Pixel data that cannot be decoded (unsupported compression, colour).
     """
-    scan = _scan(files)
-    groups = _group(scan.slices)
-    if not groups:
-        total = len(files)
-        raise InvalidInputError(f"No DICOM images were found among the {total} file{'s' if total != 1 else ''} given.")
+    scan = scan_dicom(files)
+    series = scan.series()
+    if not series:
+        raise InvalidInputError(scan.nothing_found_message())
     if series_uid is None:
-        if len(groups) > 1:
-            choices = "; ".join(_series_info(uid, group).label for uid, group in groups.items())
-            raise InconsistentSeriesError(f"These files hold {len(groups)} series; please choose one: {choices}.")
-        series_uid = next(iter(groups))
-    elif series_uid not in groups:
-        choices = "; ".join(_series_info(uid, group).label for uid, group in groups.items())
+        if len(series) > 1:
+            choices = "; ".join(info.label for info in series)
+            raise InconsistentSeriesError(f"These files hold {len(series)} series; please choose one: {choices}.")
+        series_uid = series[0].series_uid
+    elif series_uid not in {info.series_uid for info in series}:
+        choices = "; ".join(info.label for info in series)
         raise InvalidInputError(f"The chosen series is not among these files, which hold: {choices}.")
-
-    return _read_volume(groups[series_uid], series_uid, scan.notes())
+    return scan.read_volume(series_uid, scan.notes())
 
 
 def read_ct_folder(folder: str | Path, series_uid: str | None = None) -> CtVolume:
     """Read a series from all files under ``folder`` (recursively) with :func:`read_ct_series`.
 
     Files larger than :data:`core.io.images.MAX_BYTES` are not read (they count as ignored).
+    :func:`core.io.ct_input.read_ct_path` also reads zips, NIfTI and TIFF, with limits.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -190,42 +333,87 @@ def read_ct_folder(folder: str | Path, series_uid: str | None = None) -> CtVolum
 # Header pass
 
 
-def _scan(files: Sequence[tuple[str, bytes]]) -> _Scan:
-    slices: list[_Slice] = []
-    n_ignored = n_unreadable = 0
-    for _name, data in files:
-        if isinstance(data, (bytearray, memoryview)):
-            data = bytes(data)
-        if not isinstance(data, bytes):
-            raise InvalidInputError("The CT files could not be read: expected each file's contents as bytes.")
-        raw = data[128:132] != b"DICM"
-        if raw and not _looks_like_raw_dicom(data):
-            n_ignored += 1
-            continue
-        try:
-            header = pydicom.dcmread(BytesIO(data), stop_before_pixels=True, force=raw)
-        except Exception:
-            n_unreadable += 1
-            continue
-        if "Rows" not in header or "Columns" not in header:  # DICOMDIR, report, presentation state
-            n_ignored += 1
-            continue
-        slices.append(_Slice(header, data, raw))
-    if n_ignored or n_unreadable:
-        logger.info("CT files: %d not DICOM images, %d unreadable DICOM; ignored", n_ignored, n_unreadable)
-    return _Scan(tuple(slices), n_ignored, n_unreadable)
-
-
-def _looks_like_raw_dicom(data: bytes) -> bool:
+def looks_like_raw_dicom(data: bytes) -> bool:
     """A dataset without preamble nor meta header starts with a tag of group 0002 or 0008."""
     return len(data) >= 8 and data[:2] in (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
 
 
-def _group(slices: Sequence[_Slice]) -> dict[str, list[_Slice]]:
-    groups: dict[str, list[_Slice]] = {}
-    for item in slices:
-        groups.setdefault(item.series_uid, []).append(item)
-    return groups
+def _not_ct_kind(header: Dataset) -> tuple[str, str] | None:
+    """None for a CT slice (or frames of CT slices), else what the image is, in words."""
+    image_type = header.get("ImageType") or []
+    if isinstance(image_type, str):
+        image_type = image_type.split("\\")
+    if "LOCALIZER" in {str(v).strip().upper() for v in image_type}:
+        return _SCOUT
+    sop_class = str(header.get("SOPClassUID") or "").strip()
+    if not sop_class:
+        meta = getattr(header, "file_meta", None)
+        sop_class = str(meta.get("MediaStorageSOPClassUID") or "").strip() if meta is not None else ""
+    modality = str(header.get("Modality") or "").strip().upper()
+    if sop_class in _CT_SOP_CLASSES or (not sop_class and modality in ("", "CT")):
+        return None
+    if modality == "CT" and "ImagePositionPatient" in header and "ImageOrientationPatient" in header:
+        return None  # a CT slice stored under another SOP class by a converter
+    if sop_class.startswith(_SECONDARY_CAPTURE_ROOT):
+        return _CAPTURE
+    if modality in _MODALITY_WORDS:
+        return _MODALITY_WORDS[modality]
+    return (f"{modality} image", f"{modality} images") if modality else _MODALITY_WORDS["OT"]
+
+
+def _split_frames(header: Dataset, data: bytes, raw: bool) -> list[_Slice] | None:
+    """The frames of a multi-frame file as slices, each with its own position from the per-frame
+    functional groups; None for a single-frame file or a multi-frame file without them (which
+    :func:`_read_volume` refuses)."""
+    n_frames = _number(header.get("NumberOfFrames"))
+    if n_frames is None or n_frames <= 1:
+        return None
+    per_frame = header.get("PerFrameFunctionalGroupsSequence")
+    if not per_frame or len(per_frame) != int(n_frames):
+        return None
+    shared_seq = header.get("SharedFunctionalGroupsSequence")
+    shared = shared_seq[0] if shared_seq else None
+
+    def find(groups: Dataset, sequence: str, keyword: str) -> Any:
+        for source in (groups, shared):
+            items = source.get(sequence) if source is not None else None
+            if items and keyword in items[0]:
+                return items[0][keyword].value
+        return None
+
+    common = (
+        "SOPClassUID",
+        "Modality",
+        "SeriesInstanceUID",
+        "SeriesDescription",
+        "Rows",
+        "Columns",
+        "PhotometricInterpretation",
+        "SamplesPerPixel",
+    )
+    out = []
+    for index, groups in enumerate(per_frame):
+        frame = Dataset()
+        for keyword in common:
+            if keyword in header:
+                setattr(frame, keyword, header[keyword].value)
+        frame.InstanceNumber = index + 1
+        for sequence, keyword in (
+            ("PlanePositionSequence", "ImagePositionPatient"),
+            ("PlaneOrientationSequence", "ImageOrientationPatient"),
+            ("PixelMeasuresSequence", "PixelSpacing"),
+            ("PixelMeasuresSequence", "SliceThickness"),
+            ("PixelMeasuresSequence", "SpacingBetweenSlices"),
+            ("PixelValueTransformationSequence", "RescaleSlope"),
+            ("PixelValueTransformationSequence", "RescaleIntercept"),
+            ("FrameVOILUTSequence", "WindowCenter"),
+            ("FrameVOILUTSequence", "WindowWidth"),
+        ):
+            value = find(groups, sequence, keyword)
+            if value is not None:
+                setattr(frame, keyword, value)
+        out.append(_Slice(frame, data, raw, frame=index))
+    return out
 
 
 def _series_info(series_uid: str, group: Sequence[_Slice]) -> SeriesInfo:
@@ -234,9 +422,11 @@ def _series_info(series_uid: str, group: Sequence[_Slice]) -> SeriesInfo:
         series_uid=series_uid,
         description=str(first.get("SeriesDescription") or "").strip(),
         modality=str(first.get("Modality") or "").strip().upper(),
-        n_files=len(group),
+        n_files=sum(item.frame is None for item in group)
+        + len({id(item.data) for item in group if item.frame is not None}),
         rows=int(first.get("Rows") or 0),
         columns=int(first.get("Columns") or 0),
+        n_slices=len(group),
     )
 
 
@@ -246,18 +436,16 @@ def _series_info(series_uid: str, group: Sequence[_Slice]) -> SeriesInfo:
 
 def _read_volume(group: Sequence[_Slice], series_uid: str, notes: list[str]) -> CtVolume:
     info = _series_info(series_uid, group)
-    if info.n_files < 2:
+    for item in group:
+        if item.frame is None and _number(item.header.get("NumberOfFrames")) not in (None, 1.0):
+            raise UnsupportedDicomError(
+                "This series is stored as multi-frame DICOM without a position for each frame, which is not "
+                "supported; export it as one file per slice."
+            )
+    if info.n_slices < 2:
         raise InvalidInputError(
             "This series has a single slice, and a single slice is not a volume; open it as a single image instead."
         )
-    if info.modality and info.modality != "CT":
-        notes.append(f"This series is {info.modality}, not CT: its values are probably not Hounsfield units.")
-    for item in group:
-        if _number(item.header.get("NumberOfFrames")) not in (None, 1.0):
-            raise UnsupportedDicomError(
-                "This series is stored as multi-frame (enhanced) DICOM, which is not supported; "
-                "export it as one file per slice."
-            )
     sizes = {(int(s.header.get("Rows") or 0), int(s.header.get("Columns") or 0)) for s in group}
     if len(sizes) > 1:
         listed = ", ".join(f"{r} x {c}" for r, c in sorted(sizes))
@@ -280,8 +468,10 @@ def _read_volume(group: Sequence[_Slice], series_uid: str, notes: list[str]) -> 
     ordered = [group[i] for i in order]
     positions = positions[order]
     hu = np.empty((len(ordered), rows, columns), dtype=np.float32)
+    decoded: dict[int, np.ndarray] = {}  # id(file bytes) -> all frames of a multi-frame file
     for k, item in enumerate(ordered):
-        hu[k] = _slice_hu(item, k, len(ordered))
+        hu[k] = _slice_hu(item, k, len(ordered), decoded)
+    decoded.clear()
 
     keep = _drop_duplicates(hu, positions, notes)
     if not keep.all():
@@ -293,7 +483,7 @@ def _read_volume(group: Sequence[_Slice], series_uid: str, notes: list[str]) -> 
             )
     if by_position:
         spacing_z = _check_spacing(positions, notes)
-        _check_shear(ordered, normal, positions, pixel_spacing, notes)
+        _check_tilt(ordered, normal, positions, pixel_spacing, notes)
     else:
         spacing_z = _nominal_spacing(ordered[0].header, notes)
 
@@ -345,7 +535,25 @@ def _slice_normal(group: Sequence[_Slice], notes: list[str]) -> np.ndarray:
             "they do not form one volume."
         )
     normal = np.cross(first[:3], first[3:])  # type: ignore[index]
-    return normal / np.linalg.norm(normal)
+    normal = normal / np.linalg.norm(normal)
+    _check_oblique(first, normal, notes)  # type: ignore[arg-type]
+    return normal
+
+
+def _check_oblique(orientation: np.ndarray, normal: np.ndarray, notes: list[str]) -> None:
+    """Warn when the row or column direction is not along a patient axis (an oblique plane, or
+    slices turned in their plane): the viewer shows the slices as acquired, not resampled."""
+    off_axis = max(
+        math.degrees(math.acos(min(1.0, float(np.abs(orientation[:3]).max())))),
+        math.degrees(math.acos(min(1.0, float(np.abs(orientation[3:]).max())))),
+    )
+    if off_axis > OBLIQUE_TOLERANCE_DEG:
+        plane = ("sagittal", "coronal", "axial")[int(np.argmax(np.abs(normal)))]
+        notes.append(
+            f"The slices are oblique: they are turned about {off_axis:.0f} degrees away from the patient's axes "
+            f"(closest to {plane}). The viewer shows them as they were acquired, in acquisition order, "
+            "not resampled to true axial, coronal or sagittal planes."
+        )
 
 
 def _orientation(header: Dataset) -> np.ndarray | None:
@@ -378,9 +586,14 @@ def _slice_positions(group: Sequence[_Slice], normal: np.ndarray, notes: list[st
     return np.array(numbers, dtype=np.float64), False
 
 
-def _slice_hu(item: _Slice, index: int, total: int) -> np.ndarray:
-    """Decode one slice and rescale it to HU, float32 (rows, columns)."""
+def _slice_hu(item: _Slice, index: int, total: int, decoded: dict[int, np.ndarray]) -> np.ndarray:
+    """Decode one slice and rescale it to HU, float32 (rows, columns).
+
+    A multi-frame file is decoded once, all its frames kept in ``decoded`` for its other frames.
+    """
     where = f"Slice {index + 1} of {total}"
+    if item.frame is not None and id(item.data) in decoded:
+        return _rescale(decoded[id(item.data)][item.frame], item.header)
     try:
         ds = pydicom.dcmread(BytesIO(item.data), force=item.raw)
         tsyntax = _transfer_syntax(ds, where)
@@ -399,8 +612,13 @@ def _slice_hu(item: _Slice, index: int, total: int) -> np.ndarray:
             raise UnsupportedDicomError(f"{where} is a colour image ('{photometric}'), not a CT slice.")
         if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
             raise UnsupportedDicomError(f"{where} has no image data; the file may be truncated.")
-        arr = pixel_array(ds, index=0)
-        return _rescale(arr, ds)
+        if item.frame is not None:
+            frames = pixel_array(ds)
+            if frames.ndim != 3 or frames.shape[0] <= item.frame:
+                raise UnsupportedDicomError(f"{where} could not be found in its multi-frame file.")
+            decoded[id(item.data)] = frames
+            return _rescale(frames[item.frame], item.header)
+        return _rescale(pixel_array(ds, index=0), item.header)
     except BaseException as e:
         if not _is_decoder_failure(e):
             raise
@@ -427,7 +645,7 @@ def _transfer_syntax(ds: Dataset, where: str) -> pydicom.uid.UID:
 
 
 def _rescale(arr: np.ndarray, ds: Dataset) -> np.ndarray:
-    """Stored values -> HU (modality LUT), float32."""
+    """Stored values -> HU (modality LUT of ``ds``, the slice's header), float32."""
     if ds.get("ModalityLUTSequence"):
         return np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
     slope = _number(ds.get("RescaleSlope"))
@@ -472,10 +690,13 @@ def _check_spacing(positions: np.ndarray, notes: list[str]) -> float:
         notes.append(
             f"There is a gap of {steps[k]:.1f} mm between slices {k + 1} and {k + 2} "
             f"(at {positions[k]:.1f} and {positions[k + 1]:.1f} mm), where the usual spacing is {median:.2f} mm; "
-            "slices may be missing."
+            "slices may be missing. The viewer shows the slices on either side of the gap next to each other."
         )
     if len(gaps) > _MAX_GAPS_NAMED:
-        notes.append(f"There are {len(gaps) - _MAX_GAPS_NAMED} more gaps between slices.")
+        more = len(gaps) - _MAX_GAPS_NAMED
+        notes.append(
+            "There is 1 more gap between slices." if more == 1 else f"There are {more} more gaps between slices."
+        )
     regular = np.delete(steps, gaps)
     deviation = np.abs(regular - median)
     if regular.size and deviation.max() > max(NON_UNIFORM_TOLERANCE * median, DUPLICATE_TOLERANCE_MM):
@@ -486,22 +707,26 @@ def _check_spacing(positions: np.ndarray, notes: list[str]) -> float:
     return median
 
 
-def _check_shear(
+def _check_tilt(
     ordered: Sequence[_Slice],
     normal: np.ndarray,
     positions: np.ndarray,
     pixel_spacing: tuple[float, float],
     notes: list[str],
 ) -> None:
-    """Warn when slice origins drift sideways (a tilted gantry): the volume is not resampled."""
+    """Warn when the step from slice to slice is not along the slice normal (the slices shift
+    sideways: a tilted gantry); the volume is not resampled."""
     first = _numbers(ordered[0].header.get("ImagePositionPatient"), 3)
     last = _numbers(ordered[-1].header.get("ImagePositionPatient"), 3)
     assert first is not None and last is not None
-    sideways = (last - first) - (positions[-1] - positions[0]) * normal
-    if float(np.linalg.norm(sideways)) > 0.5 * min(pixel_spacing):
+    along = float(positions[-1] - positions[0])
+    sideways = float(np.linalg.norm((last - first) - along * normal))
+    if sideways > 0.5 * min(pixel_spacing):
+        angle = math.degrees(math.atan2(sideways, abs(along)))
         notes.append(
-            "The slices are shifted sideways from one to the next (a tilted gantry?); "
-            "the volume is shown without correcting for it."
+            f"The slices were taken with a tilted gantry (about {angle:.0f} degrees): each slice is shifted "
+            "sideways from the one before. The viewer shows the slices in acquisition order, stacked straight "
+            "and not resampled, so the anatomy looks slightly slanted in side views."
         )
 
 

@@ -18,9 +18,10 @@ import pydicom.uid
 import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import pixel_array
 
-from core.demo.dicom_writer import DicomPatient, DicomStudy, new_uid, write_ct_series
+from core.demo.dicom_writer import DicomPatient, DicomStudy, new_uid, write_ct_series, xray_dicom_bytes
 from core.errors import InconsistentSeriesError, InvalidInputError, UnsupportedDicomError
 from core.io.ct_series import SeriesInfo, list_series, read_ct_folder, read_ct_series
 
@@ -146,8 +147,8 @@ def test_several_series_must_be_chosen(tmp_path):
 
     series = list_series(files)
     assert series == [
-        SeriesInfo(pydicom.dcmread(io.BytesIO(chest[0][1])).SeriesInstanceUID, "CHEST CT", "CT", 6, 12, 12),
-        SeriesInfo(new_uid("thin"), "LUNG THIN", "CT", 4, 12, 12),
+        SeriesInfo(pydicom.dcmread(io.BytesIO(chest[0][1])).SeriesInstanceUID, "CHEST CT", "CT", 6, 12, 12, 6),
+        SeriesInfo(new_uid("thin"), "LUNG THIN", "CT", 4, 12, 12, 4),
     ]
     volume = read_ct_series(files, series_uid=new_uid("thin"))
     np.testing.assert_array_equal(volume.hu, phantom(4, seed=1))
@@ -157,13 +158,26 @@ def test_several_series_must_be_chosen(tmp_path):
 
 
 def test_a_gap_is_reported_where_it_is(tmp_path):
-    files = written(tmp_path, phantom(8))
+    hu = phantom(8)
+    files = written(tmp_path, hu)
     del files[3]  # the 4th slice, between 5.0 and 10.0 mm
-    volume = read_ct_series(files)
+    rng = np.random.default_rng(4)
+    volume = read_ct_series([files[i] for i in rng.permutation(len(files))])
+    np.testing.assert_array_equal(volume.hu, np.delete(hu, 3, axis=0))
     assert volume.hu.shape[0] == 7 and volume.spacing_mm[0] == 2.5
     (warning,) = volume.warnings
-    assert "gap of 5.0 mm between slices 3 and 4 (at 5.0 and 10.0 mm)" in warning
-    assert "2.50 mm" in warning
+    assert warning == (
+        "There is a gap of 5.0 mm between slices 3 and 4 (at 5.0 and 10.0 mm), where the usual spacing is "
+        "2.50 mm; slices may be missing. The viewer shows the slices on either side of the gap next to each other."
+    )
+
+
+def test_several_gaps_are_counted_beyond_the_first_three(tmp_path):
+    files = written(tmp_path, phantom(20, size=4))
+    volume = read_ct_series([f for k, f in enumerate(files) if k not in (2, 5, 8, 11)])
+    assert volume.spacing_mm[0] == 2.5
+    assert len(volume.warnings) == 4
+    assert volume.warnings[-1] == "There is 1 more gap between slices."
 
 
 def test_non_uniform_spacing_is_reported(tmp_path):
@@ -175,15 +189,49 @@ def test_non_uniform_spacing_is_reported(tmp_path):
     assert "not uniform (from 1.90 to 3.10 mm)" in warning and "median, 2.50 mm" in warning
 
 
-def test_slices_shifted_sideways_are_reported(tmp_path):
-    files = written(tmp_path, phantom(4))
-    # A tilted gantry: each slice's origin moves 1 mm along y as z grows.
-    sheared = [(n, tampered(d, ImagePositionPatient=[-4.4, -4.125 + k, 2.5 * k])) for k, (n, d) in enumerate(files)]
-    volume = read_ct_series(sheared)
+def test_a_tilted_gantry_is_reported_with_its_angle(tmp_path):
+    hu = phantom(4)
+    files = written(tmp_path, hu)
+    # A gantry tilted by 15 degrees: each slice's origin moves tan(15 deg) x 2.5 mm along y as z grows.
+    shift = 2.5 * np.tan(np.radians(15.0))
+    sheared = [
+        (n, tampered(d, ImagePositionPatient=[-4.4, -4.125 + shift * k, 2.5 * k])) for k, (n, d) in enumerate(files)
+    ]
+    volume = read_ct_series(sheared[::-1])
+    np.testing.assert_array_equal(volume.hu, hu)  # in acquisition order, not resampled
     assert volume.spacing_mm[0] == 2.5
     assert volume.warnings == (
-        "The slices are shifted sideways from one to the next (a tilted gantry?); "
-        "the volume is shown without correcting for it.",
+        "The slices were taken with a tilted gantry (about 15 degrees): each slice is shifted sideways from the "
+        "one before. The viewer shows the slices in acquisition order, stacked straight and not resampled, so the "
+        "anatomy looks slightly slanted in side views.",
+    )
+
+
+def test_a_shift_under_half_a_pixel_is_not_a_tilt(tmp_path):
+    files = written(tmp_path, phantom(4))
+    nudged = [
+        (n, tampered(d, ImagePositionPatient=[-4.4, -4.125 + 0.1 * k, 2.5 * k])) for k, (n, d) in enumerate(files)
+    ]
+    assert read_ct_series(nudged).warnings == ()
+
+
+def test_an_oblique_orientation_is_reported(tmp_path):
+    hu = phantom(5)
+    angle = np.radians(20.0)
+    # Axial slices turned 20 degrees about the patient's left-right axis; positions step along the normal.
+    row, column = np.array([1.0, 0.0, 0.0]), np.array([0.0, np.cos(angle), np.sin(angle)])
+    normal = np.cross(row, column)
+    files = [
+        (n, tampered(d, ImageOrientationPatient=[*row, *column], ImagePositionPatient=list(2.5 * k * normal)))
+        for k, (n, d) in enumerate(written(tmp_path, hu))
+    ]
+    volume = read_ct_series(files[::-1])
+    np.testing.assert_array_equal(volume.hu, hu)
+    assert volume.spacing_mm == pytest.approx(SPACING)
+    assert volume.warnings == (
+        "The slices are oblique: they are turned about 20 degrees away from the patient's axes (closest to axial). "
+        "The viewer shows them as they were acquired, in acquisition order, not resampled to true axial, coronal "
+        "or sagittal planes.",
     )
 
 
@@ -254,12 +302,115 @@ def test_files_that_are_not_dicom_images_are_ignored(tmp_path, caplog):
     volume = read_ct_series([*others[:2], *files, *others[2:]])
     np.testing.assert_array_equal(volume.hu, hu)
     assert volume.warnings == (
-        "5 files that are not DICOM images were ignored (e.g. a DICOMDIR index or a text file).",
+        "5 files that are not DICOM images were ignored (e.g. a DICOMDIR index, a dose report or a text file).",
     )
     assert [s.n_files for s in list_series([*others, *files])] == [4]
     with pytest.raises(InvalidInputError, match="No DICOM images were found among the 5 files"):
         read_ct_series(others)
     assert caplog.records and not any(name in caplog.text for name, _ in [*others, *files])
+
+
+def non_ct_images(tmp_path: Path) -> Files:
+    """A radiograph, a dose screen (a secondary capture with Modality CT) and a scout view."""
+    dx = xray_dicom_bytes(np.full((8, 8), 0.5), 0.2, PATIENT, STUDY)
+    screen = Dataset()
+    screen.SOPClassUID = pydicom.uid.SecondaryCaptureImageStorage
+    screen.SOPInstanceUID = new_uid("dose-screen")
+    screen.SeriesInstanceUID = new_uid("dose-series")
+    screen.Modality = "CT"
+    screen.PatientName = PATIENT.name
+    screen.set_pixel_data(np.zeros((8, 8, 3), dtype=np.uint8), "RGB", 8)
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, screen, enforce_file_format=True)
+    (scout,) = written(tmp_path, phantom(1), "scout", series_uid=new_uid("scout"))
+    scout = (scout[0], tampered(scout[1], ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"]))
+    return [("SMITH_ALICE_chest.dcm", dx), ("dose.dcm", buffer.getvalue()), scout]
+
+
+def test_dicom_images_that_are_not_ct_slices_are_ignored(tmp_path):
+    hu = phantom(4)
+    others = non_ct_images(tmp_path)
+    files = [others[0], *written(tmp_path, hu), *others[1:]]
+    assert [s.n_slices for s in list_series(files)] == [4]  # no choice to make
+    volume = read_ct_series(files)
+    np.testing.assert_array_equal(volume.hu, hu)
+    assert volume.warnings == (
+        "3 DICOM images that are not CT slices were ignored (1 radiograph, 1 scout view, 1 screen capture).",
+    )
+    with pytest.raises(InvalidInputError) as caught:
+        read_ct_series(others)
+    assert str(caught.value) == (
+        "No CT slices were found among the 3 files given; the DICOM images among them are "
+        "1 radiograph, 1 scout view, 1 screen capture."
+    )
+    assert_no_identifier(str(caught.value))
+
+
+def test_ct_slices_written_as_secondary_captures_are_read(tmp_path):
+    hu = phantom(3)
+    files = [(n, tampered(d, SOPClassUID=pydicom.uid.SecondaryCaptureImageStorage)) for n, d in written(tmp_path, hu)]
+    np.testing.assert_array_equal(read_ct_series(files).hu, hu)
+
+
+def enhanced_ct_bytes(hu: np.ndarray, spacing_mm: tuple[float, float, float], *, intercept: float = -1024.0) -> bytes:
+    """One multi-frame Enhanced CT file holding ``hu`` (z, y, x), frames written in reverse order."""
+    dz, dy, dx = spacing_mm
+    n = hu.shape[0]
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.SOPClassUID = pydicom.uid.EnhancedCTImageStorage
+    ds.SOPInstanceUID = new_uid("enhanced", n)
+    ds.SeriesInstanceUID = new_uid("enhanced-series")
+    ds.Modality = "CT"
+    ds.SeriesDescription = "ENHANCED CT"
+    ds.PatientName = PATIENT.name
+    order = list(range(n))[::-1]
+    stored = (hu[order] - intercept).astype(np.uint16)
+    ds.set_pixel_data(stored, "MONOCHROME2", 16)
+    shared = Dataset()
+    measures, orientation, transform, voi = Dataset(), Dataset(), Dataset(), Dataset()
+    measures.PixelSpacing = [dy, dx]
+    measures.SliceThickness = dz
+    orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    transform.RescaleIntercept = intercept
+    transform.RescaleSlope = 1
+    voi.WindowCenter, voi.WindowWidth = 40, 400
+    shared.PixelMeasuresSequence = [measures]
+    shared.PlaneOrientationSequence = [orientation]
+    shared.PixelValueTransformationSequence = [transform]
+    shared.FrameVOILUTSequence = [voi]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    frames = []
+    for k in order:
+        position, groups = Dataset(), Dataset()
+        position.ImagePositionPatient = [0.0, 0.0, dz * k]
+        groups.PlanePositionSequence = [position]
+        frames.append(groups)
+    ds.PerFrameFunctionalGroupsSequence = frames
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def test_a_multi_frame_enhanced_ct_is_split_into_its_frames():
+    hu = phantom(5)
+    (info,) = list_series([("enhanced.dcm", enhanced_ct_bytes(hu, SPACING))])
+    assert (info.n_files, info.n_slices, info.label) == (1, 5, "'ENHANCED CT' (CT, 5 slices of 12 x 12)")
+    volume = read_ct_series([("enhanced.dcm", enhanced_ct_bytes(hu, SPACING))])
+    np.testing.assert_array_equal(volume.hu, hu)  # ordered by position, not frame number
+    assert volume.spacing_mm == SPACING
+    assert (volume.n_files, volume.window, volume.warnings) == (1, (40.0, 400.0), ())
+
+
+def test_a_multi_frame_file_without_frame_positions_is_refused(tmp_path):
+    data = enhanced_ct_bytes(phantom(3), SPACING)
+    ds = pydicom.dcmread(io.BytesIO(data))
+    del ds.PerFrameFunctionalGroupsSequence
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    with pytest.raises(UnsupportedDicomError, match="multi-frame DICOM without a position for each frame"):
+        read_ct_series([("x.dcm", buffer.getvalue())])
 
 
 def test_a_damaged_slice_is_reported_without_its_name(tmp_path):
