@@ -1,10 +1,13 @@
-"""Network architectures of the chest X-ray classifiers.
+"""Network architectures of the chest X-ray classifiers, and the registry of all architectures.
 
 Each builder returns an ``nn.Module`` whose ``forward`` maps a batch (N, C, S, S) to logits
 (N, num_classes), and whose ``embed`` returns the input of the last fully connected layer
 (the feature vector used for similar-case search). Every ReLU is out-of-place: Captum's guided
 backpropagation and Grad-CAM hook module outputs, and an in-place ReLU (torchvision's DenseNet
 uses them) would overwrite a hooked tensor.
+
+The CT networks live in their own modules (:mod:`core.models.covid3d`,
+:mod:`core.models.ct_slice`) and are registered here under "covid3d" and "ct-resnet".
 
 Architectures are described in the manifest by name and keyword arguments, so that
 ``build_model(card.architecture, **card.architecture_kwargs)`` rebuilds the exact network.
@@ -18,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.models.covid3d import Covid3D
+from core.models.ct_slice import CtSliceResNet
 from core.torchvision_compat import ensure_torchvision
 
 
@@ -167,6 +172,9 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "resnet18": XrayResNet18,
     "densenet121": XrayDenseNet121,
     "custom": XrayCustomCNN,
+    # CT: COVID3D on whole volumes (seed 003) and the ResNet slice model (seed 002).
+    "covid3d": Covid3D,
+    "ct-resnet": CtSliceResNet,
 }
 
 

@@ -21,32 +21,53 @@ SCHEMA_VERSION = 1
 
 @dataclass(frozen=True)
 class InputSpec:
-    """How an image becomes a model input: (N, channels, size, size), normalised per channel."""
+    """How an image or a CT volume becomes a model input, normalised per channel.
+
+    Image models (input kinds "xray", "ct-slice") take (N, channels, size, size); volume models
+    ("ct-volume") take (N, channels, depth, size, size), ``depth`` being voxels along z.
+    ``window`` is (center, width) in HU for CT models: the window that maps HU to [0, 1]
+    before normalisation. ``depth`` and ``window`` are absent from older (X-ray) entries and
+    are written only when set, so those entries read and write back unchanged.
+    """
 
     size: int
     channels: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
     grayscale: str = ""  # how a grayscale image fills the channels, and why
+    depth: int | None = None
+    window: tuple[float, float] | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InputSpec:
+        depth = d.get("depth")
+        window = d.get("window")
+        if window is not None:
+            center, width = (float(v) for v in window)
+            window = (center, width)
         return cls(
             size=int(d["size"]),
             channels=int(d["channels"]),
             mean=tuple(float(v) for v in d["mean"]),
             std=tuple(float(v) for v in d["std"]),
             grayscale=str(d.get("grayscale", "")),
+            depth=None if depth is None else int(depth),
+            window=window,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "size": self.size,
             "channels": self.channels,
             "mean": list(self.mean),
             "std": list(self.std),
             "grayscale": self.grayscale,
         }
+        if self.depth is not None:
+            out["depth"] = self.depth
+        if self.window is not None:
+            out["window"] = list(self.window)
+        return out
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,132 @@
+"""From a CT volume in Hounsfield units to model inputs: windowing and resampling.
+
+The same functions serve training (:mod:`core.training.ct`) and inference
+(:mod:`core.ct.analysis`), so a model always sees what it was trained on:
+
+- :func:`prepare_volume` (COVID3D): window the whole volume, resample it to the model's fixed
+  grid ``spec.depth x spec.size x spec.size`` and normalise;
+- :func:`prepare_slices` (the slice model): window each axial slice, resize it to
+  ``spec.size x spec.size`` and normalise.
+
+Resampling follows ``torch.nn.functional.interpolate`` with ``align_corners=False`` (voxel
+centres map to voxel centres: a voxel i of n covers [i, i+1) / n of the extent), linear along
+every axis (trilinear for a volume). Where an axis shrinks, the linear kernel is widened by the
+shrink factor (``antialias=True``), so a 512 px slice resampled to 112 px averages its noise
+instead of aliasing it; where an axis grows this is plain linear interpolation. The two axes
+in-plane are resampled first, then z.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.models.manifest import InputSpec
+from core.types import CtVolume
+
+#: Window presets as (center, width) in HU.
+LUNG_WINDOW: Final[tuple[float, float]] = (-600.0, 1500.0)
+MEDIASTINUM_WINDOW: Final[tuple[float, float]] = (50.0, 350.0)
+BONE_WINDOW: Final[tuple[float, float]] = (500.0, 2000.0)
+CT_WINDOWS: Final[dict[str, tuple[float, float]]] = {
+    "lung": LUNG_WINDOW,
+    "mediastinum": MEDIASTINUM_WINDOW,
+    "bone": BONE_WINDOW,
+}
+
+
+def window_hu(hu: np.ndarray, center: float, width: float) -> np.ndarray:
+    """Map HU linearly to [0, 1]: ``center - width / 2`` -> 0, ``center + width / 2`` -> 1, clipped.
+
+    Works on any shape (a slice, a volume); returns float32 of the same shape, never a view
+    of ``hu``. At the lung window (-600, 1500), -600 HU -> 0.5, -1350 HU and below -> 0.
+    """
+    if not width > 0:
+        raise ValueError(f"the window width must be positive, got {width}")
+    low = np.float32(center - width / 2.0)
+    out = np.subtract(hu, low, dtype=np.float32)
+    out *= np.float32(1.0 / width)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _hu_of(volume: CtVolume | np.ndarray) -> np.ndarray:
+    hu = volume.hu if isinstance(volume, CtVolume) else np.asarray(volume)
+    if hu.ndim != 3 or min(hu.shape) < 1:
+        raise ValueError(f"expected a CT volume (z, y, x), got shape {hu.shape}")
+    return hu
+
+
+def _window_of(spec: InputSpec) -> tuple[float, float]:
+    return spec.window if spec.window is not None else LUNG_WINDOW
+
+
+def _normalise(unit: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """(N, 1, ...) in [0, 1] -> (N, spec.channels, ...) minus mean, over std (per channel)."""
+    if len(spec.mean) != spec.channels or len(spec.std) != spec.channels:
+        raise ValueError(f"the input spec has {spec.channels} channels but {len(spec.mean)} means")
+    x = unit.expand(-1, spec.channels, *unit.shape[2:])
+    shape = (1, spec.channels) + (1,) * (unit.ndim - 2)
+    mean = torch.tensor(spec.mean, dtype=x.dtype).view(shape)
+    std = torch.tensor(spec.std, dtype=x.dtype).view(shape)
+    return (x - mean) / std
+
+
+def _resize_planes(planes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, 1, h, w) -> (N, 1, *size): linear, widened where shrinking (see the module doc)."""
+    if tuple(planes.shape[-2:]) == size:
+        return planes
+    shrinks = planes.shape[-2] > size[0] or planes.shape[-1] > size[1]
+    return F.interpolate(planes, size=size, mode="bilinear", align_corners=False, antialias=shrinks)
+
+
+def resample_volume(unit: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """Resample a float32 (z, y, x) tensor to ``shape`` (the mapping of the module doc).
+
+    In-plane first (each axial slice), then along z; without shrinking this equals
+    ``F.interpolate(..., mode="trilinear", align_corners=False)``.
+    """
+    depth, rows, cols = shape
+    out = _resize_planes(unit[:, None], (rows, cols))[:, 0]  # (z, rows, cols)
+    if out.shape[0] != depth:
+        # (rows, 1, z, cols): the same 2D resize, along z only.
+        out = _resize_planes(out.permute(1, 0, 2)[:, None], (depth, cols))[:, 0].permute(1, 0, 2)
+    return out.contiguous()
+
+
+def prepare_volume(volume: CtVolume | np.ndarray, spec: InputSpec) -> torch.Tensor:
+    """A whole CT volume as one COVID3D input (1, C, depth, size, size), float32.
+
+    Steps: HU -> [0, 1] in ``spec.window`` (default :data:`LUNG_WINDOW`); the whole volume
+    resampled to ``(spec.depth, spec.size, spec.size)`` (:func:`resample_volume`); minus
+    ``spec.mean``, over ``spec.std``; replicated to ``spec.channels``.
+
+    Physical aspect is *not* preserved: every volume fills the same fixed grid whatever its
+    field of view, slice count and spacing (a 300-slice 1 mm scan and a 48-slice 6 mm one both
+    become ``depth`` slices). The model is trained on volumes mapped by this same function, so
+    it sees at inference the geometry it learnt. Maps on this grid go back to the volume's own
+    (z, y, x) with :func:`core.explain.gradcam3d.resize_cam`, the inverse mapping.
+
+    ``volume`` is a :class:`CtVolume` or its ``hu`` array (z, y, x) in HU, of any numeric
+    dtype; it is not modified.
+    """
+    if spec.depth is None:
+        raise ValueError("the input spec has no depth: it does not describe a volume model")
+    unit = torch.from_numpy(window_hu(_hu_of(volume), *_window_of(spec)))
+    grid = resample_volume(unit, (spec.depth, spec.size, spec.size)).clamp_(0.0, 1.0)
+    return _normalise(grid[None, None], spec).contiguous()
+
+
+def prepare_slices(volume: CtVolume | np.ndarray, spec: InputSpec) -> torch.Tensor:
+    """Every axial slice as a slice-model input: (z, C, size, size), float32, in z order.
+
+    Each slice: HU -> [0, 1] in ``spec.window`` (default :data:`LUNG_WINDOW`); resized to
+    ``size x size`` (bilinear, anti-aliased when shrinking, no padding: the aspect of a
+    non-square slice is not kept, as in training); minus ``spec.mean``, over ``spec.std``;
+    grayscale replicated to ``spec.channels`` (3 for ImageNet-shaped models).
+    """
+    unit = torch.from_numpy(window_hu(_hu_of(volume), *_window_of(spec)))
+    planes = _resize_planes(unit[:, None], (spec.size, spec.size)).clamp_(0.0, 1.0)
+    return _normalise(planes, spec).contiguous()

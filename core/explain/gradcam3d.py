@@ -1,0 +1,149 @@
+"""3D Grad-CAM of COVID3D (seed 003, Figures 1 and 4) with Captum's ``LayerGradCam``.
+
+For the logit s and the feature maps A_k of the Grad-CAM layer (``features.mixed_5c``),
+H = sum_k mean(ds/dA_k) A_k, a map on the layer's coarse (d, h, w) grid, upsampled trilinearly
+to the model input grid (D, H, W) and scaled:
+
+- unsigned (the default): ReLU(H) / max ReLU(H), in [0, 1]: where the evidence for COVID+ is;
+- signed: H / max |H|, in [-1, 1]: H > 0 is evidence for COVID+ (drawn red in seed 003's
+  Figure 4), H < 0 evidence against (blue).
+
+An all-zero map stays zero. One forward pass serves both the logit and the map (Captum records
+the layer's output on the way and its backward pass stops at that layer), so
+:func:`covid3d_with_cam` costs about one forward pass. Captum adds its hook for the duration
+of one call and removes it in ``finally``; given a :class:`LoadedModel`, its lock is held
+around the call, since the module is shared between browser sessions. The module's
+train/eval mode is restored afterwards; the input is not modified.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.models.architectures import gradcam_layer_of
+from core.models.registry import LoadedModel
+
+
+@contextlib.contextmanager
+def _held(model: LoadedModel | nn.Module) -> Iterator[tuple[nn.Module, torch.device]]:
+    """The module and its device, with the model's lock held when it has one."""
+    if isinstance(model, LoadedModel):
+        with model.lock:
+            yield model.module, model.device
+        return
+    param = next(model.parameters(), None)
+    yield model, (param.device if param is not None else torch.device("cpu"))
+
+
+def _scale(heat: torch.Tensor, signed: bool) -> np.ndarray:
+    """Divide by the largest magnitude (all-zero and non-finite maps become zero)."""
+    heat = heat.detach().float().cpu()
+    top = float(heat.abs().max()) if heat.numel() else 0.0
+    if top <= 0.0 or not np.isfinite(top):
+        return np.zeros(tuple(heat.shape), dtype=np.float32)
+    lo = -1.0 if signed else 0.0
+    return (heat / top).clamp_(lo, 1.0).numpy().astype(np.float32, copy=False)
+
+
+def covid3d_with_cam(
+    model: LoadedModel | nn.Module,
+    x: torch.Tensor,
+    *,
+    signed: bool = False,
+    layer_name: str | None = None,
+    target: int = 0,
+) -> tuple[float, np.ndarray]:
+    """The logit ``target`` of one input and its 3D Grad-CAM, from one forward pass.
+
+    Parameters
+    ----------
+    model
+        A registered model (its lock is held) or a bare module; run on its device.
+    x
+        One prepared input (1, C, D, H, W) (:func:`core.ct.preprocess.prepare_volume`).
+    signed
+        False: ReLU'd map in [0, 1]; True: signed map in [-1, 1] (see the module doc).
+    layer_name
+        Dotted path of the Grad-CAM layer; default the card's ``gradcam_layer`` (for a
+        :class:`LoadedModel`) or the module's ``gradcam_layer`` attribute.
+    target
+        Output index to explain; 0 is COVID3D's single logit s.
+
+    Returns
+    -------
+    (float, np.ndarray)
+        The logit, and the map float32 (D, H, W) on the input grid.
+    """
+    from captum.attr import LayerGradCam
+
+    if x.ndim != 5 or x.shape[0] != 1:
+        raise ValueError(f"3D Grad-CAM takes one input (1, C, D, H, W), got {tuple(x.shape)}")
+    if layer_name is None:
+        layer_name = model.card.gradcam_layer if isinstance(model, LoadedModel) else getattr(model, "gradcam_layer", "")
+    seen: dict[str, float] = {}
+    with _held(model) as (module, device):
+        layer = gradcam_layer_of(module, layer_name)
+        inp = x.detach().to(device=device, dtype=torch.float32)
+
+        def logits_of(batch: torch.Tensor) -> torch.Tensor:
+            out = module(batch)
+            seen["logit"] = float(out[0, target].detach())
+            return out
+
+        was_training = module.training
+        module.eval()
+        try:
+            heat = LayerGradCam(logits_of, layer).attribute(inp, target=target, relu_attributions=not signed)
+        finally:
+            module.train(was_training)
+    # (1, 1, d, h, w) on the layer's grid -> the input grid; trilinear keeps the sign and range.
+    up = F.interpolate(heat.detach().float(), size=tuple(x.shape[-3:]), mode="trilinear", align_corners=False)
+    return seen["logit"], _scale(up[0, 0], signed)
+
+
+def gradcam_3d(
+    model: LoadedModel | nn.Module,
+    layer_name: str,
+    x: torch.Tensor,
+    *,
+    signed: bool = False,
+    target: int = 0,
+) -> np.ndarray:
+    """3D Grad-CAM of ``x`` (1, C, D, H, W) at ``layer_name``: float32 (D, H, W), in [0, 1]
+    (unsigned) or [-1, 1] (signed). See :func:`covid3d_with_cam`, which also returns the logit."""
+    return covid3d_with_cam(model, x, signed=signed, layer_name=layer_name, target=target)[1]
+
+
+def resize_cam(cam: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """A map on the model's grid (D, H, W) resampled trilinearly to ``shape`` (z, y, x).
+
+    The inverse of :func:`core.ct.preprocess.prepare_volume`'s mapping (both use
+    ``align_corners=False``), so the map lines up with the volume's own voxels in the viewer.
+    Values stay within the input's range (trilinear weights are convex). float32.
+    """
+    if cam.ndim != 3 or len(shape) != 3:
+        raise ValueError(f"resize_cam maps a (D, H, W) map to a (z, y, x) shape, got {cam.shape} -> {shape}")
+    shape = (int(shape[0]), int(shape[1]), int(shape[2]))
+    if tuple(cam.shape) == shape:
+        return cam.astype(np.float32, copy=True)
+    t = torch.from_numpy(np.ascontiguousarray(cam, dtype=np.float32))[None, None]
+    out = F.interpolate(t, size=shape, mode="trilinear", align_corners=False)[0, 0]
+    return out.numpy()
+
+
+def max_intensity_projection(cam: np.ndarray, axis: int) -> np.ndarray:
+    """Project a 3D map along ``axis``: on each ray, the value of largest magnitude.
+
+    For a map in [0, 1] this is the ordinary maximum; for a signed map, a strong negative value
+    is not hidden behind a weak positive one, and the sign is kept.
+    """
+    if cam.ndim != 3:
+        raise ValueError(f"expected a 3D map, got shape {cam.shape}")
+    strongest = np.expand_dims(np.abs(cam).argmax(axis=axis), axis)
+    return np.take_along_axis(cam, strongest, axis).squeeze(axis)
