@@ -16,7 +16,7 @@ from core.errors import DashboardError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from core.cli import demo, library, models, xray
+    from core.cli import ct, demo, library, models, xray
 
     parser = argparse.ArgumentParser(
         prog="python -m core", description="COVID-19 chest imaging dashboard: command line."
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_commands(sub)
     demo.add_commands(sub)
     library.add_commands(sub)
+    ct.add_commands(sub)
     return parser
 
 

@@ -1,0 +1,199 @@
+"""``predict-ct``, ``train-ct3d`` and ``train-ct-slice``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    from core.models.covid3d import DEMO_COVID3D
+    from core.models.ct_slice import DEMO_CT_SLICE
+    from core.models.registry import DEFAULT_WEIGHTS_DIR
+
+    p = sub.add_parser("predict-ct", help="COVID3D and slice-model predictions for one CT series")
+    p.add_argument("path", metavar="PATH", help="a folder of DICOM slices, a zip, a NIfTI file or a single DICOM")
+    p.add_argument("--series", help="SeriesInstanceUID to read when PATH holds several series")
+    p.add_argument("--model", default=None, help="COVID3D model id (default: the first ct-volume model)")
+    p.add_argument("--slice-model", default=None, help="slice model id (default: the first ct-slice model)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS_DIR), help="folder with manifest.json")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: CUDA when present")
+    p.set_defaults(func=run_predict)
+
+    for name, kind, helptext in (
+        ("train-ct3d", "covid3d", "train COVID3D (3D CNN on whole volumes) with patient-level k-fold CV"),
+        (
+            "train-ct-slice",
+            "ct-slice",
+            "train the 2D slice model (ResNet, COVID vs normal) with patient-level k-fold CV",
+        ),
+    ):
+        t = sub.add_parser(name, help=helptext)
+        t.add_argument("--data", required=True, help="demo, demo:N, a folder with metadata.csv, or a CSV manifest")
+        t.add_argument("--out", default=str(DEFAULT_WEIGHTS_DIR), help="weights folder (default: weights/)")
+        t.add_argument("--id", dest="model_id", help="model id")
+        t.add_argument("--folds", type=int, default=5)
+        t.add_argument("--test-fraction", type=float, default=0.15, help="held-out test patients")
+        t.add_argument("--epochs", type=int, default=6)
+        t.add_argument("--lr", type=float, default=1e-3)
+        t.add_argument("--batch-size", type=int, default=8)
+        demo = DEMO_COVID3D if kind == "covid3d" else DEMO_CT_SLICE
+        t.add_argument("--size", type=int, default=demo["size"], help="input pixels in-plane (default: %(default)s)")
+        if kind == "covid3d":
+            t.add_argument(
+                "--width",
+                type=float,
+                default=DEMO_COVID3D["width"],
+                help="channel multiplier (default: %(default)s; the paper's network: 1.0)",
+            )
+            t.add_argument(
+                "--depth",
+                type=int,
+                default=DEMO_COVID3D["depth"],
+                dest="input_depth",
+                help="input slices after resampling (default: %(default)s)",
+            )
+        else:
+            t.add_argument(
+                "--arch",
+                type=int,
+                choices=(18, 50, 152),
+                default=DEMO_CT_SLICE["depth"],
+                dest="resnet_depth",
+                help="ResNet depth (default: %(default)s)",
+            )
+            t.add_argument(
+                "--max-slices", type=int, default=6, help="training slices kept per scan (default: %(default)s)"
+            )
+        t.add_argument("--dropout", type=float, default=0.0)
+        t.add_argument("--no-augment", dest="augment", action="store_false")
+        t.add_argument("--seed", type=int, default=0)
+        t.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+        t.add_argument("--device", choices=("cpu", "cuda"))
+        t.add_argument("--note", default="", help="a description of the training data, stored in the manifest")
+        t.add_argument("--intended-use", default=None)
+        t.set_defaults(func=run_train, kind=kind)
+
+
+def _first(registry, kind: str, wanted: str | None) -> str | None:
+    if wanted:
+        registry.card(wanted)  # a plain error for an unknown id
+        return wanted
+    ids = registry.ids(kind)
+    return ids[0] if ids else None
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from core.ct.analysis import analyse_ct
+    from core.errors import MissingModelError
+    from core.io.ct_input import read_ct_path
+    from core.models.registry import ModelRegistry, select_device
+
+    path = Path(args.path)
+    if not path.exists():
+        from core.errors import InvalidInputError
+
+        raise InvalidInputError(f"{args.path} does not exist.")
+    volume = read_ct_path(path, series_uid=args.series)
+    registry = ModelRegistry(args.weights, device=select_device(args.device))
+    volume_id = _first(registry, "ct-volume", args.model)
+    slice_id = _first(registry, "ct-slice", args.slice_model)
+    if volume_id is None and slice_id is None:
+        raise MissingModelError(f"No CT model is registered in {registry.weights_dir / 'manifest.json'}.")
+    result = analyse_ct(
+        volume,
+        registry.load(volume_id) if volume_id else None,
+        registry.load(slice_id) if slice_id else None,
+        cam=False,
+    )
+    out = {
+        "path": str(path),
+        "shape_zyx": list(volume.hu.shape),
+        "spacing_mm_zyx": [round(float(v), 4) for v in volume.spacing_mm],
+        "series_uid": volume.series_uid,
+        "warnings": list(volume.warnings),
+        "covid3d": None,
+        "slice_model": None,
+    }
+    if result.covid3d_id:
+        out["covid3d"] = {
+            "model": result.covid3d_id,
+            "version": result.covid3d_version,
+            "probability_covid": round(float(result.probability), 6),
+            "score_s": round(float(result.score), 6),
+            "threshold": result.threshold,
+            "predicted": "COVID+" if result.probability >= result.threshold else "COVID-",
+        }
+    if result.slice_model_id:
+        probs = result.slice_probabilities
+        out["slice_model"] = {
+            "model": result.slice_model_id,
+            "version": result.slice_model_version,
+            "patient_score": round(float(result.patient_score), 6),
+            "slices": int(len(probs)),
+            "slices_above_0.5": int((probs >= 0.5).sum()),
+            "max_slice_probability": round(float(probs.max()), 6) if len(probs) else None,
+        }
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    z, y, x = volume.hu.shape
+    dz, dy, dx = volume.spacing_mm
+    print(f"{path}: {z} x {y} x {x} voxels (z, y, x) at {dz:.2f} x {dy:.2f} x {dx:.2f} mm")
+    for w in volume.warnings:
+        print(f"  warning: {w}")
+    if out["covid3d"]:
+        c = out["covid3d"]
+        print(
+            f"  {c['model']}: P(COVID+) {c['probability_covid']:.3f}, score s {c['score_s']:+.3f} -> {c['predicted']}"
+        )
+    if out["slice_model"]:
+        s = out["slice_model"]
+        print(
+            f"  {s['model']}: patient score {s['patient_score']:.3f}; "
+            f"{s['slices_above_0.5']} of {s['slices']} slices above 0.5"
+        )
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from core.training.ct import CtTrainConfig, train_ct
+    from core.training.xray import DEMO_INTENDED_USE
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    options = {
+        "kind": args.kind,
+        "model_id": args.model_id,
+        "folds": args.folds,
+        "test_fraction": args.test_fraction,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "size": args.size,
+        "dropout": args.dropout,
+        "augment": args.augment,
+        "seed": args.seed,
+        "device": args.device,
+        "intended_use": args.intended_use or DEMO_INTENDED_USE,
+        "data_note": args.note,
+    }
+    if args.kind == "covid3d":
+        options.update(width=args.width, input_depth=args.input_depth)
+    else:
+        options.update(resnet_depth=args.resnet_depth, max_slices_per_scan=args.max_slices)
+    result = train_ct(args.data, args.out, CtTrainConfig(**options), progress=True)
+    held = result.card.metrics["held_out"]
+    print(
+        f"wrote {result.weights_path} ({result.card.id} {result.card.version}); kept fold "
+        f"{result.card.training['kept_fold']}; held-out accuracy {held['accuracy']:.3f}, "
+        f"ROC AUC {held['roc_auc_ovr']:.3f} on {held['n']} {result.card.training['data']['unit']}s"
+    )
+    for fold in result.folds:
+        v = fold["validation"]
+        print(f"  fold {fold['fold']}: validation accuracy {v['accuracy']:.3f}, ROC AUC {v['roc_auc_ovr']:.3f}")
+    return 0

@@ -1,0 +1,476 @@
+"""Train the CT models with patient-level k-fold cross-validation and register them.
+
+Both trainers follow the papers' protocol on a patient-level split:
+
+1. a stratified held-out test set of patients (``test_fraction``) is put aside first;
+2. the remaining patients are cut into ``folds`` stratified folds (scikit-learn's
+   ``StratifiedGroupKFold``: no patient in two folds). For each fold a model is trained on the
+   other folds and validated on it every epoch; the epoch with the best validation ROC AUC is
+   that fold's model (seed 003 evaluated "on the internal cross-validation set every epoch");
+3. per fold, train and validation metrics (accuracy, sensitivity, specificity, precision
+   per class, ROC AUC) are recorded, with their mean, as seed 002's tables report them;
+4. the fold model with the highest validation AUC is kept (seed 003: "the model with the
+   highest AUC over the cross-validation folds was chosen"), stored in half precision, and
+   measured on the held-out test patients exactly as shipped.
+
+COVID3D (``train_covid3d``) learns COVID-19 against every other scan from whole volumes
+(binary cross-entropy on its one logit, Adam). The slice model (``train_ct_slice``) learns
+COVID-19 against Normal per axial slice (seed 002); where the data say which slices show
+lesions (the demo cohort's truth), only those slices of COVID-19 scans are positives, as
+seed 002 selected slices with visible infection; otherwise every slice of a scan takes the
+scan's label. Its patient-level score on the held-out patients uses the same rule the app
+applies (:func:`core.ct.analysis.patient_score`).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import logging
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.errors import InsufficientDataError, InvalidInputError
+from core.metrics import classification_report
+from core.models.architectures import build_model
+from core.models.covid3d import COVID3D_GRADCAM_LAYER, DEMO_COVID3D
+from core.models.ct_slice import CT_SLICE_GRADCAM_LAYER, DEMO_CT_SLICE
+from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
+from core.models.registry import load_state_dict, select_device, sha256_of
+from core.training.ct_sources import CtScan, load_ct_source, read_scans
+from core.training.xray import DEMO_INTENDED_USE, save_half
+
+logger = logging.getLogger(__name__)
+
+#: Names of the two classes in the metrics tables.
+COVID3D_CLASSES = ("COVID-", "COVID+")
+SLICE_CLASSES = ("Normal", "COVID-19")
+
+
+@dataclass(frozen=True)
+class CtTrainConfig:
+    """Settings of one CT training run. ``kind`` is "covid3d" or "ct-slice"."""
+
+    kind: str = "covid3d"
+    model_id: str | None = None
+    folds: int = 5
+    test_fraction: float = 0.15
+    epochs: int = 6
+    lr: float = 1e-3
+    batch_size: int = 8
+    # COVID3D (None: the demo configuration, DEMO_COVID3D)
+    width: float = DEMO_COVID3D["width"]
+    input_depth: int | None = None
+    # the slice model (DEMO_CT_SLICE)
+    resnet_depth: int = DEMO_CT_SLICE["depth"]
+    max_slices_per_scan: int = 6
+    # both; None: the demo input size of the kind
+    size: int | None = None
+    dropout: float = 0.0
+    augment: bool = True
+    seed: int = 0
+    device: str | None = None
+    intended_use: str = DEMO_INTENDED_USE
+    data_note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("covid3d", "ct-slice"):
+            raise InvalidInputError(f"Unknown CT model kind '{self.kind}' (covid3d or ct-slice).")
+        demo = DEMO_COVID3D if self.kind == "covid3d" else DEMO_CT_SLICE
+        if self.size is None:
+            object.__setattr__(self, "size", int(demo["size"]))
+        if self.input_depth is None:
+            object.__setattr__(self, "input_depth", int(DEMO_COVID3D["depth"]))
+        if self.resnet_depth not in (18, 50, 152):
+            raise InvalidInputError("The slice model's ResNet depth must be 18, 50 or 152.")
+        if self.folds < 2:
+            raise InvalidInputError("k-fold cross-validation needs at least 2 folds.")
+        if not 0.0 < self.test_fraction < 0.5:
+            raise InvalidInputError("The held-out test fraction must be between 0 and 0.5.")
+        assert self.size is not None and self.input_depth is not None
+        if self.lr <= 0 or self.batch_size < 1 or self.epochs < 1 or self.size < 32 or self.input_depth < 8:
+            raise InvalidInputError("lr, batch size and epochs must be positive; size >= 32 and depth >= 8.")
+        if self.width <= 0:
+            raise InvalidInputError("The COVID3D width must be positive.")
+
+    @property
+    def id(self) -> str:
+        if self.model_id:
+            return self.model_id
+        return "covid3d" if self.kind == "covid3d" else f"ct-slice-resnet{self.resnet_depth}"
+
+    @property
+    def architecture(self) -> str:
+        return "covid3d" if self.kind == "covid3d" else "ct-resnet"
+
+    def input_spec(self) -> InputSpec:
+        from core.ct.preprocess import LUNG_WINDOW
+
+        if self.kind == "covid3d":
+            return InputSpec(
+                self.size,
+                1,
+                (0.5,),
+                (0.25,),
+                "one channel: the lung-windowed volume resampled to depth x size x size",
+                depth=self.input_depth,
+                window=LUNG_WINDOW,
+            )
+        return InputSpec(
+            self.size, 1, (0.5,), (0.25,), "one channel: each axial slice in the lung window", window=LUNG_WINDOW
+        )
+
+    def architecture_kwargs(self) -> dict[str, Any]:
+        if self.kind == "covid3d":
+            return {"width": self.width, "in_channels": 1, "dropout": self.dropout}
+        return {"depth": self.resnet_depth, "in_channels": 1, "num_classes": 2, "dropout": self.dropout}
+
+
+@dataclass
+class CtTrainResult:
+    card: ModelCard
+    weights_path: Path
+    folds: list[dict[str, Any]] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- the split
+
+
+def patient_split(
+    patients: list[str], labels: list[int], folds: int, test_fraction: float, seed: int
+) -> tuple[set[str], list[set[str]]]:
+    """(held-out test patients, the validation patients of each fold), stratified by label.
+
+    Every patient is in exactly one of: the test set, or one fold's validation set.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    ids = np.asarray(patients)
+    y = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    test: set[str] = set()
+    for cls in np.unique(y):
+        members = sorted(ids[y == cls])
+        rng.shuffle(members)
+        n_test = max(1, round(len(members) * test_fraction)) if len(members) >= 3 else 0
+        test.update(members[:n_test])
+    pool = np.array([i for i in ids if i not in test])
+    pool_y = np.array([lab for i, lab in zip(ids, y, strict=True) if i not in test])
+    if min(Counter(pool_y.tolist()).values(), default=0) < folds or len(set(pool_y.tolist())) < 2:
+        raise InsufficientDataError(
+            f"Too few patients for {folds}-fold cross-validation: each class needs at least {folds} patients "
+            "outside the held-out test set."
+        )
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return test, [set(pool[val].tolist()) for _, val in splitter.split(pool, pool_y)]
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class _Data:
+    """Prepared inputs (float16) with labels and the patient of each."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    patients: list[str]
+
+    def subset(self, keep: set[str]) -> _Data:
+        idx = [i for i, p in enumerate(self.patients) if p in keep]
+        return _Data(self.x[idx], self.y[idx], [self.patients[i] for i in idx])
+
+
+def _prepare_volumes(scans: list[CtScan], spec: InputSpec, progress: bool) -> tuple[_Data, list[CtScan]]:
+    from core.ct.preprocess import prepare_volume
+
+    xs, ys, pids, kept = [], [], [], []
+    for scan, hu, _ in read_scans(scans, progress):
+        xs.append(prepare_volume(hu, spec)[0].to(torch.float16))
+        ys.append(1.0 if scan.label == "COVID-19" else 0.0)
+        pids.append(scan.patient_id)
+        kept.append(scan)
+    if not xs:
+        raise InsufficientDataError("None of the CT scans could be read.")
+    return _Data(torch.stack(xs), torch.tensor(ys), pids), kept
+
+
+def _prepare_slices(
+    scans: list[CtScan], spec: InputSpec, max_per_scan: int, test_patients: set[str], seed: int, progress: bool
+) -> tuple[_Data, dict[str, tuple[torch.Tensor, int, str]]]:
+    """Training slices (COVID-19 vs Normal), and every slice of each held-out test scan."""
+    from core.ct.preprocess import prepare_slices
+
+    rng = np.random.default_rng(seed)
+    xs, ys, pids = [], [], []
+    whole_test_scans: dict[str, tuple[torch.Tensor, int, str]] = {}
+    wanted = [s for s in scans if s.label in SLICE_CLASSES]
+    for scan, hu, lesions in read_scans(wanted, progress):
+        slices = prepare_slices(hu, spec).to(torch.float16)
+        target = SLICE_CLASSES.index(scan.label)
+        if scan.patient_id in test_patients:
+            whole_test_scans[scan.name] = (slices, target, scan.patient_id)
+        if target == 1 and lesions is not None:
+            candidates = np.flatnonzero(lesions)
+        else:
+            candidates = np.arange(slices.shape[0])
+        if candidates.size == 0:
+            continue
+        if candidates.size > max_per_scan:
+            candidates = np.sort(rng.choice(candidates, size=max_per_scan, replace=False))
+        xs.append(slices[torch.as_tensor(candidates)])
+        ys.extend([target] * int(candidates.size))
+        pids.extend([scan.patient_id] * int(candidates.size))
+    if not xs:
+        raise InsufficientDataError("No COVID-19 or Normal CT slices could be read.")
+    return _Data(torch.cat(xs), torch.tensor(ys, dtype=torch.long), pids), whole_test_scans
+
+
+# ----------------------------------------------------------------------------- fitting
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator, flips: bool) -> torch.Tensor:
+    """Small random shifts (in-plane, and along z for volumes), intensity gain and bias; left-right
+    flips only for slices (seed 002 used flips; a flipped volume keeps its anatomy wrong)."""
+    out = torch.empty_like(x)
+    for i in range(x.shape[0]):
+        shifts = torch.randint(-4, 5, (2,), generator=gen).tolist()
+        dims = (-2, -1)
+        item = torch.roll(x[i], shifts=shifts, dims=dims)
+        if x.dim() == 5:
+            item = torch.roll(item, shifts=int(torch.randint(-2, 3, (1,), generator=gen)), dims=-3)
+        if flips and torch.rand((), generator=gen) < 0.5:
+            item = torch.flip(item, dims=(-1,))
+        gain = 1.0 + 0.1 * (torch.rand((), generator=gen) * 2 - 1)
+        bias = 0.1 * (torch.rand((), generator=gen) * 2 - 1)
+        out[i] = item * gain + bias
+    return out
+
+
+def _positive_probability(logits: torch.Tensor) -> torch.Tensor:
+    """P(positive class) from COVID3D's one logit or the slice model's two."""
+    if logits.shape[-1] == 1:
+        return torch.sigmoid(logits[:, 0])
+    return torch.softmax(logits, dim=1)[:, 1]
+
+
+@torch.inference_mode()
+def predict_positive(model: nn.Module, x: torch.Tensor, device: torch.device, batch: int = 16) -> np.ndarray:
+    model.eval()
+    out = [
+        _positive_probability(model(x[i : i + batch].to(device, torch.float32)).float()).cpu()
+        for i in range(0, x.shape[0], batch)
+    ]
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, p)) if len(set(y.tolist())) == 2 else float("nan")
+
+
+def binary_report(y: np.ndarray, p: np.ndarray, classes: tuple[str, str]) -> dict[str, Any]:
+    """:func:`core.metrics.classification_report` for a binary model: P(positive) -> 2 columns."""
+    return classification_report(y.astype(int).tolist(), np.stack([1 - p, p], axis=1), classes)
+
+
+def _fit(
+    config: CtTrainConfig, train: _Data, val: _Data, device: torch.device, fold: int, progress: bool
+) -> tuple[dict[str, torch.Tensor], list[dict[str, float]], int]:
+    """Train one fold's model; return the state of the epoch with the best validation AUC."""
+    from tqdm import tqdm
+
+    torch.manual_seed(config.seed + fold)
+    gen = torch.Generator().manual_seed(config.seed + fold)
+    model = build_model(config.architecture, **config.architecture_kwargs()).to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+    covid3d = config.kind == "covid3d"
+    # Classes weighted by inverse frequency in this fold's training set: the demo cohort, like
+    # the hospital data it stands for, holds far more COVID-19 scans than others.
+    counts = torch.bincount(train.y.long(), minlength=2).clamp(min=1).float()
+    loss_fn: nn.Module = (
+        nn.BCEWithLogitsLoss(pos_weight=(counts[0] / counts[1]).to(device))
+        if covid3d
+        else nn.CrossEntropyLoss(weight=(counts.sum() / (2 * counts)).to(device))
+    )
+    history: list[dict[str, float]] = []
+    best: tuple[float, float] = (-math.inf, -math.inf)
+    best_state: dict[str, torch.Tensor] | None = None
+    best_epoch = 0
+    y_val = val.y.numpy()
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = torch.randperm(train.x.shape[0], generator=gen)
+        total, n = 0.0, 0
+        batches = range(0, len(order), config.batch_size)
+        bar = tqdm(batches, desc=f"fold {fold} epoch {epoch}/{config.epochs}", unit="batch", disable=not progress)
+        for start in bar:
+            idx = order[start : start + config.batch_size]
+            if len(idx) < 2 <= len(order):
+                continue  # BatchNorm cannot train on a batch of one; the sample is seen next epoch
+            x = train.x[idx].float()
+            if config.augment:
+                x = _augment(x, gen, flips=not covid3d)
+            x, y = x.to(device), train.y[idx].to(device)
+            optimiser.zero_grad(set_to_none=True)
+            logits = model(x)
+            loss = loss_fn(logits[:, 0], y.float()) if covid3d else loss_fn(logits, y)
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(idx)
+            n += len(idx)
+            bar.set_postfix(loss=f"{total / n:.4f}")
+        p_val = predict_positive(model, val.x, device)
+        auc = _auc(y_val, p_val)
+        eps = 1e-7
+        val_loss = float(-np.mean(y_val * np.log(p_val + eps) + (1 - y_val) * np.log(1 - p_val + eps)))
+        history.append({"fold": fold, "epoch": epoch, "train_loss": total / n, "val_loss": val_loss, "val_auc": auc})
+        if progress:
+            tqdm.write(f"fold {fold} epoch {epoch}: train loss {total / n:.4f} | val loss {val_loss:.4f} AUC {auc:.3f}")
+        key = (auc if not math.isnan(auc) else -1.0, -val_loss)
+        if key > best:
+            best, best_state, best_epoch = key, copy.deepcopy(model.state_dict()), epoch
+    assert best_state is not None
+    return best_state, history, best_epoch
+
+
+def _load(config: CtTrainConfig, state: dict[str, torch.Tensor], device: torch.device) -> nn.Module:
+    model = build_model(config.architecture, **config.architecture_kwargs())
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def _summary(reports: list[dict[str, Any]]) -> dict[str, float]:
+    keys = ("accuracy", "roc_auc_ovr")
+    return {k: float(np.nanmean([r[k] for r in reports])) for k in keys}
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def train_ct(source: str | Path, out_dir: str | Path, config: CtTrainConfig, progress: bool = True) -> CtTrainResult:
+    """Train COVID3D or the slice model on ``source`` (see :mod:`core.training.ct_sources`) with
+    patient-level k-fold cross-validation; write the kept fold's weights and manifest entry."""
+    device = select_device(config.device)
+    spec = config.input_spec()
+    scans = load_ct_source(source, seed=config.seed)
+    covid3d = config.kind == "covid3d"
+    if covid3d:
+        labelled = scans
+        classes = COVID3D_CLASSES
+        patient_label = {s.patient_id: int(s.label == "COVID-19") for s in labelled}
+    else:
+        labelled = [s for s in scans if s.label in SLICE_CLASSES]
+        classes = SLICE_CLASSES
+        patient_label = {s.patient_id: SLICE_CLASSES.index(s.label) for s in labelled}
+    if len(set(patient_label.values())) < 2:
+        raise InsufficientDataError(f"Training needs patients of both classes ({' and '.join(classes)}).")
+    patients = sorted(patient_label)
+    test_patients, fold_patients = patient_split(
+        patients, [patient_label[p] for p in patients], config.folds, config.test_fraction, config.seed
+    )
+
+    whole_test: dict[str, tuple[torch.Tensor, int, str]] = {}
+    if covid3d:
+        data, _ = _prepare_volumes(labelled, spec, progress)
+    else:
+        data, whole_test = _prepare_slices(
+            labelled, spec, config.max_slices_per_scan, test_patients, config.seed, progress
+        )
+    test = data.subset(test_patients)
+    pool_patients = set(patients) - test_patients
+
+    folds: list[dict[str, Any]] = []
+    states: list[dict[str, torch.Tensor]] = []
+    curves: list[dict[str, float]] = []
+    for k, val_patients in enumerate(fold_patients, start=1):
+        train, val = data.subset(pool_patients - val_patients), data.subset(val_patients)
+        state, history, best_epoch = _fit(config, train, val, device, k, progress)
+        model = _load(config, state, device)
+        folds.append(
+            {
+                "fold": k,
+                "best_epoch": best_epoch,
+                "patients": {"train": len(pool_patients - val_patients), "validation": len(val_patients)},
+                "train": binary_report(train.y.numpy(), predict_positive(model, train.x, device), classes),
+                "validation": binary_report(val.y.numpy(), predict_positive(model, val.x, device), classes),
+            }
+        )
+        states.append(state)
+        curves.extend(history)
+    best_fold = int(np.nanargmax([f["validation"]["roc_auc_ovr"] for f in folds]))
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    weights_path = out / f"{config.id}.pt"
+    save_half(states[best_fold], weights_path)
+    shipped = _load(config, load_state_dict(weights_path), device)
+    held_out = binary_report(test.y.numpy(), predict_positive(shipped, test.x, device), classes)
+    metrics: dict[str, Any] = {"held_out": held_out}
+    if not covid3d and whole_test:
+        from core.ct.analysis import patient_score
+
+        y_scan = np.array([t for _, t, _ in whole_test.values()])
+        s_scan = np.array([patient_score(predict_positive(shipped, x, device)) for x, _, _ in whole_test.values()])
+        metrics["held_out_per_scan"] = binary_report(y_scan, s_scan, classes)
+        metrics["held_out"]["unit"] = "slice"
+        metrics["held_out_per_scan"]["unit"] = "scan (patient-level score over all its slices)"
+
+    digest = sha256_of(weights_path)
+    counts = {
+        part: dict(Counter(classes[int(v)] for v in d.y.tolist()))
+        for part, d in (("cross-validation", data.subset(pool_patients)), ("test", test))
+    }
+    training = {
+        "data": {
+            "source": str(source),
+            "note": config.data_note,
+            "unit": "scan" if covid3d else "slice",
+            "counts": counts,
+            "patients": {"cross-validation": len(pool_patients), "test": len(test_patients)},
+            "split": (
+                f"patient-level: {len(test_patients)} held-out test patients (stratified, {config.test_fraction:.0%}), "
+                f"{config.folds}-fold stratified cross-validation on the rest, seed {config.seed}"
+            ),
+            "test_patients": sorted(test_patients),
+        },
+        "folds": folds,
+        "folds_mean": {
+            "train": _summary([f["train"] for f in folds]),
+            "validation": _summary([f["validation"] for f in folds]),
+        },
+        "kept_fold": best_fold + 1,
+        "kept_because": "highest validation ROC AUC across the folds (seed 003)",
+        "config": asdict(config) | {"device": str(device)},
+        "learning_curves": curves,
+        "trained_on": dt.date.today().isoformat(),
+        "torch": torch.__version__,
+        "stored_as": "float16 (loaded as float32)",
+    }
+    card = ModelCard(
+        id=config.id,
+        version=f"{dt.date.today():%Y%m%d}-{digest[:8]}",
+        architecture=config.architecture,
+        architecture_kwargs=config.architecture_kwargs(),
+        weights_file=weights_path.name,
+        sha256=digest,
+        input_kind="ct-volume" if covid3d else "ct-slice",
+        input=spec,
+        labels=("COVID-19",) if covid3d else SLICE_CLASSES,
+        gradcam_layer=COVID3D_GRADCAM_LAYER if covid3d else CT_SLICE_GRADCAM_LAYER,
+        intended_use=config.intended_use,
+        temperature=1.0,
+        thresholds={"covid": 0.5},
+        training=training,
+        metrics=metrics,
+    )
+    write_manifest_entry(out, card)
+    return CtTrainResult(card=card, weights_path=weights_path, folds=folds)
