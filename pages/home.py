@@ -10,7 +10,7 @@ from core.errors import DashboardError
 from ui import resources
 from ui.library import library
 from ui.navigation import use_app_navigation
-from ui.text import DISCLAIMER
+from ui.text import DISCLAIMER, describe_input_grid
 
 use_app_navigation()
 st.title("COVID-19 chest imaging dashboard")
@@ -47,6 +47,11 @@ st.page_link(
     icon=":material/radiology:",
 )
 st.page_link(
+    "pages/ct.py",
+    label="CT volume: upload a CT series, view it in three planes, COVID3D with 3D Grad-CAM, per-slice probabilities",
+    icon=":material/view_in_ar:",
+)
+st.page_link(
     "pages/library.py",
     label="Case library: browse patients and their timelines, import datasets, add reviewed cases",
     icon=":material/folder_shared:",
@@ -65,16 +70,17 @@ for card in cards:
         st.markdown(f"**Intended use:** {card.intended_use}")
         spec = card.input
         st.markdown(
-            f"**Input:** {card.input_kind}, {spec.size} x {spec.size} px, {spec.channels} channel(s) "
+            f"**Input:** {card.input_kind}, {describe_input_grid(spec)}, {spec.channels} channel(s) "
             f"({spec.grayscale}). **Labels (output order):** {', '.join(card.labels)}. "
             f"**Grad-CAM layer:** `{card.gradcam_layer}`."
         )
         data = card.training.get("data", {})
         if data:
-            counts = data.get("images", {})
+            counts = data.get("images") or data.get("counts") or {}
             split_text = "; ".join(f"{part}: {sum(c.values())}" for part, c in counts.items())
+            unit = data.get("unit", "image")
             st.markdown(
-                f"**Trained on:** {data.get('note') or data.get('source')} ({split_text} images; {data.get('split', '')})."
+                f"**Trained on:** {data.get('note') or data.get('source')} ({split_text} {unit}s; {data.get('split', '')})."
             )
         cm = held.get("confusion_matrix")
         if cm:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from core.demo.xray_phantom import generate_xray
-from core.types import XRAY_LABELS
+from core.types import XRAY_LABELS, CtVolume
 
 
 def demo_xrays(size: int = 512) -> list[tuple[str, bytes]]:
@@ -15,3 +17,27 @@ def demo_xrays(size: int = 512) -> list[tuple[str, bytes]]:
         )
         for i, label in enumerate(XRAY_LABELS)
     ]
+
+
+#: The demo CT phantoms offered on the CT page: label -> (severity, seed).
+DEMO_CTS: dict[str, tuple[float, int]] = {
+    "COVID-19": (0.8, 2001),
+    "Viral pneumonia": (0.7, 2002),
+    "Normal": (0.0, 2003),
+}
+
+
+def demo_ct(label: str) -> CtVolume:
+    """A demo CT phantom of ``label`` as a volume, as if read from its DICOM series."""
+    from core.demo.ct_phantom import generate_ct
+
+    severity, seed = DEMO_CTS[label]
+    ct = generate_ct(label, severity, seed)
+    return CtVolume(
+        hu=ct.hu.astype(np.float32),
+        spacing_mm=tuple(float(v) for v in ct.spacing_mm),
+        series_uid=f"demo-{label.lower().replace(' ', '-')}",
+        description=f"Demo CT phantom ({label}, synthetic)",
+        window=(-600.0, 1500.0),
+        n_files=0,
+    )

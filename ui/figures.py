@@ -15,16 +15,28 @@ def image_figure(
     colorscale: str | None = None,
     colorbar_title: str = "",
     height: int = 560,
+    pixel_mm: tuple[float, float] = (1.0, 1.0),
 ) -> go.Figure:
     """A zoomable, pannable image (RGB uint8 (H, W, 3)); with ``colorscale``, a colour bar 0-1.
 
     The image travels as one PNG (not a heatmap of numbers), so a 2048 px radiograph stays
-    light in the browser. Axes are in original pixels; aspect ratio is kept.
+    light in the browser. Axes are in original pixels times ``pixel_mm`` (row height, column
+    width): with a CT slice's spacing, the slice keeps its physical aspect ratio.
     """
     h, w = rgb.shape[:2]
+    row_mm, col_mm = pixel_mm
     shown = downsample_for_display(rgb)
     uri = "data:image/png;base64," + base64.b64encode(png_bytes(shown)).decode("ascii")
-    fig = go.Figure(go.Image(source=uri, x0=0, y0=0, dx=w / shown.shape[1], dy=h / shown.shape[0], hoverinfo="skip"))
+    fig = go.Figure(
+        go.Image(
+            source=uri,
+            x0=0,
+            y0=0,
+            dx=col_mm * w / shown.shape[1],
+            dy=row_mm * h / shown.shape[0],
+            hoverinfo="skip",
+        )
+    )
     if colorscale:
         fig.add_trace(
             go.Scatter(
@@ -48,8 +60,8 @@ def image_figure(
                 ),
             )
         )
-    fig.update_xaxes(visible=False, range=[0, w])
-    fig.update_yaxes(visible=False, range=[h, 0], scaleanchor="x")
+    fig.update_xaxes(visible=False, range=[0, w * col_mm])
+    fig.update_yaxes(visible=False, range=[h * row_mm, 0], scaleanchor="x")
     fig.update_layout(height=height, margin=dict(l=0, r=0, t=0, b=0), dragmode="pan")
     return fig
 

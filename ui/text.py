@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from core.library.records import PatientSummary, Study
+from core.models.manifest import InputSpec
 from core.types import XrayImage
 
 DISCLAIMER = (
@@ -52,3 +53,11 @@ def describe_study_time(study: Study) -> str:
         return "Date unknown"
     text = " · ".join(parts)
     return text[0].upper() + text[1:]
+
+
+def describe_input_grid(spec: InputSpec) -> str:
+    """A model input's grid in words: "224 x 224 px", or "32 x 96 x 96 voxels" for a volume model."""
+    depth = getattr(spec, "depth", None)
+    if depth:
+        return f"{depth} x {spec.size} x {spec.size} voxels (z, y, x)"
+    return f"{spec.size} x {spec.size} px"

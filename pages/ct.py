@@ -1,0 +1,239 @@
+"""CT volume: upload a CT series, read it in three planes with window presets, see COVID3D's
+prediction with its 3D Grad-CAM on every slice (and the map's maximum-intensity projection),
+and the slice model's probability for each axial slice."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.ct.views import (
+    PLANES,
+    WINDOW_PRESETS,
+    map_projection,
+    mean_projection,
+    n_slices,
+    pixel_size_mm,
+    signed_overlay,
+    take_slice,
+)
+from core.errors import DashboardError
+from core.explain.overlay import render_overlay
+from ui import resources
+from ui.demo_images import DEMO_CTS, demo_ct
+from ui.figures import IMAGE_CONFIG, image_figure
+from ui.navigation import use_app_navigation
+from ui.session import memo
+from ui.text import DISCLAIMER
+
+CAM_OFF = "Off"
+CAM_UNSIGNED = "Grad-CAM (where COVID3D looked)"
+CAM_SIGNED = "Signed Grad-CAM (red H > 0, blue H < 0)"
+FILE_WINDOW = "The file's own window"
+NONE = "(none)"
+
+use_app_navigation()
+st.title("CT volume")
+st.caption(DISCLAIMER)
+
+try:
+    registry = resources.registry()
+    volume_ids = registry.ids("ct-volume")
+    slice_ids = registry.ids("ct-slice")
+except DashboardError as e:
+    st.error(str(e))
+    st.stop()
+
+with st.sidebar:
+    st.header("Models")
+    covid3d_id = st.selectbox("COVID3D (whole volume)", (*volume_ids, NONE), key="ct_model")
+    slice_id = st.selectbox("Slice model (per axial slice)", (*slice_ids, NONE), key="ct_slice_model")
+    st.header("Overlay")
+    cam_mode = st.radio("COVID3D map", (CAM_UNSIGNED, CAM_SIGNED, CAM_OFF), key="ct_cam", disabled=covid3d_id == NONE)
+    opacity = st.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key="ct_opacity")
+
+how = st.radio("Upload", ("Files or a zip", "A folder"), horizontal=True, key="ct_upload_mode")
+uploads = st.file_uploader(
+    "A CT series: its DICOM slices, a zip of them, a NIfTI volume (.nii, .nii.gz) or 16-bit TIFF slices",
+    accept_multiple_files=True if how == "Files or a zip" else "directory",
+    key="ct_upload" if how == "Files or a zip" else "ct_upload_folder",
+)
+demo_cols = st.columns(len(DEMO_CTS))
+for col, label in zip(demo_cols, DEMO_CTS, strict=True):
+    if col.button(f"Demo CT: {label}", key=f"ct_demo_{label}"):
+        st.session_state["ct_demo"] = label
+files = [(f.name, f.getvalue()) for f in uploads or []]
+demo_label = st.session_state.get("ct_demo") if not files else None
+if not files and demo_label is None:
+    st.info("Upload a CT series, or load a demo CT phantom, to view it and see the models' predictions.")
+    st.stop()
+
+
+def _read(files: list[tuple[str, bytes]], series_uid: str | None):
+    from core.io.ct_input import read_ct_upload
+
+    return read_ct_upload(files, series_uid)
+
+
+try:
+    if files:
+        h = hashlib.sha256()
+        for name, data in sorted(files):
+            h.update(name.encode("utf-8", "replace") + b"\0" + hashlib.sha256(data).digest())
+        key = h.hexdigest()
+        from core.io.ct_input import list_ct_upload_series
+
+        series = memo(("ct-series", key), list_ct_upload_series, files)
+        uid = None
+        if len(series) > 1:
+            by_label = {
+                f"{s.description or 'Series'} · {s.n_slices} slices · …{s.series_uid[-8:]}": s.series_uid
+                for s in series
+            }
+            chosen = st.selectbox("These files hold several series: choose one", list(by_label), key="ct_series")
+            uid = by_label[chosen]
+        volume = memo(("ct-volume", key, uid), _read, files, uid)
+    else:
+        key = f"demo-{demo_label}"
+        volume = memo(("ct-volume", key), demo_ct, demo_label)
+except DashboardError as e:
+    st.error(str(e))
+    st.stop()
+
+for warning in volume.warnings:
+    st.warning(warning)
+z, y, x = volume.hu.shape
+dz, dy, dx = volume.spacing_mm
+st.caption(
+    f"{volume.description or 'CT series'}: {z} x {y} x {x} voxels (z, y, x) at {dz:.2f} x {dy:.2f} x {dx:.2f} mm"
+    + (f", from {volume.n_files} files" if volume.n_files else "")
+)
+
+covid3d = resources.model(covid3d_id) if covid3d_id != NONE else None
+slice_model = resources.model(slice_id) if slice_id != NONE else None
+want_cam = covid3d is not None and cam_mode != CAM_OFF
+signed = cam_mode == CAM_SIGNED
+if covid3d is None and slice_model is None:
+    st.info("No CT model chosen: the viewer only.")
+    analysis = None
+else:
+    from core.ct.analysis import analyse_ct
+
+    with st.spinner("COVID3D, its 3D Grad-CAM and the slice model..."):
+        try:
+            analysis = memo(
+                (
+                    "ct-analysis",
+                    key,
+                    covid3d.card.version if covid3d else None,
+                    slice_model.card.version if slice_model else None,
+                    want_cam,
+                    signed,
+                ),
+                analyse_ct,
+                volume,
+                covid3d,
+                slice_model,
+                cam=want_cam,
+                signed=signed,
+            )
+        except DashboardError as e:
+            st.error(str(e))
+            st.stop()
+
+if analysis is not None:
+    m1, m2, m3 = st.columns(3)
+    if analysis.covid3d_id:
+        decision = "COVID+" if analysis.probability >= analysis.threshold else "COVID-"
+        m1.metric(
+            f"COVID3D ({analysis.covid3d_id})",
+            decision,
+            help=f"P(COVID+) {analysis.probability:.1%} against the threshold {analysis.threshold:.0%}.",
+        )
+        m2.metric(
+            "P(COVID+) · score s",
+            f"{analysis.probability:.1%} · {analysis.score:+.2f}",
+            help="s is COVID3D's logit: higher means more COVID-like (seed 003's s(t)).",
+        )
+    if analysis.slice_model_id:
+        m3.metric(
+            f"Slice model ({analysis.slice_model_id})",
+            f"{analysis.patient_score:.1%}",
+            help="Patient-level score from the per-slice probabilities (see the chart below).",
+        )
+
+left, right = st.columns([3, 2])
+with left:
+    c1, c2 = st.columns(2)
+    plane = c1.radio("Plane", PLANES, horizontal=True, key="ct_plane")
+    presets = dict(WINDOW_PRESETS)
+    if volume.window:
+        presets[FILE_WINDOW] = volume.window
+    preset = c2.selectbox("Window", list(presets), key="ct_window")
+    count = n_slices(volume.hu.shape, plane)
+    index = st.slider(f"{plane} slice", 1, count, (count + 1) // 2, key=f"ct_slice_{plane}") - 1
+    center, width = presets[preset]
+    from core.ct.preprocess import LUNG_WINDOW, window_hu
+
+    gray = window_hu(take_slice(volume.hu, plane, index), center, width)
+    cam = analysis.cam if analysis is not None else None
+    if cam is None:
+        rgb = render_overlay(gray, None)
+    elif signed:
+        rgb = signed_overlay(gray, take_slice(cam, plane, index), opacity)
+    else:
+        rgb = render_overlay(gray, take_slice(cam, plane, index), "Jet", opacity)
+    fig = image_figure(
+        rgb,
+        None if cam is None or signed else "Jet",
+        "Grad-CAM",
+        height=520,
+        pixel_mm=pixel_size_mm(volume.spacing_mm, plane),
+    )
+    st.plotly_chart(fig, config=IMAGE_CONFIG, key="ct_viewer")
+    st.caption(
+        f"{plane} slice {index + 1} of {count}, {preset.lower()}; physical aspect kept. "
+        + ("Red: evidence for COVID+ (H > 0); blue: against (H < 0). " if cam is not None and signed else "")
+        + "Scroll to zoom, drag to pan."
+    )
+
+with right:
+    if cam is not None:
+        backdrop = mean_projection(window_hu(volume.hu, *LUNG_WINDOW), plane)
+        projection = map_projection(cam, plane, signed)
+        if signed:
+            mip = signed_overlay(backdrop, projection, opacity)
+        else:
+            mip = render_overlay(backdrop, projection, "Jet", opacity)
+        st.markdown(f"**Maximum-intensity projection of the map** ({plane.lower()})")
+        st.plotly_chart(
+            image_figure(mip, None, "", height=300, pixel_mm=pixel_size_mm(volume.spacing_mm, plane)),
+            config=IMAGE_CONFIG,
+            key="ct_mip",
+        )
+    if analysis is not None and analysis.slice_model_id:
+        probs = analysis.slice_probabilities
+        chart = go.Figure(
+            go.Scatter(
+                x=np.arange(1, len(probs) + 1),
+                y=probs,
+                mode="lines+markers",
+                marker=dict(size=4),
+                hovertemplate="slice %{x}: %{y:.1%}<extra></extra>",
+            )
+        )
+        chart.add_hline(y=0.5, line_dash="dot", annotation_text="0.5", annotation_position="top left")
+        if plane == "Axial":
+            chart.add_vline(x=index + 1, line_color="red", annotation_text="shown", annotation_position="top")
+        chart.update_layout(
+            height=260,
+            margin=dict(l=10, r=10, t=30, b=40),
+            title=f"P(COVID-19) per axial slice ({analysis.slice_model_id})",
+            xaxis_title="axial slice (1 = most inferior)",
+            yaxis_title="P(COVID-19)",
+            yaxis_range=[0, 1],
+        )
+        st.plotly_chart(chart, key="ct_slice_chart")
