@@ -53,3 +53,30 @@ def classification_report(
         "confusion_matrix": {"labels": list(labels), "rows_true_columns_predicted": cm.tolist()},
         "per_class": per_class,
     }
+
+
+def kfold_table(folds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Seed 002's k-fold tables as rows: for each fold and part (``train``, ``validation``),
+    accuracy, each class's precision / recall (sensitivity) / specificity, and ROC AUC; then
+    a ``mean`` row per part. ``folds`` are the training record's entries, each with ``fold``
+    and a :func:`classification_report` per part."""
+    rows: list[dict[str, Any]] = []
+    for part in ("train", "validation"):
+        part_rows = []
+        for fold in folds:
+            report = fold.get(part)
+            if not report:
+                continue
+            row: dict[str, Any] = {"fold": str(fold["fold"]), "part": part, "accuracy": report["accuracy"]}
+            for name, stats in report["per_class"].items():
+                for key in ("precision", "recall", "specificity"):
+                    row[f"{name} {key}"] = stats[key]
+            row["ROC AUC"] = report.get("roc_auc_ovr", float("nan"))
+            part_rows.append(row)
+        if part_rows:
+            mean = {"fold": "mean", "part": part}
+            for key in part_rows[0]:
+                if key not in mean:
+                    mean[key] = float(np.nanmean([r[key] for r in part_rows]))
+            rows.extend([*part_rows, mean])
+    return rows

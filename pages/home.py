@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from core.errors import DashboardError
 from ui import resources
+from ui.figures import learning_curves_figure
 from ui.library import library
 from ui.navigation import use_app_navigation
 from ui.text import DISCLAIMER, describe_input_grid
@@ -86,7 +86,8 @@ for card in cards:
         if cm:
             left, right = st.columns(2)
             labels = cm["labels"]
-            left.markdown(f"Held-out confusion matrix ({held['n']} images; rows true, columns predicted)")
+            unit = held.get("unit") or card.training.get("data", {}).get("unit", "image")
+            left.markdown(f"Held-out confusion matrix ({held['n']} {unit}s; rows true, columns predicted)")
             left.dataframe(pd.DataFrame(cm["rows_true_columns_predicted"], index=labels, columns=labels))
             per_class = pd.DataFrame(held["per_class"]).T[["precision", "recall", "specificity", "f1", "support"]]
             right.markdown("Per class")
@@ -104,20 +105,22 @@ for card in cards:
             right.caption(
                 f"Accuracy {held['accuracy']:.1%} · one-vs-rest ROC AUC {held.get('roc_auc_ovr', float('nan')):.3f}"
             )
+        per_scan = card.metrics.get("held_out_per_scan")
+        if per_scan:
+            st.caption(
+                f"Per scan ({per_scan['n']} held-out scans, the patient-level score over all slices): accuracy "
+                f"{per_scan['accuracy']:.1%} · ROC AUC {per_scan.get('roc_auc_ovr', float('nan')):.3f}"
+            )
+        folds = card.training.get("folds")
+        if folds:
+            from core.metrics import kfold_table
+
+            st.markdown(
+                f"**{len(folds)}-fold cross-validation** (patient level; the kept model is fold "
+                f"{card.training.get('kept_fold')}, {card.training.get('kept_because', '')})"
+            )
+            table = pd.DataFrame(kfold_table(folds)).set_index(["part", "fold"])
+            st.dataframe(table.style.format("{:.3f}"), key=f"folds_{card.id}")
         curves = card.training.get("learning_curves")
         if curves:
-            df = pd.DataFrame(curves)
-            fig = go.Figure()
-            for col, name in (("train_loss", "train loss"), ("dev_loss", "dev loss")):
-                fig.add_trace(go.Scatter(x=df["epoch"], y=df[col], mode="lines+markers", name=name))
-            best = card.training.get("best_epoch")
-            if best:
-                fig.add_vline(x=best, line_dash="dot", annotation_text=f"weights kept (epoch {best})")
-            fig.update_layout(
-                height=260,
-                margin=dict(l=10, r=10, t=30, b=10),
-                title="Learning curves",
-                xaxis_title="epoch",
-                yaxis_title="cross-entropy",
-            )
-            st.plotly_chart(fig, key=f"curves_{card.id}")
+            st.plotly_chart(learning_curves_figure(curves, card.training), key=f"curves_{card.id}")

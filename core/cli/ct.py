@@ -193,7 +193,16 @@ def run_train(args: argparse.Namespace) -> int:
         f"{result.card.training['kept_fold']}; held-out accuracy {held['accuracy']:.3f}, "
         f"ROC AUC {held['roc_auc_ovr']:.3f} on {held['n']} {result.card.training['data']['unit']}s"
     )
-    for fold in result.folds:
-        v = fold["validation"]
-        print(f"  fold {fold['fold']}: validation accuracy {v['accuracy']:.3f}, ROC AUC {v['roc_auc_ovr']:.3f}")
+    from core.metrics import kfold_table
+
+    positive = result.card.training["folds"][0]["validation"]["confusion_matrix"]["labels"][1]
+    print(
+        f"{'part':10s} {'fold':>4s} {'accuracy':>8s} {'sensitivity':>11s} {'specificity':>11s} {'precision':>9s} {'AUC':>6s}"
+    )
+    for row in kfold_table(result.folds):
+        print(
+            f"{row['part']:10s} {row['fold']:>4s} {row['accuracy']:8.3f} {row[f'{positive} recall']:11.3f} "
+            f"{row[f'{positive} specificity']:11.3f} {row[f'{positive} precision']:9.3f} {row['ROC AUC']:6.3f}"
+        )
+    print(f"(sensitivity, specificity and precision of {positive}; all classes are in the manifest)")
     return 0

@@ -44,7 +44,7 @@ from core.models.covid3d import COVID3D_GRADCAM_LAYER, DEMO_COVID3D
 from core.models.ct_slice import CT_SLICE_GRADCAM_LAYER, DEMO_CT_SLICE
 from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
 from core.models.registry import load_state_dict, select_device, sha256_of
-from core.training.ct_sources import CtScan, load_ct_source, read_scans
+from core.training.ct_sources import CtScan, describe_ct_source, load_ct_source, read_scans
 from core.training.xray import DEMO_INTENDED_USE, save_half
 
 logger = logging.getLogger(__name__)
@@ -432,7 +432,7 @@ def train_ct(source: str | Path, out_dir: str | Path, config: CtTrainConfig, pro
     training = {
         "data": {
             "source": str(source),
-            "note": config.data_note,
+            "note": config.data_note or describe_ct_source(scans, source, config.seed),
             "unit": "scan" if covid3d else "slice",
             "counts": counts,
             "patients": {"cross-validation": len(pool_patients), "test": len(test_patients)},

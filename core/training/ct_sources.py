@@ -119,6 +119,19 @@ def _manifest_scans(path: Path) -> list[CtScan]:
     return scans
 
 
+def describe_ct_source(scans: list[CtScan], src: str | Path, seed: int = 0) -> str:
+    """A one-line description of the training data, for the model card, when the user gave none."""
+    patients = {s.patient_id for s in scans}
+    controls = {p for p in patients if p.startswith("control-")}
+    if str(src) == "demo" or str(src).startswith("demo:"):
+        return (
+            f"Synthetic CT phantoms drawn in memory by core.demo (seed {seed}): all {len(scans) - len(controls)} CT "
+            f"scans of the {len(patients) - len(controls)} demo-cohort patients who have one, plus "
+            f"{len(controls)} normal-control phantoms"
+        )
+    return f"{len(scans)} CT scans of {len(patients)} patients from {src}"
+
+
 def load_ct_source(src: str | Path, seed: int = 0) -> list[CtScan]:
     """The CT scans of ``src`` (see the module docstring), not yet read."""
     from core.demo.cohort import DEFAULT_PATIENTS

@@ -162,3 +162,45 @@ def test_first_launch_builds_the_library_and_a_patient_timeline_opens(app_url, b
     if shots:
         page.screenshot(path=str(Path(shots) / "library-page.png"), full_page=True)
     page.close()
+
+
+def _zipped_ct_series(tmp_path: Path) -> bytes:
+    """A COVID-19 CT phantom written as one DICOM file per slice, zipped as a PACS export is."""
+    import datetime
+    import io
+    import zipfile
+
+    from core.demo.ct_phantom import generate_ct
+    from core.demo.dicom_writer import DicomPatient, DicomStudy, new_uid, write_ct_series
+
+    ct = generate_ct("COVID-19", 0.8, seed=4242)
+    patient = DicomPatient("TEST^PATIENT", "E2E-1", "19500101", "M", 70)
+    study = DicomStudy(new_uid("e2e-ct"), "E2E-ACC", datetime.date(2020, 4, 1))
+    paths = write_ct_series(tmp_path / "series", ct.hu, ct.spacing_mm, patient, study)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+        for path in paths:
+            z.write(path, f"export/{path.name}")
+    return buffer.getvalue()
+
+
+def test_upload_a_zipped_ct_series_and_read_covid3d_and_the_slice_model(app_url, browser, tmp_path) -> None:
+    page = browser.new_page()
+    page.goto(app_url, wait_until="domcontentloaded")
+    page.get_by_text("Research use only").first.wait_for(timeout=60_000)
+    page.get_by_role("link", name="CT volume").first.click()
+    page.get_by_text("Upload a CT series").first.wait_for(timeout=60_000)
+    page.locator("input[type=file]").set_input_files(
+        files=[{"name": "series.zip", "mimeType": "application/zip", "buffer": _zipped_ct_series(tmp_path)}]
+    )
+    metrics = page.locator('[data-testid="stMetric"]')
+    metrics.first.wait_for(timeout=120_000)
+    text = metrics.first.inner_text()
+    assert "COVID3D" in text and "COVID+" in text  # the demo COVID3D recognises the phantom
+    assert "48 x 128 x 128 voxels" in page.locator("body").inner_text()
+    page.get_by_text("P(COVID-19) per axial slice").first.wait_for(timeout=60_000)
+    assert page.locator(".js-plotly-plot").count() == 3  # the viewer, the MIP, the slice chart
+    shots = os.environ.get("SCREENSHOT_DIR")
+    if shots:
+        page.screenshot(path=str(Path(shots) / "ct-page.png"), full_page=True)
+    page.close()

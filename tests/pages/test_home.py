@@ -39,3 +39,27 @@ def test_navigation_reaches_the_xray_page(app_env) -> None:
     at.switch_page("pages/xray.py").run()
     assert not at.exception
     assert at.title[0].value == "X-ray triage"
+
+
+def test_a_ct_model_card_shows_its_fold_table_and_per_fold_curves(monkeypatch, tiny_weights: Path, tmp_path) -> None:
+    import shutil
+
+    from core.training.ct import CtTrainConfig, train_ct
+
+    weights = tmp_path / "weights"
+    shutil.copytree(tiny_weights, weights)
+    config = CtTrainConfig(
+        kind="covid3d", model_id="covid3d-small", folds=2, epochs=2, batch_size=4, size=32, input_depth=8, width=0.0625
+    )
+    train_ct("demo:16", weights, config, progress=False)
+    monkeypatch.setenv("DASHBOARD_WEIGHTS_DIR", str(weights))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    assert not at.exception
+    assert any("covid3d-small" in e.label for e in at.expander)
+    text = " ".join(md.value for md in at.markdown)
+    assert "2-fold cross-validation" in text and "Synthetic CT phantoms" in text
+    (table,) = [d for d in at.dataframe if "ROC AUC" in d.value.columns]
+    assert list(table.value.index.get_level_values("fold")) == ["1", "2", "mean", "1", "2", "mean"]
+    assert {"COVID+ recall", "COVID+ specificity", "COVID- precision"} <= set(table.value.columns)
+    curves = [c for c in at.get("plotly_chart") if "fold 1" in str(c.proto.spec)]
+    assert curves  # the learning curves, one line pair per fold
