@@ -95,7 +95,8 @@ try:
             }
             chosen = st.selectbox("These files hold several series: choose one", list(by_label), key="ct_series")
             uid = by_label[chosen]
-        volume = memo(("ct-volume", key, uid), _read, files, uid)
+        key = f"{key}-{uid}"  # one volume per chosen series
+        volume = memo(("ct-volume", key), _read, files, uid)
     else:
         key = f"demo-{demo_label}"
         volume = memo(("ct-volume", key), demo_ct, demo_label)

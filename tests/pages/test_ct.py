@@ -45,6 +45,21 @@ def series_files(n_slices: int = 20, description: str = "CHEST CT", seed: int = 
     return [(name, data, "application/dicom") for name, data in named]
 
 
+def slice_chart_points(app: AppTest) -> int:
+    """How many slices the per-slice probability chart plots."""
+    import base64
+    import json
+
+    for chart in app.get("plotly_chart"):
+        spec = json.loads(chart.proto.spec)
+        if "per axial slice" in json.dumps(spec["layout"].get("title", "")):
+            y = spec["data"][0]["y"]
+            if isinstance(y, dict):  # plotly's binary encoding of a numpy array
+                return len(base64.b64decode(y["bdata"])) // np.dtype(y["dtype"]).itemsize
+            return len(y)
+    raise AssertionError("no per-slice chart")
+
+
 def caption_text(app: AppTest) -> str:
     return " ".join(c.value for c in app.caption)
 
@@ -94,10 +109,13 @@ def test_two_series_in_one_upload_are_offered_as_a_choice(app: AppTest) -> None:
     choice = app.selectbox(key="ct_series")
     assert len(choice.options) == 2
     shown = caption_text(app)
+    assert slice_chart_points(app) == app.slider(key="ct_slice_Axial").max
     choice.select_index(1).run()
     assert not app.exception
     assert caption_text(app) != shown
     assert any(f"{n} x 40 x 36 voxels" in caption_text(app) for n in (16, 20))
+    # The models ran on the chosen series, not on the first one again.
+    assert slice_chart_points(app) == app.slider(key="ct_slice_Axial").max
 
 
 def _zip(members: dict[str, bytes]) -> bytes:
