@@ -34,7 +34,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         t.add_argument("--data", required=True, help="demo, demo:N, a folder with metadata.csv, or a CSV manifest")
         t.add_argument("--out", default=str(DEFAULT_WEIGHTS_DIR), help="weights folder (default: weights/)")
         t.add_argument("--id", dest="model_id", help="model id")
-        t.add_argument("--folds", type=int, default=5)
+        t.add_argument(
+            "--folds",
+            type=int,
+            default=10 if kind == "covid3d" else 5,
+            help="k of the patient-level k-fold cross-validation (default: %(default)s, as seed "
+            + ("003" if kind == "covid3d" else "002")
+            + ")",
+        )
         t.add_argument("--test-fraction", type=float, default=0.15, help="held-out test patients")
         t.add_argument("--epochs", type=int, default=6)
         t.add_argument("--lr", type=float, default=1e-3)

@@ -60,7 +60,7 @@ class CtTrainConfig:
 
     kind: str = "covid3d"
     model_id: str | None = None
-    folds: int = 5
+    folds: int | None = None  # None: seed 003's 10 for COVID3D, seed 002's 5 for the slice model
     test_fraction: float = 0.15
     epochs: int = 6
     lr: float = 1e-3
@@ -86,6 +86,8 @@ class CtTrainConfig:
         demo = DEMO_COVID3D if self.kind == "covid3d" else DEMO_CT_SLICE
         if self.size is None:
             object.__setattr__(self, "size", int(demo["size"]))
+        if self.folds is None:
+            object.__setattr__(self, "folds", 10 if self.kind == "covid3d" else 5)
         if self.input_depth is None:
             object.__setattr__(self, "input_depth", int(DEMO_COVID3D["depth"]))
         if self.resnet_depth not in (18, 50, 152):
@@ -94,7 +96,7 @@ class CtTrainConfig:
             raise InvalidInputError("k-fold cross-validation needs at least 2 folds.")
         if not 0.0 < self.test_fraction < 0.5:
             raise InvalidInputError("The held-out test fraction must be between 0 and 0.5.")
-        assert self.size is not None and self.input_depth is not None
+        assert self.size is not None and self.input_depth is not None and self.folds is not None
         if self.lr <= 0 or self.batch_size < 1 or self.epochs < 1 or self.size < 32 or self.input_depth < 8:
             raise InvalidInputError("lr, batch size and epochs must be positive; size >= 32 and depth >= 8.")
         if self.width <= 0:
