@@ -16,9 +16,10 @@ Both trainers follow the papers' protocol on a patient-level split:
 COVID3D (``train_covid3d``) learns COVID-19 against every other scan from whole volumes
 (binary cross-entropy on its one logit, Adam). The slice model (``train_ct_slice``) learns
 COVID-19 against Normal per axial slice (seed 002); where the data say which slices show
-lesions (the demo cohort's truth), only those slices of COVID-19 scans are positives, as
-seed 002 selected slices with visible infection; otherwise every slice of a scan takes the
-scan's label. Its patient-level score on the held-out patients uses the same rule the app
+lesions (the demo cohort's truth), only slices of COVID-19 scans whose lung is at least
+:data:`VISIBLE_LESION_FRACTION` lesion are positives, as seed 002 selected slices with
+visible infection, and normal scans give slices through the lungs; otherwise every slice of a
+scan takes the scan's label. Its patient-level score on the held-out patients uses the same rule the app
 applies (:func:`core.ct.analysis.patient_score`).
 """
 
@@ -52,6 +53,9 @@ logger = logging.getLogger(__name__)
 #: Names of the two classes in the metrics tables.
 COVID3D_CLASSES = ("COVID-", "COVID+")
 SLICE_CLASSES = ("Normal", "COVID-19")
+#: Where the truth is known, a COVID-19 slice is a positive when lesions cover at least this
+#: fraction of its lung: the infection is visible, as in seed 002's labelled slices.
+VISIBLE_LESION_FRACTION = 0.05
 
 
 @dataclass(frozen=True)
@@ -219,10 +223,12 @@ def _prepare_slices(
         target = SLICE_CLASSES.index(scan.label)
         if scan.patient_id in test_patients:
             whole_test_scans[scan.name] = (slices, target, scan.patient_id)
-        if target == 1 and lesions is not None:
-            candidates = np.flatnonzero(lesions)
-        else:
+        if lesions is None:
             candidates = np.arange(slices.shape[0])
+        elif target == 1:
+            candidates = np.flatnonzero(np.nan_to_num(lesions) >= VISIBLE_LESION_FRACTION)
+        else:
+            candidates = np.flatnonzero(~np.isnan(lesions))  # normal slices through the lungs
         if candidates.size == 0:
             continue
         if candidates.size > max_per_scan:

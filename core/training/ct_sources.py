@@ -34,7 +34,9 @@ from core.training.sources import canonical_label
 
 @dataclass(frozen=True)
 class CtScan:
-    """One CT scan to train on. ``load()`` returns (hu (z, y, x), slice_has_lesion (z,) or None)."""
+    """One CT scan to train on. ``load()`` returns (hu (z, y, x), lesion_fraction (z,) or None):
+    where the truth is known (the demo phantoms), the fraction of each slice's lung drawn as
+    lesion, NaN for a slice without lung."""
 
     patient_id: str
     label: str
@@ -49,7 +51,11 @@ def _demo_scans(n_patients: int, seed: int) -> list[CtScan]:
     def loader(label: str, severity: float, patient_seed: int, session: int):
         def load() -> tuple[np.ndarray, np.ndarray | None]:
             ct = generate_ct(label, severity, patient_seed, session=session)
-            return ct.hu.astype(np.float32), ct.lesion_mask.any(axis=(1, 2))
+            lung = ct.lung_mask.sum(axis=(1, 2)).astype(np.float32)
+            lesion = ct.lesion_mask.sum(axis=(1, 2)).astype(np.float32)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                fraction = np.where(lung > 0, lesion / lung, np.nan)
+            return ct.hu.astype(np.float32), fraction
 
         return load
 
