@@ -72,6 +72,17 @@ if not files and demo_label is None:
     st.stop()
 
 
+def _patient_score_help(model) -> str:
+    text = "Patient-level score: the mean P(COVID-19) of the top 10% of slices (see the chart)."
+    per_scan = model.card.metrics.get("held_out_per_scan") if model is not None else None
+    if per_scan:
+        text += (
+            f" On the model's {per_scan['n']} held-out scans it ranks COVID-19 above Normal with ROC AUC "
+            f"{per_scan['roc_auc_ovr']:.2f}; it is a ranking score, not a calibrated probability."
+        )
+    return text
+
+
 def _read(files: list[tuple[str, bytes]], series_uid: str | None):
     from core.io.ct_input import read_ct_upload
 
@@ -163,7 +174,7 @@ if analysis is not None:
         m3.metric(
             f"Slice model ({analysis.slice_model_id})",
             f"{analysis.patient_score:.1%}",
-            help="Patient-level score from the per-slice probabilities (see the chart below).",
+            help=_patient_score_help(slice_model),
         )
 
 left, right = st.columns([3, 2])

@@ -98,7 +98,8 @@ def test_the_slice_model_finds_the_slices_with_lesions(models) -> None:
         probs.extend(result.slice_probabilities[keep].tolist())
         patient.setdefault(label, []).append(result.patient_score)
     assert roc_auc_score(truth, probs) >= 0.8
-    assert min(patient["COVID-19"]) > max(patient["Normal"])
+    scan_truth = [1] * len(patient["COVID-19"]) + [0] * len(patient["Normal"])
+    assert roc_auc_score(scan_truth, patient["COVID-19"] + patient["Normal"]) >= 0.9
 
 
 @pytest.mark.skipif(not REAL_SERIES.is_dir(), reason="the shared real CT sample is not available")
