@@ -207,7 +207,7 @@ with left:
     )
     st.plotly_chart(fig, config=IMAGE_CONFIG, key="ct_viewer")
     st.caption(
-        f"{plane} slice {index + 1} of {count}, {preset.lower()}; physical aspect kept. "
+        f"{plane} slice {index + 1} of {count}, window {preset}; physical aspect kept. "
         + ("Red: evidence for COVID+ (H > 0); blue: against (H < 0). " if cam is not None and signed else "")
         + "Scroll to zoom, drag to pan."
     )
