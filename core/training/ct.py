@@ -284,7 +284,12 @@ def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, device: torch.devic
     (torch.optim.swa_utils.update_bn)."""
     from torch.optim.swa_utils import update_bn
 
-    update_bn((x[i : i + batch].to(device, torch.float32) for i in range(0, x.shape[0], batch)), model)
+    if x.shape[0] < 2:
+        return  # one sample gives no variance to average
+    # Near-equal chunks of at most ``batch``: never a last batch of one, which BatchNorm refuses
+    # in training mode when the feature maps are 1 x 1.
+    chunks = torch.tensor_split(x, -(-x.shape[0] // batch))
+    update_bn((c.to(device, torch.float32) for c in chunks), model)
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
