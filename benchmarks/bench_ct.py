@@ -20,11 +20,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import resource
-import statistics
 import sys
-import time
 import tracemalloc
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -32,19 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+from timing import median_ms  # noqa: E402
 
 SAMPLE_SERIES = ROOT.parent / "shared" / "samples" / "ct-series-lung-dx-a0002"
-
-
-def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def peak_rss_mb() -> float:

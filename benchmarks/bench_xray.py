@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import argparse
 import io
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+import timing  # noqa: E402
 import torch  # noqa: E402
+
+median_ms = partial(timing.median_ms, warmup=2)
 
 
 def dicom_2048() -> bytes:
@@ -47,17 +47,6 @@ def dicom_2048() -> bytes:
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
-
-
-def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def forward_backward(module: torch.nn.Module, x: torch.Tensor, target: int) -> None:

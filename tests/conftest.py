@@ -19,6 +19,17 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def ct_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A weights folder with a tiny untrained COVID3D and slice model (see tests/ct_helpers.py)."""
+    from tests.ct_helpers import TINY_CT_MODELS, register_tiny_ct_model
+
+    folder = tmp_path_factory.mktemp("ct-weights")
+    for model_id in TINY_CT_MODELS:
+        register_tiny_ct_model(folder, model_id)
+    return folder
+
+
 @pytest.fixture
 def chest_png() -> bytes:
     """A 256 px chest X-ray phantom (COVID-19, severity 0.8) as PNG bytes."""

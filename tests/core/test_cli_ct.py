@@ -13,19 +13,11 @@ import pytest
 
 from core.cli.main import main
 from core.demo.dicom_writer import DicomPatient, DicomStudy, new_uid, write_ct_series
-from tests.ct_helpers import TINY_CT_MODELS, phantom_volume, register_tiny_ct_model
+from tests.ct_helpers import phantom_volume
 
 PATIENT = DicomPatient("ROE^RICHARD", "MRN-42", "19480303", "M", 72)
 STUDY = DicomStudy(new_uid("cli-ct-test"), "ACC-42", datetime.date(2020, 5, 1))
 SPACING = (4.0, 0.8, 0.8)
-
-
-@pytest.fixture(scope="module")
-def ct_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("ct-weights")
-    for model_id in TINY_CT_MODELS:
-        register_tiny_ct_model(folder, model_id)
-    return folder
 
 
 @pytest.fixture(scope="module")

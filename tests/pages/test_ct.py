@@ -13,21 +13,13 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.demo.dicom_writer import DicomPatient, DicomStudy, ct_series_files, new_uid
-from tests.ct_helpers import TINY_CT_MODELS, phantom_volume, register_tiny_ct_model
+from tests.ct_helpers import phantom_volume
 from tests.helpers import ROOT
 
 PAGE = str(ROOT / "pages" / "ct.py")
 PATIENT = DicomPatient("DOE^JANE", "MRN-1", "19500101", "F", 70)
 STUDY = DicomStudy(new_uid("ct-page-test"), "ACC-1", datetime.date(2020, 4, 2))
 SPACING = (5.0, 0.9, 0.9)
-
-
-@pytest.fixture(scope="module")
-def ct_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("ct-weights")
-    for model_id in TINY_CT_MODELS:
-        register_tiny_ct_model(folder, model_id)
-    return folder
 
 
 @pytest.fixture
