@@ -1,0 +1,1 @@
+"""Similar-case search: vector indexes over L2-normalised embeddings (cosine similarity)."""
