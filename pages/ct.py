@@ -4,8 +4,6 @@ and the slice model's probability for each axial slice."""
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
@@ -26,7 +24,7 @@ from ui import resources
 from ui.demo_images import DEMO_CTS, demo_ct
 from ui.figures import IMAGE_CONFIG, image_figure
 from ui.navigation import use_app_navigation
-from ui.session import memo
+from ui.session import digest, memo
 from ui.text import DISCLAIMER
 
 CAM_OFF = "Off"
@@ -91,10 +89,9 @@ def _read(files: list[tuple[str, bytes]], series_uid: str | None):
 
 try:
     if files:
-        h = hashlib.sha256()
-        for name, data in sorted(files):
-            h.update(name.encode("utf-8", "replace") + b"\0" + hashlib.sha256(data).digest())
-        key = h.hexdigest()
+        key = digest(
+            b"".join(name.encode("utf-8", "replace") + b"\0" + digest(data).encode() for name, data in sorted(files))
+        )
         from core.io.ct_input import list_ct_upload_series
 
         series = memo(("ct-series", key), list_ct_upload_series, files)

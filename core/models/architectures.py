@@ -23,26 +23,8 @@ from torch import nn
 
 from core.models.covid3d import Covid3D
 from core.models.ct_slice import CtSliceResNet
+from core.models.parts import adapt_first_conv, make_relus_out_of_place, resnet_embed
 from core.torchvision_compat import ensure_torchvision
-
-
-def _make_relus_out_of_place(module: nn.Module) -> None:
-    for sub in module.modules():
-        if isinstance(sub, nn.ReLU):
-            sub.inplace = False
-
-
-def _adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
-    if in_channels == conv.in_channels:
-        return conv
-    return nn.Conv2d(
-        in_channels,
-        conv.out_channels,
-        kernel_size=conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
-        bias=conv.bias is not None,
-    )
 
 
 class XrayResNet18(nn.Module):
@@ -59,16 +41,13 @@ class XrayResNet18(nn.Module):
         super().__init__()
         tv = ensure_torchvision()
         net = tv.models.resnet18(weights=None)
-        net.conv1 = _adapt_first_conv(net.conv1, in_channels)
+        net.conv1 = adapt_first_conv(net.conv1, in_channels)
         net.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(512, num_classes))
         self.net = net
-        _make_relus_out_of_place(self)
+        make_relus_out_of_place(self)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        n = self.net
-        x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
-        x = n.layer4(n.layer3(n.layer2(n.layer1(x))))
-        return torch.flatten(n.avgpool(x), 1)
+        return resnet_embed(self.net, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.fc(self.embed(x))
@@ -95,12 +74,12 @@ class XrayDenseNet121(nn.Module):
         super().__init__()
         tv = ensure_torchvision()
         dense = tv.models.densenet121(weights=None)
-        dense.features.conv0 = _adapt_first_conv(dense.features.conv0, in_channels)
+        dense.features.conv0 = adapt_first_conv(dense.features.conv0, in_channels)
         self.features = dense.features
         self.relu = nn.ReLU(inplace=False)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(1024, num_classes))
-        _make_relus_out_of_place(self)
+        make_relus_out_of_place(self)
         if freeze_features:
             for p in self.features.parameters():
                 p.requires_grad_(False)

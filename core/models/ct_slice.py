@@ -17,6 +17,7 @@ from typing import Any, Final
 import torch
 from torch import nn
 
+from core.models.parts import adapt_first_conv, make_relus_out_of_place, resnet_embed
 from core.torchvision_compat import ensure_torchvision
 
 #: Output order of the slice model: seed 002's two classes.
@@ -63,27 +64,17 @@ class CtSliceResNet(nn.Module):
             raise ValueError("in_channels and num_classes must be positive")
         tv = ensure_torchvision()
         net = getattr(tv.models, f"resnet{depth}")(weights=None)
-        if in_channels != net.conv1.in_channels:
-            old = net.conv1
-            net.conv1 = nn.Conv2d(
-                in_channels, old.out_channels, old.kernel_size, stride=old.stride, padding=old.padding, bias=False
-            )
+        net.conv1 = adapt_first_conv(net.conv1, in_channels)
         features = RESNET_FEATURES[depth]
         net.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, num_classes))
-        for sub in net.modules():
-            # Captum hooks module outputs; an in-place ReLU would overwrite a hooked tensor.
-            if isinstance(sub, nn.ReLU):
-                sub.inplace = False
+        make_relus_out_of_place(net)
         self.backbone = net
         self.depth = depth
         self.embedding_dim = features
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The FC's input (N, F) for a batch of slices (N, C, S, S)."""
-        n = self.backbone
-        x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
-        x = n.layer4(n.layer3(n.layer2(n.layer1(x))))
-        return torch.flatten(n.avgpool(x), 1)
+        return resnet_embed(self.backbone, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone.fc(self.embed(x))

@@ -26,7 +26,6 @@ applies (:func:`core.ct.analysis.patient_score`).
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import logging
 import math
 from collections import Counter
@@ -46,7 +45,7 @@ from core.models.ct_slice import CT_SLICE_GRADCAM_LAYER, DEMO_CT_SLICE
 from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
 from core.models.registry import load_state_dict, select_device, sha256_of
 from core.training.ct_sources import CtScan, describe_ct_source, load_ct_source, read_scans
-from core.training.xray import DEMO_INTENDED_USE, save_half
+from core.training.xray import DEMO_INTENDED_USE, card_version, provenance, save_half
 
 logger = logging.getLogger(__name__)
 
@@ -477,13 +476,11 @@ def train_ct(source: str | Path, out_dir: str | Path, config: CtTrainConfig, pro
         "kept_because": "highest validation ROC AUC across the folds (seed 003)",
         "config": asdict(config) | {"device": str(device)},
         "learning_curves": curves,
-        "trained_on": dt.date.today().isoformat(),
-        "torch": torch.__version__,
-        "stored_as": "float16 (loaded as float32)",
+        **provenance(),
     }
     card = ModelCard(
         id=config.id,
-        version=f"{dt.date.today():%Y%m%d}-{digest[:8]}",
+        version=card_version(digest),
         architecture=config.architecture,
         architecture_kwargs=config.architecture_kwargs(),
         weights_file=weights_path.name,

@@ -212,6 +212,20 @@ def save_half(state: dict[str, torch.Tensor], path: Path) -> None:
     torch.save({k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}, path)
 
 
+def provenance() -> dict[str, str]:
+    """When and with what a model was trained, for the model card's ``training`` record."""
+    return {
+        "trained_on": dt.date.today().isoformat(),
+        "torch": torch.__version__,
+        "stored_as": "float16 (loaded as float32)",
+    }
+
+
+def card_version(digest: str) -> str:
+    """A model version: the training date and the start of the weights' sha256."""
+    return f"{dt.date.today():%Y%m%d}-{digest[:8]}"
+
+
 def train_xray(
     source: str | Path,
     out_dir: str | Path,
@@ -338,13 +352,11 @@ def train_xray(
         "epochs_run": len(history),
         "best_epoch": best_epoch,
         "learning_curves": history,
-        "trained_on": dt.date.today().isoformat(),
-        "torch": torch.__version__,
-        "stored_as": "float16 (loaded as float32)",
+        **provenance(),
     }
     card = ModelCard(
         id=config.id,
-        version=f"{dt.date.today():%Y%m%d}-{digest[:8]}",
+        version=card_version(digest),
         architecture=config.architecture,
         architecture_kwargs=config.architecture_kwargs(),
         weights_file=weights_path.name,
