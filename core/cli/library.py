@@ -11,7 +11,7 @@ from core.cli.progress import LazyBar
 from core.errors import InvalidInputError
 
 
-def _library_arg(p: argparse.ArgumentParser) -> None:
+def library_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--library",
         type=Path,
@@ -32,7 +32,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("--source", default=None, help="name that keeps this dataset's patient ids apart from others'")
     imp.add_argument("--workers", type=int, default=None, help="processes preparing images (default: CPU count)")
     imp.add_argument("--json", action="store_true", help="print the report as JSON")
-    _library_arg(imp)
+    library_arg(imp)
     imp.set_defaults(func=run_import)
 
     demo = lib.add_parser(
@@ -41,7 +41,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--patients", type=int, default=None)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--workers", type=int, default=None)
-    _library_arg(demo)
+    library_arg(demo)
     demo.set_defaults(func=run_build_demo)
 
     ls = lib.add_parser("list", help="list patients")
@@ -50,18 +50,26 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--modality", choices=("X-ray", "CT"))
     ls.add_argument("--min-studies", type=int, default=0)
     ls.add_argument("--json", action="store_true", help="one JSON object per patient")
-    _library_arg(ls)
+    library_arg(ls)
     ls.set_defaults(func=run_list)
 
     show = lib.add_parser("show", help="one patient's timeline")
     show.add_argument("pseudonym")
     show.add_argument("--json", action="store_true")
-    _library_arg(show)
+    library_arg(show)
     show.set_defaults(func=run_show)
+
+    index = lib.add_parser("index", help="compute the search embeddings of every image that lacks them (incremental)")
+    index.add_argument("--json", action="store_true", help="print the report as JSON")
+    from core.cli.search import model_arg
+
+    model_arg(index)
+    library_arg(index)
+    index.set_defaults(func=run_index)
 
     stats = lib.add_parser("stats", help="how many patients, studies and images")
     stats.add_argument("--json", action="store_true")
-    _library_arg(stats)
+    library_arg(stats)
     stats.set_defaults(func=run_stats)
 
 
@@ -72,6 +80,31 @@ def _open(args: argparse.Namespace, *, create: bool):
         return open_library(args.library, create=create)
     except LibraryError as e:
         raise InvalidInputError(f"{e} Build one with `python -m core library build-demo` or import a dataset.") from e
+
+
+def open_existing(args: argparse.Namespace):
+    return _open(args, create=False)
+
+
+def run_index(args: argparse.Namespace) -> int:
+    from core.cli.search import load_model
+    from core.search.embeddings import index_library
+
+    library = _open(args, create=False)
+    model = load_model(args)
+    with LazyBar(f"embedding ({model.id} on {model.device.type})", "image") as bar:
+        report = index_library(library, model, progress=bar)
+    if args.json:
+        print(json.dumps(report.as_dict()))
+    else:
+        print(
+            f"{report.added} images embedded, {report.already} already had {model.id} embeddings "
+            f"({report.total} in all)"
+            + (f"; {report.dropped_stale} stale embeddings of older weights removed" if report.dropped_stale else "")
+        )
+        for problem in report.problems:
+            print(f"  skipped {problem}")
+    return 0
 
 
 def run_import(args: argparse.Namespace) -> int:
@@ -166,7 +199,7 @@ def run_show(args: argparse.Namespace) -> int:
     print(f"{s.pseudonym}: {s.label or 'unlabelled'}, {s.sex or '-'}, age {s.age_years}, outcome {s.outcome or '-'}")
     for st in patient.studies:
         day = "?" if st.day is None else f"{st.day:g}"
-        print(f"  day {day:>4} {st.modality:5s} {st.view or '':9s} {st.note or ''}")
+        print(f"  day {day:>4} {st.modality:5s} {st.view or '':9s} study {st.id:<6d} {st.note or ''}")
     return 0
 
 

@@ -57,6 +57,17 @@ class ImageRecord:
 
 
 @dataclass(frozen=True)
+class ImageRef:
+    """Where an image sits: its study and patient (for search results and indexing)."""
+
+    image_id: int
+    study_id: int
+    patient_pseudonym: str
+    kind: str  # one of IMAGE_KINDS
+    modality: str  # one of MODALITIES
+
+
+@dataclass(frozen=True)
 class Study:
     id: int
     patient_pseudonym: str

@@ -41,6 +41,7 @@ from core.library.records import (
     IMAGE_KINDS,
     MODALITIES,
     ImageRecord,
+    ImageRef,
     LibraryCounts,
     NewPatient,
     NewStudy,
@@ -154,7 +155,41 @@ class CaseLibrary(abc.ABC):
     def image_path(self, image: ImageRecord) -> Path:
         """Absolute path of an image's file (or folder of slices for a CT series)."""
 
+    def image_files(self, image: ImageRecord) -> list[tuple[str, bytes]]:
+        """The stored files of an image as (name, bytes): one file, or every slice of a series."""
+        path = self.image_path(image)
+        try:
+            if path.is_dir():
+                return [(p.name, p.read_bytes()) for p in sorted(path.iterdir()) if p.is_file()]
+            return [(path.name, path.read_bytes())]
+        except OSError as e:
+            raise LibraryError(f"An image file of the case library could not be read: {e.strerror}.") from e
+
+    @abc.abstractmethod
+    def image_record(self, image_id: int) -> ImageRecord:
+        """One image's record; raises ``InvalidInputError`` if unknown."""
+
+    @abc.abstractmethod
+    def image_refs(self, kinds: Sequence[str] | None = None) -> list[ImageRef]:
+        """Every image (of these kinds) with its study and patient, by image id."""
+
     # -- derived data filled by later analyses --------------------------------------------
+    @abc.abstractmethod
+    def put_pixel_digests(self, digests: dict[int, str]) -> None:
+        """Store a keyed digest of each image's decoded pixels (see ``core.search.embeddings``)."""
+
+    @abc.abstractmethod
+    def images_with_pixel_digest(self, digest: str) -> list[int]:
+        """Ids of the images whose pixels have this digest (the same picture, in any file format)."""
+
+    @abc.abstractmethod
+    def pixel_digest_of(self, image_id: int) -> str | None:
+        """The stored pixel digest of an image, or None when it was not indexed yet."""
+
+    @abc.abstractmethod
+    def drop_embeddings(self, model_id: str, keep_version: str) -> int:
+        """Delete a model's embeddings of every version but ``keep_version``; return how many."""
+
     @abc.abstractmethod
     def put_embeddings(self, model_id: str, model_version: str, vectors: dict[int, np.ndarray]) -> None:
         """Store one vector per image id for a model version."""
@@ -201,6 +236,11 @@ CREATE TABLE IF NOT EXISTS embeddings (
     model_id TEXT NOT NULL, model_version TEXT NOT NULL, dim INTEGER NOT NULL, vector BLOB NOT NULL,
     PRIMARY KEY (image_id, model_id, model_version)
 );
+CREATE TABLE IF NOT EXISTS pixel_digests (
+    image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+    digest TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pixel_digests_digest ON pixel_digests(digest);
 CREATE TABLE IF NOT EXISTS scores (
     study_id INTEGER NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
     model_id TEXT NOT NULL, model_version TEXT NOT NULL, name TEXT NOT NULL, value REAL NOT NULL,
@@ -244,6 +284,8 @@ class SqliteLibrary(CaseLibrary):
             if not create:
                 raise LibraryError(f"There is no case library at {self.root}.")
             self._create()
+        else:
+            self._add_missing_tables()
         self._secret = bytes.fromhex(self._meta("secret"))
 
     # -- plumbing -------------------------------------------------------------------------
@@ -257,6 +299,11 @@ class SqliteLibrary(CaseLibrary):
                 con.execute("INSERT OR IGNORE INTO meta VALUES ('secret', ?)", (secrets.token_hex(32),))
         except (OSError, sqlite3.Error) as e:
             raise LibraryError(f"Could not create a case library at {self.root}: {e}.") from e
+
+    def _add_missing_tables(self) -> None:
+        """Libraries made by an older version gain the tables added since (all CREATE IF NOT EXISTS)."""
+        with self._write_lock, self._connect() as con, con:
+            con.executescript(_SCHEMA)
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -513,17 +560,52 @@ class SqliteLibrary(CaseLibrary):
     def image_path(self, image: ImageRecord) -> Path:
         return self.files_dir / image.path
 
-    def image_files(self, image: ImageRecord) -> list[tuple[str, bytes]]:
-        """The stored files of an image as (name, bytes): one file, or every slice of a series."""
-        path = self.image_path(image)
-        try:
-            if path.is_dir():
-                return [(p.name, p.read_bytes()) for p in sorted(path.iterdir()) if p.is_file()]
-            return [(path.name, path.read_bytes())]
-        except OSError as e:
-            raise LibraryError(f"An image file of the case library could not be read: {e.strerror}.") from e
+    def image_record(self, image_id: int) -> ImageRecord:
+        with self._connect() as con:
+            row = con.execute(
+                "SELECT id, study_id, kind, path, n_files, width, height, depth FROM images WHERE id = ?", (image_id,)
+            ).fetchone()
+        if row is None:
+            raise InvalidInputError(f"There is no image {image_id} in the case library.")
+        return ImageRecord(*row)
+
+    def image_refs(self, kinds: Sequence[str] | None = None) -> list[ImageRef]:
+        sql = (
+            "SELECT i.id, i.study_id, p.pseudonym, i.kind, s.modality FROM images i"
+            " JOIN studies s ON s.id = i.study_id JOIN patients p ON p.id = s.patient_id"
+        )
+        params: tuple[str, ...] = ()
+        if kinds is not None:
+            sql += f" WHERE i.kind IN ({', '.join('?' * len(kinds))})" if kinds else " WHERE 0"
+            params = tuple(kinds)
+        with self._connect() as con:
+            rows = con.execute(sql + " ORDER BY i.id", params).fetchall()
+        return [ImageRef(int(r[0]), int(r[1]), str(r[2]), str(r[3]), str(r[4])) for r in rows]
 
     # -- derived data ---------------------------------------------------------------------
+    def put_pixel_digests(self, digests: dict[int, str]) -> None:
+        with self._write_lock, self._connect() as con, con:
+            con.executemany(
+                "INSERT OR REPLACE INTO pixel_digests VALUES (?, ?)", [(int(k), str(v)) for k, v in digests.items()]
+            )
+
+    def images_with_pixel_digest(self, digest: str) -> list[int]:
+        with self._connect() as con:
+            rows = con.execute("SELECT image_id FROM pixel_digests WHERE digest = ? ORDER BY image_id", (digest,))
+            return [int(r[0]) for r in rows]
+
+    def pixel_digest_of(self, image_id: int) -> str | None:
+        with self._connect() as con:
+            row = con.execute("SELECT digest FROM pixel_digests WHERE image_id = ?", (image_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def drop_embeddings(self, model_id: str, keep_version: str) -> int:
+        with self._write_lock, self._connect() as con, con:
+            cur = con.execute(
+                "DELETE FROM embeddings WHERE model_id = ? AND model_version != ?", (model_id, keep_version)
+            )
+            return int(cur.rowcount)
+
     def put_embeddings(self, model_id: str, model_version: str, vectors: dict[int, np.ndarray]) -> None:
         rows = []
         for image_id, v in vectors.items():

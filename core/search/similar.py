@@ -1,0 +1,363 @@
+"""Similar cases: the patients whose images lie nearest a query image, with their whole series.
+
+The search runs over images (each indexed library image's embedding) and answers in patients:
+a patient's similarity is that of their best-matching image, which is reported as the match.
+Each result carries the patient's every study in time order, so a page or a report can show
+the series (seed 000, section 3.2.1: image sets of a patient over time).
+
+Who is left out:
+- the query image itself, and any library image with the same pixels (a query uploaded from a
+  library case is recognised as that case, whatever the file format);
+- the query's patient (when the query is or matches a library image), unless
+  ``include_query_patient``; then their *other* images may match.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core.errors import InvalidInputError
+from core.library.records import ImageRef, Patient, PatientFilter, Study
+from core.library.store import CaseLibrary
+from core.models.registry import LoadedModel
+from core.search.embeddings import check_embeddable, embed_xray, embedding_version, pixel_digest, read_stored_xray
+from core.search.index import VectorIndex, make_index, normalise
+from core.types import XrayImage
+
+DEFAULT_K = 5
+#: Label filter value for patients without a diagnosis.
+UNLABELLED = "Unlabelled"
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """Which patients may be returned; ``None`` means any. ``labels`` may include UNLABELLED."""
+
+    labels: tuple[str, ...] | None = None
+    outcomes: tuple[str, ...] | None = None
+    modality: str | None = None  # only patients with a study of this modality
+
+    @property
+    def active(self) -> bool:
+        return self.labels is not None or self.outcomes is not None or self.modality is not None
+
+
+class LibraryIndex:
+    """A library's embeddings for one model version in a :class:`VectorIndex`, with the owner
+    (study, patient) of every image. Build once and reuse for many queries."""
+
+    def __init__(self, library: CaseLibrary, model_id: str, model_version: str, backend: str = "exact") -> None:
+        self.model_id, self.model_version, self.backend = model_id, model_version, backend
+        owners = {r.image_id: r for r in library.image_refs()}
+        ids, matrix = library.embeddings(model_id, model_version)
+        keep = [n for n, i in enumerate(ids) if i in owners]  # an image deleted since stays out
+        self.ids: list[int] = [ids[n] for n in keep]
+        self.vectors = normalise(matrix[keep]) if keep else np.zeros((0, 1), dtype=np.float32)
+        self.row = {image_id: n for n, image_id in enumerate(self.ids)}
+        self.owner: dict[int, ImageRef] = {i: owners[i] for i in self.ids}
+        self.images_of: dict[str, list[int]] = {}
+        for image_id in self.ids:
+            self.images_of.setdefault(self.owner[image_id].patient_pseudonym, []).append(image_id)
+        self.index: VectorIndex | None = None
+        if self.ids:
+            self.index = make_index(backend, self.vectors.shape[1])
+            self.index.add(self.ids, self.vectors)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1]) if self.ids else 0
+
+    def vector(self, image_id: int) -> np.ndarray | None:
+        n = self.row.get(image_id)
+        return None if n is None else self.vectors[n]
+
+    def similarity(self, query: np.ndarray, image_ids: list[int]) -> dict[int, float]:
+        """Cosine similarity of ``query`` to each listed indexed image."""
+        rows = [self.row[i] for i in image_ids if i in self.row]
+        sims = self.vectors[rows] @ normalise(query)[0] if rows else np.zeros(0)
+        return {self.ids[r]: float(s) for r, s in zip(rows, sims, strict=True)}
+
+    def nearest_patients(
+        self,
+        query: np.ndarray,
+        n: int,
+        *,
+        exclude_images: frozenset[int] = frozenset(),
+        exclude_patients: frozenset[str] = frozenset(),
+        allowed_patients: frozenset[str] | None = None,
+    ) -> list[tuple[str, int, float]]:
+        """The ``n`` nearest patients as (pseudonym, best image id, its similarity), best first."""
+        if self.index is None or n < 1:
+            return []
+        q = normalise(query)
+        k = min(len(self), max(8 * n, 64))
+        while True:
+            sims, ids = self.index.search(q, k)
+            found: dict[str, tuple[int, float]] = {}
+            for sim, image_id in zip(sims[0], ids[0], strict=True):
+                if image_id < 0 or int(image_id) in exclude_images:
+                    continue
+                who = self.owner[int(image_id)].patient_pseudonym
+                if (
+                    who in found
+                    or who in exclude_patients
+                    or (allowed_patients is not None and who not in allowed_patients)
+                ):
+                    continue
+                found[who] = (int(image_id), float(sim))
+                if len(found) == n:
+                    break
+            if len(found) == n or k >= len(self):
+                return [(who, image_id, sim) for who, (image_id, sim) in found.items()]
+            k = min(len(self), 4 * k)
+
+
+@dataclass(frozen=True)
+class QueryInfo:
+    """What the search took as its query."""
+
+    source: str  # "upload" or "library"
+    image_id: int | None  # the library image it is (a library case, or an upload recognised by its pixels)
+    patient_pseudonym: str | None
+    same_pixels: tuple[int, ...] = ()  # every library image with the query's pixels (never returned)
+
+    @property
+    def recognised(self) -> bool:
+        return self.image_id is not None
+
+
+@dataclass(frozen=True)
+class SimilarPatient:
+    """One result: a patient, the best-matching image and the patient's whole series."""
+
+    patient: Patient
+    similarity: float
+    matched_image_id: int
+    matched_study_id: int
+    image_similarity: dict[int, float] = field(default_factory=dict)  # every indexed image of the patient
+
+    @property
+    def pseudonym(self) -> str:
+        return self.patient.pseudonym
+
+    @property
+    def matched_study(self) -> Study:
+        return next(s for s in self.patient.studies if s.id == self.matched_study_id)
+
+    def as_dict(self) -> dict[str, Any]:
+        s = self.patient.summary
+
+        def study(st: Study) -> dict[str, Any]:
+            return {
+                "study_id": st.id,
+                "day": st.day,
+                "offset_admission_days": st.offset_admission_days,
+                "offset_onset_days": st.offset_onset_days,
+                "modality": st.modality,
+                "view": st.view,
+                "label": st.label,
+                "note": st.note,
+                "matched": st.id == self.matched_study_id,
+                "images": [
+                    {"image_id": im.id, "kind": im.kind, "similarity": self.image_similarity.get(im.id)}
+                    for im in st.images
+                ],
+            }
+
+        return {
+            "patient_id": s.pseudonym,
+            "similarity": self.similarity,
+            "label": s.label,
+            "sex": s.sex,
+            "age_years": s.age_years,
+            "outcome": s.outcome,
+            "length_of_stay_days": s.length_of_stay_days,
+            "matched_image_id": self.matched_image_id,
+            "matched_study": study(self.matched_study),
+            "series": [study(st) for st in self.patient.studies],
+        }
+
+
+@dataclass(frozen=True)
+class SearchResults:
+    query: QueryInfo
+    model_id: str
+    model_version: str
+    backend: str
+    n_indexed: int
+    n_patients_searched: int
+    include_query_patient: bool
+    results: tuple[SimilarPatient, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model_id": self.model_id,
+            "model_version": self.model_version,
+            "backend": self.backend,
+            "similarity": "cosine of L2-normalised embeddings",
+            "n_images_indexed": self.n_indexed,
+            "n_patients_searched": self.n_patients_searched,
+            "query": {
+                "source": self.query.source,
+                "recognised_as_image_id": self.query.image_id,
+                "patient_id": self.query.patient_pseudonym,
+                "images_with_same_pixels": list(self.query.same_pixels),
+            },
+            "include_query_patient": self.include_query_patient,
+            "results": [r.as_dict() for r in self.results],
+        }
+
+
+def allowed_patients(library: CaseLibrary, where: SearchFilter | None) -> frozenset[str] | None:
+    """Pseudonyms that pass the filter, or None when nothing is filtered."""
+    if where is None or not where.active:
+        return None
+    summaries = library.patients(PatientFilter(outcomes=where.outcomes, modality=where.modality))
+    if where.labels is not None:
+        wanted = {None if lb == UNLABELLED else lb for lb in where.labels}
+        summaries = [p for p in summaries if p.label in wanted]
+    return frozenset(p.pseudonym for p in summaries)
+
+
+def open_index(library: CaseLibrary, model: LoadedModel, backend: str = "exact") -> LibraryIndex:
+    """The library's index for ``model``'s current weights; a plain error when it is empty."""
+    check_embeddable(model)
+    index = LibraryIndex(library, model.id, embedding_version(model), backend)
+    if not len(index):
+        raise InvalidInputError(
+            f"The case library has no {model.id} embeddings for these weights yet. "
+            "Compute them with `python -m core library index`."
+        )
+    return index
+
+
+def find_similar(
+    library: CaseLibrary,
+    model: LoadedModel,
+    *,
+    image: XrayImage | None = None,
+    case_image_id: int | None = None,
+    k: int = DEFAULT_K,
+    include_query_patient: bool = False,
+    where: SearchFilter | None = None,
+    index: LibraryIndex | None = None,
+) -> SearchResults:
+    """The ``k`` patients most similar to an uploaded ``image`` or to the library image
+    ``case_image_id`` (exactly one of the two)."""
+    if (image is None) == (case_image_id is None):
+        raise ValueError("give either an image or a library case, not both")
+    if k < 1:
+        raise InvalidInputError("Ask for at least one similar patient.")
+    index = index or open_index(library, model)
+    if index.model_id != model.id or index.model_version != embedding_version(model):
+        raise ValueError("the index belongs to another model or other weights")
+
+    secret = library.secret()
+    if case_image_id is not None:
+        ref = index.owner.get(case_image_id) or next(
+            (r for r in library.image_refs() if r.image_id == case_image_id), None
+        )
+        if ref is None:
+            raise InvalidInputError(f"There is no image {case_image_id} in the case library.")
+        vector = index.vector(case_image_id)
+        if vector is None:  # not indexed (a CT slice under an X-ray model, or added since)
+            vector = embed_xray(model, read_stored_xray(library, case_image_id))
+        digest = library.pixel_digest_of(case_image_id)
+        same = {case_image_id, *(library.images_with_pixel_digest(digest) if digest else [])}
+        query = QueryInfo("library", case_image_id, ref.patient_pseudonym, tuple(sorted(same)))
+    else:
+        assert image is not None
+        vector = embed_xray(model, image)
+        same_ids = library.images_with_pixel_digest(pixel_digest(secret, image))
+        owner = next((index.owner[i] for i in same_ids if i in index.owner), None)
+        query = QueryInfo(
+            "upload",
+            None if owner is None else owner.image_id,
+            None if owner is None else owner.patient_pseudonym,
+            tuple(same_ids),
+        )
+
+    exclude_patients: set[str] = set()
+    if not include_query_patient:
+        exclude_patients = {index.owner[i].patient_pseudonym for i in query.same_pixels if i in index.owner}
+        if query.patient_pseudonym:
+            exclude_patients.add(query.patient_pseudonym)
+    allowed = allowed_patients(library, where)
+    nearest = index.nearest_patients(
+        vector,
+        k,
+        exclude_images=frozenset(query.same_pixels),
+        exclude_patients=frozenset(exclude_patients),
+        allowed_patients=allowed,
+    )
+    results = []
+    for who, image_id, sim in nearest:
+        patient = library.patient(who)
+        results.append(
+            SimilarPatient(
+                patient=patient,
+                similarity=sim,
+                matched_image_id=image_id,
+                matched_study_id=index.owner[image_id].study_id,
+                image_similarity=index.similarity(vector, index.images_of.get(who, [])),
+            )
+        )
+    searched = set(index.images_of) - exclude_patients
+    if allowed is not None:
+        searched &= allowed
+    return SearchResults(
+        query=query,
+        model_id=model.id,
+        model_version=embedding_version(model),
+        backend=index.backend,
+        n_indexed=len(index),
+        n_patients_searched=len(searched),
+        include_query_patient=include_query_patient,
+        results=tuple(results),
+    )
+
+
+def resolve_case(library: CaseLibrary, ref: str, kinds: tuple[str, ...] = ("xray",)) -> int:
+    """The image id a case reference names: ``image:ID``, ``study:ID`` (its first image of
+    ``kinds``), ``PSEUDONYM`` (the patient's first such image in time order) or
+    ``PSEUDONYM@DAY`` (their such image of that day)."""
+    text = ref.strip()
+    kind_words = " or ".join("X-ray" if k == "xray" else "CT slice" for k in kinds)
+    if text.startswith("image:"):
+        try:
+            image_id = int(text.removeprefix("image:"))
+        except ValueError as e:
+            raise InvalidInputError(f"{ref!r} is not a case reference: image:ID takes a number.") from e
+        record = library.image_record(image_id)
+        if record.kind not in kinds:
+            raise InvalidInputError(f"Image {image_id} is a {record.kind}; the search takes a {kind_words} image.")
+        return image_id
+    if text.startswith("study:"):
+        try:
+            study_id = int(text.removeprefix("study:"))
+        except ValueError as e:
+            raise InvalidInputError(f"{ref!r} is not a case reference: study:ID takes a number.") from e
+        ids = [r.image_id for r in library.image_refs(kinds) if r.study_id == study_id]
+        if not ids:
+            raise InvalidInputError(f"Study {study_id} is not in the case library or has no {kind_words} image.")
+        return ids[0]
+    pseudonym, _, day_text = text.partition("@")
+    patient = library.patient(pseudonym)
+    studies = [s for s in patient.studies if any(im.kind in kinds for im in s.images)]
+    if day_text:
+        try:
+            day = float(day_text)
+        except ValueError as e:
+            raise InvalidInputError(f"{ref!r}: the day after @ must be a number.") from e
+        studies = [s for s in studies if s.day is not None and abs(s.day - day) < 1e-6]
+    if not studies:
+        raise InvalidInputError(
+            f"Patient {pseudonym} has no {kind_words} image" + (f" on day {day_text}." if day_text else ".")
+        )
+    return next(im.id for im in studies[0].images if im.kind in kinds)
