@@ -52,6 +52,11 @@ st.page_link(
     icon=":material/view_in_ar:",
 )
 st.page_link(
+    "pages/similar.py",
+    label="Similar cases: the patients whose X-rays look most alike, with their series over time, side by side",
+    icon=":material/compare:",
+)
+st.page_link(
     "pages/library.py",
     label="Case library: browse patients and their timelines, import datasets, add reviewed cases",
     icon=":material/folder_shared:",

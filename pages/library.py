@@ -10,9 +10,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.errors import DashboardError
-from core.library.records import OUTCOMES, Patient, PatientFilter, Study
+from core.library.records import OUTCOMES, Patient, PatientFilter
 from core.types import XRAY_LABELS
-from ui.library import library_or_stop
+from ui.library import library_or_stop, show_full_size
 from ui.navigation import use_app_navigation
 from ui.text import DISCLAIMER, describe_outcome, describe_study_time
 
@@ -107,23 +107,6 @@ def timeline_figure(patient: Patient) -> go.Figure:
     return fig
 
 
-def full_size(study: Study) -> None:
-    """The stored image at full resolution (an X-ray), or the thumbnail slice of a CT series."""
-    from core.io.images import read_xray
-
-    image = study.images[0]
-    if image.kind == "ct-series":
-        st.image(library.thumbnail(image.id) or b"", caption=f"CT series, {image.depth} slices (lung window)")
-        return
-    try:
-        name, data = library.image_files(image)[0]
-        xray = read_xray(data, "the stored image")
-    except DashboardError as e:
-        st.error(str(e))
-        return
-    st.image(xray.windowed(), caption=f"{image.width} x {image.height} px", clamp=True)
-
-
 if patients:
     st.header("Patient timeline")
     names = [p.pseudonym for p in patients]
@@ -151,7 +134,7 @@ if patients:
             if thumb:
                 left.image(thumb, width=180)
                 with left.popover("Full size"):
-                    full_size(study)
+                    show_full_size(library, study)
             right.markdown(
                 f"**{describe_study_time(study)}** · {study.modality}" + (f" {study.view}" if study.view else "")
             )

@@ -16,7 +16,7 @@ from ui import resources
 from ui.demo_images import demo_xrays
 from ui.figures import IMAGE_CONFIG, image_figure
 from ui.navigation import use_app_navigation
-from ui.session import digest, memo
+from ui.session import digest, memo, share_xrays
 from ui.text import DISCLAIMER, describe_image
 
 PREDICTED = "Predicted class"
@@ -70,6 +70,7 @@ uploads = st.file_uploader(
 if st.button("Load demo X-rays (synthetic phantoms)", key="xray_demo"):
     st.session_state["xray_demo_files"] = demo_xrays()
 files = [(f.name, f.getvalue()) for f in uploads or []] + st.session_state.get("xray_demo_files", [])
+share_xrays(files)  # the Similar cases page searches with these
 if not files:
     st.info("Upload one or more chest X-rays, or load the demo X-rays, to see predictions and where the models look.")
     st.stop()

@@ -20,6 +20,7 @@ import streamlit as st
 
 from core.demo.cohort import DEFAULT_PATIENTS
 from core.errors import DashboardError
+from core.library.records import Study
 from core.library.store import LibraryError, SqliteLibrary, default_library_path, open_library
 
 logger = logging.getLogger(__name__)
@@ -123,3 +124,23 @@ def library_or_stop() -> SqliteLibrary:
         st.error(str(e))
         st.stop()
         raise  # unreachable: st.stop() ends the script run
+
+
+def show_full_size(library: SqliteLibrary, study: Study) -> None:
+    """A study's stored image at full resolution (an X-ray), or the thumbnail slice of a CT series."""
+    from core.io.images import read_xray
+
+    if not study.images:
+        st.info("This study has no stored image.")
+        return
+    image = study.images[0]
+    if image.kind == "ct-series":
+        st.image(library.thumbnail(image.id) or b"", caption=f"CT series, {image.depth} slices (lung window)")
+        return
+    try:
+        _, data = library.image_files(image)[0]
+        xray = read_xray(data, "the stored image")
+    except DashboardError as e:
+        st.error(str(e))
+        return
+    st.image(xray.windowed(), caption=f"{image.width} x {image.height} px", clamp=True)

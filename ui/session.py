@@ -49,3 +49,16 @@ def memo(key: Hashable, compute: Callable[..., T], *args: Any, **kwargs: Any) ->
             break
         total -= store.pop(old)[1]
     return value
+
+
+_SHARED_XRAYS = "shared_xrays"
+
+
+def share_xrays(files: list[tuple[str, bytes]]) -> None:
+    """Remember the X-ray page's current images (name, bytes) for other pages of this session."""
+    st.session_state[_SHARED_XRAYS] = list(files)
+
+
+def shared_xrays() -> list[tuple[str, bytes]]:
+    """The X-ray page's current images in this session, if any (memory only)."""
+    return list(st.session_state.get(_SHARED_XRAYS, []))

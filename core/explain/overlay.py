@@ -69,3 +69,17 @@ def downsample_for_display(arr: np.ndarray, max_side: int = 1024) -> np.ndarray:
     a = arr[:hh, :ww].astype(np.float32)
     a = a.reshape(hh // factor, factor, ww // factor, factor, *arr.shape[2:]).mean(axis=(1, 3))
     return a.astype(arr.dtype) if arr.dtype != np.uint8 else a.round().astype(np.uint8)
+
+
+def resize_unit(unit: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A float (H, W) image or map in [0, 1] resized to ``shape`` (anti-aliased bilinear), so two
+    images of different sizes can be shown on one grid."""
+    import torch
+    import torch.nn.functional as F
+
+    if unit.shape == shape:
+        return unit
+    t = torch.from_numpy(np.ascontiguousarray(unit, dtype=np.float32))[None, None]
+    antialias = t.shape[-2] > shape[0] or t.shape[-1] > shape[1]
+    out = F.interpolate(t, size=shape, mode="bilinear", align_corners=False, antialias=antialias)
+    return out[0, 0].clamp_(0.0, 1.0).numpy()

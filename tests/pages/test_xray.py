@@ -108,6 +108,13 @@ def test_single_model_shows_no_average(app: AppTest, chest_png: bytes) -> None:
     assert app.metric[0].label == "Predicted (cxr-custom)"
 
 
+def test_uploads_are_shared_with_the_similar_cases_page(app: AppTest, chest_png: bytes) -> None:
+    app.run()
+    app.file_uploader(key="xray_upload").upload("chest.png", chest_png, "image/png").run()
+    assert not app.exception
+    assert app.session_state["shared_xrays"] == [("chest.png", chest_png)]
+
+
 BAD_UPLOADS = {
     "empty.png": (lambda chest: b"", "empty"),
     "report.png": (lambda chest: b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog >>\nendobj\n", "PDF"),

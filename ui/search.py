@@ -1,0 +1,63 @@
+"""The similar-case search index of the app's library, kept once per process.
+
+The library's embeddings for the reference model are computed on first use (only images that
+lack them for the current weights), behind a progress bar; one process-wide lock keeps two
+sessions from embedding the same images at once. The in-memory index is cached per library,
+model version and number of embeddings, so an import followed by indexing gives a new one.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import streamlit as st
+
+from core.library.store import SqliteLibrary
+from core.models.registry import LoadedModel
+from core.search.embeddings import EMBEDDABLE_KINDS, embedding_version, index_library
+from core.search.evaluate import RetrievalEvaluation, evaluate_retrieval
+from core.search.similar import LibraryIndex
+
+_INDEXING = threading.Lock()
+
+
+def missing_embeddings(library: SqliteLibrary, model: LoadedModel) -> int:
+    """How many library images the model could embed have no embedding for its current weights."""
+    ids, _ = library.embeddings(model.id, embedding_version(model))
+    return len(library.image_refs(EMBEDDABLE_KINDS[model.card.input_kind])) - len(ids)
+
+
+def index_missing(library: SqliteLibrary, model: LoadedModel) -> list[str]:
+    """Embed what is missing, with a progress bar; return the lines about unreadable images."""
+    with _INDEXING:
+        bar = st.progress(0.0, text=f"Computing {model.id} embeddings of the case library")
+
+        def progress(done: int, total: int) -> None:
+            bar.progress(done / max(total, 1), text=f"Computing {model.id} embeddings: {done} of {total} images")
+
+        report = index_library(library, model, progress=progress)
+        bar.empty()
+    return report.problems
+
+
+@st.cache_resource(show_spinner="Loading the search index...", max_entries=4)
+def _index(root: str, model_id: str, version: str, n_vectors: int, _library: SqliteLibrary) -> LibraryIndex:
+    return LibraryIndex(_library, model_id, version)
+
+
+def library_index(library: SqliteLibrary, model: LoadedModel) -> LibraryIndex:
+    version = embedding_version(model)
+    ids, _ = library.embeddings(model.id, version)
+    return _index(str(library.root), model.id, version, len(ids), library)
+
+
+@st.cache_data(show_spinner="Evaluating the search on the library...", max_entries=8)
+def _evaluation(
+    root: str, version: str, n_vectors: int, k: int, _library: SqliteLibrary, _index: LibraryIndex
+) -> RetrievalEvaluation:
+    return evaluate_retrieval(_library, _index, k=k, max_queries=500)
+
+
+def evaluation(library: SqliteLibrary, index: LibraryIndex, k: int) -> RetrievalEvaluation:
+    """Leave-one-image-out precision@k and same-patient hit rate (at most 500 queries), cached."""
+    return _evaluation(str(library.root), index.model_version, len(index), k, library, index)
