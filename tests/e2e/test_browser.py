@@ -7,6 +7,7 @@ COVID-19 phantom through the real file chooser, and reads the predicted label of
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -161,6 +162,29 @@ def test_first_launch_builds_the_library_and_a_patient_timeline_opens(app_url, b
     shots = os.environ.get("SCREENSHOT_DIR")
     if shots:
         page.screenshot(path=str(Path(shots) / "library-page.png"), full_page=True)
+    page.close()
+
+
+def test_an_x_ray_upload_is_searched_on_the_similar_cases_page(app_url, browser, chest_png) -> None:
+    page = browser.new_page()
+    page.goto(f"{app_url}/xray", wait_until="domcontentloaded")
+    page.get_by_text("Upload one or more chest X-rays").wait_for(timeout=60_000)
+    page.locator("input[type=file]").set_input_files(
+        files=[{"name": "chest.png", "mimeType": "image/png", "buffer": chest_png}]
+    )
+    page.locator('[data-testid="stMetric"]').first.wait_for(timeout=90_000)
+    # Same session, other page: the upload is the query there, without uploading it again.
+    page.get_by_role("link", name="Similar cases").first.click()
+    page.get_by_text("most similar of").first.wait_for(timeout=120_000)
+    # The compare view and the about panel come last: once they are there, every card is.
+    page.get_by_text("Result image").first.wait_for(timeout=60_000)
+    page.get_by_text("About this search").first.wait_for(timeout=60_000)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    assert page.get_by_text("This image is not in the library.").count() == 1
+    assert page.get_by_text(re.compile(r"^\d\. P-\w+ · similarity 0\.\d{3}$")).count() == 5
+    shots = os.environ.get("SCREENSHOT_DIR")
+    if shots:
+        page.screenshot(path=str(Path(shots) / "similar-page.png"), full_page=True)
     page.close()
 
 
