@@ -12,11 +12,15 @@ from core.cli.library import library_arg, open_existing
 from core.errors import InvalidInputError
 from core.library.records import OUTCOMES
 
+_IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
+
 
 def model_arg(p: argparse.ArgumentParser) -> None:
+    from core.models.registry import DEFAULT_WEIGHTS_DIR
     from core.search.embeddings import REFERENCE_MODEL
 
     p.add_argument("--model", default=REFERENCE_MODEL, help=f"embedding model (default {REFERENCE_MODEL})")
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS_DIR), help="folder with manifest.json")
     p.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model runs (auto: CUDA if present)"
     )
@@ -37,7 +41,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also return the query patient's other studies (never the query image itself)",
     )
-    p.add_argument("--label", action="append", help="only patients with this diagnosis (repeatable)")
+    p.add_argument("--label", action="append", help="only patients with this diagnosis, or Unlabelled (repeatable)")
     p.add_argument("--outcome", action="append", choices=OUTCOMES, help="only patients with this outcome (repeatable)")
     p.add_argument("--modality", choices=("X-ray", "CT"), help="only patients with a study of this modality")
     p.add_argument("--backend", choices=BACKENDS, default="exact", help="search backend (default exact)")
@@ -48,7 +52,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     ev = sub.add_parser("evaluate-retrieval", help="precision@k by label and same-patient hit rate of the search")
     ev.add_argument("--k", type=int, default=5)
-    ev.add_argument("--max-queries", type=int, default=None, help="query with a random subset of this many images")
+    ev.add_argument(
+        "--max-queries", type=int, default=None, help="query with a random subset of this many images (at least 1)"
+    )
     ev.add_argument("--json", action="store_true")
     model_arg(ev)
     library_arg(ev)
@@ -59,7 +65,7 @@ def load_model(args: argparse.Namespace):
     from core.models.registry import ModelRegistry, select_device
     from core.search.embeddings import check_embeddable
 
-    registry = ModelRegistry(device=select_device(None if args.device == "auto" else args.device))
+    registry = ModelRegistry(args.weights, device=select_device(None if args.device == "auto" else args.device))
     model = registry.load(args.model)
     check_embeddable(model)
     return model
@@ -79,7 +85,7 @@ def _note_unindexed(library, model, index) -> None:
 
 def run_similar(args: argparse.Namespace) -> int:
     from core.io.images import MAX_BYTES, read_xray
-    from core.search.similar import SearchFilter, find_similar, open_index, resolve_case
+    from core.search.similar import UNLABELLED, SearchFilter, find_similar, open_index, resolve_case
     from core.training.sources import canonical_label
 
     if args.k < 1:
@@ -89,7 +95,9 @@ def run_similar(args: argparse.Namespace) -> int:
     index = open_index(library, model, args.backend)
     _note_unindexed(library, model, index)
     where = SearchFilter(
-        labels=tuple(canonical_label(x) for x in args.label) if args.label else None,
+        labels=tuple(UNLABELLED if x.strip().lower() == "unlabelled" else canonical_label(x) for x in args.label)
+        if args.label
+        else None,
         outcomes=tuple(args.outcome) if args.outcome else None,
         modality=args.modality,
     )
@@ -109,6 +117,8 @@ def run_similar(args: argparse.Namespace) -> int:
         )
     elif path.is_dir():
         raise InvalidInputError(f"{path} is a folder; give one X-ray file or a library case.")
+    elif "/" in args.query or "\\" in args.query or path.suffix.lower() in _IMAGE_SUFFIXES:
+        raise InvalidInputError(f"There is no file {path}.")
     else:
         image_id = resolve_case(library, args.query)
         results = find_similar(
@@ -154,6 +164,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     if args.k < 1:
         raise InvalidInputError("--k must be at least 1.")
+    if args.max_queries is not None and args.max_queries < 1:
+        raise InvalidInputError("--max-queries must be at least 1.")
     library = open_existing(args)
     model = load_model(args)
     index = open_index(library, model)

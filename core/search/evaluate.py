@@ -4,7 +4,8 @@
   page), the share whose diagnosis equals the query patient's, averaged per query label; the
   chance level is the share of that label among the other patients searched.
 - same-patient hit rate at k: with the query patient included, the share of queries whose
-  patient (having at least one other indexed image) is among the k patients returned.
+  patient (having at least one other indexed image, not a copy of the query's pixels) is
+  among the k patients returned.
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ def evaluate_retrieval(
 ) -> RetrievalEvaluation:
     """Leave-one-image-out retrieval metrics over the indexed images (a random subset of at
     most ``max_queries`` of them, drawn with ``seed``, for large libraries)."""
+    if k < 1:
+        raise ValueError("k must be at least 1")
+    if max_queries is not None and max_queries < 1:
+        raise ValueError("max_queries must be at least 1")
     labels = {p.pseudonym: p.label for p in library.patients()}
     query_ids = list(index.ids)
     if max_queries is not None and len(query_ids) > max_queries:
@@ -64,25 +69,26 @@ def evaluate_retrieval(
         query_ids = sorted(int(i) for i in rng.choice(query_ids, size=max_queries, replace=False))
     hits: dict[str, list[float]] = defaultdict(list)
     same_patient: list[bool] = []
-    searched_patients = [p for p in index.images_of if labels.get(p) is not None]
-    n_per_label: dict[str, int] = defaultdict(int)
-    for p in searched_patients:
-        n_per_label[str(labels[p])] += 1
+    n_per_label: dict[str, int] = defaultdict(int)  # searched patients per label (unlabelled ones count as misses)
+    for p in index.images_of:
+        if labels.get(p) is not None:
+            n_per_label[str(labels[p])] += 1
     for image_id in query_ids:
         who = index.owner[image_id].patient_pseudonym
         vector = index.vector(image_id)
         assert vector is not None
+        # As in the search: the query image and any copy of its pixels are never an answer.
+        digest = library.pixel_digest_of(image_id)
+        same = frozenset({image_id, *(library.images_with_pixel_digest(digest) if digest else [])})
         label = labels.get(who)
         if label is not None:
-            found = index.nearest_patients(
-                vector, k, exclude_images=frozenset({image_id}), exclude_patients=frozenset({who})
-            )
+            found = index.nearest_patients(vector, k, exclude_images=same, exclude_patients=frozenset({who}))
             if found:
                 hits[label].append(float(np.mean([labels.get(p) == label for p, _, _ in found])))
-        if len(index.images_of.get(who, [])) > 1:
-            found = index.nearest_patients(vector, k, exclude_images=frozenset({image_id}))
+        if len(set(index.images_of.get(who, [])) - same) > 0:
+            found = index.nearest_patients(vector, k, exclude_images=same)
             same_patient.append(any(p == who for p, _, _ in found))
-    others = max(len(searched_patients) - 1, 1)
+    others = max(len(index.images_of) - 1, 1)
     precision = {lb: float(np.mean(v)) for lb, v in sorted(hits.items())}
     all_hits = [h for v in hits.values() for h in v]
     return RetrievalEvaluation(

@@ -273,9 +273,11 @@ def find_similar(
         query = QueryInfo("library", case_image_id, ref.patient_pseudonym, tuple(sorted(same)))
     else:
         assert image is not None
-        vector = embed_xray(model, image)
         same_ids = library.images_with_pixel_digest(pixel_digest(secret, image))
         owner = next((index.owner[i] for i in same_ids if i in index.owner), None)
+        # A library image found again is searched as that case, whatever its file's window.
+        stored_vector = None if owner is None else index.vector(owner.image_id)
+        vector = stored_vector if stored_vector is not None else embed_xray(model, image)
         query = QueryInfo(
             "upload",
             None if owner is None else owner.image_id,
@@ -305,7 +307,9 @@ def find_similar(
                 similarity=sim,
                 matched_image_id=image_id,
                 matched_study_id=index.owner[image_id].study_id,
-                image_similarity=index.similarity(vector, index.images_of.get(who, [])),
+                image_similarity=index.similarity(
+                    vector, [i for i in index.images_of.get(who, []) if i not in query.same_pixels]
+                ),
             )
         )
     searched = set(index.images_of) - exclude_patients
