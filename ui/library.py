@@ -143,4 +143,7 @@ def show_full_size(library: SqliteLibrary, study: Study) -> None:
     except DashboardError as e:
         st.error(str(e))
         return
-    st.image(xray.windowed(), caption=f"{image.width} x {image.height} px", clamp=True)
+    # Small stored images (the demo's 256 px) are shown enlarged, large ones fit the frame.
+    st.image(
+        xray.windowed(), caption=f"{image.width} x {image.height} px", clamp=True, width=max(640, image.width or 0)
+    )

@@ -177,3 +177,19 @@ def test_compare_view_and_about_panel(app: AppTest) -> None:
     table = app.dataframe[0].value
     assert {"Precision@5", "Chance"} <= set(table.columns)
     assert ((table["Precision@5"] >= 0) & (table["Precision@5"] <= 1)).all()
+
+
+def test_a_thumbnail_opens_the_stored_image_with_its_note(app: AppTest, library_copy: Path) -> None:
+    from core.library.store import open_library
+
+    lib = open_library(library_copy)
+    search_with_case(app)
+    _, name, _ = cards(app)[0]
+    study = next(s for s in lib.patient(name).studies if s.modality == "X-ray")
+    images_before = len(app.get("imgs"))
+    app.button(key=f"open_1_{study.id}").click().run()
+    assert not app.exception, app.exception
+    assert len(app.get("imgs")) == images_before + 1  # the full-size image
+    texts = [md.value for md in app.markdown] + [t.value for t in app.get("text")]
+    assert any(t.startswith(f"**{name}**") for t in texts)
+    assert study.note is not None and study.note in " ".join(texts)
