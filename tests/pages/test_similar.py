@@ -82,15 +82,18 @@ def test_series_are_in_time_order(app: AppTest, library_copy: Path) -> None:
 def test_include_query_patient(app: AppTest, library_copy: Path) -> None:
     from core.library.store import open_library
 
-    n_patients = open_library(library_copy).counts().patients
+    lib = open_library(library_copy)
+    n_patients = lib.counts().patients
+    # A patient with another X-ray besides the query, so that it can come back when asked for.
+    query_patient = next(p.pseudonym for p in lib.patients() if p.n_xray >= 2)
     app.run()
     app.slider(key="similar_k").set_value(20).run()
-    search_with_case(app)
-    query_patient = app.selectbox(key="similar_case_patient").value
+    search_with_case(app, query_patient)
     assert query_patient not in [n for _, n, _ in cards(app)]
     assert len(cards(app)) == n_patients - 1
     app.checkbox(key="similar_include_query").check().run()
     assert query_patient in [n for _, n, _ in cards(app)]
+    assert len(cards(app)) == n_patients
 
 
 def test_filters_restrict_the_results(app: AppTest, library_copy: Path) -> None:
