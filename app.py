@@ -10,6 +10,7 @@ navigation = st.navigation(
         st.Page("pages/xray.py", title="X-ray triage", icon=":material/radiology:"),
         st.Page("pages/ct.py", title="CT volume", icon=":material/view_in_ar:"),
         st.Page("pages/similar.py", title="Similar cases", icon=":material/compare:"),
+        st.Page("pages/trajectories.py", title="Trajectories", icon=":material/timeline:"),
         st.Page("pages/library.py", title="Case library", icon=":material/folder_shared:"),
     ]
 )

@@ -57,6 +57,11 @@ st.page_link(
     icon=":material/compare:",
 )
 st.page_link(
+    "pages/trajectories.py",
+    label="Trajectories: COVID3D s(t) over a patient's follow-up scans, Grad-CAM per time point, the cohort's course",
+    icon=":material/timeline:",
+)
+st.page_link(
     "pages/library.py",
     label="Case library: browse patients and their timelines, import datasets, add reviewed cases",
     icon=":material/folder_shared:",

@@ -147,3 +147,178 @@ def side_by_side_figure(left: np.ndarray, right: np.ndarray, titles: tuple[str, 
     fig.update_yaxes(visible=False, range=[h, 0], matches="y", scaleanchor="x")
     fig.update_layout(height=height, margin=dict(l=0, r=0, t=30, b=0), dragmode="pan")
     return fig
+
+
+#: Colours of outcomes on cohort plots (colour-blind-safe Okabe-Ito hues).
+OUTCOME_COLOURS = {"discharged": "#009E73", "died": "#D55E00", "in hospital": "#0072B2", None: "#999999"}
+
+
+def trajectory_figure(
+    days: list[float],
+    values: list[float],
+    study_ids: list[int],
+    hover: list[str],
+    *,
+    y_title: str,
+    threshold: float | None,
+    threshold_label: str,
+    end_day: float | None = None,
+    end_label: str = "",
+    x_title: str = "days since admission",
+    selected: int | None = None,
+) -> go.Figure:
+    """One patient's score over time: a line through the scans (click a point to open it), the
+    decision threshold dashed, the end of the stay dotted; ``selected`` study ringed."""
+    fig = go.Figure(
+        go.Scatter(
+            x=days,
+            y=values,
+            mode="lines+markers",
+            marker=dict(size=13, color="#CC3311", line=dict(width=1, color="white")),
+            line=dict(width=2.5, color="#CC3311"),
+            customdata=study_ids,
+            hovertext=hover,
+            hovertemplate="%{hovertext}<extra></extra>",
+            name="scans",
+        )
+    )
+    if selected in study_ids:
+        i = study_ids.index(selected)
+        fig.add_trace(
+            go.Scatter(
+                x=[days[i]],
+                y=[values[i]],
+                mode="markers",
+                marker=dict(size=22, color="rgba(0,0,0,0)", line=dict(width=3, color="black")),
+                hoverinfo="skip",
+                name="shown below",
+            )
+        )
+    if threshold is not None:
+        fig.add_hline(y=threshold, line_dash="dash", line_color="#555", annotation_text=threshold_label)
+    if end_day is not None:
+        fig.add_vline(x=end_day, line_dash="dot", line_color="#555", annotation_text=end_label)
+    fig.update_layout(
+        height=340,
+        margin=dict(l=10, r=10, t=30, b=40),
+        xaxis_title=x_title,
+        yaxis_title=y_title,
+        showlegend=False,
+        font=dict(size=14),
+    )
+    return fig
+
+
+def cohort_figure(
+    lines: list[tuple[str, list[float], list[float], str | None, float | None]],
+    curve_centres: list[float],
+    curve_median: list[float],
+    curve_q25: list[float],
+    curve_q75: list[float],
+    *,
+    colour_by: str,
+    highlight: str | None,
+    y_title: str,
+    x_title: str = "days since admission",
+    threshold: float | None = None,
+) -> go.Figure:
+    """Every patient's trajectory as a thin line (coloured by outcome, or by length of stay), the
+    median course with its interquartile band, and ``highlight`` drawn on top.
+
+    ``lines``: (pseudonym, days, values, outcome, length of stay) per patient.
+    """
+    fig = go.Figure()
+    stays = [s for *_, s in lines if s is not None]
+    top = max(stays) if stays else 1.0
+    shown_outcomes: set[str | None] = set()
+    for name, days, values, outcome, stay in lines:
+        if name == highlight:
+            continue
+        if colour_by == "outcome":
+            colour = OUTCOME_COLOURS.get(outcome, OUTCOME_COLOURS[None])
+            legend = outcome or "outcome unknown"
+            show = outcome not in shown_outcomes
+            shown_outcomes.add(outcome)
+        else:
+            from plotly.colors import sample_colorscale
+
+            colour = sample_colorscale("Viridis", [min((stay or 0.0) / top, 1.0)])[0]
+            legend, show = "", False
+        fig.add_trace(
+            go.Scatter(
+                x=days,
+                y=values,
+                mode="lines+markers",
+                line=dict(width=1, color=colour),
+                marker=dict(size=4, color=colour),
+                opacity=0.45,
+                name=legend,
+                legendgroup=legend,
+                showlegend=show,
+                hovertemplate=f"{name}<br>day %{{x}}: %{{y:.2f}}<extra></extra>",
+            )
+        )
+    if colour_by != "outcome" and stays:
+        fig.add_trace(
+            go.Scatter(
+                x=[None],
+                y=[None],
+                mode="markers",
+                showlegend=False,
+                marker=dict(
+                    colorscale="Viridis",
+                    cmin=0,
+                    cmax=top,
+                    color=[0],
+                    showscale=True,
+                    colorbar=dict(title=dict(text="stay (days)", side="right"), thickness=12),
+                ),
+                hoverinfo="skip",
+            )
+        )
+    if curve_centres:
+        fig.add_trace(
+            go.Scatter(
+                x=curve_centres + curve_centres[::-1],
+                y=curve_q75 + curve_q25[::-1],
+                fill="toself",
+                fillcolor="rgba(60,60,60,0.18)",
+                line=dict(width=0),
+                hoverinfo="skip",
+                name="interquartile range",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=curve_centres,
+                y=curve_median,
+                mode="lines",
+                line=dict(width=4, color="#222"),
+                name="median",
+                hovertemplate="median, day %{x}: %{y:.2f}<extra></extra>",
+            )
+        )
+    for name, days, values, _, _ in lines:
+        if name == highlight:
+            fig.add_trace(
+                go.Scatter(
+                    x=days,
+                    y=values,
+                    mode="lines+markers",
+                    line=dict(width=4, color="#CC3311"),
+                    marker=dict(size=10, color="#CC3311"),
+                    name=name,
+                    hovertemplate=f"{name}<br>day %{{x}}: %{{y:.2f}}<extra></extra>",
+                )
+            )
+    if threshold is not None:
+        fig.add_hline(y=threshold, line_dash="dash", line_color="#555")
+    fig.update_layout(
+        height=440,
+        margin=dict(l=10, r=10, t=30, b=40),
+        xaxis_title=x_title,
+        yaxis_title=y_title,
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
+        font=dict(size=14),
+    )
+    return fig

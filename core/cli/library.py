@@ -67,6 +67,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     library_arg(index)
     index.set_defaults(func=run_index)
 
+    score = lib.add_parser("score", help="score every scan with a model for trajectories (incremental)")
+    score.add_argument("--json", action="store_true", help="print the report as JSON")
+    from core.cli import trajectory
+
+    trajectory.model_arg(score)
+    library_arg(score)
+    score.set_defaults(func=trajectory.run_score)
+
     stats = lib.add_parser("stats", help="how many patients, studies and images")
     stats.add_argument("--json", action="store_true")
     library_arg(stats)

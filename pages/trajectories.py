@@ -1,0 +1,303 @@
+"""Trajectories: COVID3D's s(t) over a patient's follow-up CTs (or an X-ray model's P(COVID-19)
+over their X-rays), the Grad-CAM of each time point scaled by s(t), curve features, and the
+whole library's course with its median."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core.ct.views import signed_overlay
+from core.errors import DashboardError
+from core.library.records import PatientFilter
+from core.trajectory.curves import (
+    cohort_curve,
+    cohort_points,
+    cohort_trajectories,
+    features_csv,
+    features_rows,
+    patient_trajectory,
+)
+from core.trajectory.explain import scaled_maps
+from core.trajectory.scores import CT_SCORE, decision_threshold, score_library, score_name, scored_refs
+from core.types import XRAY_LABELS
+from ui import resources
+from ui.figures import cohort_figure, trajectory_figure
+from ui.library import library_or_stop, show_full_size
+from ui.navigation import use_app_navigation
+from ui.session import memo
+from ui.text import DISCLAIMER, describe_outcome, describe_study_time
+
+CT_SERIES, XRAY_SERIES = "CT: COVID3D s(t)", "X-ray: P(COVID-19)"
+#: Seconds a scan takes to score on a 2-core CPU (measured on the demo library), and the longest
+#: scoring of the whole library that starts without a click.
+SECONDS_PER_SCAN = {"CT": 0.15, "X-ray": 0.04}
+AUTO_SCORE_SECONDS = 15.0
+
+use_app_navigation()
+st.title("Trajectories")
+st.caption(DISCLAIMER)
+library = library_or_stop()
+try:
+    registry = resources.registry()
+    ct_models = registry.ids("ct-volume")
+    xray_models = [c.id for c in registry.cards("xray") if "COVID-19" in c.labels]
+except DashboardError as e:
+    st.error(str(e))
+    st.stop()
+
+with st.sidebar:
+    st.header("Series")
+    kinds = [k for k, ok in ((CT_SERIES, ct_models), (XRAY_SERIES, xray_models)) if ok]
+    if not kinds:
+        st.error("No COVID3D or X-ray model is registered, so there is nothing to score.")
+        st.stop()
+    kind = st.radio("Scores", kinds, key="traj_kind")
+    options = ct_models if kind == CT_SERIES else xray_models
+    default = "covid3d" if kind == CT_SERIES else "cxr-resnet18"
+    model_id = st.selectbox(
+        "Model", options, index=options.index(default) if default in options else 0, key="traj_model"
+    )
+    st.header("Cohort view")
+    colour_by = st.radio("Colour lines by", ("outcome", "length of stay"), horizontal=True, key="traj_colour")
+    cohort_labels = st.multiselect(
+        "Diagnosis",
+        XRAY_LABELS,
+        default=["COVID-19"],
+        key="traj_cohort_labels",
+        help="Patients shown in the cohort view.",
+    )
+    bin_days = st.slider("Median over bins of (days)", 1, 5, 2, key="traj_bin")
+
+try:
+    model = resources.model(model_id)
+    score = score_name(model)
+    threshold = decision_threshold(model)
+except DashboardError as e:
+    st.error(str(e))
+    st.stop()
+modality = "CT" if score == CT_SCORE else "X-ray"
+y_title = "s(t), COVID3D score" if score == CT_SCORE else "P(COVID-19)"
+threshold_label = (
+    f"decision threshold (P = {model.card.thresholds.get('covid', 0.5):.2f})" if score == CT_SCORE else "threshold"
+)
+
+# -- one patient ----------------------------------------------------------------------------
+candidates = library.patients(PatientFilter(modality=modality))
+if not candidates:
+    st.info(f"No patient in the library has a {modality} study.")
+    st.stop()
+count = (lambda p: p.n_ct) if modality == "CT" else (lambda p: p.n_xray)
+# COVID-19 patients with the most scans first: their course is the one seed 003 describes.
+ordered = sorted(candidates, key=lambda p: (p.label != "COVID-19", -count(p), p.pseudonym))
+names = [p.pseudonym for p in ordered]
+pick = st.selectbox(
+    "Patient",
+    names,
+    key="traj_patient",
+    help=f"Patients with a {modality} study: COVID-19 patients with the most scans first.",
+)
+try:
+    with st.spinner(f"Scoring {pick}'s scans with {model.id}..."):
+        trajectory = patient_trajectory(library, pick, model)
+except DashboardError as e:
+    st.error(str(e))
+    st.stop()
+
+summary = trajectory.patient
+st.markdown(
+    f"**{summary.pseudonym}** · {summary.label or 'unlabelled'} · {describe_outcome(summary)} · "
+    f"{len(trajectory.points)} {modality} scans"
+)
+points = trajectory.points
+if not points:
+    st.info(f"{pick} has no dated {modality} scan to score.")
+    st.stop()
+
+x_title = f"days since {'admission' if trajectory.axis == 'admission' else 'symptom onset'}"
+labels = [f"day {p.day:g} · study {p.study_id}" for p in points]
+ids = [p.study_id for p in points]
+# The scan shown below: the "Scan" box's choice, or the point last clicked on the chart (read
+# from the chart's state before drawing it, so its ring follows the click at once).
+chart_state = st.session_state.get("traj_chart") or {}
+clicked = [pt.get("customdata") for pt in (chart_state.get("selection") or {}).get("points", [])]
+if clicked and clicked[0] in ids and clicked != st.session_state.get("traj_last_click"):
+    st.session_state["traj_last_click"] = clicked
+    st.session_state["traj_scan"] = labels[ids.index(clicked[0])]
+if st.session_state.get("traj_scan") not in labels:
+    st.session_state["traj_scan"] = labels[0]
+selected_id = ids[labels.index(st.session_state["traj_scan"])]
+hover = [
+    f"day {p.day:g}"
+    + (f" (day {p.onset_day:g} since onset)" if p.onset_day is not None and trajectory.axis == "admission" else "")
+    + f"<br>{y_title.split(',')[0]} = {p.value:.2f}, P(COVID+) = {p.probability:.2f}"
+    + (f"<br>{(p.note or '')[:90]}" if p.note else "")
+    for p in points
+]
+fig = trajectory_figure(
+    [p.day for p in points],
+    [p.value for p in points],
+    [p.study_id for p in points],
+    hover,
+    y_title=y_title,
+    threshold=threshold,
+    threshold_label=threshold_label,
+    end_day=summary.length_of_stay_days if trajectory.axis == "admission" else None,
+    end_label=describe_outcome(summary, short=True),
+    x_title=x_title,
+    selected=selected_id,
+)
+st.plotly_chart(fig, key="traj_chart", on_select="rerun", selection_mode="points")
+st.caption(
+    f"Each point is a scan (hover for its note; click to open it below). Dashed: the model's decision "
+    f"threshold{' (s = 0 is P = 0.5)' if score == CT_SCORE else ''}. Dotted: end of the stay."
+)
+
+f = trajectory.features
+m1, m2, m3, m4, m5 = st.columns(5)
+m1.metric("First", f"{f.first:.2f}")
+m2.metric("Peak", f"{f.peak:.2f}", help="The highest score of the series.")
+m3.metric("Day of peak", f"{f.peak_day:g}")
+m4.metric("Last", f"{f.last:.2f}")
+m5.metric("Area under s(t)" if score == CT_SCORE else "Area under P(t)", "-" if f.auc is None else f"{f.auc:.1f}")
+table = pd.DataFrame(
+    {
+        "day": [p.day for p in points],
+        "score": [p.value for p in points],
+        "P(COVID+)": [p.probability for p in points],
+        "slope to next (per day)": [*f.slopes, float("nan")],
+        "1st derivative": list(f.first_derivative) or [None] * len(points),
+        "2nd derivative": list(f.second_derivative) or [None] * len(points),
+    }
+)
+if len(table) == len(points):
+    st.dataframe(table.style.format(precision=3, na_rep="-"), hide_index=True, key="traj_points")
+st.caption(
+    "Slopes between consecutive scans; derivatives at each scan by second-order finite differences on the "
+    "uneven days (the 2nd derivative needs three scans)."
+)
+
+# -- the chosen scan, and every time point's Grad-CAM scaled by s(t) ---------------------------
+chosen = st.selectbox("Scan", labels, key="traj_scan")
+chosen_point = points[labels.index(chosen)]
+study = next(s for s in library.patient(pick).studies if s.id == chosen_point.study_id)
+with st.expander(f"{describe_study_time(study)} · {study.modality}: image and note", expanded=False):
+    show_full_size(library, study)
+    st.write(study.note or "No note.")
+
+st.subheader("Grad-CAM of each time point, scaled by its score")
+fraction = 0.5
+if score == CT_SCORE:
+    fraction = st.slider(
+        "Axial slice (fraction of the way from the first slice to the last)", 0.0, 1.0, 0.5, 0.05, key="traj_slice"
+    )
+try:
+    with st.spinner("Grad-CAM of every time point..."):
+        maps = memo(
+            ("traj-maps", str(library.root), pick, model.id, trajectory.model_version, round(fraction, 3)),
+            scaled_maps,
+            library,
+            model,
+            trajectory,
+            fraction,
+        )
+except DashboardError as e:
+    st.error(str(e))
+    maps = []
+per_row = min(max(len(maps), 1), 5)
+for start in range(0, len(maps), per_row):
+    cols = st.columns(per_row)
+    for col, item in zip(cols, maps[start : start + per_row], strict=False):
+        p = item.point
+        col.image(signed_overlay(item.gray, item.heat, 0.7), width="stretch")
+        col.caption(f"day {p.day:g} · {'s' if score == CT_SCORE else 'P'} = {p.value:.2f}")
+st.caption(
+    (
+        "COVID3D's signed Grad-CAM H times s(t) / max |s|: red H > 0, blue H < 0 (seed 003, Figure 4); "
+        if score == CT_SCORE
+        else f"{model.id}'s Grad-CAM for COVID-19 times P(t) / max P; "
+    )
+    + "a scan the model finds less COVID-like glows less."
+)
+
+# -- the cohort --------------------------------------------------------------------------------
+st.header("The cohort")
+total = len(scored_refs(library, model))
+have = len(library.scores(model.id, trajectory.model_version, score))
+missing = total - have
+estimate = SECONDS_PER_SCAN[modality] * missing
+if missing and (estimate <= AUTO_SCORE_SECONDS or st.button(f"Score the library's other {missing} {modality} scans")):
+    bar = st.progress(0.0, text=f"Scoring {missing} scans with {model.id}")
+    report = score_library(
+        library, model, progress=lambda d, t: bar.progress(d / max(t, 1), text=f"Scoring with {model.id}: {d} of {t}")
+    )
+    bar.empty()
+    missing = total - (report.already + report.added)
+if missing:
+    st.info(
+        f"{missing} of the library's {total} {modality} scans have no {model.id} score yet "
+        f"(about {max(estimate / 60, 1):.0f} min on a CPU); the cohort view shows the scored ones."
+    )
+everyone = memo(
+    ("traj-cohort", str(library.root), model.id, trajectory.model_version, have, missing),
+    cohort_trajectories,
+    library,
+    model,
+)
+wanted = tuple(cohort_labels) or None
+cohort = [t for t in everyone if wanted is None or t.patient.label in wanted]
+if not cohort:
+    st.info("No scored patient matches the diagnosis filter.")
+    st.stop()
+days, values = cohort_points(cohort)
+curve = cohort_curve(days, values, bin_days=bin_days)
+lines = [
+    (
+        t.patient.pseudonym,
+        [p.day for p in t.points],
+        [p.value for p in t.points],
+        t.patient.outcome,
+        t.patient.length_of_stay_days,
+    )
+    for t in cohort
+]
+st.plotly_chart(
+    cohort_figure(
+        lines,
+        list(curve.centres),
+        list(curve.median),
+        list(curve.q25),
+        list(curve.q75),
+        colour_by="outcome" if colour_by == "outcome" else "stay",
+        highlight=pick,
+        y_title=y_title,
+        x_title=x_title,
+        threshold=threshold,
+    ),
+    key="traj_cohort",
+)
+peak_text = (
+    "no bin has enough scans"
+    if curve.peak_day is None
+    else f"day {curve.peak_day - bin_days / 2:g}-{curve.peak_day + bin_days / 2:g}"
+)
+st.markdown(
+    f"**{len(cohort)} patients, {days.size} scans.** The median peaks at {peak_text}. "
+    f"Thick black: median per {bin_days}-day bin with at least 5 scans; grey band: interquartile range; red: {pick}."
+)
+peak_days = [t.features.peak_day for t in cohort if t.features.n >= 2 and t.features.peak_day is not None]
+if peak_days:
+    s = pd.Series(peak_days)
+    st.caption(
+        f"Day of each patient's highest score (patients with 2 or more scans, n = {s.size}): "
+        f"median {s.median():g}, interquartile range {s.quantile(0.25):g}-{s.quantile(0.75):g}."
+    )
+rows = pd.DataFrame(features_rows(cohort))
+st.dataframe(rows.style.format(precision=2, na_rep="-"), hide_index=True, height=300, key="traj_features")
+st.download_button(
+    "Download curve features (CSV)",
+    features_csv(cohort),
+    file_name=f"trajectory-features-{model.id}.csv",
+    mime="text/csv",
+    key="traj_csv",
+)

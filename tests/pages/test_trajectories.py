@@ -1,0 +1,102 @@
+"""The Trajectories page: a patient's s(t) with its features and Grad-CAM strip, the X-ray
+variant, and the cohort view with the features CSV."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.helpers import ROOT
+
+PAGE = str(ROOT / "pages" / "trajectories.py")
+
+
+@pytest.fixture(scope="module")
+def mixed_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One weights folder with a tiny COVID3D and a tiny cxr-resnet18 (both untrained)."""
+    from tests.ct_helpers import register_tiny_ct_model
+    from tests.helpers import register_tiny_model
+
+    folder = tmp_path_factory.mktemp("mixed-weights")
+    register_tiny_ct_model(folder, "covid3d-tiny")
+    register_tiny_model(folder, "cxr-resnet18")
+    return folder
+
+
+@pytest.fixture
+def app(monkeypatch: pytest.MonkeyPatch, mixed_weights: Path, library_copy: Path) -> AppTest:
+    monkeypatch.setenv("DASHBOARD_WEIGHTS_DIR", str(mixed_weights))
+    return AppTest.from_file(PAGE, default_timeout=180)
+
+
+def strip_captions(at: AppTest) -> list[str]:
+    return [c.value for c in at.caption if re.match(r"^day [0-9.]+ · [sP] = ", c.value)]
+
+
+def test_patient_s_t_with_features_strip_and_cohort(app: AppTest, library_copy: Path) -> None:
+    from core.library.store import open_library
+
+    lib = open_library(library_copy)
+    app.run()
+    assert not app.exception, app.exception
+    pick = app.selectbox(key="traj_patient").value
+    patient = lib.patient(pick)
+    ct_days = [s.day for s in patient.studies if s.modality == "CT"]
+    assert any(md.value.startswith(f"**{pick}**") and f"{len(ct_days)} CT scans" in md.value for md in app.markdown)
+    # The chart, the per-scan table (one row per CT, in time order) and one strip image per CT.
+    assert len(app.get("plotly_chart")) == 2  # the patient's s(t) and the cohort
+    table = app.dataframe[0].value
+    assert list(table["day"]) == sorted(ct_days)
+    assert len(strip_captions(app)) == len(ct_days)
+    assert [m.label for m in app.metric] == ["First", "Peak", "Day of peak", "Last", "Area under s(t)"]
+    # The cohort: every patient with a CT of the chosen diagnoses, and the features CSV.
+    app.multiselect(key="traj_cohort_labels").set_value([]).run()
+    with_ct = [p for p in lib.patients() if p.n_ct > 0]
+    assert any(md.value.startswith(f"**{len(with_ct)} patients,") for md in app.markdown)
+    assert len(app.dataframe[-1].value) == len(with_ct)
+    assert app.get("download_button")
+
+
+def test_choosing_patient_scan_and_slice(app: AppTest, library_copy: Path) -> None:
+    from core.library.store import open_library
+
+    lib = open_library(library_copy)
+    app.run()
+    names = app.selectbox(key="traj_patient").options
+    other = names[-1]
+    app.selectbox(key="traj_patient").set_value(other).run()
+    assert not app.exception, app.exception
+    assert any(md.value.startswith(f"**{other}**") for md in app.markdown)
+    scans = app.selectbox(key="traj_scan").options
+    if len(scans) > 1:
+        app.selectbox(key="traj_scan").set_value(scans[-1]).run()
+        assert not app.exception
+        study_id = int(scans[-1].rsplit(" ", 1)[1])
+        study = next(s for s in lib.patient(other).studies if s.id == study_id)
+        assert any(study.note and study.note in md.value for md in app.markdown)
+    app.slider(key="traj_slice").set_value(0.2).run()
+    assert not app.exception
+
+
+def test_x_ray_series(app: AppTest, library_copy: Path) -> None:
+    from core.library.store import open_library
+
+    lib = open_library(library_copy)
+    app.run()
+    app.radio(key="traj_kind").set_value("X-ray: P(COVID-19)").run()
+    assert not app.exception, app.exception
+    pick = app.selectbox(key="traj_patient").value
+    n_xray = sum(s.modality == "X-ray" for s in lib.patient(pick).studies)
+    assert len(strip_captions(app)) == n_xray
+    probs = app.dataframe[0].value["score"]
+    assert ((probs >= 0) & (probs <= 1)).all()
+
+
+def test_without_models_the_page_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, library_copy: Path) -> None:
+    monkeypatch.setenv("DASHBOARD_WEIGHTS_DIR", str(tmp_path / "no-weights"))
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception
+    assert any("No COVID3D or X-ray model" in e.value for e in at.error)
