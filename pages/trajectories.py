@@ -9,6 +9,8 @@ import streamlit as st
 
 from core.ct.views import signed_overlay
 from core.errors import DashboardError
+from core.io.ct_input import read_ct_upload
+from core.io.images import read_xray
 from core.library.records import PatientFilter
 from core.trajectory.curves import (
     cohort_curve,
@@ -18,17 +20,26 @@ from core.trajectory.curves import (
     features_rows,
     patient_trajectory,
 )
-from core.trajectory.explain import scaled_maps
-from core.trajectory.scores import CT_SCORE, decision_threshold, score_library, score_name, scored_refs
+from core.trajectory.explain import UploadedScan, scaled_maps, upload_trajectory
+from core.trajectory.scores import (
+    CT_SCORE,
+    decision_threshold,
+    score_library,
+    score_name,
+    score_version,
+    scored_refs,
+)
 from core.types import XRAY_LABELS
 from ui import resources
+from ui.demo_images import demo_follow_up_cts, demo_follow_up_xrays
 from ui.figures import cohort_figure, trajectory_figure
 from ui.library import library_or_stop, show_full_size
 from ui.navigation import use_app_navigation
-from ui.session import memo
+from ui.session import digest, memo, shared_xrays
 from ui.text import DISCLAIMER, describe_outcome, describe_study_time
 
 CT_SERIES, XRAY_SERIES = "CT: COVID3D s(t)", "X-ray: P(COVID-19)"
+LIBRARY_PATIENT, MY_UPLOADS = "A library patient", "My uploads (this session)"
 #: Seconds a scan takes to score on a 2-core CPU (measured on the demo library), and the longest
 #: scoring of the whole library that starts without a click.
 SECONDS_PER_SCAN = {"CT": 0.15, "X-ray": 0.04}
@@ -82,40 +93,122 @@ threshold_label = (
     f"decision threshold (P = {model.card.thresholds.get('covid', 0.5):.2f})" if score == CT_SCORE else "threshold"
 )
 
-# -- one patient ----------------------------------------------------------------------------
-candidates = library.patients(PatientFilter(modality=modality))
-if not candidates:
-    st.info(f"No patient in the library has a {modality} study.")
-    st.stop()
-count = (lambda p: p.n_ct) if modality == "CT" else (lambda p: p.n_xray)
-# COVID-19 patients with the most scans first: their course is the one seed 003 describes.
-ordered = sorted(candidates, key=lambda p: (p.label != "COVID-19", -count(p), p.pseudonym))
-names = [p.pseudonym for p in ordered]
-pick = st.selectbox(
-    "Patient",
-    names,
-    key="traj_patient",
-    help=f"Patients with a {modality} study: COVID-19 patients with the most scans first.",
-)
-try:
-    with st.spinner(f"Scoring {pick}'s scans with {model.id}..."):
-        trajectory = patient_trajectory(library, pick, model)
-except DashboardError as e:
-    st.error(str(e))
-    st.stop()
+
+def upload_scans(modality: str) -> list[UploadedScan]:
+    """The session's scans with the day each was taken: files uploaded here (and, for X-rays, the
+    X-ray triage page's images), or the demo follow-up. Everything stays in memory."""
+    if modality == "CT":
+        files = st.file_uploader(
+            "CT scans, one file per scan: a zip of the series' DICOM slices, a NIfTI file, or a multi-frame DICOM",
+            accept_multiple_files=True,
+            key="traj_upload_ct",
+        )
+    else:
+        files = st.file_uploader(
+            "Chest X-rays (PNG, JPEG, TIFF or DICOM); the X-ray triage page's images are included",
+            accept_multiple_files=True,
+            key="traj_upload_xray",
+        )
+    if st.button(f"Use the demo follow-up {modality}s (one synthetic patient, 5 scans)", key=f"traj_demo_{modality}"):
+        st.session_state[f"traj_demo_{modality}_on"] = True
+    scans: list[UploadedScan] = []
+    given: list[tuple[str, bytes]] = [(f.name, f.getvalue()) for f in files or []]
+    if modality == "X-ray":
+        given += shared_xrays()
+    for name, data in given:
+        try:
+            if modality == "CT":
+                scans.append(
+                    UploadedScan(name, 0.0, volume=memo(("ct-volume", digest(data)), read_ct_upload, [(name, data)]))
+                )
+            else:
+                scans.append(UploadedScan(name, 0.0, image=memo(("image", digest(data)), read_xray, data, name)))
+        except DashboardError as e:
+            st.error(str(e))
+    if st.session_state.get(f"traj_demo_{modality}_on"):
+        if modality == "CT":
+            scans += [UploadedScan(n, d, volume=v) for n, d, v in memo(("demo-follow-up-ct",), demo_follow_up_cts)]
+        else:
+            scans += [
+                UploadedScan(n, d, image=read_xray(b, n))
+                for n, d, b in memo(("demo-follow-up-xray",), demo_follow_up_xrays)
+            ]
+    if not scans:
+        st.info(
+            f"Upload two or more {modality} scans of one patient, or use the demo follow-up, then set the day of each."
+        )
+        return []
+    st.caption("Set the day of each scan (days since admission); the table keeps your entries.")
+    table = pd.DataFrame(
+        {"scan": [sc.name for sc in scans], "day": [sc.day if sc.day else float(i) for i, sc in enumerate(scans)]}
+    )
+    edited = st.data_editor(
+        table,
+        key=f"traj_days_{modality}_{digest('|'.join(sc.name for sc in scans).encode())[:12]}",
+        hide_index=True,
+        disabled=["scan"],
+        column_config={
+            "day": st.column_config.NumberColumn("day since admission", min_value=-30, max_value=365, step=1)
+        },
+    )
+    days = [float(d) if pd.notna(d) else float(i) for i, d in enumerate(edited["day"])]
+    return [UploadedScan(sc.name, day, sc.image, sc.volume) for sc, day in zip(scans, days, strict=True)]
+
+
+# -- one patient, or this session's uploads ------------------------------------------------------
+source = st.radio("Series of", (LIBRARY_PATIENT, MY_UPLOADS), horizontal=True, key="traj_source")
+uploaded = None
+if source == LIBRARY_PATIENT:
+    candidates = library.patients(PatientFilter(modality=modality))
+    if not candidates:
+        st.info(f"No patient in the library has a {modality} study.")
+        st.stop()
+    count = (lambda p: p.n_ct) if modality == "CT" else (lambda p: p.n_xray)
+    # COVID-19 patients with the most scans first: their course is the one seed 003 describes.
+    ordered = sorted(candidates, key=lambda p: (p.label != "COVID-19", -count(p), p.pseudonym))
+    pick = st.selectbox(
+        "Patient",
+        [p.pseudonym for p in ordered],
+        key="traj_patient",
+        help=f"Patients with a {modality} study: COVID-19 patients with the most scans first.",
+    )
+    try:
+        with st.spinner(f"Scoring {pick}'s scans with {model.id}..."):
+            trajectory = patient_trajectory(library, pick, model)
+    except DashboardError as e:
+        st.error(str(e))
+        st.stop()
+else:
+    pick = "Your uploads"
+    scans = upload_scans(modality)
+    if not scans:
+        st.stop()
+    try:
+        with st.spinner(f"Scoring {len(scans)} scans with {model.id}..."):
+            uploaded = memo(
+                ("traj-upload", model.id, score_version(model), tuple((sc.name, sc.day) for sc in scans)),
+                upload_trajectory,
+                model,
+                scans,
+            )
+    except DashboardError as e:
+        st.error(str(e))
+        st.stop()
+    trajectory = uploaded.trajectory
 
 summary = trajectory.patient
-st.markdown(
-    f"**{summary.pseudonym}** · {summary.label or 'unlabelled'} · {describe_outcome(summary)} · "
-    f"{len(trajectory.points)} {modality} scans"
-)
+if uploaded is None:
+    st.markdown(
+        f"**{summary.pseudonym}** · {summary.label or 'unlabelled'} · {describe_outcome(summary)} · "
+        f"{len(trajectory.points)} {modality} scans"
+    )
 points = trajectory.points
 if not points:
     st.info(f"{pick} has no dated {modality} scan to score.")
     st.stop()
 
 x_title = f"days since {'admission' if trajectory.axis == 'admission' else 'symptom onset'}"
-labels = [f"day {p.day:g} · study {p.study_id}" for p in points]
+labels = [f"day {p.day:g} · " + (f"study {p.study_id}" if uploaded is None else str(p.note)) for p in points]
 ids = [p.study_id for p in points]
 # The scan shown below: the "Scan" box's choice, or the point last clicked on the chart (read
 # from the chart's state before drawing it, so its ring follows the click at once).
@@ -142,7 +235,7 @@ fig = trajectory_figure(
     y_title=y_title,
     threshold=threshold,
     threshold_label=threshold_label,
-    end_day=summary.length_of_stay_days if trajectory.axis == "admission" else None,
+    end_day=summary.length_of_stay_days if trajectory.axis == "admission" and uploaded is None else None,
     end_label=describe_outcome(summary, short=True),
     x_title=x_title,
     selected=selected_id,
@@ -180,10 +273,11 @@ st.caption(
 # -- the chosen scan, and every time point's Grad-CAM scaled by s(t) ---------------------------
 chosen = st.selectbox("Scan", labels, key="traj_scan")
 chosen_point = points[labels.index(chosen)]
-study = next(s for s in library.patient(pick).studies if s.id == chosen_point.study_id)
-with st.expander(f"{describe_study_time(study)} · {study.modality}: image and note", expanded=False):
-    show_full_size(library, study)
-    st.write(study.note or "No note.")
+if uploaded is None:
+    study = next(s for s in library.patient(pick).studies if s.id == chosen_point.study_id)
+    with st.expander(f"{describe_study_time(study)} · {study.modality}: image and note", expanded=False):
+        show_full_size(library, study)
+        st.write(study.note or "No note.")
 
 st.subheader("Grad-CAM of each time point, scaled by its score")
 fraction = 0.5
@@ -193,14 +287,17 @@ if score == CT_SCORE:
     )
 try:
     with st.spinner("Grad-CAM of every time point..."):
-        maps = memo(
-            ("traj-maps", str(library.root), pick, model.id, trajectory.model_version, round(fraction, 3)),
-            scaled_maps,
-            library,
-            model,
-            trajectory,
-            fraction,
-        )
+        if uploaded is not None:
+            maps = uploaded.maps(fraction)
+        else:
+            maps = memo(
+                ("traj-maps", str(library.root), pick, model.id, trajectory.model_version, round(fraction, 3)),
+                scaled_maps,
+                library,
+                model,
+                trajectory,
+                fraction,
+            )
 except DashboardError as e:
     st.error(str(e))
     maps = []

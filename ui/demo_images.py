@@ -41,3 +41,40 @@ def demo_ct(label: str) -> CtVolume:
         window=(-600.0, 1500.0),
         n_files=0,
     )
+
+
+#: A demo follow-up: (day since admission, severity) of each scan of one COVID-19 phantom
+#: patient, shaped like seed 003's course (high at presentation, a peak near day 8, recovery).
+DEMO_FOLLOW_UP: tuple[tuple[int, float], ...] = ((0, 0.3), (4, 0.5), (8, 0.65), (12, 0.3), (16, 0.1))
+_FOLLOW_UP_SEED = 2102
+
+
+def demo_follow_up_cts() -> list[tuple[str, float, CtVolume]]:
+    """(name, day, volume) of a demo patient's follow-up CTs (one anatomy, sessions over time)."""
+    from core.demo.ct_phantom import generate_ct
+
+    out = []
+    for session, (day, severity) in enumerate(DEMO_FOLLOW_UP):
+        ct = generate_ct("COVID-19", severity, _FOLLOW_UP_SEED, session=session)
+        volume = CtVolume(
+            hu=ct.hu.astype(np.float32),
+            spacing_mm=tuple(float(v) for v in ct.spacing_mm),
+            series_uid=f"demo-follow-up-{day}",
+            description=f"Demo follow-up CT, day {day} (synthetic)",
+            window=(-600.0, 1500.0),
+            n_files=0,
+        )
+        out.append((f"demo-ct-day{day}", float(day), volume))
+    return out
+
+
+def demo_follow_up_xrays(size: int = 512) -> list[tuple[str, float, bytes]]:
+    """(name, day, PNG bytes) of the same demo patient's follow-up X-rays."""
+    return [
+        (
+            f"demo-xray-day{day}.png",
+            float(day),
+            generate_xray("COVID-19", severity, seed=_FOLLOW_UP_SEED, size=size, session=session).to_png(),
+        )
+        for session, (day, severity) in enumerate(DEMO_FOLLOW_UP)
+    ]

@@ -137,6 +137,22 @@ def resize_cam(cam: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     return out.numpy()
 
 
+def cam_slice(cam: np.ndarray, shape: tuple[int, int, int], z: int) -> np.ndarray:
+    """Axial slice ``z`` of ``resize_cam(cam, shape)`` without resampling the whole volume.
+
+    Trilinear interpolation (``align_corners=False``) is separable: resample along z on the
+    coarse grid, take the slice, then bilinear in-plane. A 300 x 512 x 512 series needs one
+    512 x 512 slice, not 300 MB. float32 (y, x).
+    """
+    if cam.ndim != 3 or len(shape) != 3 or not 0 <= z < shape[0]:
+        raise ValueError(f"cam_slice needs a (D, H, W) map and a slice of {shape}, got {cam.shape}, z = {z}")
+    t = torch.from_numpy(np.ascontiguousarray(cam, dtype=np.float32))[None, None]
+    along_z = F.interpolate(t, size=(int(shape[0]), cam.shape[1], cam.shape[2]), mode="trilinear", align_corners=False)
+    plane = along_z[:, :, z]
+    out = F.interpolate(plane, size=(int(shape[1]), int(shape[2])), mode="bilinear", align_corners=False)[0, 0]
+    return out.numpy()
+
+
 def max_intensity_projection(cam: np.ndarray, axis: int) -> np.ndarray:
     """Project a 3D map along ``axis``: on each ray, the value of largest magnitude.
 

@@ -12,16 +12,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from core.ct.preprocess import LUNG_WINDOW, prepare_volume, window_hu
+from core.errors import InvalidInputError
 from core.explain.attributions import GRAD_CAM, attribute
-from core.explain.gradcam3d import covid3d_with_cam, resize_cam
+from core.explain.gradcam3d import cam_slice, covid3d_with_cam
+from core.library.records import PatientSummary
 from core.library.store import CaseLibrary
 from core.models.registry import LoadedModel
 from core.preprocess import xray_to_input
 from core.search.embeddings import read_stored_xray
-from core.trajectory.curves import Point, Trajectory
-from core.trajectory.scores import COVID_LABEL, CT_SCORE, read_stored_ct
+from core.trajectory.curves import Point, Trajectory, curve_features
+from core.trajectory.scores import COVID_LABEL, CT_SCORE, probability, read_stored_ct, score_name, score_version
+from core.types import CtVolume, XrayImage
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ def _unscaled_ct(
     volume = read_stored_ct(library, point.image_id)
     _, grid = covid3d_with_cam(model, prepare_volume(volume, model.card.input), signed=True)
     z = int(round(min(max(fraction, 0.0), 1.0) * (volume.hu.shape[0] - 1)))
-    cam = resize_cam(grid, volume.hu.shape)[z]
+    cam = cam_slice(grid, volume.hu.shape, z)
     return window_hu(volume.hu[z], *LUNG_WINDOW), cam, z
 
 
@@ -66,3 +70,103 @@ def scaled_maps(
         heat = np.clip(cam * np.float32(point.value / top), -1.0, 1.0).astype(np.float32)
         out.append(TimepointMap(point, gray, heat, z))
     return out
+
+
+@dataclass(frozen=True)
+class UploadedScan:
+    """A scan the user uploaded, with the day it was taken (days since admission)."""
+
+    name: str
+    day: float
+    image: XrayImage | None = None  # an X-ray
+    volume: CtVolume | None = None  # or a CT volume
+
+
+@dataclass(frozen=True)
+class _Analysed:
+    value: float
+    grid: np.ndarray  # COVID3D's signed map on its grid, or an X-ray's Grad-CAM at the image's shape
+
+
+def _analyse_upload(model: LoadedModel, scan: UploadedScan) -> _Analysed:
+    if score_name(model) == CT_SCORE:
+        if scan.volume is None:
+            raise InvalidInputError(f"{scan.name} is not a CT volume; {model.id} scores CT series.")
+        value, grid = covid3d_with_cam(model, prepare_volume(scan.volume, model.card.input), signed=True)
+        return _Analysed(value, grid)
+    if scan.image is None:
+        raise InvalidInputError(f"{scan.name} is not an X-ray; {model.id} scores X-rays.")
+    x = xray_to_input(scan.image, model.card.input)
+    explanation, logits = attribute(
+        model, x, model.card.labels.index(COVID_LABEL), method=GRAD_CAM, out_hw=scan.image.shape
+    )
+    probs = torch.softmax(logits.float() / model.card.temperature, dim=0)
+    return _Analysed(float(probs[model.card.labels.index(COVID_LABEL)]), np.asarray(explanation.values, np.float32))
+
+
+@dataclass(frozen=True)
+class UploadedTrajectory:
+    trajectory: Trajectory
+    scans: tuple[UploadedScan, ...]  # in the order of trajectory.points
+    analysed: tuple[_Analysed, ...]
+
+    def maps(self, slice_fraction: float = 0.5) -> list[TimepointMap]:
+        """The strip of :func:`scaled_maps` for these in-memory scans."""
+        top = max((abs(p.value) for p in self.trajectory.points), default=1.0) or 1.0
+        out = []
+        for point, scan, done in zip(self.trajectory.points, self.scans, self.analysed, strict=True):
+            if scan.volume is not None:
+                hu = scan.volume.hu
+                z = int(round(min(max(slice_fraction, 0.0), 1.0) * (hu.shape[0] - 1)))
+                gray, cam = window_hu(hu[z], *LUNG_WINDOW), cam_slice(done.grid, hu.shape, z)
+            else:
+                assert scan.image is not None
+                gray, cam, z = scan.image.windowed(), done.grid, None
+            heat = np.clip(cam * np.float32(point.value / top), -1.0, 1.0).astype(np.float32)
+            out.append(TimepointMap(point, gray, heat, z))
+        return out
+
+
+def upload_trajectory(model: LoadedModel, scans: list[UploadedScan]) -> UploadedTrajectory:
+    """s(t) (or P(COVID-19)(t)) of scans held in memory; nothing is stored. Each scan is read
+    once: its score and its Grad-CAM come from one forward pass."""
+    ordered = sorted(scans, key=lambda s: s.day)
+    analysed = [_analyse_upload(model, s) for s in ordered]
+    points = tuple(
+        Point(
+            study_id=i,
+            image_id=i,
+            day=float(s.day),
+            onset_day=None,
+            admission_day=float(s.day),
+            value=a.value,
+            probability=probability(model, a.value),
+            note=s.name,
+        )
+        for i, (s, a) in enumerate(zip(ordered, analysed, strict=True))
+    )
+    summary = PatientSummary(
+        pseudonym="Your uploads",
+        source="upload",
+        label=None,
+        sex=None,
+        age_years=None,
+        outcome=None,
+        survival=None,
+        length_of_stay_days=None,
+        went_icu=None,
+        intubated=None,
+        n_studies=len(points),
+        n_xray=sum(s.image is not None for s in ordered),
+        n_ct=sum(s.volume is not None for s in ordered),
+    )
+    trajectory = Trajectory(
+        patient=summary,
+        model_id=model.id,
+        model_version=score_version(model),
+        score=score_name(model),
+        axis="admission",
+        points=points,
+        features=curve_features([p.day for p in points], [p.value for p in points]),
+    )
+    return UploadedTrajectory(trajectory, tuple(ordered), tuple(analysed))

@@ -284,3 +284,15 @@ def test_analyse_ct_refuses_a_model_of_the_wrong_kind(registry: ModelRegistry) -
     empty = analyse_ct(volume, None, None)
     assert empty.covid3d_id is None and empty.slice_model_id is None
     assert isinstance(covid3d, LoadedModel)
+
+
+def test_cam_slice_equals_the_slice_of_the_resampled_volume() -> None:
+    from core.explain.gradcam3d import cam_slice, resize_cam
+
+    grid = np.random.default_rng(3).standard_normal((6, 4, 4)).astype(np.float32)
+    shape = (37, 50, 61)
+    full = resize_cam(grid, shape)
+    for z in (0, 11, 36):
+        np.testing.assert_allclose(cam_slice(grid, shape, z), full[z], atol=1e-5)
+    with pytest.raises(ValueError):
+        cam_slice(grid, shape, 37)

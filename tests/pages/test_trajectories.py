@@ -100,3 +100,28 @@ def test_without_models_the_page_says_so(monkeypatch: pytest.MonkeyPatch, tmp_pa
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception
     assert any("No COVID3D or X-ray model" in e.value for e in at.error)
+
+
+def test_uploads_with_their_days(app: AppTest) -> None:
+    app.run()
+    app.radio(key="traj_source").set_value("My uploads (this session)").run()
+    assert not app.exception
+    assert any("Upload two or more CT scans" in i.value for i in app.info)
+    app.button(key="traj_demo_CT").click().run()
+    assert not app.exception, app.exception
+    from ui.demo_images import DEMO_FOLLOW_UP
+
+    days = [float(d) for d, _ in DEMO_FOLLOW_UP]
+    assert list(app.dataframe[0].value["day"]) == days  # the per-scan table, in time order
+    assert [float(re.match(r"day ([0-9.]+)", c)[1]) for c in strip_captions(app)] == days
+    # The uploads are drawn over the cohort as one more line.
+    assert any(md.value.startswith("**") and "patients," in md.value for md in app.markdown)
+
+
+def test_x_ray_uploads_include_the_triage_pages_images(app: AppTest, chest_png: bytes) -> None:
+    app.session_state["shared_xrays"] = [("from-triage.png", chest_png)]
+    app.run()
+    app.radio(key="traj_kind").set_value("X-ray: P(COVID-19)").run()
+    app.radio(key="traj_source").set_value("My uploads (this session)").run()
+    assert not app.exception, app.exception
+    assert app.selectbox(key="traj_scan").options == ["day 0 · from-triage.png"]
