@@ -87,7 +87,9 @@ for card in cards:
         data = card.training.get("data", {})
         if data:
             counts = data.get("images") or data.get("counts") or {}
-            split_text = "; ".join(f"{part}: {sum(c.values())}" for part, c in counts.items())
+            split_text = "; ".join(
+                f"{part}: {sum(c.values()) if isinstance(c, dict) else c}" for part, c in counts.items()
+            )
             unit = data.get("unit", "image")
             st.markdown(
                 f"**Trained on:** {data.get('note') or data.get('source')} ({split_text} {unit}s; {data.get('split', '')})."
@@ -115,6 +117,15 @@ for card in cards:
             right.caption(
                 f"Accuracy {held['accuracy']:.1%} · one-vs-rest ROC AUC {held.get('roc_auc_ovr', float('nan')):.3f}"
             )
+        per_finding = held.get("per_finding")
+        if per_finding:
+            st.markdown(
+                f"Held-out, per finding ({held['n_images']} images; mean ROC AUC "
+                + ("-" if held.get("mean_auc") is None else f"{held['mean_auc']:.3f}")
+                + "; sensitivity and specificity at P = 0.5)"
+            )
+            table = pd.DataFrame(per_finding).T[["n_positive", "prevalence", "auc", "sensitivity", "specificity"]]
+            st.dataframe(table.style.format(precision=3, na_rep="-"), key=f"findings_{card.id}")
         per_scan = card.metrics.get("held_out_per_scan")
         if per_scan:
             st.caption(

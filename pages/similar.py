@@ -39,7 +39,7 @@ library = library_or_stop()
 
 try:
     registry = resources.registry()
-    candidates = registry.ids("xray")
+    candidates = registry.classifier_ids("xray")
 except DashboardError as e:
     st.error(str(e))
     st.stop()

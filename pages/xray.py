@@ -28,7 +28,7 @@ st.caption(DISCLAIMER)
 
 try:
     registry = resources.registry()
-    available = registry.ids("xray")
+    available = registry.classifier_ids("xray")
 except DashboardError as e:
     st.error(str(e))
     st.stop()

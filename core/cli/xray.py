@@ -73,7 +73,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def _model_ids(args: argparse.Namespace, registry: ModelRegistry) -> list[str]:
     ids = args.model or [DEFAULT_MODEL]
     if "all" in ids:
-        return registry.ids("xray")
+        return registry.classifier_ids("xray")
     return ids
 
 

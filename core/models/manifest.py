@@ -96,6 +96,11 @@ class ModelCard:
         "labels gradcam_layer intended_use temperature thresholds training metrics"
     ).split()
 
+    @property
+    def multi_label(self) -> bool:
+        """One sigmoid per label (the findings model), not a softmax over classes."""
+        return self.extra.get("task") == "multi-label"
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelCard:
         try:

@@ -100,6 +100,14 @@ class ModelRegistry:
     def ids(self, input_kind: str | None = None) -> list[str]:
         return [c.id for c in self.cards(input_kind)]
 
+    def classifier_ids(self, input_kind: str) -> list[str]:
+        """Single-label classifiers (softmax over classes) of an input kind: not the findings model."""
+        return [c.id for c in self.cards(input_kind) if not c.multi_label]
+
+    def multi_label_ids(self, input_kind: str) -> list[str]:
+        """Multi-label models (one sigmoid per label) of an input kind, e.g. cxr-findings."""
+        return [c.id for c in self.cards(input_kind) if c.multi_label]
+
     def card(self, model_id: str) -> ModelCard:
         try:
             return self._cards[model_id]

@@ -1,0 +1,366 @@
+"""Train cxr-findings (seed 004): a DenseNet-121 with one sigmoid output per finding.
+
+Data:
+- a CSV as CheXpert ships it: a ``Path`` (or ``path``) column, one column per finding with
+  1 (present), 0 (absent), -1 (uncertain) or blank (not mentioned). Uncertain and blank become
+  0 ("U-zeros", seed 004). Patients: a ``patient_id`` column, else the ``patientNNNNN`` part of
+  the path (CheXpert's layout), else each file is its own patient. Paths are relative to the
+  CSV's folder (or its parent, as CheXpert's ``CheXpert-v1.0/train/...`` paths are);
+- ``demo``: the X-rays of a simulated demo cohort (:func:`core.demo.cohort.simulate_cohort`,
+  drawn with a seed other than the app's library, so the library's patients are unseen), with
+  the finding labels that follow from what each phantom shows.
+
+Loss: BCE with logits, each finding's positives weighted by negatives / positives in the
+training split (clipped to [1, 50]; weighted BCE, seed 004). Adam (lr 1e-4, batch 16 in the
+paper). Patient-level 80/10/10 split; the epoch with the best dev loss is kept; per-finding
+ROC AUC on the held-out test split goes in the model card.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from core.demo.xray_phantom import FINDINGS
+from core.errors import DashboardError, InsufficientDataError, InvalidInputError
+from core.io.images import read_xray
+from core.models.architectures import build_model
+from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
+from core.models.registry import load_state_dict, select_device, sha256_of
+from core.preprocess import normalise, to_unit_square
+from core.training.sources import Sample, split_by_patient
+from core.training.xray import (
+    DEMO_INTENDED_USE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    _ImageSet,
+    card_version,
+    provenance,
+    save_half,
+)
+
+#: The manifest marks multi-label models so pages never read them as 3-class classifiers.
+MULTI_LABEL_TASK = "multi-label"
+DEMO_COHORT_SEED = 1  # the app's library is drawn with seed 0
+MAX_POS_WEIGHT = 50.0
+_PATIENT_IN_PATH = re.compile(r"(patient\d+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class FindingsTrainConfig:
+    model_id: str = "cxr-findings"
+    lr: float = 1e-4
+    batch_size: int = 16
+    max_epochs: int = 8
+    patience: int = 3
+    size: int = 320
+    augment: bool = True
+    demo_patients: int = 600
+    seed: int = 0
+    device: str | None = None
+    intended_use: str = DEMO_INTENDED_USE
+    data_note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.batch_size < 1 or self.max_epochs < 1 or self.size < 32 or self.demo_patients < 10:
+            raise InvalidInputError(
+                "lr, batch size and epochs must be positive, size at least 32, demo patients at least 10."
+            )
+
+    def input_spec(self) -> InputSpec:
+        return InputSpec(self.size, 3, IMAGENET_MEAN, IMAGENET_STD, "grayscale copied to the three channels")
+
+    def architecture_kwargs(self) -> dict[str, Any]:
+        return {"num_classes": len(FINDINGS), "in_channels": 3, "dropout": 0.0}
+
+
+@dataclass
+class FindingsTrainResult:
+    card: ModelCard
+    weights_path: Path
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def u_zeros(raw: str | None) -> int:
+    """A CheXpert label cell as 0 / 1: 1 only for a positive mention (1, 1.0); uncertain (-1),
+    negative and blank are 0. Anything else is refused."""
+    text = (raw or "").strip()
+    if text == "":
+        return 0
+    try:
+        value = float(text)
+    except ValueError as e:
+        raise InvalidInputError(f"'{text}' is not a finding label (1, 0, -1 or blank).") from e
+    if value not in (1.0, 0.0, -1.0):
+        raise InvalidInputError(f"'{text}' is not a finding label (1, 0, -1 or blank).")
+    return int(value == 1.0)
+
+
+def _resolve(csv_path: Path, rel: str) -> Path:
+    for base in (csv_path.parent, csv_path.parent.parent):
+        candidate = (base / rel).resolve()
+        if candidate.is_file():
+            return candidate
+    return (csv_path.parent / rel).resolve()
+
+
+def csv_samples(path: str | Path) -> tuple[list[Sample], np.ndarray, list[str]]:
+    """Images, their (n, findings) 0/1 targets and plain-words lines about skipped rows."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            fields = [c.strip() for c in reader.fieldnames or []]
+            rows = [{(k or "").strip(): (v or "") for k, v in r.items()} for r in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise InvalidInputError(f"Could not read {path.name} as a CSV file: {e}.") from e
+    path_col = next((c for c in ("Path", "path") if c in fields), None)
+    if path_col is None:
+        raise InvalidInputError(f"{path.name} has no Path column.")
+    present = [f for f in FINDINGS if f in fields]
+    if not present:
+        raise InvalidInputError(f"{path.name} has none of the finding columns ({', '.join(FINDINGS)}).")
+    samples, targets, problems = [], [], []
+    for n, r in enumerate(rows, start=2):
+        rel = r[path_col].strip()
+        file = _resolve(path, rel)
+        if not rel or not file.is_file():
+            problems.append(f"row {n}: no image at {rel!r}")
+            continue
+        try:
+            target = [u_zeros(r.get(f)) if f in present else 0 for f in FINDINGS]
+        except InvalidInputError as e:
+            problems.append(f"row {n}: {e}")
+            continue
+        pid = r.get("patient_id", "").strip()
+        if not pid:
+            m = _PATIENT_IN_PATH.search(rel)
+            pid = m.group(1) if m else file.stem
+        samples.append(Sample(file, "finding" if any(target) else "no finding", pid))
+        targets.append(target)
+    if not samples:
+        raise InsufficientDataError(f"None of the rows of {path.name} names a readable image.")
+    return samples, np.asarray(targets, dtype=np.float32), problems
+
+
+def _load(samples: list[Sample], size: int, progress: bool) -> tuple[torch.Tensor, list[int]]:
+    from tqdm import tqdm
+
+    images, kept = [], []
+    for i, s in enumerate(tqdm(samples, desc="reading images", unit="img", disable=not progress)):
+        try:
+            image = read_xray(s.path.read_bytes(), s.path.name)
+        except (DashboardError, OSError):
+            continue
+        images.append((to_unit_square(image.windowed(), size)[0] * 255).round().to(torch.uint8))
+        kept.append(i)
+    if not images:
+        raise InsufficientDataError("None of the training images could be read.")
+    return torch.stack(images), kept
+
+
+def demo_images(n_patients: int, size: int, seed: int, progress: bool) -> tuple[list[Sample], torch.Tensor, np.ndarray]:
+    """The X-rays of a simulated cohort, drawn in memory: samples, (N, 1, S, S) uint8, targets."""
+    from tqdm import tqdm
+
+    from core.demo.build import XRAY_SIZE
+    from core.demo.cohort import simulate_cohort
+    from core.demo.xray_phantom import generate_xray
+
+    cohort = simulate_cohort(n_patients, seed)
+    scans = [(p, s) for p in cohort.patients for s in p.scans if s.modality == "X-ray"]
+    samples, images, targets = [], [], []
+    for p, s in tqdm(scans, desc="drawing demo X-rays", unit="img", disable=not progress):
+        phantom = generate_xray(p.label, s.severity, p.seed, size=XRAY_SIZE, session=s.index)
+        images.append((to_unit_square(phantom.pixels, size)[0] * 255).round().to(torch.uint8))
+        target = [phantom.findings[f] for f in FINDINGS]
+        targets.append(target)
+        samples.append(Sample(Path(f"demo/{p.patient_id}/scan{s.index}.png"), p.label, p.patient_id))
+    return samples, torch.stack(images), np.asarray(targets, dtype=np.float32)
+
+
+def positive_weights(targets: np.ndarray) -> torch.Tensor:
+    """Per finding: negatives / positives in ``targets``, clipped to [1, MAX_POS_WEIGHT]; 1 when
+    a finding has no positive (nothing to weight)."""
+    pos = targets.sum(axis=0)
+    neg = targets.shape[0] - pos
+    w = np.where(pos > 0, neg / np.maximum(pos, 1), 1.0)
+    return torch.tensor(np.clip(w, 1.0, MAX_POS_WEIGHT), dtype=torch.float32)
+
+
+def finding_metrics(targets: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
+    """Per finding: prevalence, ROC AUC (None when only one class is present), sensitivity and
+    specificity at ``threshold``; and the mean AUC over findings that have one."""
+    from sklearn.metrics import roc_auc_score
+
+    per: dict[str, Any] = {}
+    aucs = []
+    for j, name in enumerate(FINDINGS):
+        y, p = targets[:, j], probs[:, j]
+        both = 0 < y.sum() < y.size
+        auc = float(roc_auc_score(y, p)) if both else None
+        if auc is not None:
+            aucs.append(auc)
+        pred = p >= threshold
+        pos, neg = y == 1, y == 0
+        per[name] = {
+            "prevalence": float(y.mean()) if y.size else None,
+            "n_positive": int(y.sum()),
+            "auc": auc,
+            "sensitivity": float(pred[pos].mean()) if pos.any() else None,
+            "specificity": float((~pred[neg]).mean()) if neg.any() else None,
+        }
+    return {"per_finding": per, "mean_auc": float(np.mean(aucs)) if aucs else None, "n_images": int(targets.shape[0])}
+
+
+@torch.inference_mode()
+def _predict(model: nn.Module, images: torch.Tensor, spec: InputSpec, device: torch.device) -> np.ndarray:
+    model.eval()
+    out = []
+    for start in range(0, images.shape[0], 64):
+        x = normalise(images[start : start + 64].float() / 255.0, spec).to(device)
+        out.append(torch.sigmoid(model(x).float()).cpu())
+    return torch.cat(out).numpy()
+
+
+def _dev_loss(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, device: torch.device) -> float:
+    model.eval()
+    total, n = 0.0, 0
+    with torch.inference_mode():
+        for x, y in loader:
+            total += float(loss_fn(model(x.to(device)), y.to(device))) * len(y)
+            n += len(y)
+    return total / max(n, 1)
+
+
+def train_findings(
+    source: str | Path,
+    out_dir: str | Path,
+    config: FindingsTrainConfig,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> FindingsTrainResult:
+    """Train on ``source`` (a CheXpert-style CSV, or ``"demo"``); write weights and the manifest entry."""
+    from tqdm import tqdm
+
+    say = log or (lambda line: tqdm.write(line) if progress else None)
+    torch.manual_seed(config.seed)
+    device = select_device(config.device)
+    spec = config.input_spec()
+    problems: list[str] = []
+    if str(source) == "demo":
+        samples, images, targets = demo_images(config.demo_patients, config.size, DEMO_COHORT_SEED, progress)
+        data_desc = f"demo cohort: {config.demo_patients} simulated patients (cohort seed {DEMO_COHORT_SEED})"
+    else:
+        if not Path(source).is_file():
+            raise InvalidInputError(f"There is no CSV file at {source}.")
+        samples, targets, problems = csv_samples(source)
+        images, kept = _load(samples, config.size, progress)
+        samples, targets = [samples[i] for i in kept], targets[kept]
+        data_desc = f"CSV {source}"
+    index = {id(s): i for i, s in enumerate(samples)}
+    parts = split_by_patient(samples, seed=config.seed)
+    rows = {name: [index[id(s)] for s in items] for name, items in parts.items()}
+    train_t = targets[rows["train"]]
+    pos_weight = positive_weights(train_t)
+    sets = {
+        name: _ImageSet(images[idx], torch.from_numpy(targets[idx]), spec, augment=config.augment and name == "train")
+        for name, idx in rows.items()
+    }
+    gen = torch.Generator().manual_seed(config.seed)
+    train_loader = DataLoader(sets["train"], batch_size=config.batch_size, shuffle=True, generator=gen)
+    dev_loader = DataLoader(sets["dev"], batch_size=64)
+
+    model = build_model("densenet121", **config.architecture_kwargs()).to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight.to(device))
+    history: list[dict[str, float]] = []
+    best_loss, best_state, best_epoch, stale = math.inf, None, 0, 0
+    for epoch in range(1, config.max_epochs + 1):
+        model.train()
+        total, n = 0.0, 0
+        bar = tqdm(train_loader, desc=f"epoch {epoch}/{config.max_epochs}", unit="batch", disable=not progress)
+        for x, y in bar:
+            x, y = x.to(device), y.to(device)
+            optimiser.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            optimiser.step()
+            total += loss.item() * len(y)
+            n += len(y)
+            bar.set_postfix(loss=f"{total / n:.4f}")
+        dev_loss = _dev_loss(model, dev_loader, loss_fn, device)
+        history.append({"epoch": epoch, "train_loss": total / n, "dev_loss": dev_loss})
+        say(f"epoch {epoch}: train loss {total / n:.4f} | dev loss {dev_loss:.4f}")
+        if dev_loss < best_loss - 1e-4:
+            best_loss, best_state, best_epoch, stale = dev_loss, copy.deepcopy(model.state_dict()), epoch, 0
+        else:
+            stale += 1
+            if stale >= config.patience:
+                say(f"early stopping: dev loss has not improved for {config.patience} epochs")
+                break
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    weights_path = out / f"{config.model_id}.pt"
+    assert best_state is not None
+    save_half(best_state, weights_path)
+    shipped = build_model("densenet121", **config.architecture_kwargs())
+    shipped.load_state_dict(load_state_dict(weights_path))
+    shipped.to(device)
+    metrics = {
+        part: finding_metrics(targets[rows[part]], _predict(shipped, images[rows[part]], spec, device))
+        for part in ("test", "dev")
+    }
+    digest = sha256_of(weights_path)
+    untrainable = [f for f, w in zip(FINDINGS, train_t.sum(axis=0), strict=True) if w == 0]
+    training = {
+        "data": {
+            "source": data_desc,
+            "note": config.data_note
+            + (f" No positive training example for: {', '.join(untrainable)}." if untrainable else ""),
+            "images": {p: len(idx) for p, idx in rows.items()},
+            "positives_in_train": {f: int(v) for f, v in zip(FINDINGS, train_t.sum(axis=0), strict=True)},
+            "skipped_rows": len(problems),
+            "split": f"patient-level 80/10/10, seed {config.seed}",
+            "uncertain_labels": "U-zeros: uncertain (-1) and blank are negative",
+        },
+        "loss": "BCE with logits, positives weighted by negatives / positives per finding (clipped to [1, 50])",
+        "pos_weight": [float(v) for v in pos_weight],
+        "config": asdict(config) | {"device": str(device)},
+        "epochs_run": len(history),
+        "best_epoch": best_epoch,
+        "learning_curves": history,
+        **provenance(),
+    }
+    card = ModelCard(
+        id=config.model_id,
+        version=card_version(digest),
+        architecture="densenet121",
+        architecture_kwargs=config.architecture_kwargs(),
+        weights_file=weights_path.name,
+        sha256=digest,
+        input_kind="xray",
+        input=spec,
+        labels=FINDINGS,
+        gradcam_layer=str(shipped.gradcam_layer),
+        intended_use=config.intended_use,
+        temperature=1.0,
+        thresholds={},
+        training=training,
+        metrics={"held_out": metrics["test"], "dev": metrics["dev"]},
+        extra={"task": MULTI_LABEL_TASK, "outputs": "sigmoid per finding"},
+    )
+    write_manifest_entry(out, card)
+    return FindingsTrainResult(card=card, weights_path=weights_path, history=history)
