@@ -21,6 +21,17 @@ from core.trajectory.curves import (
     patient_trajectory,
 )
 from core.trajectory.explain import UploadedScan, scaled_maps, upload_trajectory
+from core.trajectory.findings_change import (
+    CATEGORIES,
+    CHANGE_RULE,
+    category_from_change,
+    category_from_note,
+    change_statistics,
+    patient_findings,
+    predict_worse_vs_improved,
+    score_findings,
+    xray_pairs,
+)
 from core.trajectory.scores import (
     CT_SCORE,
     decision_threshold,
@@ -32,7 +43,7 @@ from core.trajectory.scores import (
 from core.types import XRAY_LABELS
 from ui import resources
 from ui.demo_images import demo_follow_up_cts, demo_follow_up_xrays
-from ui.figures import cohort_figure, trajectory_figure
+from ui.figures import change_box_figure, cohort_figure, findings_heatmap, trajectory_figure
 from ui.library import library_or_stop, show_full_size
 from ui.navigation import use_app_navigation
 from ui.session import digest, memo, shared_xrays
@@ -316,6 +327,113 @@ st.caption(
     )
     + "a scan the model finds less COVID-like glows less."
 )
+
+# -- sequential X-ray findings (seed 004) ------------------------------------------------------
+findings_ids = registry.multi_label_ids("xray")
+if modality == "X-ray" and uploaded is None and findings_ids:
+    st.subheader("Findings between sequential X-rays")
+    try:
+        findings_model = resources.model(findings_ids[0])
+        per_xray = patient_findings(library, findings_model, pick)
+    except DashboardError as e:
+        st.error(str(e))
+        st.stop()
+    if per_xray:
+        labels_f = list(per_xray[0][2])
+        st.plotly_chart(
+            findings_heatmap(
+                labels_f, [f"day {day:g}" for _, day, _ in per_xray], [[p[f] for _, _, p in per_xray] for f in labels_f]
+            ),
+            key="traj_findings",
+        )
+        notes = {s.id: s.note for s in library.patient(pick).studies}
+        rows = []
+        for (_, a_day, a), (b_id, b_day, b) in zip(per_xray, per_xray[1:], strict=False):
+            change = {f: b[f] - a[f] for f in a}
+            from_note = category_from_note(notes.get(b_id))
+            rows.append(
+                {
+                    "pair": f"day {a_day:g} -> {b_day:g}",
+                    "category": from_note or category_from_change(change),
+                    "from": "note" if from_note else "rule",
+                    **{f: change[f] for f in a},
+                }
+            )
+        if rows:
+            st.markdown("Change of each finding's probability between sequential X-rays (second minus first):")
+            st.dataframe(
+                pd.DataFrame(rows).set_index("pair").style.format(precision=2),
+                key="traj_findings_change",
+            )
+            st.caption(
+                f"Category from the note's comparison with the prior where there is one; otherwise {CHANGE_RULE}."
+            )
+
+    st.subheader("Worse / Stable / Improved across the library (seed 004)")
+    if st.button("Analyse every pair of sequential X-rays", key="traj_change_run") or st.session_state.get(
+        "traj_change_done"
+    ):
+        st.session_state["traj_change_done"] = True
+        bar = st.progress(0.0, text=f"Scoring every X-ray with {findings_model.id}")
+        try:
+            score_findings(
+                library,
+                findings_model,
+                progress=lambda d, t: bar.progress(d / max(t, 1), text=f"Scoring with {findings_model.id}: {d} of {t}"),
+            )
+        except DashboardError as e:
+            st.error(str(e))
+            st.stop()
+        bar.empty()
+        pairs = xray_pairs(library, findings_model)
+        counts = {c: sum(p.category == c for p in pairs) for c in CATEGORIES}
+        st.markdown(
+            f"**{len(pairs)} pairs** of sequential X-rays: "
+            + ", ".join(f"{c} {n}" for c, n in counts.items())
+            + f" ({sum(p.category_from == 'note' for p in pairs)} categorised from the notes)."
+        )
+        stats = pd.DataFrame(change_statistics(pairs, findings_model.card.labels))
+        st.dataframe(
+            stats.style.format(
+                {"median_first": "{:.3f}", "median_second": "{:.3f}", "mann_whitney_p": "{:.2g}", "cohens_d": "{:.2f}"},
+                na_rep="-",
+            ),
+            hide_index=True,
+            key="traj_table2",
+        )
+        st.caption("Mann-Whitney U (two-sided) and Cohen's d of the change of each finding between categories.")
+        finding = st.selectbox("Box plot of the change of", findings_model.card.labels, index=2, key="traj_box_finding")
+        st.plotly_chart(
+            change_box_figure({c: [p.change[finding] for p in pairs if p.category == c] for c in CATEGORIES}, finding),
+            key="traj_box",
+        )
+        rows = []
+        for reverse in (False, True):
+            try:
+                res = predict_worse_vs_improved(library, findings_model, pairs, reversed_order=reverse)
+            except DashboardError as e:
+                st.info(str(e))
+                break
+            rows.append(
+                {
+                    "predicted from": res.order,
+                    "pairs": res.n_pairs,
+                    "patients": res.n_patients,
+                    **{
+                        name: "-"
+                        if m["value"] is None
+                        else (f"{m['value']:.2f}" + ("" if m["low"] is None else f" ({m['low']:.2f}-{m['high']:.2f})"))
+                        for name, m in res.metrics.items()
+                    },
+                }
+            )
+        if rows:
+            st.dataframe(pd.DataFrame(rows), hide_index=True, key="traj_predictor")
+            st.caption(
+                "Worse vs Improved from the first X-ray of each pair: its last convolutional layer's features, "
+                "chi-square selection of 5, logistic regression, leave-one-patient-out; 95% intervals (Wilson; "
+                "likelihood ratios on the log scale). The reversed-order control predicts from the second X-ray."
+            )
 
 # -- the cohort --------------------------------------------------------------------------------
 st.header("The cohort")

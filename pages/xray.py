@@ -9,6 +9,7 @@ import streamlit as st
 from core.errors import DashboardError
 from core.explain.attributions import GRAD_CAM, METHODS
 from core.explain.overlay import COLORMAPS, png_bytes, render_overlay
+from core.findings import predict_findings
 from core.inference import analyse_xray, average_predictions, predict_xray
 from core.io.images import read_xray
 from core.types import XRAY_LABELS
@@ -76,6 +77,7 @@ if not files:
     st.stop()
 
 models = {mid: resources.model(mid) for mid in chosen}
+findings_ids = registry.multi_label_ids("xray")
 
 for name, data in files:
     key = digest(data)
@@ -127,6 +129,17 @@ for name, data in files:
             )
             st.caption("Rows: models (and their average); bold: each row's predicted class.")
             st.caption(describe_image(image))
+            for fid in findings_ids:
+                try:
+                    found = memo(("findings", key, fid), predict_findings, resources.model(fid), image)
+                except DashboardError as e:
+                    st.error(str(e))
+                    continue
+                st.markdown(f"Findings ({fid}: one probability per finding, independent)")
+                st.dataframe(
+                    pd.DataFrame({"P(present)": found.probabilities}, index=list(found.labels)).style.format("{:.1%}"),
+                    key=f"findings_{fid}_{key[:12]}",
+                )
             calibrated = all(p.calibrated for p in predictions)
             st.caption(
                 "Probabilities are "

@@ -44,3 +44,31 @@ def register_tiny_model(weights_dir: Path, model_id: str, size: int = 64, seed: 
     )
     write_manifest_entry(weights_dir, card)
     return card
+
+
+def register_tiny_findings_model(weights_dir: Path, model_id: str = "cxr-findings", seed: int = 0) -> ModelCard:
+    """An untrained multi-label DenseNet-121 (one output per finding) at 64 px."""
+    from core.demo.xray_phantom import FINDINGS
+
+    kwargs = {"num_classes": len(FINDINGS), "in_channels": 3, "dropout": 0.0}
+    torch.manual_seed(seed)
+    module = build_model("densenet121", **kwargs)
+    path = weights_dir / f"{model_id}.pt"
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    save_half(module.state_dict(), path)
+    card = ModelCard(
+        id=model_id,
+        version="test-1",
+        architecture="densenet121",
+        architecture_kwargs=kwargs,
+        weights_file=path.name,
+        sha256=sha256_of(path),
+        input_kind="xray",
+        input=InputSpec(64, 3, IMAGENET_MEAN, IMAGENET_STD, "test"),
+        labels=FINDINGS,
+        gradcam_layer=str(module.gradcam_layer),
+        intended_use="untrained test model",
+        extra={"task": "multi-label"},
+    )
+    write_manifest_entry(weights_dir, card)
+    return card

@@ -322,3 +322,53 @@ def cohort_figure(
         font=dict(size=14),
     )
     return fig
+
+
+def findings_heatmap(findings: list[str], columns: list[str], values: list[list[float]]) -> go.Figure:
+    """Finding probabilities (rows) per X-ray (columns), 0-100%, with the value in each cell."""
+    fig = go.Figure(
+        go.Heatmap(
+            z=values,
+            x=columns,
+            y=findings,
+            zmin=0,
+            zmax=1,
+            colorscale="Reds",
+            text=[[f"{v:.0%}" for v in row] for row in values],
+            texttemplate="%{text}",
+            hovertemplate="%{y}, %{x}: %{z:.1%}<extra></extra>",
+            colorbar=dict(title=dict(text="P(present)", side="right"), tickformat=".0%", thickness=12),
+        )
+    )
+    fig.update_layout(height=60 + 32 * len(findings), margin=dict(l=10, r=10, t=10, b=30), font=dict(size=13))
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+CATEGORY_COLOURS = {"Worse": "#D55E00", "Stable": "#999999", "Improved": "#009E73"}
+
+
+def change_box_figure(changes: dict[str, list[float]], finding: str) -> go.Figure:
+    """Box plots of one finding's change between sequential X-rays, per category."""
+    fig = go.Figure()
+    for category, values in changes.items():
+        fig.add_trace(
+            go.Box(
+                y=values,
+                name=f"{category} (n = {len(values)})",
+                marker_color=CATEGORY_COLOURS.get(category, "#555"),
+                boxpoints="all",
+                jitter=0.4,
+                pointpos=0,
+                marker=dict(size=4, opacity=0.5),
+            )
+        )
+    fig.add_hline(y=0, line_dash="dot", line_color="#555")
+    fig.update_layout(
+        height=360,
+        margin=dict(l=10, r=10, t=30, b=30),
+        yaxis_title=f"change in P({finding})",
+        showlegend=False,
+        font=dict(size=14),
+    )
+    return fig

@@ -319,3 +319,30 @@ def predict_worse_vs_improved(
         metrics=metrics,
         selected_features=top,
     )
+
+
+def patient_findings(
+    library: CaseLibrary, model: LoadedModel, pseudonym: str
+) -> list[tuple[int, float, dict[str, float]]]:
+    """(study id, day, finding probabilities) of each dated X-ray of a patient, in time order;
+    X-rays not scored yet are scored now (and stored)."""
+    check_findings_model(model)
+    version = embedding_version(model)
+    labels = model.card.labels
+    stored = {f: library.scores(model.id, version, score_key(f)) for f in labels}
+    first_image: dict[int, int] = {}
+    for ref in library.image_refs(("xray",)):
+        if ref.patient_pseudonym == pseudonym:
+            first_image.setdefault(ref.study_id, ref.image_id)
+    out = []
+    for s in library.patient(pseudonym).studies:
+        if s.modality != "X-ray" or s.day is None or s.id not in first_image:
+            continue
+        if s.id not in stored[labels[0]]:
+            image = read_stored_xray(library, first_image[s.id])
+            probs = findings_from_inputs(model, xray_to_input(image, model.card.input))[0]
+            for f, p in zip(labels, probs, strict=True):
+                library.put_scores(model.id, version, score_key(f), {s.id: float(p)})
+                stored[f][s.id] = float(p)
+        out.append((s.id, float(s.day), {f: stored[f][s.id] for f in labels}))
+    return out

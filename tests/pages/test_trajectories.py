@@ -16,13 +16,14 @@ PAGE = str(ROOT / "pages" / "trajectories.py")
 
 @pytest.fixture(scope="module")
 def mixed_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One weights folder with a tiny COVID3D and a tiny cxr-resnet18 (both untrained)."""
+    """One weights folder with a tiny COVID3D, cxr-resnet18 and cxr-findings (all untrained)."""
     from tests.ct_helpers import register_tiny_ct_model
-    from tests.helpers import register_tiny_model
+    from tests.helpers import register_tiny_findings_model, register_tiny_model
 
     folder = tmp_path_factory.mktemp("mixed-weights")
     register_tiny_ct_model(folder, "covid3d-tiny")
     register_tiny_model(folder, "cxr-resnet18")
+    register_tiny_findings_model(folder)
     return folder
 
 
@@ -125,3 +126,28 @@ def test_x_ray_uploads_include_the_triage_pages_images(app: AppTest, chest_png: 
     app.radio(key="traj_source").set_value("My uploads (this session)").run()
     assert not app.exception, app.exception
     assert app.selectbox(key="traj_scan").options == ["day 0 · from-triage.png"]
+
+
+def test_x_ray_findings_per_scan_and_between_sequential_x_rays(app: AppTest, library_copy: Path) -> None:
+    from core.library.store import open_library
+
+    lib = open_library(library_copy)
+    app.run()
+    app.radio(key="traj_kind").set_value("X-ray: P(COVID-19)").run()
+    assert not app.exception, app.exception
+    pick = app.selectbox(key="traj_patient").value
+    n_xray = sum(s.modality == "X-ray" and s.day is not None for s in lib.patient(pick).studies)
+    changes = [d.value for d in app.dataframe if "category" in d.value.columns]
+    assert len(changes) == (1 if n_xray > 1 else 0)
+    if changes:
+        change = changes[0]
+        assert len(change) == n_xray - 1  # one row per pair of sequential X-rays
+        assert set(change["category"]) <= {"Worse", "Stable", "Improved"}
+    # The library-wide analysis: Table 2 (3 comparisons per finding) and the box plot.
+    app.button(key="traj_change_run").click().run()
+    assert not app.exception, app.exception
+    from core.demo.xray_phantom import FINDINGS
+
+    table = [d for d in app.dataframe if "comparison" in d.value.columns][0].value
+    assert len(table) == 3 * len(FINDINGS)
+    assert any("pairs** of sequential X-rays" in md.value for md in app.markdown)

@@ -165,3 +165,24 @@ def test_demo_button_loads_three_phantoms(app: AppTest) -> None:
     app.run()
     assert not app.exception
     assert len([m for m in app.metric if m.label.startswith("Predicted")]) == 3
+
+
+def test_a_findings_model_shows_finding_probabilities_not_a_3_class_row(
+    monkeypatch, tiny_weights: Path, tmp_path: Path, chest_png: bytes
+) -> None:
+    import shutil
+
+    from core.demo.xray_phantom import FINDINGS
+    from tests.helpers import register_tiny_findings_model
+
+    folder = tmp_path / "weights"
+    shutil.copytree(tiny_weights, folder)
+    register_tiny_findings_model(folder)
+    monkeypatch.setenv("DASHBOARD_WEIGHTS_DIR", str(folder))
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    assert "cxr-findings" not in at.multiselect(key="xray_models").options
+    at.file_uploader(key="xray_upload").upload("chest.png", chest_png, "image/png").run()
+    assert not at.exception, at.exception
+    findings = [d.value for d in at.dataframe if list(d.value.columns) == ["P(present)"]]
+    assert len(findings) == 1 and list(findings[0].index) == list(FINDINGS)
+    assert ((findings[0]["P(present)"] >= 0) & (findings[0]["P(present)"] <= 1)).all()
