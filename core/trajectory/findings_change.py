@@ -42,6 +42,7 @@ _RULE_FINDING, _RULE_DELTA = "Lung Opacity", 0.1
 _COMPARED = re.compile(r"compared with the prior[^:]*:\s*(?P<phrase>[^.]+)", re.IGNORECASE)
 _PHRASES: tuple[tuple[str, str], ...] = (
     ("no significant change", "Stable"),
+    ("no new", "Stable"),
     ("unchanged", "Stable"),
     ("stable", "Stable"),
     ("new ", "Worse"),
@@ -80,7 +81,8 @@ def category_from_change(change: dict[str, float]) -> str:
 
 def score_findings(library: CaseLibrary, model: LoadedModel, *, progress: Progress | None = None) -> int:
     """Store the findings model's probabilities for every X-ray study without them, and its
-    features (embeddings) for every X-ray; return how many studies were scored."""
+    features (embeddings) for every X-ray; return how many studies were scored (unreadable
+    images are skipped and tried again next time)."""
     check_findings_model(model)
     version = embedding_version(model)
     have = library.scores(model.id, version, score_key(model.card.labels[0]))
@@ -100,6 +102,7 @@ def score_findings(library: CaseLibrary, model: LoadedModel, *, progress: Progre
                 library.put_scores(model.id, version, score_key(label), values)
                 values.clear()
 
+    scored = 0
     for n, ref in enumerate(todo, 1):
         try:
             image = read_stored_xray(library, ref.image_id)
@@ -108,13 +111,14 @@ def score_findings(library: CaseLibrary, model: LoadedModel, *, progress: Progre
         probs = findings_from_inputs(model, xray_to_input(image, model.card.input))[0]
         for label, p in zip(model.card.labels, probs, strict=True):
             batch[label][ref.study_id] = float(p)
+        scored += 1
         if n % 32 == 0:
             flush()
         if progress:
             progress(n, len(todo))
     flush()
     index_library(library, model)
-    return len(todo)
+    return scored
 
 
 @dataclass(frozen=True)
@@ -175,7 +179,11 @@ def cohens_d(a: np.ndarray, b: np.ndarray) -> float | None:
     if a.size < 2 or b.size < 2:
         return None
     pooled = ((a.size - 1) * a.var(ddof=1) + (b.size - 1) * b.var(ddof=1)) / (a.size + b.size - 2)
-    return None if pooled <= 0 else float((a.mean() - b.mean()) / math.sqrt(pooled))
+    # Groups that do not vary leave rounding noise (1e-34 for three copies of 0.1), not zero.
+    scale = max(float(np.abs(a).max()), float(np.abs(b).max()), 1.0)
+    if pooled <= (1e-12 * scale) ** 2:
+        return None
+    return float((a.mean() - b.mean()) / math.sqrt(pooled))
 
 
 def change_statistics(pairs: list[XrayPair], findings: tuple[str, ...]) -> list[dict[str, Any]]:
