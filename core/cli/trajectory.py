@@ -82,6 +82,12 @@ def run_trajectory(args: argparse.Namespace) -> int:
         raise InvalidInputError("Give a patient id, or --cohort for every patient.")
     if args.bin_days <= 0:
         raise InvalidInputError("--bin-days must be positive.")
+    if args.patient and (args.label or args.csv):
+        raise InvalidInputError("--label and --csv go with --cohort, not with one patient.")
+    from core.training.sources import canonical_label
+
+    # Refuse a bad label before scoring a whole library.
+    labels = tuple(canonical_label(x) for x in args.label) if args.label else None
     library = open_existing(args)
     model = load_model(args)
     if args.patient:
@@ -104,9 +110,6 @@ def run_trajectory(args: argparse.Namespace) -> int:
         report = score_library(library, model, progress=bar)
     for problem in report.problems:
         print(f"note: skipped {problem}", file=sys.stderr)
-    from core.training.sources import canonical_label
-
-    labels = tuple(canonical_label(x) for x in args.label) if args.label else None
     trajectories = [t for t in cohort_trajectories(library, model) if labels is None or t.patient.label in labels]
     days, values = cohort_points(trajectories)
     curve = cohort_curve(days, values, bin_days=args.bin_days)
