@@ -80,6 +80,14 @@ with st.sidebar:
     model_id = st.selectbox(
         "Model", options, index=options.index(default) if default in options else 0, key="traj_model"
     )
+    since_label = st.radio(
+        "Days since",
+        ("admission", "symptom onset"),
+        horizontal=True,
+        key="traj_since",
+        help="Library patients: the x axis counts days from admission or from the first symptoms.",
+    )
+    since = "admission" if since_label == "admission" else "onset"
     st.header("Cohort view")
     colour_by = st.radio("Colour lines by", ("outcome", "length of stay"), horizontal=True, key="traj_colour")
     cohort_labels = st.multiselect(
@@ -185,7 +193,7 @@ if source == LIBRARY_PATIENT:
     )
     try:
         with st.spinner(f"Scoring {pick}'s scans with {model.id}..."):
-            trajectory = patient_trajectory(library, pick, model)
+            trajectory = patient_trajectory(library, pick, model, since)
     except DashboardError as e:
         st.error(str(e))
         st.stop()
@@ -454,10 +462,11 @@ if missing:
         f"(about {max(estimate / 60, 1):.0f} min on a CPU); the cohort view shows the scored ones."
     )
 everyone = memo(
-    ("traj-cohort", str(library.root), model.id, trajectory.model_version, have, missing),
+    ("traj-cohort", str(library.root), model.id, trajectory.model_version, have, missing, trajectory.axis),
     cohort_trajectories,
     library,
     model,
+    trajectory.axis,  # uploads are dated from admission: the cohort then is too
 )
 wanted = tuple(cohort_labels) or None
 cohort = [t for t in everyone if wanted is None or t.patient.label in wanted]

@@ -32,6 +32,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label", action="append", help="--cohort: only patients with this diagnosis (repeatable)")
     p.add_argument("--bin-days", type=float, default=2.0, help="--cohort: width of the day bins of the median")
     p.add_argument("--csv", type=Path, default=None, help="--cohort: write each patient's curve features here")
+    p.add_argument(
+        "--since", choices=("admission", "onset"), default=None, help="days since admission (default) or symptom onset"
+    )
     p.add_argument("--json", action="store_true")
     model_arg(p)
     library_arg(p)
@@ -91,7 +94,7 @@ def run_trajectory(args: argparse.Namespace) -> int:
     library = open_existing(args)
     model = load_model(args)
     if args.patient:
-        t = patient_trajectory(library, args.patient, model)
+        t = patient_trajectory(library, args.patient, model, args.since)
         if args.json:
             print(json.dumps(t.as_dict()))
             return 0
@@ -110,7 +113,9 @@ def run_trajectory(args: argparse.Namespace) -> int:
         report = score_library(library, model, progress=bar)
     for problem in report.problems:
         print(f"note: skipped {problem}", file=sys.stderr)
-    trajectories = [t for t in cohort_trajectories(library, model) if labels is None or t.patient.label in labels]
+    trajectories = [
+        t for t in cohort_trajectories(library, model, args.since) if labels is None or t.patient.label in labels
+    ]
     days, values = cohort_points(trajectories)
     curve = cohort_curve(days, values, bin_days=args.bin_days)
     if args.csv:

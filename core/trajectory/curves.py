@@ -134,19 +134,29 @@ class Trajectory:
         }
 
 
-def _trajectory(patient: Patient, model: LoadedModel, scores: dict[int, float], images: dict[int, int]) -> Trajectory:
+#: What a trajectory's days count from.
+AXES: tuple[str, ...] = ("admission", "onset")
+
+
+def _trajectory(
+    patient: Patient, model: LoadedModel, scores: dict[int, float], images: dict[int, int], since: str | None = None
+) -> Trajectory:
+    """``since`` "admission" or "onset"; None: admission where the patient's studies know it."""
+    if since is not None and since not in AXES:
+        raise ValueError(f"days count from admission or onset, not {since!r}")
     points = []
     studies = [s for s in patient.studies if s.id in scores and s.day is not None]
-    axis = "admission" if any(s.offset_admission_days is not None for s in studies) else "onset"
+    axis = since or ("admission" if any(s.offset_admission_days is not None for s in studies) else "onset")
     for s in studies:
-        if axis == "admission" and s.offset_admission_days is None:
-            continue  # a study dated only from onset cannot sit on an admission axis
+        day = s.offset_admission_days if axis == "admission" else s.offset_onset_days
+        if day is None:
+            continue  # a study not dated from this axis's origin cannot sit on it
         value = scores[s.id]
         points.append(
             Point(
                 study_id=s.id,
                 image_id=images[s.id],
-                day=float(s.day),  # type: ignore[arg-type]
+                day=float(day),
                 onset_day=s.offset_onset_days,
                 admission_day=s.offset_admission_days,
                 value=value,
@@ -166,7 +176,9 @@ def _trajectory(patient: Patient, model: LoadedModel, scores: dict[int, float], 
     )
 
 
-def patient_trajectory(library: CaseLibrary, pseudonym: str, model: LoadedModel) -> Trajectory:
+def patient_trajectory(
+    library: CaseLibrary, pseudonym: str, model: LoadedModel, since: str | None = None
+) -> Trajectory:
     """One patient's s(t) (or X-ray P(COVID-19)(t)); scans not scored yet are scored now."""
     patient = library.patient(pseudonym)
     name, version = score_name(model), score_version(model)
@@ -176,10 +188,10 @@ def patient_trajectory(library: CaseLibrary, pseudonym: str, model: LoadedModel)
     if missing:
         library.put_scores(model.id, version, name, missing)
         scores.update(missing)
-    return _trajectory(patient, model, scores, {sid: r.image_id for sid, r in refs.items()})
+    return _trajectory(patient, model, scores, {sid: r.image_id for sid, r in refs.items()}, since)
 
 
-def cohort_trajectories(library: CaseLibrary, model: LoadedModel) -> list[Trajectory]:
+def cohort_trajectories(library: CaseLibrary, model: LoadedModel, since: str | None = None) -> list[Trajectory]:
     """Every patient's trajectory from the stored scores (run ``score_library`` first)."""
     name, version = score_name(model), score_version(model)
     scores = library.scores(model.id, version, name)
@@ -188,7 +200,7 @@ def cohort_trajectories(library: CaseLibrary, model: LoadedModel) -> list[Trajec
     who = sorted({r.patient_pseudonym for r in refs if r.study_id in scores})
     out = []
     for pseudonym in who:
-        t = _trajectory(library.patient(pseudonym), model, scores, images)
+        t = _trajectory(library.patient(pseudonym), model, scores, images, since)
         if t.points:
             out.append(t)
     return out

@@ -648,3 +648,22 @@ def test_no_points_no_maps(scored, live_model: LoadedModel) -> None:
     library, _ = scored
     t = cohort_trajectories(library, live_model)[0]
     assert scaled_maps(library, live_model, replace(t, points=())) == []
+
+
+def test_days_since_onset_or_admission(library_copy, ct_weights) -> None:  # noqa: ANN001 - fixtures
+    from core.library.store import open_library
+    from core.models.registry import ModelRegistry
+    from core.trajectory.curves import patient_trajectory
+
+    library = open_library(library_copy)
+    model = ModelRegistry(ct_weights).load("covid3d-tiny")
+    pick = next(p.pseudonym for p in library.patients() if p.n_ct > 0)
+    studies = [s for s in library.patient(pick).studies if s.modality == "CT"]
+    onset = patient_trajectory(library, pick, model, since="onset")
+    admission = patient_trajectory(library, pick, model, since="admission")
+    assert onset.axis == "onset" and admission.axis == "admission"
+    assert [p.day for p in onset.points] == sorted(s.offset_onset_days for s in studies)
+    assert [p.day for p in admission.points] == sorted(s.offset_admission_days for s in studies)
+    assert [p.value for p in onset.points] == [p.value for p in admission.points]
+    with pytest.raises(ValueError):
+        patient_trajectory(library, pick, model, since="birth")

@@ -151,3 +151,15 @@ def test_x_ray_findings_per_scan_and_between_sequential_x_rays(app: AppTest, lib
     table = [d for d in app.dataframe if "comparison" in d.value.columns][0].value
     assert len(table) == 3 * len(FINDINGS)
     assert any("pairs** of sequential X-rays" in md.value for md in app.markdown)
+
+
+def test_days_since_symptom_onset(app: AppTest, library_copy: Path) -> None:
+    from core.library.store import open_library
+
+    lib = open_library(library_copy)
+    app.run()
+    app.radio(key="traj_since").set_value("symptom onset").run()
+    assert not app.exception, app.exception
+    pick = app.selectbox(key="traj_patient").value
+    onset = sorted(s.offset_onset_days for s in lib.patient(pick).studies if s.modality == "CT")
+    assert list(app.dataframe[0].value["day"]) == onset
