@@ -439,7 +439,7 @@ if modality == "X-ray" and uploaded is None and findings_ids:
             st.dataframe(pd.DataFrame(rows), hide_index=True, key="traj_predictor")
             st.caption(
                 "Worse vs Improved from the first X-ray of each pair: its last convolutional layer's features, "
-                "chi-square selection of 5, logistic regression, leave-one-patient-out; 95% intervals (Wilson; "
+                "chi-square selection of 5, standardised, logistic regression, leave-one-patient-out; 95% intervals (Wilson; "
                 "likelihood ratios on the log scale). The reversed-order control predicts from the second X-ray."
             )
 

@@ -542,6 +542,7 @@ def reference_confusion(library, model, pairs, k: int, second: bool) -> dict[str
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import LeaveOneGroupOut
     from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     used = [p for p in pairs if p.category in ("Worse", "Improved")]
     ids, matrix = library.embeddings(model.id, embedding_version(model))
@@ -554,7 +555,9 @@ def reference_confusion(library, model, pairs, k: int, second: bool) -> dict[str
         if len(set(y[train].tolist())) < 2:
             pred[test] = y[train][0]
             continue
-        pipe = make_pipeline(SelectKBest(chi2, k=min(k, X.shape[1])), LogisticRegression(max_iter=1000))
+        pipe = make_pipeline(
+            SelectKBest(chi2, k=min(k, X.shape[1])), StandardScaler(), LogisticRegression(max_iter=1000)
+        )
         pred[test] = pipe.fit(X[train], y[train]).predict(X[test])
     return {
         "tp": int(((pred == 1) & (y == 1)).sum()),
