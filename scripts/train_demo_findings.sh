@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Rebuild the demo cxr-findings weights as committed in weights/ (about 30 minutes on 2 CPU
 # cores). The X-rays of a simulated demo cohort (600 patients, cohort seed 1, so the app's
-# library, drawn with seed 0, is unseen) are drawn in memory with the findings each phantom
-# shows, then trained with the public command.
+# library, drawn with seed 0, is unseen) and 300 normal-control phantoms are drawn in memory
+# with the findings each phantom shows, then trained with the public command.
 #
 # Deviations from seed 004, and why:
 # - 128 px instead of 320: a DenseNet-121 step at 320 px takes about 6x longer on a CPU, and the
@@ -15,4 +15,4 @@ cd "$(dirname "$0")/.."
 out="${1:-weights}"
 python -m core train-findings --data demo --demo-patients 600 --size 128 --lr 1e-3 --epochs 8 --patience 2 \
   --seed 0 --threads "${THREADS:-2}" --out "$out" \
-  --note "X-rays of a simulated demo cohort (core.demo.cohort, 600 patients, seed 1) with the findings each phantom shows"
+  --note "X-rays of a simulated demo cohort (core.demo.cohort, 600 patients, seed 1) and 300 normal-control phantoms, with the findings each phantom shows"

@@ -7,8 +7,9 @@ Data:
   the path (CheXpert's layout), else each file is its own patient. Paths are relative to the
   CSV's folder (or its parent, as CheXpert's ``CheXpert-v1.0/train/...`` paths are);
 - ``demo``: the X-rays of a simulated demo cohort (:func:`core.demo.cohort.simulate_cohort`,
-  drawn with a seed other than the app's library, so the library's patients are unseen), with
-  the finding labels that follow from what each phantom shows.
+  drawn with a seed other than the app's library, so the library's patients are unseen), plus
+  normal-control phantoms (the admitted cohort has few clear chests), with the finding labels
+  that follow from what each phantom shows.
 
 Loss: BCE with logits, each finding's positives weighted by negatives / positives in the
 training split (clipped to [1, 50]; weighted BCE, seed 004). Adam (lr 1e-4, batch 16 in the
@@ -53,6 +54,9 @@ from core.training.xray import (
 #: The manifest marks multi-label models so pages never read them as 3-class classifiers.
 MULTI_LABEL_TASK = "multi-label"
 DEMO_COHORT_SEED = 1  # the app's library is drawn with seed 0
+#: The admitted cohort holds few normal chests (about 5% of its X-rays); the demo data add one
+#: normal-control phantom per this many patients, so the model also sees clear lungs.
+PATIENTS_PER_NORMAL_CONTROL = 2
 MAX_POS_WEIGHT = 50.0
 _PATIENT_IN_PATH = re.compile(r"(patient\d+)", re.IGNORECASE)
 
@@ -179,14 +183,25 @@ def demo_images(n_patients: int, size: int, seed: int, progress: bool) -> tuple[
     from core.demo.xray_phantom import generate_xray
 
     cohort = simulate_cohort(n_patients, seed)
-    scans = [(p, s) for p in cohort.patients for s in p.scans if s.modality == "X-ray"]
+    scans = [
+        (p.patient_id, p.label, s.severity, p.seed, s.index)
+        for p in cohort.patients
+        for s in p.scans
+        if s.modality == "X-ray"
+    ]
+    # Normal controls: their own patients, anatomy seeds apart from the cohort's.
+    scans += [
+        (f"control-{i + 1:04d}", "Normal", 0.0, 900_000 + 1000 * seed + i, 0)
+        for i in range(n_patients // PATIENTS_PER_NORMAL_CONTROL)
+    ]
     samples, images, targets = [], [], []
-    for p, s in tqdm(scans, desc="drawing demo X-rays", unit="img", disable=not progress):
-        phantom = generate_xray(p.label, s.severity, p.seed, size=XRAY_SIZE, session=s.index)
+    for pid, label, severity, anatomy, session in tqdm(
+        scans, desc="drawing demo X-rays", unit="img", disable=not progress
+    ):
+        phantom = generate_xray(label, severity, anatomy, size=XRAY_SIZE, session=session)
         images.append((to_unit_square(phantom.pixels, size)[0] * 255).round().to(torch.uint8))
-        target = [phantom.findings[f] for f in FINDINGS]
-        targets.append(target)
-        samples.append(Sample(Path(f"demo/{p.patient_id}/scan{s.index}.png"), p.label, p.patient_id))
+        targets.append([phantom.findings[f] for f in FINDINGS])
+        samples.append(Sample(Path(f"demo/{pid}/scan{session}.png"), label, pid))
     return samples, torch.stack(images), np.asarray(targets, dtype=np.float32)
 
 
@@ -261,7 +276,10 @@ def train_findings(
     problems: list[str] = []
     if str(source) == "demo":
         samples, images, targets = demo_images(config.demo_patients, config.size, DEMO_COHORT_SEED, progress)
-        data_desc = f"demo cohort: {config.demo_patients} simulated patients (cohort seed {DEMO_COHORT_SEED})"
+        data_desc = (
+            f"demo cohort: {config.demo_patients} simulated patients (cohort seed {DEMO_COHORT_SEED}) and "
+            f"{config.demo_patients // PATIENTS_PER_NORMAL_CONTROL} normal-control phantoms"
+        )
     else:
         if not Path(source).is_file():
             raise InvalidInputError(f"There is no CSV file at {source}.")
