@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import shutil
 from pathlib import Path
 
@@ -19,32 +18,11 @@ from PIL import Image
 from core.cli.main import main
 from core.demo.xray_phantom import generate_xray
 from core.library.store import SqliteLibrary, open_library
+from tests.cli_helpers import assert_one_line_error, run, run_json
 
 pytestmark = pytest.mark.demo_weights
 
 MODEL_ID = "cxr-resnet18"
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    status = main(list(argv))
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def run_json(capsys, *argv: str) -> dict:
-    status, out, err = run(capsys, *argv, "--json")
-    assert status == 0, err
-    return json.loads(out)
-
-
-def assert_one_line_error(status: int, out: str, err: str, *words: str) -> None:
-    assert status == 1
-    assert out == ""
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for word in words:
-        assert word.lower() in lines[0].lower(), lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import math
 import shutil
 from pathlib import Path
@@ -26,31 +25,10 @@ from core.library.store import SqliteLibrary, open_library
 from core.models.registry import ModelRegistry
 from core.trajectory.curves import FEATURE_COLUMNS
 from core.trajectory.scores import score_version
+from tests.cli_helpers import assert_one_line_error, run, run_json
 
 CT_ID = "covid3d-tiny"
 XRAY_ID = "cxr-resnet18"
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    status = main(list(argv))
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def run_json(capsys, *argv: str) -> dict:
-    status, out, err = run(capsys, *argv, "--json")
-    assert status == 0, err
-    return json.loads(out)
-
-
-def assert_one_line_error(status: int, out: str, err: str, *words: str) -> None:
-    assert status == 1
-    assert out == ""
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for word in words:
-        assert word.lower() in lines[0].lower(), lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,7 @@ from core.training.findings import (
     train_findings,
     u_zeros,
 )
+from tests.cli_helpers import assert_one_line_error
 from tests.helpers import register_tiny_findings_model, register_tiny_model
 
 TINY_RUN = FindingsTrainConfig(size=32, max_epochs=1, demo_patients=12, batch_size=8, augment=False)
@@ -45,16 +46,6 @@ TINY_RUN = FindingsTrainConfig(size=32, max_epochs=1, demo_patients=12, batch_si
 
 def png(seed: int, label: str = "COVID-19", severity: float = 0.6) -> bytes:
     return generate_xray(label, severity, seed=seed, size=64).to_png()
-
-
-def assert_one_line_error(status: int, out: str, err: str, *words: str) -> None:
-    assert status == 1
-    assert out == ""
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for word in words:
-        assert word.lower() in lines[0].lower(), lines[0]
 
 
 # -- u_zeros ----------------------------------------------------------------------------------

@@ -46,19 +46,10 @@ from core.trajectory.findings_change import (
     score_key,
     xray_pairs,
 )
+from tests.cli_helpers import assert_one_line_error
 from tests.helpers import register_tiny_findings_model, register_tiny_model
 
 COMPARISON_NAMES = [f"{a} vs {b}" for a, b in COMPARISONS]
-
-
-def assert_one_line_error(status: int, out: str, err: str, *words: str) -> None:
-    assert status == 1
-    assert out == ""
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for word in words:
-        assert word.lower() in lines[0].lower(), lines[0]
 
 
 def category_in_note(note: str | None) -> str | None:
