@@ -76,6 +76,8 @@ for card in cards:
     title = f"**{card.id}** · {card.architecture} · version {card.version}"
     if isinstance(acc, float):
         title += f" · held-out accuracy {acc:.1%}"
+    elif isinstance(held.get("mean_auc"), float):
+        title += f" · held-out mean AUC {held['mean_auc']:.3f} over findings"
     with st.expander(title):
         st.markdown(f"**Intended use:** {card.intended_use}")
         spec = card.input
@@ -125,7 +127,11 @@ for card in cards:
                 + "; sensitivity and specificity at P = 0.5)"
             )
             table = pd.DataFrame(per_finding).T[["n_positive", "prevalence", "auc", "sensitivity", "specificity"]]
-            st.dataframe(table.style.format(precision=3, na_rep="-"), key=f"findings_{card.id}")
+            table["n_positive"] = table["n_positive"].astype(int)
+            st.dataframe(
+                table.style.format(precision=3, na_rep="-").format("{:d}", subset=["n_positive"]),
+                key=f"findings_{card.id}",
+            )
         per_scan = card.metrics.get("held_out_per_scan")
         if per_scan:
             st.caption(

@@ -346,8 +346,14 @@ def train_findings(
     training = {
         "data": {
             "source": data_desc,
-            "note": config.data_note
-            + (f" No positive training example for: {', '.join(untrainable)}." if untrainable else ""),
+            "note": " ".join(
+                part
+                for part in (
+                    config.data_note.strip().rstrip(".") + "." if config.data_note.strip() else "",
+                    f"No positive training example for: {', '.join(untrainable)}." if untrainable else "",
+                )
+                if part
+            ),
             "images": {p: len(idx) for p, idx in rows.items()},
             "positives_in_train": {f: int(v) for f, v in zip(FINDINGS, train_t.sum(axis=0), strict=True)},
             "skipped_rows": len(problems),
