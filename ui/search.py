@@ -23,8 +23,8 @@ _INDEXING = threading.Lock()
 
 def missing_embeddings(library: SqliteLibrary, model: LoadedModel) -> int:
     """How many library images the model could embed have no embedding for its current weights."""
-    ids, _ = library.embeddings(model.id, embedding_version(model))
-    return len(library.image_refs(EMBEDDABLE_KINDS[model.card.input_kind])) - len(ids)
+    n = library.count_embeddings(model.id, embedding_version(model))
+    return len(library.image_refs(EMBEDDABLE_KINDS[model.card.input_kind])) - n
 
 
 def index_missing(library: SqliteLibrary, model: LoadedModel) -> list[str]:
@@ -46,9 +46,9 @@ def _index(root: str, model_id: str, version: str, n_vectors: int, _library: Sql
 
 
 def library_index(library: SqliteLibrary, model: LoadedModel) -> LibraryIndex:
+    """The cached index; counting the stored vectors (not reading them) tells when it is stale."""
     version = embedding_version(model)
-    ids, _ = library.embeddings(model.id, version)
-    return _index(str(library.root), model.id, version, len(ids), library)
+    return _index(str(library.root), model.id, version, library.count_embeddings(model.id, version), library)
 
 
 @st.cache_data(show_spinner="Evaluating the search on the library...", max_entries=8)

@@ -102,34 +102,26 @@ def run_similar(args: argparse.Namespace) -> int:
         modality=args.modality,
     )
     path = Path(args.query)
+    query: dict[str, object]
     if path.is_file():
         if path.stat().st_size > MAX_BYTES:
             raise InvalidInputError(f"{path.name} is larger than {MAX_BYTES // 2**20} MB.")
-        image = read_xray(path.read_bytes(), path.name)
-        results = find_similar(
-            library,
-            model,
-            image=image,
-            k=args.k,
-            include_query_patient=args.include_query_patient,
-            where=where,
-            index=index,
-        )
+        query = {"image": read_xray(path.read_bytes(), path.name)}
     elif path.is_dir():
         raise InvalidInputError(f"{path} is a folder; give one X-ray file or a library case.")
     elif "/" in args.query or "\\" in args.query or path.suffix.lower() in _IMAGE_SUFFIXES:
         raise InvalidInputError(f"There is no file {path}.")
     else:
-        image_id = resolve_case(library, args.query)
-        results = find_similar(
-            library,
-            model,
-            case_image_id=image_id,
-            k=args.k,
-            include_query_patient=args.include_query_patient,
-            where=where,
-            index=index,
-        )
+        query = {"case_image_id": resolve_case(library, args.query)}
+    results = find_similar(
+        library,
+        model,
+        k=args.k,
+        include_query_patient=args.include_query_patient,
+        where=where,
+        index=index,
+        **query,  # type: ignore[arg-type]
+    )
     if args.json:
         print(json.dumps(results.as_dict()))
         return 0

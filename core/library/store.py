@@ -199,6 +199,10 @@ class CaseLibrary(abc.ABC):
         """Image ids and their vectors (n, d) float32 for a model version."""
 
     @abc.abstractmethod
+    def count_embeddings(self, model_id: str, model_version: str) -> int:
+        """How many images have a vector for a model version (without reading the vectors)."""
+
+    @abc.abstractmethod
     def put_scores(self, model_id: str, model_version: str, name: str, values: dict[int, float]) -> None:
         """Store one named score per study id for a model version."""
 
@@ -627,6 +631,13 @@ class SqliteLibrary(CaseLibrary):
             raise LibraryError(f"Embeddings of {model_id} {model_version} have different lengths.")
         matrix = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), dims.pop())
         return [int(r[0]) for r in rows], matrix.copy()
+
+    def count_embeddings(self, model_id: str, model_version: str) -> int:
+        with self._connect() as con:
+            row = con.execute(
+                "SELECT COUNT(*) FROM embeddings WHERE model_id = ? AND model_version = ?", (model_id, model_version)
+            ).fetchone()
+        return int(row[0])
 
     def put_scores(self, model_id: str, model_version: str, name: str, values: dict[int, float]) -> None:
         rows = [(int(k), model_id, model_version, name, float(v)) for k, v in values.items()]

@@ -133,3 +133,16 @@ def test_embeddings_and_scores_round_trip_per_model_version(tmp_path: Path) -> N
     # Deleting the patient removes derived data and files too.
     lib.delete_patient("P-A")
     assert lib.embeddings("cxr-resnet18", "v1")[0] == [] and not (tmp_path / "files" / "P-A").exists()
+
+
+def test_count_embeddings_counts_without_reading_vectors(library_copy) -> None:  # noqa: ANN001 - fixture
+    import numpy as np
+
+    from core.library.store import open_library
+
+    lib = open_library(library_copy)
+    first, second = (r.image_id for r in lib.image_refs()[:2])
+    assert lib.count_embeddings("m", "v1") == 0
+    lib.put_embeddings("m", "v1", {first: np.ones(4), second: np.zeros(4)})
+    lib.put_embeddings("m", "v2", {first: np.ones(4)})
+    assert lib.count_embeddings("m", "v1") == 2 and lib.count_embeddings("m", "v2") == 1
