@@ -1,0 +1,1 @@
+"""Survival and prognosis: Kaplan-Meier analyses, the CNN-LSTM survival model, prognosis from CT."""
