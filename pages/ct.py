@@ -4,6 +4,8 @@ and the slice model's probability for each axial slice."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
@@ -20,10 +22,19 @@ from core.ct.views import (
 )
 from core.errors import DashboardError
 from core.explain.overlay import render_overlay
+from core.report import report_filename_for
 from ui import resources
 from ui.demo_images import DEMO_CTS, demo_ct
 from ui.figures import IMAGE_CONFIG, image_figure
 from ui.navigation import use_app_navigation
+from ui.report import (
+    IDENTIFIERS_LABEL,
+    ct_case_report,
+    ct_identifier_rows,
+    ct_pseudonym,
+    is_dicom_series,
+    report_download,
+)
 from ui.session import digest, memo
 from ui.text import DISCLAIMER
 
@@ -209,6 +220,7 @@ with left:
         + "Scroll to zoom, drag to pan."
     )
 
+mip = chart = None
 with right:
     if cam is not None:
         backdrop = mean_projection(window_hu(volume.hu, *LUNG_WINDOW), plane)
@@ -246,3 +258,36 @@ with right:
             yaxis_range=[0, 1],
         )
         st.plotly_chart(chart, key="ct_slice_chart")
+
+include_ids = (
+    bool(files)
+    and is_dicom_series(volume)
+    and st.checkbox(
+        IDENTIFIERS_LABEL,
+        value=False,
+        key="ct_report_ids",
+        help="Off: the report names the case by a pseudonym only. On: the series' patient, study and instance "
+        "identifiers are added in a marked box.",
+    )
+)
+pseudonym = ct_pseudonym(key, demo_label if not files else None)
+# Built only when clicked (on Streamlit's download thread), from what this run computed.
+report_download(
+    functools.partial(
+        ct_case_report,
+        pseudonym=pseudonym,
+        volume=volume,
+        slice_rgb=rgb,
+        slice_caption=f"{plane} slice {index + 1} of {count}, window {preset}"
+        + (f"; {cam_mode}" if cam is not None else ""),
+        pixel_mm=pixel_size_mm(volume.spacing_mm, plane),
+        mip_rgb=mip,
+        mip_caption=f"Maximum-intensity projection of the map ({plane.lower()})",
+        analysis=analysis,
+        covid3d_calibrated=covid3d is not None and covid3d.card.temperature != 1.0,
+        slice_chart=chart,
+        identifiers=functools.partial(ct_identifier_rows, files, volume.series_uid) if include_ids else None,
+    ),
+    key="ct_report",
+    file_name=report_filename_for(pseudonym),
+)

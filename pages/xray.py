@@ -3,6 +3,8 @@ and of their average, and an attribution overlay with its colour bar and a PNG d
 
 from __future__ import annotations
 
+import functools
+
 import pandas as pd
 import streamlit as st
 
@@ -12,11 +14,13 @@ from core.explain.overlay import COLORMAPS, png_bytes, render_overlay
 from core.findings import predict_findings
 from core.inference import analyse_xray, average_predictions, predict_xray
 from core.io.images import read_xray
+from core.report import report_filename_for
 from core.types import XRAY_LABELS
 from ui import resources
 from ui.demo_images import demo_xrays
 from ui.figures import IMAGE_CONFIG, image_figure
 from ui.navigation import use_app_navigation
+from ui.report import IDENTIFIERS_LABEL, report_download, upload_pseudonym, xray_case_report
 from ui.session import digest, memo, share_xrays
 from ui.text import DISCLAIMER, describe_image
 
@@ -129,12 +133,14 @@ for name, data in files:
             )
             st.caption("Rows: models (and their average); bold: each row's predicted class.")
             st.caption(describe_image(image))
+            findings = []
             for fid in findings_ids:
                 try:
                     found = memo(("findings", key, fid), predict_findings, resources.model(fid), image)
                 except DashboardError as e:
                     st.error(str(e))
                     continue
+                findings.append(found)
                 st.markdown(f"Findings ({fid}: one probability per finding, independent)")
                 st.dataframe(
                     pd.DataFrame({"P(present)": found.probabilities}, index=list(found.labels)).style.format("{:.1%}"),
@@ -170,4 +176,30 @@ for name, data in files:
                 file_name=f"{name.rsplit('.', 1)[0]}.{cam.model_id}.{method.lower().replace(' ', '-')}.png",
                 mime="image/png",
                 key=f"dl_{key[:12]}",
+            )
+            include_ids = image.is_dicom and st.checkbox(
+                IDENTIFIERS_LABEL,
+                value=False,
+                key=f"xray_report_ids_{key[:12]}",
+                help="Off: the report names the case by a pseudonym only. On: the file's patient, study and "
+                "instance identifiers are added in a marked box.",
+            )
+            # Built only when clicked (on Streamlit's download thread), from what this run computed.
+            report_download(
+                functools.partial(
+                    xray_case_report,
+                    data=data,
+                    image=image,
+                    window=(center, width),
+                    explanation=cam,
+                    method=method,
+                    colormap=colormap,
+                    opacity=opacity,
+                    predictions=tuple(predictions),
+                    average=average,
+                    findings=tuple(findings),
+                    include_identifiers=include_ids,
+                ),
+                key=f"xray_report_{key[:12]}",
+                file_name=report_filename_for(upload_pseudonym(data)),
             )

@@ -75,7 +75,9 @@ def test_png_and_dicom_get_probabilities_and_overlays_garbage_gets_an_error(app:
     assert len(tables) == 2
     assert list(tables[0].value.index) == ["cxr-custom", "cxr-densenet121", "cxr-resnet18", "Average"]
     assert len(app.get("plotly_chart")) == 2
-    assert len(app.get("download_button")) == 2
+    labels = [b.proto.label for b in app.get("download_button")]
+    assert labels.count("Download overlay (PNG)") == 2
+    assert labels.count("Download case report (HTML)") == 2
     # The DICOM has window/level controls; the 8-bit PNG does not.
     assert {s.label for s in app.slider} >= {"Window level", "Window width", "Opacity"}
     assert sum(s.label == "Window level" for s in app.slider) == 1
