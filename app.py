@@ -11,6 +11,7 @@ navigation = st.navigation(
         st.Page("pages/ct.py", title="CT volume", icon=":material/view_in_ar:"),
         st.Page("pages/similar.py", title="Similar cases", icon=":material/compare:"),
         st.Page("pages/trajectories.py", title="Trajectories", icon=":material/timeline:"),
+        st.Page("pages/survival.py", title="Survival and prognosis", icon=":material/monitor_heart:"),
         st.Page("pages/library.py", title="Case library", icon=":material/folder_shared:"),
     ]
 )

@@ -10,7 +10,7 @@ from ui import resources
 from ui.figures import learning_curves_figure
 from ui.library import library
 from ui.navigation import use_app_navigation
-from ui.text import DISCLAIMER, describe_input_grid
+from ui.text import DISCLAIMER, describe_input_grid, km_summary
 
 use_app_navigation()
 st.title("COVID-19 chest imaging dashboard")
@@ -62,6 +62,11 @@ st.page_link(
     icon=":material/timeline:",
 )
 st.page_link(
+    "pages/survival.py",
+    label="Survival and prognosis: CNN-LSTM survival from an X-ray series, COVID3D prognosis, Kaplan-Meier risk groups",
+    icon=":material/monitor_heart:",
+)
+st.page_link(
     "pages/library.py",
     label="Case library: browse patients and their timelines, import datasets, add reviewed cases",
     icon=":material/folder_shared:",
@@ -103,7 +108,9 @@ for card in cards:
             unit = held.get("unit") or card.training.get("data", {}).get("unit", "image")
             left.markdown(f"Held-out confusion matrix ({held['n']} {unit}s; rows true, columns predicted)")
             left.dataframe(pd.DataFrame(cm["rows_true_columns_predicted"], index=labels, columns=labels))
-            per_class = pd.DataFrame(held["per_class"]).T[["precision", "recall", "specificity", "f1", "support"]]
+            per_class = pd.DataFrame(held.get("per_class", {})).T.reindex(
+                columns=["precision", "recall", "specificity", "f1", "support"]
+            )
             right.markdown("Per class")
             three = st.column_config.NumberColumn(format="%.3f")
             right.dataframe(
@@ -116,9 +123,16 @@ for card in cards:
                     "support": st.column_config.NumberColumn(format="%d"),
                 },
             )
+            auc = held.get("roc_auc_ovr", held.get("roc_auc"))
             right.caption(
-                f"Accuracy {held['accuracy']:.1%} · one-vs-rest ROC AUC {held.get('roc_auc_ovr', float('nan')):.3f}"
+                f"Accuracy {held['accuracy']:.1%} · ROC AUC "
+                + ("-" if auc is None else f"{auc:.3f}")
+                + ("" if held.get("brier") is None else f" · Brier score {held['brier']:.3f}")
             )
+        for key, what in (("km", "the model's groups"), ("km_clinical", "clinical factors (age, sex)")):
+            km = held.get(key)
+            if km:
+                st.caption(f"Held-out Kaplan-Meier of {what}: {km_summary(km)}")
         per_finding = held.get("per_finding")
         if per_finding:
             st.markdown(

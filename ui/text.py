@@ -61,3 +61,21 @@ def describe_input_grid(spec: InputSpec) -> str:
     if depth:
         return f"{depth} x {spec.size} x {spec.size} voxels (z, y, x)"
     return f"{spec.size} x {spec.size} px"
+
+
+def km_summary(km: dict) -> str:
+    """One line from a stored Kaplan-Meier analysis (``KMAnalysis.to_dict()`` or ``{"message": ...}``)."""
+    from ui.km_figure import format_p
+
+    if "message" in km:
+        return str(km["message"])
+    parts = []
+    for g in km.get("groups", []):
+        median = "median not reached" if g.get("median_time") is None else f"median {g['median_time']:g} days"
+        parts.append(f"{g['name']} n={g['n']}, {g['events']} events, {median}")
+    p = km.get("logrank_p")
+    parts.append("log-rank p " + ("-" if p is None else format_p(p)))
+    hr, ci = km.get("hazard_ratio"), km.get("hazard_ratio_ci")
+    if hr is not None and ci:
+        parts.append(f"HR {hr:.2f} (95% CI {ci[0]:.2f}-{ci[1]:.2f})")
+    return "; ".join(parts)

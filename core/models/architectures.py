@@ -147,6 +147,18 @@ class XrayCustomCNN(nn.Module):
         return self.classifier(self.embed(x))
 
 
+def _cnn_lstm(**kwargs: Any) -> nn.Module:
+    from core.models.survival import CnnLstmSurvival  # imports this module: built late
+
+    return CnnLstmSurvival(**kwargs)
+
+
+def _covid3d_prognosis(**kwargs: Any) -> nn.Module:
+    from core.models.prognosis import Covid3DPrognosis
+
+    return Covid3DPrognosis(**kwargs)
+
+
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "resnet18": XrayResNet18,
     "densenet121": XrayDenseNet121,
@@ -154,6 +166,9 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     # CT: COVID3D on whole volumes (seed 003) and the ResNet slice model (seed 002).
     "covid3d": Covid3D,
     "ct-resnet": CtSliceResNet,
+    # Survival from an X-ray series (seed 000) and prognosis from CT (seed 003).
+    "cnn-lstm": _cnn_lstm,
+    "covid3d-prognosis": _covid3d_prognosis,
 }
 
 
