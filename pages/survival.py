@@ -31,6 +31,7 @@ from ui.session import digest, memo, shared_xrays
 from ui.survival import (
     ENDPOINT_LABELS,
     GROUPING_LABELS,
+    PatientView,
     calibration_figure,
     case_report,
     grouped_cohort,
@@ -40,6 +41,12 @@ from ui.survival import (
 )
 from ui.text import DISCLAIMER, describe_outcome
 
+ROLE_NAMES = {
+    "prognosis-2": "2-scan prognosis model",
+    "prognosis-1": "1-scan prognosis model",
+    "survival": "survival model (CNN-LSTM)",
+    "s": "COVID3D model",
+}
 LIBRARY_PATIENT, MY_UPLOADS = "A library patient", "My uploads (this session)"
 
 use_app_navigation()
@@ -94,14 +101,18 @@ def _survival_block(pred: SurvivalPrediction, grays: list, days: list[float]) ->
     threshold = survival_threshold(survival_model)
     group = HIGH if pred.death_probability >= threshold else "Low risk"
     c1, c2 = st.columns(2)
-    c1.metric("P(survival), CNN-LSTM", f"{pred.probability:.2f}")
-    c2.metric("Risk of death group", group, help=f"High risk when P(death) >= {threshold:g}.")
+    c1.metric("P(survival), CNN-LSTM", f"{pred.probability:.1%}")
+    c2.metric(
+        "Risk of death group", group, help=f"High risk when P(death) >= {threshold:.2f}, the dev split's Youden point."
+    )
     st.caption(
         f"{survival_model.id} {survival_model.card.version}: the X-rays below, in time order, read by one DenseNet-121 "
         f"each and an LSTM. Probabilities calibrated by temperature scaling on the dev split (T = "
         f"{survival_model.card.temperature:.2f})."
     )
     st.markdown("**Grad-CAM of the risk of death, per time point**")
+    if pred.maps and all(float(m.max()) == 0.0 for m in pred.maps):
+        st.caption("The Grad-CAM is zero on every X-ray: no region raised the model's risk of death.")
     cols = st.columns(min(len(grays), 5))
     for i, (gray, heat, day) in enumerate(zip(grays, pred.maps, days, strict=False)):
         cols[i % len(cols)].image(render_overlay(gray, heat, "Jet", opacity), caption=f"day {day:g}", width="stretch")
@@ -120,10 +131,10 @@ def _prognosis_block(preds: dict[str, PrognosisPrediction], day: float | None) -
         group = HIGH if pred.high_risk(prognosis_threshold(model)) else "Low risk"
         col.metric(
             label,
-            f"{pred.probability:.2f}",
-            delta=group,
-            delta_color="inverse" if group == HIGH else "normal",
-            help=f"{pred.model_id} {pred.model_version}; P(high risk), temperature-calibrated (T = {model.card.temperature:.2f}).",
+            f"{pred.probability:.1%} · {group.lower()}",
+            help=f"{pred.model_id} {pred.model_version}: P(high risk), temperature-calibrated on the dev split "
+            f"(T = {model.card.temperature:.2f}); high risk from {prognosis_threshold(model):.2f} (the dev split's "
+            "Youden point).",
         )
 
 
@@ -153,7 +164,7 @@ with km_tab:
             st.markdown(f"**{titles[grouping]}**")
             role = role_of(endpoint, grouping)
             if role is not None and role not in models:
-                st.info(f"No {role} model is registered.")
+                st.info(f"No {ROLE_NAMES[role]} is registered.")
                 continue
             try:
                 cohort = grouped_cohort(library, patients_all, endpoint, grouping, models)
@@ -254,7 +265,7 @@ with patient_tab:
             st.write(
                 f"{s.label or 'diagnosis unknown'} · {s.sex or 'sex unknown'}"
                 f"{'' if s.age_years is None else f', {s.age_years:g} years'} · {describe_outcome(s)} · "
-                f"{len(patient.xrays())} X-rays, {len(patient.cts())} CTs"
+                f"{len(patient.xrays())} X-ray(s), {len(patient.cts())} CT(s)"
             )
             xrays = patient.xrays()
             grays, days, pred = [], [], None
@@ -311,20 +322,8 @@ with patient_tab:
             with st.expander(f"Radiologist's notes ({len(notes)})"):
                 for when, note in notes:
                     st.markdown(f"**{when}**: {note}")
-            case_report(
-                library,
-                record,
-                patient,
-                pred,
-                grays,
-                days,
-                prog,
-                follow_day,
-                analyses,
-                models,
-                opacity=opacity,
-                key="surv_report",
-            )
+            view = PatientView(record, patient, pred, grays, days, prog, follow_day)
+            case_report(library, view, analyses, models, opacity=opacity, key="surv_report")
     else:
         st.write(
             "Upload a patient's chest X-rays with the day of each (days since admission): the CNN-LSTM reads them "

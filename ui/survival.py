@@ -5,6 +5,7 @@ the model checks and the case report."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,19 @@ GROUPING_LABELS: dict[str, str] = {
 }
 
 
+@dataclass
+class PatientView:
+    """What the Patient tab computed for a library patient (the case report is made of it)."""
+
+    record: Patient
+    patient: OutcomePatient
+    survival: SurvivalPrediction | None = None
+    grays: list[np.ndarray] = field(default_factory=list)  # the X-rays the CNN-LSTM read, in time order
+    days: list[float] = field(default_factory=list)
+    prognosis: dict[str, PrognosisPrediction] = field(default_factory=dict)
+    follow_day: float | None = None  # the CT the prognosis is from
+
+
 def y_title(endpoint: str) -> str:
     return "Proportion still in hospital" if endpoint == "discharge" else "Proportion alive"
 
@@ -44,7 +58,14 @@ def patient_choices(patients: Sequence[PatientSummary]) -> dict[str, str]:
         (p for p in patients if p.n_studies),
         key=lambda p: (p.label != "COVID-19", -p.n_ct, -p.n_xray, p.pseudonym),
     )
-    return {f"{p.pseudonym} · {p.label or 'unlabelled'} · {p.n_xray} X-rays, {p.n_ct} CTs": p.pseudonym for p in ranked}
+    return {
+        f"{p.pseudonym} · {p.label or 'unlabelled'} · {_count(p.n_xray, 'X-ray')}, {_count(p.n_ct, 'CT')}": p.pseudonym
+        for p in ranked
+    }
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def grouped_cohort(
@@ -159,13 +180,7 @@ def calibration_figure(analyses: dict[str, tuple[GroupedCohort, KMAnalysis]]) ->
 
 def case_report(
     library: SqliteLibrary,
-    record: Patient,
-    patient: OutcomePatient,
-    survival: SurvivalPrediction | None,
-    grays: list[np.ndarray],
-    days: list[float],
-    prognosis: dict[str, PrognosisPrediction],
-    follow_day: float | None,
+    view: PatientView,
     analyses: dict[str, tuple[GroupedCohort, KMAnalysis]],
     models: dict[str, LoadedModel],
     *,
@@ -176,13 +191,11 @@ def case_report(
     from core.report import report_filename_for
     from ui.report import report_download
 
-    s_trajectory_json = _s_figure_json(library, record, models.get("s"))
+    s_trajectory_json = _s_figure_json(library, view.record, models.get("s"))
     report_download(
-        lambda: _build_report(
-            record, patient, survival, grays, days, prognosis, follow_day, analyses, s_trajectory_json, opacity
-        ),
+        lambda: _build_report(view, analyses, s_trajectory_json, opacity),
         key=key,
-        file_name=report_filename_for(record.pseudonym),
+        file_name=report_filename_for(view.record.pseudonym),
     )
 
 
@@ -214,13 +227,7 @@ def _s_figure_json(library: SqliteLibrary, record: Patient, s_model: LoadedModel
 
 
 def _build_report(
-    record: Patient,
-    patient: OutcomePatient,
-    survival: SurvivalPrediction | None,
-    grays: list[np.ndarray],
-    days: list[float],
-    prognosis: dict[str, PrognosisPrediction],
-    follow_day: float | None,
+    view: PatientView,
     analyses: dict[str, tuple[GroupedCohort, KMAnalysis]],
     s_json: str | None,
     opacity: float,
@@ -232,6 +239,8 @@ def _build_report(
     from ui.report import today
     from ui.text import describe_outcome
 
+    record, patient, survival = view.record, view.patient, view.survival
+    grays, days, follow_day = view.grays, view.days, view.follow_day
     s = record.summary
     predictions = []
     if survival is not None:
@@ -243,7 +252,7 @@ def _build_report(
                 calibrated=True,
             )
         )
-    for label, pred in prognosis.items():
+    for label, pred in view.prognosis.items():
         predictions.append(
             ReportPrediction(
                 pred.model_id,
@@ -277,14 +286,18 @@ def _build_report(
         group = cohort.group_of(record.pseudonym)
         if group is None:
             continue
-        g = next(x for x in analysis.groups if x.name == group)
-        median = "not reached" if g.median_time is None else f"{g.median_time:g} days"
+        g = next((x for x in analysis.groups if x.name == group), None)
+        if g is None:  # the group was too small for a curve and left out of the analysis
+            n = cohort.groups.count(group)
+            where = f"This patient is in the group '{group}': {n} patient{'s' if n != 1 else ''}, too few for a curve."
+        else:
+            median = "not reached" if g.median_time is None else f"{g.median_time:g} days"
+            where = f"This patient is in the group '{group}': {g.n} patients of the library, {g.events} events, median {median}."
         fig = km_figure(analysis, height=430, title=cohort.description.split(";")[0], y_title=y_title(cohort.endpoint))
         sections.append(
             ReportSection(
                 f"Kaplan-Meier position ({GROUPING_LABELS[grouping].lower()}, time to {cohort.endpoint})",
-                text=f"This patient is in the group '{group}': {g.n} patients of the library, {g.events} events, median {median}. "
-                f"{cohort.description}.",
+                text=f"{where} {cohort.description}.",
                 figure_json=fig.to_json(),
             )
         )

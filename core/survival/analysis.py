@@ -33,7 +33,7 @@ import numpy as np
 from core.errors import InvalidInputError
 from core.models.prognosis import HIGH_RISK_DAYS
 from core.models.registry import LoadedModel
-from core.survival.cohort import OutcomePatient
+from core.survival.cohort import OutcomePatient, Scan
 from core.survival.km import KMAnalysis, NotEnoughDataError, km_analysis
 from core.survival.predict import (
     predict_prognosis,
@@ -68,6 +68,7 @@ class GroupedCohort:
     excluded: dict[str, int] = field(default_factory=dict)  # reason -> patients
     risk: dict[str, float] = field(default_factory=dict)  # P(high risk) per patient, for model and clinical groupings
     truth: dict[str, bool] = field(default_factory=dict)  # known high risk (discharge) or death, per patient
+    threshold: float = 0.5  # the cut on ``risk`` that made the groups
 
     def add(self, patient: str, duration: float, event: bool, group: str) -> None:
         self.patients.append(patient)
@@ -131,54 +132,70 @@ def _store(library, model: LoadedModel, name: str, values: dict[int, float]) -> 
         library.put_scores(model.id, score_version(model), name, values)
 
 
-def prognosis_logits(
+def _cached_logits(
     model: LoadedModel,
     rows: list[tuple[OutcomePatient, float]],
-    library=None,
-    progress: Progress | None = None,  # noqa: ANN001
+    library,  # noqa: ANN001
+    name: str,
+    scans_of: Callable[[OutcomePatient], list[Scan]],
+    predict: Callable[[list[np.ndarray]], float],
+    progress: Progress | None,
 ) -> dict[str, float]:
-    """Each patient's prognosis logit at the second CT (1 scan: it alone; 2: with the first)."""
-    scans = int(model.card.architecture_kwargs.get("scans", 1))
-    stored = _stored(library, model, PROGNOSIS_SCORE)
+    """Each patient's logit from ``predict`` on the images of ``scans_of``, read from the library
+    when stored there (by the last scan's study) and stored when computed."""
+    stored = _stored(library, model, name)
     out, new = {}, {}
     for i, (p, _) in enumerate(rows):
-        cts = p.cts()[:2][2 - scans :]
-        key = cts[-1].study_id
+        scans = scans_of(p)
+        key = scans[-1].study_id
         if key is not None and key in stored:
             out[p.patient_id] = stored[key]
         else:
-            out[p.patient_id] = predict_prognosis(model, [s.load() for s in cts]).logit
+            out[p.patient_id] = predict([s.load() for s in scans])
             if key is not None:
                 new[key] = out[p.patient_id]
         if progress:
             progress(i + 1, len(rows))
-    _store(library, model, PROGNOSIS_SCORE, new)
+    _store(library, model, name, new)
     return out
+
+
+def prognosis_logits(
+    model: LoadedModel,
+    rows: list[tuple[OutcomePatient, float]],
+    library=None,  # noqa: ANN001
+    progress: Progress | None = None,
+) -> dict[str, float]:
+    """Each patient's prognosis logit at the second CT (1 scan: it alone; 2: with the first)."""
+    scans = int(model.card.architecture_kwargs.get("scans", 1))
+    return _cached_logits(
+        model,
+        rows,
+        library,
+        PROGNOSIS_SCORE,
+        lambda p: p.cts()[:2][2 - scans :],
+        lambda volumes: predict_prognosis(model, volumes).logit,
+        progress,
+    )
 
 
 def survival_logits(
     model: LoadedModel,
     rows: list[tuple[OutcomePatient, float]],
-    library=None,
-    progress: Progress | None = None,  # noqa: ANN001
+    library=None,  # noqa: ANN001
+    progress: Progress | None = None,
 ) -> dict[str, float]:
     """Each patient's CNN-LSTM survival logit over their X-ray series (stored by the last X-ray)."""
     max_xrays = int(model.card.training.get("config", {}).get("max_xrays", 8))
-    stored = _stored(library, model, SURVIVAL_SCORE)
-    out, new = {}, {}
-    for i, (p, _) in enumerate(rows):
-        xrays = p.xrays()[:max_xrays]
-        key = xrays[-1].study_id
-        if key is not None and key in stored:
-            out[p.patient_id] = stored[key]
-        else:
-            out[p.patient_id] = predict_survival(model, [s.load() for s in xrays], gradcam=False).logit
-            if key is not None:
-                new[key] = out[p.patient_id]
-        if progress:
-            progress(i + 1, len(rows))
-    _store(library, model, SURVIVAL_SCORE, new)
-    return out
+    return _cached_logits(
+        model,
+        rows,
+        library,
+        SURVIVAL_SCORE,
+        lambda p: p.xrays()[:max_xrays],
+        lambda images: predict_survival(model, images, gradcam=False).logit,
+        progress,
+    )
 
 
 def _sigmoid(z: float) -> float:
@@ -188,8 +205,7 @@ def _sigmoid(z: float) -> float:
 def clinical_probabilities(
     rows: list[tuple[OutcomePatient, float]], target: dict[str, bool], folds: int = 5
 ) -> dict[str, float]:
-    """P(high risk) from age and sex: logistic regression with balanced class weights (so 0.5 splits
-    the classes as the models' balanced training does), out-of-fold for patients with a known
+    """P(high risk) from age and sex: logistic regression, out-of-fold for patients with a known
     target, and from a fit on all of those for the others."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
@@ -209,10 +225,10 @@ def clinical_probabilities(
         )
     idx = np.flatnonzero(known)
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=0).split(idx, yk):
-        fit = LogisticRegression(class_weight="balanced").fit(x[idx[train]], yk[train])
+        fit = LogisticRegression().fit(x[idx[train]], yk[train])
         out[idx[test]] = fit.predict_proba(x[idx[test]])[:, 1]
     if (~known).any():
-        out[~known] = LogisticRegression(class_weight="balanced").fit(x[known], yk).predict_proba(x[~known])[:, 1]
+        out[~known] = LogisticRegression().fit(x[known], yk).predict_proba(x[~known])[:, 1]
     return {p.patient_id: float(v) for p, v in zip(patients, out, strict=False)}
 
 
@@ -304,21 +320,25 @@ def stratify(
             cut = prognosis_threshold(model)
             risk = {pid: _sigmoid(z / model.card.temperature) for pid, z in logits.items()}
             groups = {pid: HIGH if v >= cut else LOW for pid, v in risk.items()}
-            how = f"{model.id} {model.card.version}: P(remaining stay >= {HIGH_RISK_DAYS:g} days) >= {cut:g}"
+            how = f"{model.id} {model.card.version}: P(remaining stay >= {HIGH_RISK_DAYS:g} days) >= {cut:.2f}"
         else:
             logits = survival_logits(model, rows, library, progress)
             cut = survival_threshold(model)
             risk = {pid: 1.0 - _sigmoid(z / model.card.temperature) for pid, z in logits.items()}
             groups = {pid: HIGH if v >= cut else LOW for pid, v in risk.items()}
-            how = f"{model.id} {model.card.version} over the X-ray series: P(death) >= {cut:g}"
+            how = f"{model.id} {model.card.version} over the X-ray series: P(death) >= {cut:.2f}"
     elif grouping == "clinical":
         if endpoint == "discharge":
             target = {p.patient_id: h for p, day in rows if (h := p.high_risk(day)) is not None}
         else:
             target = {p.patient_id: p.outcome == "died" for p, _ in rows if p.survival_known}
         risk = clinical_probabilities(rows, target)
-        groups = {pid: HIGH if v >= 0.5 else LOW for pid, v in risk.items()}
-        how = "clinical factors: logistic regression on age and sex, 5-fold out-of-fold over these patients"
+        cut = float(np.mean(list(target.values())))
+        groups = {pid: HIGH if v >= cut else LOW for pid, v in risk.items()}
+        how = (
+            "clinical factors: logistic regression on age and sex, 5-fold out-of-fold over these patients, "
+            f"high risk above the average risk ({cut:.2f})"
+        )
     elif grouping == "age":
         order = (f"age < {age_cut:g}", f"age >= {age_cut:g}")
         groups = {p.patient_id: order[int(p.age >= age_cut)] for p, _ in rows if p.age is not None}
@@ -345,6 +365,8 @@ def stratify(
         if known is not None:
             cohort.truth[p.patient_id] = known
     cohort.risk = {pid: v for pid, v in risk.items() if pid in groups}
+    if risk:
+        cohort.threshold = cut
     for p, day in rows:
         group = groups.get(p.patient_id)
         if group is None:
@@ -377,10 +399,10 @@ def role_of(endpoint: str, grouping: str) -> str | None:
     return {"model-1scan": "prognosis-1", "s": "s"}.get(grouping)
 
 
-def check_risk(cohort: GroupedCohort, threshold: float = 0.5) -> dict | None:
+def check_risk(cohort: GroupedCohort) -> dict | None:
     """How well a model's (or the clinical factors') P(high risk) matches what happened, on the
     cohort's patients with a known answer: AUC, accuracy, sensitivity, specificity, Brier score
-    and the confusion matrix at ``threshold``. None for groupings without a probability."""
+    and the confusion matrix at the cohort's threshold. None for groupings without a probability."""
     from core.training.loop import binary_metrics
 
     ids = [pid for pid in cohort.patients if pid in cohort.risk and pid in cohort.truth]
@@ -388,4 +410,4 @@ def check_risk(cohort: GroupedCohort, threshold: float = 0.5) -> dict | None:
         return None
     y = np.array([int(cohort.truth[pid]) for pid in ids])
     p = np.array([cohort.risk[pid] for pid in ids])
-    return binary_metrics(y, p, threshold, ("Low risk", "High risk")) | {"y": y.tolist(), "p": p.tolist()}
+    return binary_metrics(y, p, cohort.threshold, ("Low risk", "High risk")) | {"y": y.tolist(), "p": p.tolist()}

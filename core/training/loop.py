@@ -180,3 +180,16 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float, classes: tupl
         "confusion_matrix": {"labels": list(classes), "rows_true_columns_predicted": cm.tolist()},
         "per_class": per_class,
     }
+
+
+def youden_threshold(y: Sequence[float], p: Sequence[float]) -> float:
+    """The operating threshold on P(positive) that maximises sensitivity + specificity - 1 on a
+    dev split (sklearn's ROC curve); 0.5 when the split holds one class only."""
+    from sklearn.metrics import roc_curve
+
+    y = np.asarray(y, dtype=int)
+    if len(set(y.tolist())) < 2:
+        return 0.5
+    fpr, tpr, thresholds = roc_curve(y, np.asarray(p, dtype=np.float64))
+    best = int(np.argmax(tpr - fpr))
+    return float(min(max(thresholds[best], 0.0), 1.0))

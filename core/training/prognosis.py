@@ -11,11 +11,12 @@ seed 003 fine-tuned COVID3D without saying which layers; freezing the early ones
 CPU and a few hundred patients allow.
 
 Patients are split 70/10/20 stratified by outcome (the same patients for the 1- and 2-scan
-runs with the same seed), the epoch with the lowest dev loss kept, the temperature fitted on
-dev. Held out: the classification numbers over all test items, and the Kaplan-Meier
+runs with the same seed), plain BCE (``balanced`` weights the classes equally), the epoch with
+the lowest dev loss kept, the temperature and the operating threshold (Youden) fitted on dev. Held out: the classification numbers over all test items, and the Kaplan-Meier
 stratification of the test patients with at least two CTs, timed from their second CT: the
-model's groups, and a clinical-factors baseline (logistic regression on age and sex with balanced
-class weights, fitted on the training patients) on the same patients, as seed 003 compares them.
+model's groups (at the dev split's Youden threshold), and a clinical-factors baseline (logistic
+regression on age and sex fitted on the training patients, high risk above the training
+patients' average risk) on the same patients, as seed 003 compares them.
 """
 
 from __future__ import annotations
@@ -35,7 +36,15 @@ from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
 from core.models.prognosis import HIGH_RISK_DAYS, Covid3DPrognosis
 from core.models.registry import ModelRegistry, load_state_dict, select_device, sha256_of
 from core.survival.cohort import OutcomePatient, Scan
-from core.training.loop import Batch, balanced_weights, binary_metrics, fit_binary, fit_temperature, split_patients
+from core.training.loop import (
+    Batch,
+    balanced_weights,
+    binary_metrics,
+    fit_binary,
+    fit_temperature,
+    split_patients,
+    youden_threshold,
+)
 from core.training.xray import card_version, provenance, save_half
 
 PROGNOSIS_LABELS = ("High risk",)
@@ -55,6 +64,7 @@ class PrognosisTrainConfig:
     max_epochs: int = 40
     patience: int = 6
     labels: tuple[str, ...] = ("COVID-19",)
+    balanced: bool = False  # weight the classes equally (then probabilities carry the balanced prior)
     seed: int = 0
     device: str | None = None
     data_note: str = ""
@@ -256,7 +266,7 @@ def train_prognosis(
     items = {k: [it for it in v if all(s.ref in cache for s in it.scans)] for k, v in items.items()}
     km_items = [it for it in km_items if all(s.ref in cache for s in it.scans)]
     y = {k: np.array([1.0 if by_id[it.patient_id].high_risk(it.day) else 0.0 for it in v]) for k, v in items.items()}
-    w = {k: balanced_weights(v) for k, v in y.items()}
+    w = {k: balanced_weights(v) if config.balanced else np.ones(len(v)) for k, v in y.items()}
 
     tail = _Tail(model, start).to(device)
     fit = fit_binary(
@@ -278,8 +288,9 @@ def train_prognosis(
     save_half(model.state_dict(), weights_path)
     model.load_state_dict(load_state_dict(weights_path))  # measure what ships
 
-    temperature = fit_temperature(_logits(tail, items["dev"], cache, device), y["dev"])
-    threshold = 0.5
+    dev_logits = _logits(tail, items["dev"], cache, device)
+    temperature = fit_temperature(dev_logits, y["dev"])
+    threshold = youden_threshold(y["dev"], expit(dev_logits / temperature))  # the dev split's operating point
     p_test = expit(_logits(tail, items["test"], cache, device) / temperature)
     held_out = binary_metrics(y["test"], p_test, threshold, ("Low risk", "High risk"))
     km_p = expit(_logits(tail, km_items, cache, device) / temperature)
@@ -292,10 +303,11 @@ def train_prognosis(
     train_rows = [by_id[it.patient_id] for it in items["train"]]
     km_patients = [by_id[it.patient_id] for it in km_items]
     if len(set(y["train"].tolist())) == 2 and km_patients:
-        clinical = LogisticRegression(class_weight="balanced").fit(clinical_design(train_rows), y["train"])
+        clinical = LogisticRegression().fit(clinical_design(train_rows), y["train"])
         p_clin = clinical.predict_proba(clinical_design(km_patients))[:, 1]
+        base_rate = float(y["train"].mean())  # high risk when the predicted risk is above the average
         held_out["km_clinical"] = km_of(
-            km_patients, days, {p.patient_id: bool(q >= 0.5) for p, q in zip(km_patients, p_clin, strict=False)}
+            km_patients, days, {p.patient_id: bool(q >= base_rate) for p, q in zip(km_patients, p_clin, strict=True)}
         )
 
     digest = sha256_of(weights_path)

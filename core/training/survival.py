@@ -3,8 +3,10 @@
 The target is survival (discharged alive = 1, died = 0); patients still in hospital have no
 known outcome and are kept out of training, but stay in the held-out Kaplan-Meier analysis
 as censored. Patients are split 70/10/20 (train/dev/test) stratified by outcome, with a
-seed. Classes are balanced by weights (deaths are rare), the epoch with the lowest dev loss
-is kept, and the calibration temperature is fitted on the dev split.
+seed. The loss is plain BCE (``balanced`` weights the classes equally, at the price of
+probabilities that carry a 50% prior), the epoch with the lowest dev loss is kept, the
+calibration temperature is fitted on the dev split, and the operating threshold on P(death)
+is the dev split's Youden point (deaths are rare: 0.5 would call almost nobody high risk).
 
 The CNN starts from a registered DenseNet-121 (``--cnn-init``, default the cxr-findings
 model: seed 000 started from a pre-trained DenseNet-121; ImageNet weights cannot be
@@ -15,7 +17,6 @@ the FC-1024 and the LSTM train: minutes on a CPU. ``--finetune-cnn`` trains it e
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -31,7 +32,15 @@ from core.models.registry import ModelRegistry, load_state_dict, select_device, 
 from core.models.survival import CnnLstmSurvival
 from core.preprocess import normalise, to_unit_square
 from core.survival.cohort import OutcomePatient
-from core.training.loop import Batch, balanced_weights, binary_metrics, fit_binary, fit_temperature, split_patients
+from core.training.loop import (
+    Batch,
+    balanced_weights,
+    binary_metrics,
+    fit_binary,
+    fit_temperature,
+    split_patients,
+    youden_threshold,
+)
 from core.training.xray import card_version, provenance, save_half
 
 SURVIVAL_LABELS = ("Survival",)
@@ -57,6 +66,7 @@ class SurvivalTrainConfig:
     patience: int = 8
     labels: tuple[str, ...] = ("COVID-19",)
     max_xrays: int = 8  # the first 8 X-rays of a long stay
+    balanced: bool = False  # weight the classes equally (then probabilities carry the balanced prior)
     seed: int = 0
     device: str | None = None
     data_note: str = ""
@@ -187,6 +197,8 @@ def train_survival(
     progress: bool = True,
 ) -> SurvivalTrainResult:
     """Train the CNN-LSTM on ``patients`` (see the module docstring); write weights and the manifest entry."""
+    from scipy.special import expit
+
     torch.manual_seed(config.seed)
     device = select_device(config.device)
     out_dir = Path(out_dir)
@@ -231,8 +243,9 @@ def train_survival(
     train = sorted(pid for pid in parts["train"] if pid in known)
     dev = sorted(pid for pid in parts["dev"] if pid in known)
     y = {pid: 1.0 if p.survived else 0.0 for pid, p in known.items()}
-    w = dict(zip(train, balanced_weights([y[p] for p in train]), strict=False))
-    w |= dict(zip(dev, balanced_weights([y[p] for p in dev]), strict=False))
+    weigh = balanced_weights if config.balanced else (lambda v: np.ones(len(v)))
+    w = dict(zip(train, weigh([y[p] for p in train]), strict=True))
+    w |= dict(zip(dev, weigh([y[p] for p in dev]), strict=True))
 
     fit = fit_binary(
         model,
@@ -252,12 +265,14 @@ def train_survival(
     # Measure what ships: the saved half-precision weights.
     model.load_state_dict(load_state_dict(weights_path))
     model.eval()
-    temperature = fit_temperature(_logits(forward, dev, inputs, device), np.array([y[p] for p in dev]))
+    dev_logits = _logits(forward, dev, inputs, device)
+    temperature = fit_temperature(dev_logits, np.array([y[p] for p in dev]))
+    # The operating point: Youden's J on the dev split's calibrated P(death).
+    threshold = youden_threshold([1 - y[p] for p in dev], 1.0 - expit(dev_logits / temperature))
     test_all = sorted(pid for pid in parts["test"] if pid in by_id)
     test_known = [pid for pid in test_all if pid in known]
     logits = dict(zip(test_all, _logits(forward, test_all, inputs, device), strict=False))
-    p_death = {pid: 1.0 - 1.0 / (1.0 + math.exp(-logits[pid] / temperature)) for pid in test_all}
-    threshold = 0.5
+    p_death = {pid: 1.0 - float(expit(logits[pid] / temperature)) for pid in test_all}
     held_out = binary_metrics(
         np.array([1 - y[p] for p in test_known]),
         np.array([p_death[p] for p in test_known]),

@@ -152,7 +152,7 @@ def test_clinical_probabilities_are_out_of_fold(patients: list[OutcomePatient], 
     unknown = [p for p in eligible if p.patient_id not in truth]
     x, y = clinical_design(known), np.array([int(truth[p.patient_id]) for p in known])
     folds = StratifiedKFold(5, shuffle=True, random_state=0)
-    fitter = LogisticRegression(class_weight="balanced")  # so 0.5 splits the classes, as the models' training does
+    fitter = LogisticRegression()
     expected = cross_val_predict(fitter, x, y, cv=folds, method="predict_proba")[:, 1]
     got = np.array([cohort.risk[p.patient_id] for p in known])
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
@@ -162,7 +162,9 @@ def test_clinical_probabilities_are_out_of_fold(patients: list[OutcomePatient], 
         fit_all = fitter.fit(x, y).predict_proba(clinical_design(unknown))[:, 1]
         np.testing.assert_allclose([cohort.risk[p.patient_id] for p in unknown], fit_all, atol=1e-9)
     assert cohort.truth == truth
-    assert cohort.groups == [HIGH if cohort.risk[pid] >= 0.5 else LOW for pid in cohort.patients]
+    base_rate = float(np.mean(list(truth.values())))  # high risk above the average risk
+    assert cohort.threshold == pytest.approx(base_rate)
+    assert cohort.groups == [HIGH if cohort.risk[pid] >= base_rate else LOW for pid in cohort.patients]
     expected_rows_ = expected_rows(patients, endpoint)
     check_against_lifelines(cohort, expected_rows_, dict(zip(cohort.patients, cohort.groups, strict=True)))
 
@@ -275,7 +277,9 @@ def test_model_groupings_store_their_predictions_and_read_them_back(
             risk = 1.0 / (1.0 + np.exp(-logit / model.card.temperature))
         assert stored[key] == pytest.approx(logit, abs=1e-5)
         assert cohort.risk[p.patient_id] == pytest.approx(risk, abs=1e-5)
-        assert cohort.group_of(p.patient_id) == (HIGH if risk >= 0.5 else LOW)
+        threshold = model.card.thresholds["death" if role == "survival" else "high risk"]  # the card's operating point
+        assert cohort.threshold == threshold
+        assert cohort.group_of(p.patient_id) == (HIGH if risk >= threshold else LOW)
         first[(endpoint, grouping)] = cohort
 
     def refuse(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202

@@ -52,6 +52,11 @@ def pseudonym_of(at: AppTest) -> str:
     return at.selectbox(key="surv_patient").value.split(" · ")[0]
 
 
+def risk_group(model, probability: float) -> str:  # noqa: ANN001 - LoadedModel
+    """How the page names a prognosis: high risk from the card's operating threshold."""
+    return "high risk" if probability >= model.card.thresholds["high risk"] else "low risk"
+
+
 def check_patient(at: AppTest, library_copy: Path, models: dict) -> None:
     """The Patient tab shows the CNN-LSTM over the chosen patient's X-rays (time order, the
     card's maximum) with one Grad-CAM per X-ray, and the prognosis from the chosen CT."""
@@ -62,18 +67,22 @@ def check_patient(at: AppTest, library_copy: Path, models: dict) -> None:
     assert xrays
     assert image_captions(at) == [f"day {x.day:g}" for x in xrays]
     pred = predict_survival(model, [x.load() for x in xrays], gradcam=False)
-    assert metric(at, P_SURVIVAL) == f"{pred.probability:.2f}"
-    assert metric(at, "Risk of death group") == ("High risk" if pred.death_probability >= 0.5 else "Low risk")
+    assert metric(at, P_SURVIVAL) == f"{pred.probability:.1%}"
+    assert metric(at, "Risk of death group") == (
+        "High risk" if pred.death_probability >= model.card.thresholds["death"] else "Low risk"
+    )
     assert any(h.value == pseudonym for h in at.subheader)
     cts = patient.cts()
     if len(cts) >= 2:  # the page starts at the second CT: 1 scan, and 2 with the prior
         at_ct = [f"CT of day {c.day:g}" for c in cts].index(at.selectbox(key="surv_ct").value)
         volumes = [c.load() for c in cts[max(at_ct - 1, 0) : at_ct + 1]]
         one = predict_prognosis(models[1], volumes[-1:])
-        assert metric(at, "1 scan") == f"{one.probability:.2f}"
+        assert metric(at, "1 scan") == f"{one.probability:.1%} · {risk_group(models[1], one.probability)}"
         if at_ct >= 1:
             two = predict_prognosis(models[2], volumes)
-            assert metric(at, "2 scans (prior + this)") == f"{two.probability:.2f}"
+            assert metric(at, "2 scans (prior + this)") == (
+                f"{two.probability:.1%} · {risk_group(models[2], two.probability)}"
+            )
 
 
 def test_a_library_patient_gets_the_cnn_lstm_and_a_grad_cam_per_x_ray(
@@ -92,7 +101,7 @@ def test_choosing_another_patient_shows_that_patients_series(app: AppTest, libra
     before, before_captions = pseudonym_of(app), image_captions(app)
     options = app.selectbox(key="surv_patient").options
     # Another patient with X-rays and several CTs ("· 4 X-rays, 3 CTs"), so both blocks change.
-    counts = {o: [int(n) for n in re.findall(r"(\d+) (?:X-rays|CTs)", o)] for o in options[1:]}
+    counts = {o: [int(n) for n in re.findall(r"(\d+) (?:X-rays?|CTs?)", o)] for o in options[1:]}
     other = next(o for o, (n_xray, n_ct) in counts.items() if n_xray >= 1 and n_ct >= 2)
     app.selectbox(key="surv_patient").set_value(other).run()
     assert not app.exception, app.exception
@@ -156,7 +165,7 @@ def test_uploads_are_read_in_the_order_of_their_days(app: AppTest, models: dict)
     days, images = demo_series()
     assert image_captions(app) == days
     pred = predict_survival(models["survival"], images, gradcam=False)
-    assert metric(app, P_SURVIVAL) == f"{pred.probability:.2f}"
+    assert metric(app, P_SURVIVAL) == f"{pred.probability:.1%}"
     # Moving the first X-ray to the end of the stay moves it to the end of the series.
     first = next(n for n in app.number_input if n.label.startswith("Day of ") and n.value == 0.0)
     last_day = max(float(re.match(r"day ([0-9.]+)", d)[1]) for d in days)
@@ -164,7 +173,7 @@ def test_uploads_are_read_in_the_order_of_their_days(app: AppTest, models: dict)
     assert not app.exception, app.exception
     assert image_captions(app) == [*days[1:], f"day {last_day + 4:g}"]
     reordered = predict_survival(models["survival"], [*images[1:], images[0]], gradcam=False)
-    assert metric(app, P_SURVIVAL) == f"{reordered.probability:.2f}"
+    assert metric(app, P_SURVIVAL) == f"{reordered.probability:.1%}"
 
 
 def test_the_demo_button_says_how_many_x_rays_it_adds(app: AppTest) -> None:
@@ -208,7 +217,7 @@ def test_without_survival_or_prognosis_models_the_page_still_serves(
     assert any("No survival or prognosis model is registered" in i.value for i in at.info)
     assert not [m for m in at.metric if m.label == P_SURVIVAL]
     assert not image_captions(at)
-    assert any("No prognosis-2 model is registered." in i.value for i in km_tab(at).info)
+    assert any("No 2-scan prognosis model is registered." in i.value for i in km_tab(at).info)
     assert "Model risk" not in at.selectbox(key="surv_group_by").options
     assert "Threshold on s(t)" in at.selectbox(key="surv_group_by").options  # COVID3D is there
     at.radio(key="surv_source").set_value(UPLOADS).run()
