@@ -105,6 +105,12 @@ def _ordered(scans: Iterable[Scan]) -> tuple[Scan, ...]:
     return tuple(sorted(scans, key=lambda s: (s.day, s.modality != "X-ray")))
 
 
+def demo_patient_id(cohort_id: str, seed: int) -> str:
+    """A simulated patient's id, unique across cohort seeds ("demo-0001" of seed 1 is
+    "demo-0001@seed1"): a model card's held-out ids must not match another cohort's patients."""
+    return f"{cohort_id}@seed{seed}"
+
+
 def demo_patients(n_patients: int = 1000, seed: int = DEMO_TRAINING_SEED) -> list[OutcomePatient]:
     """The patients of a simulated cohort, with phantom loaders (nothing drawn yet)."""
     from core.demo.build import XRAY_SIZE
@@ -131,7 +137,13 @@ def demo_patients(n_patients: int = 1000, seed: int = DEMO_TRAINING_SEED) -> lis
         ]
         patients.append(
             OutcomePatient(
-                p.patient_id, p.label, float(p.age), p.sex, p.outcome, float(p.length_of_stay_days), _ordered(scans)
+                demo_patient_id(p.patient_id, seed),
+                p.label,
+                float(p.age),
+                p.sex,
+                p.outcome,
+                float(p.length_of_stay_days),
+                _ordered(scans),
             )
         )
     return patients
