@@ -296,6 +296,10 @@ def _figure(figure_json: str, div_id: str) -> str:
         fig = pio.from_json(figure_json)
     except Exception as e:  # plotly raises ValueError / JSONDecodeError / PlotlyError
         raise ValueError("figure_json is not a plotly figure") from e
+    # Outside Streamlit (whose theme turns it on) axes keep plotly's fixed margins, and figures
+    # drawn with narrow margins for the page would clip their tick labels in the report.
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True)
     height = fig.layout.height or _FIGURE_HEIGHT_PX
     div = fig.to_html(
         full_html=False,

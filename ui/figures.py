@@ -195,7 +195,14 @@ def trajectory_figure(
             )
         )
     if threshold is not None:
-        fig.add_hline(y=threshold, line_dash="dash", line_color="#555", annotation_text=threshold_label)
+        # Left, so it never lands on the end-of-stay label at the top right.
+        fig.add_hline(
+            y=threshold,
+            line_dash="dash",
+            line_color="#555",
+            annotation_text=threshold_label,
+            annotation_position="top left",
+        )
     if end_day is not None:
         fig.add_vline(x=end_day, line_dash="dot", line_color="#555", annotation_text=end_label)
     fig.update_layout(

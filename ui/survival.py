@@ -248,7 +248,7 @@ def _build_report(
             ReportPrediction(
                 survival.model_id,
                 survival.model_version,
-                f"P(survival) {survival.probability:.2f} over {len(grays)} X-rays",
+                f"P(survival) {survival.probability:.1%} over {len(grays)} X-rays",
                 calibrated=True,
             )
         )
@@ -257,7 +257,7 @@ def _build_report(
             ReportPrediction(
                 pred.model_id,
                 pred.model_version,
-                f"P(remaining stay >= 7 days) {pred.probability:.2f} ({label}, CT of day {follow_day:g})",
+                f"P(remaining stay >= 7 days) {pred.probability:.1%} ({label}, CT of day {follow_day:g})",
                 calibrated=True,
             )
         )

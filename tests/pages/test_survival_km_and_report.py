@@ -379,7 +379,7 @@ def test_the_case_report_of_a_library_patient(
     assert [alt for _, alt in images] == [f"day {x.day:g}" for x in xrays]
     grays = [x.load() for x in xrays]
     pred = predict_survival(models["survival"], grays)
-    assert f"P(survival) {pred.probability:.2f} over {len(xrays)} X-rays" in document
+    assert f"P(survival) {pred.probability:.1%} over {len(xrays)} X-rays" in document
     for (data, alt), gray, heat in zip(images, grays, pred.maps, strict=True):
         shown = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")).astype(int)
         expected = render_overlay(gray, heat, "Jet", app.slider(key="surv_opacity").value).astype(int)
