@@ -10,6 +10,9 @@ import pytest
 
 from tests.helpers import TINY_MODELS, register_tiny_model
 
+#: Fixtures shared by several test folders (the ``deferred`` download recorder).
+pytest_plugins = ["tests.report_helpers"]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """One torch thread per xdist worker (and in the processes tests start): with ``-n 2`` on a

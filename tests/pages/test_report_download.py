@@ -13,8 +13,6 @@ import html
 import io
 import re
 import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from core.demo.dicom_writer import DicomPatient, DicomStudy, ct_series_files, ne
 from core.report import IDENTIFIERS_HEADING, dicom_identifiers
 from tests.ct_helpers import phantom_volume
 from tests.helpers import ROOT
+from tests.report_helpers import downloaded, without_bundle
 
 XRAY_PAGE = str(ROOT / "pages" / "xray.py")
 CT_PAGE = str(ROOT / "pages" / "ct.py")
@@ -41,46 +40,9 @@ STUDY = DicomStudy(new_uid("report-page-test"), "ACC20200402X", datetime.date(20
 FILE_NAME = "Doe_Jane_MRN12345.dcm"  # what a hospital export may look like
 
 
-@dataclass
-class Deferred:
-    build: Callable[[], bytes]
-    mimetype: str | None
-    file_name: str | None
-
-
-@pytest.fixture
-def deferred(monkeypatch: pytest.MonkeyPatch) -> dict[str, Deferred]:
-    """Every callable a download button registers, by its deferred file id."""
-    from streamlit.runtime.media_file_manager import MediaFileManager
-
-    registered: dict[str, Deferred] = {}
-    original = MediaFileManager.add_deferred
-
-    def add_deferred(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
-        file_id = original(self, data_callable, mimetype, coordinates, file_name=file_name, **kwargs)
-        registered[file_id] = Deferred(data_callable, mimetype, file_name)
-        return file_id
-
-    monkeypatch.setattr(MediaFileManager, "add_deferred", add_deferred)
-    return registered
-
-
-def downloaded(app: AppTest, key: str, deferred: dict[str, Deferred]) -> tuple[str, str]:
-    """(file name, HTML) of the report behind the download button ``key``, as a click gives them."""
-    button = app.download_button(key=key)
-    assert button.label == "Download case report (HTML)"
-    entry = deferred[button.proto.deferred_file_id]
-    assert entry.mimetype == "text/html"
-    data = entry.build()
-    assert isinstance(data, bytes)
-    return entry.file_name or "", data.decode("utf-8")
-
-
 def visible(document: str) -> str:
     """The document without its base64 images and plotly.js, where any word can occur by chance."""
-    from plotly.offline import get_plotlyjs
-
-    return re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "data:", document.replace(get_plotlyjs(), ""))
+    return re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "data:", without_bundle(document))
 
 
 def assert_no_identifier(document: str, raws: list[bytes]) -> None:

@@ -16,8 +16,6 @@ import io
 import json
 import re
 import shutil
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +33,7 @@ from core.survival.analysis import stratify
 from core.survival.cohort import OutcomePatient, library_patients
 from core.survival.predict import predict_survival
 from tests.helpers import ROOT
+from tests.report_helpers import Deferred, downloaded, without_bundle
 from tests.survival_helpers import PROGNOSIS_IDS, SURVIVAL_ID, survival_weights  # noqa: F401
 
 PAGE = str(ROOT / "pages" / "survival.py")
@@ -261,48 +260,6 @@ def test_grouping_by_sex_shows_what_stratify_gives_and_the_death_endpoint_change
 # 2. The case report of a library patient
 
 
-@dataclass
-class Deferred:
-    build: Callable[[], bytes]
-    mimetype: str | None
-    file_name: str | None
-
-
-@pytest.fixture
-def deferred(monkeypatch: pytest.MonkeyPatch) -> dict[str, Deferred]:
-    """Every callable a download button registers, by its deferred file id (as
-    tests/pages/test_report_download.py records them)."""
-    from streamlit.runtime.media_file_manager import MediaFileManager
-
-    registered: dict[str, Deferred] = {}
-    original = MediaFileManager.add_deferred
-
-    def add_deferred(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):  # noqa: ANN001, ANN202
-        file_id = original(self, data_callable, mimetype, coordinates, file_name=file_name, **kwargs)
-        registered[file_id] = Deferred(data_callable, mimetype, file_name)
-        return file_id
-
-    monkeypatch.setattr(MediaFileManager, "add_deferred", add_deferred)
-    return registered
-
-
-def downloaded(at: AppTest, deferred: dict[str, Deferred]) -> tuple[str, str]:
-    """(file name, HTML) of the Patient tab's case report, as a click on the button gives them."""
-    button = at.download_button(key="surv_report")
-    assert button.label == "Download case report (HTML)"
-    entry = deferred[button.proto.deferred_file_id]
-    assert entry.mimetype == "text/html"
-    data = entry.build()
-    assert isinstance(data, bytes)
-    return entry.file_name or "", data.decode("utf-8")
-
-
-def without_bundle(document: str) -> str:
-    from plotly.offline import get_plotlyjs
-
-    return document.replace(get_plotlyjs(), "")
-
-
 def scan_counts(label: str) -> tuple[int, int]:
     """(X-rays, CTs) from a patient selectbox label: "P-... · COVID-19 · 4 X-rays, 3 CTs"."""
     n_xray, n_ct = re.search(r"(\d+) X-rays, (\d+) CTs$", label).groups()
@@ -356,7 +313,7 @@ def test_the_case_report_of_a_library_patient(
     pseudonym = label.split(" · ")[0]
     assert pseudonym.startswith("P-")
 
-    file_name, document = downloaded(app, deferred)
+    file_name, document = downloaded(app, "surv_report", deferred)
     assert file_name == f"case-report-{pseudonym}.html"
     # One HTML document.
     assert document.startswith("<!DOCTYPE html>") and document.rstrip().endswith("</html>")
