@@ -411,3 +411,28 @@ def check_risk(cohort: GroupedCohort) -> dict | None:
     y = np.array([int(cohort.truth[pid]) for pid in ids])
     p = np.array([cohort.risk[pid] for pid in ids])
     return binary_metrics(y, p, cohort.threshold, ("Low risk", "High risk")) | {"y": y.tolist(), "p": p.tolist()}
+
+
+def risk_groups_km(
+    patients: list[OutcomePatient], high: dict[str, bool], endpoint: str, days: dict[str, float] | None = None
+) -> dict:
+    """The KM analysis (as a dict for a model card) of patients grouped high / low risk: time to
+    death, or to discharge from each patient's ``days``; ``{"message": ...}`` when there is not
+    enough data."""
+    rows = []
+    for p in patients:
+        if p.patient_id not in high:
+            continue
+        end = p.death_endpoint() if endpoint == "death" else p.discharge_endpoint((days or {})[p.patient_id])
+        if end is not None:
+            rows.append((end, HIGH if high[p.patient_id] else LOW))
+    try:
+        return km_analysis(
+            [e[0] for e, _ in rows],
+            [e[1] for e, _ in rows],
+            [g for _, g in rows],
+            endpoint=endpoint,
+            group_order=(LOW, HIGH),
+        ).to_dict()
+    except NotEnoughDataError as e:
+        return {"message": str(e)}

@@ -25,7 +25,6 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +34,7 @@ from core.errors import InsufficientDataError
 from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
 from core.models.prognosis import HIGH_RISK_DAYS, Covid3DPrognosis
 from core.models.registry import ModelRegistry, load_state_dict, select_device, sha256_of
+from core.survival.analysis import risk_groups_km
 from core.survival.cohort import OutcomePatient, Scan
 from core.training.loop import (
     Batch,
@@ -195,24 +195,6 @@ def clinical_design(patients: list[OutcomePatient]) -> np.ndarray:
     return np.column_stack([ages, sex])
 
 
-def km_of(patients: list[OutcomePatient], days: dict[str, float], high: dict[str, bool]) -> dict[str, Any]:
-    """KM of time to discharge from each patient's day, grouped high / low risk (a dict for the card)."""
-    from core.survival.km import km_analysis
-
-    rows = [(p, p.discharge_endpoint(days[p.patient_id])) for p in patients if p.patient_id in high]
-    rows = [(p, e) for p, e in rows if e is not None]
-    try:
-        return km_analysis(
-            [e[0] for _, e in rows],
-            [e[1] for _, e in rows],
-            ["High risk" if high[p.patient_id] else "Low risk" for p, _ in rows],
-            endpoint="discharge",
-            group_order=("Low risk", "High risk"),
-        ).to_dict()
-    except InsufficientDataError as e:
-        return {"message": str(e)}
-
-
 def train_prognosis(
     patients: list[OutcomePatient],
     out_dir: str | Path,
@@ -295,9 +277,8 @@ def train_prognosis(
     held_out = binary_metrics(y["test"], p_test, threshold, ("Low risk", "High risk"))
     km_p = expit(_logits(tail, km_items, cache, device) / temperature)
     days = {it.patient_id: it.day for it in km_items}
-    held_out["km"] = km_of(
-        test_patients, days, {it.patient_id: bool(p >= threshold) for it, p in zip(km_items, km_p, strict=False)}
-    )
+    high = {it.patient_id: bool(p >= threshold) for it, p in zip(km_items, km_p, strict=True)}
+    held_out["km"] = risk_groups_km(test_patients, high, "discharge", days)
 
     # Clinical factors only (seed 003's baseline): age and sex, fitted on the training items' patients.
     train_rows = [by_id[it.patient_id] for it in items["train"]]
@@ -306,9 +287,8 @@ def train_prognosis(
         clinical = LogisticRegression().fit(clinical_design(train_rows), y["train"])
         p_clin = clinical.predict_proba(clinical_design(km_patients))[:, 1]
         base_rate = float(y["train"].mean())  # high risk when the predicted risk is above the average
-        held_out["km_clinical"] = km_of(
-            km_patients, days, {p.patient_id: bool(q >= base_rate) for p, q in zip(km_patients, p_clin, strict=True)}
-        )
+        high = {p.patient_id: bool(q >= base_rate) for p, q in zip(km_patients, p_clin, strict=True)}
+        held_out["km_clinical"] = risk_groups_km(km_patients, high, "discharge", days)
 
     digest = sha256_of(weights_path)
     training = {

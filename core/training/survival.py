@@ -31,6 +31,7 @@ from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
 from core.models.registry import ModelRegistry, load_state_dict, select_device, sha256_of
 from core.models.survival import CnnLstmSurvival
 from core.preprocess import normalise, to_unit_square
+from core.survival.analysis import risk_groups_km
 from core.survival.cohort import OutcomePatient
 from core.training.loop import (
     Batch,
@@ -169,25 +170,6 @@ def _logits(forward, ids: list[str], inputs: dict[str, torch.Tensor], device: to
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
-def _held_out_km(patients: list[OutcomePatient], p_death: dict[str, float], threshold: float) -> dict[str, Any]:
-    from core.errors import InsufficientDataError as NotEnough
-    from core.survival.km import km_analysis
-
-    rows = [(p, p.death_endpoint()) for p in patients if p.patient_id in p_death]
-    rows = [(p, e) for p, e in rows if e is not None]
-    try:
-        analysis = km_analysis(
-            [e[0] for _, e in rows],
-            [e[1] for _, e in rows],
-            ["High risk" if p_death[p.patient_id] >= threshold else "Low risk" for p, _ in rows],
-            endpoint="death",
-            group_order=("Low risk", "High risk"),
-        )
-    except NotEnough as e:
-        return {"message": str(e)}
-    return analysis.to_dict()
-
-
 def train_survival(
     patients: list[OutcomePatient],
     out_dir: str | Path,
@@ -279,7 +261,9 @@ def train_survival(
         threshold,
         ("Survived", "Died"),
     )
-    held_out["km"] = _held_out_km([by_id[p] for p in test_all], p_death, threshold)
+    held_out["km"] = risk_groups_km(
+        [by_id[p] for p in test_all], {pid: p_death[pid] >= threshold for pid in test_all}, "death"
+    )
 
     digest = sha256_of(weights_path)
     count = Counter(str(by_id[p].outcome) for p in by_id)
