@@ -39,7 +39,7 @@ from ui.survival import (
     patient_choices,
     y_title,
 )
-from ui.text import DISCLAIMER, describe_outcome
+from ui.text import DISCLAIMER, describe_outcome, percent
 
 ROLE_NAMES = {
     "prognosis-2": "2-scan prognosis model",
@@ -101,7 +101,7 @@ def _survival_block(pred: SurvivalPrediction, grays: list, days: list[float]) ->
     threshold = survival_threshold(survival_model)
     group = HIGH if pred.death_probability >= threshold else "Low risk"
     c1, c2 = st.columns(2)
-    c1.metric("P(survival), CNN-LSTM", f"{pred.probability:.1%}")
+    c1.metric("P(survival), CNN-LSTM", percent(pred.probability))
     c2.metric(
         "Risk of death group", group, help=f"High risk when P(death) >= {threshold:.2f}, the dev split's Youden point."
     )
@@ -131,7 +131,7 @@ def _prognosis_block(preds: dict[str, PrognosisPrediction], day: float | None) -
         group = HIGH if pred.high_risk(prognosis_threshold(model)) else "Low risk"
         col.metric(
             label,
-            f"{pred.probability:.1%} · {group.lower()}",
+            f"{percent(pred.probability)} · {group.lower()}",
             help=f"{pred.model_id} {pred.model_version}: P(high risk), temperature-calibrated on the dev split "
             f"(T = {model.card.temperature:.2f}); high risk from {prognosis_threshold(model):.2f} (the dev split's "
             "Youden point).",
@@ -348,13 +348,14 @@ with patient_tab:
             st.error("No survival model is registered, so the series cannot be read.")
         else:
             items = []
+            day_columns = st.columns(min(len(given), 4))
             for i, (name, data) in enumerate(given):
                 try:
                     image = memo(("surv_read", digest(data)), read_xray, data)
                 except DashboardError as e:
                     st.error(f"{name}: {e}")
                     continue
-                day = st.number_input(
+                day = day_columns[i % len(day_columns)].number_input(
                     f"Day of {name}",
                     min_value=0.0,
                     max_value=365.0,

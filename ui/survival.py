@@ -237,7 +237,7 @@ def _build_report(
     from core.report import CaseReport, ReportImage, ReportPrediction, ReportSection
     from ui.km_figure import km_figure
     from ui.report import today
-    from ui.text import describe_outcome
+    from ui.text import describe_outcome, percent
 
     record, patient, survival = view.record, view.patient, view.survival
     grays, days, follow_day = view.grays, view.days, view.follow_day
@@ -248,7 +248,7 @@ def _build_report(
             ReportPrediction(
                 survival.model_id,
                 survival.model_version,
-                f"P(survival) {survival.probability:.1%} over {len(grays)} X-rays",
+                f"P(survival) {percent(survival.probability)} over {len(grays)} X-rays",
                 calibrated=True,
             )
         )
@@ -257,7 +257,7 @@ def _build_report(
             ReportPrediction(
                 pred.model_id,
                 pred.model_version,
-                f"P(remaining stay >= 7 days) {pred.probability:.1%} ({label}, CT of day {follow_day:g})",
+                f"P(remaining stay >= 7 days) {percent(pred.probability)} ({label}, CT of day {follow_day:g})",
                 calibrated=True,
             )
         )

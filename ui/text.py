@@ -79,3 +79,13 @@ def km_summary(km: dict) -> str:
     if hr is not None and ci:
         parts.append(f"HR {hr:.2f} (95% CI {ci[0]:.2f}-{ci[1]:.2f})")
     return "; ".join(parts)
+
+
+def percent(p: float) -> str:
+    """A probability as a percentage with one decimal, never rounded up to a certainty:
+    "> 99.9%" and "< 0.1%" at the ends."""
+    if p > 0.999:
+        return "> 99.9%"
+    if p < 0.001:
+        return "< 0.1%"
+    return f"{p:.1%}"

@@ -35,6 +35,7 @@ from core.survival.predict import predict_survival
 from tests.helpers import ROOT
 from tests.report_helpers import Deferred, downloaded, without_bundle
 from tests.survival_helpers import PROGNOSIS_IDS, SURVIVAL_ID, survival_weights  # noqa: F401
+from ui.text import percent
 
 PAGE = str(ROOT / "pages" / "survival.py")
 #: The first 26 patients of the demo cohort (seed 0): 5 women and 8 men with COVID-19 and two CTs.
@@ -336,7 +337,7 @@ def test_the_case_report_of_a_library_patient(
     assert [alt for _, alt in images] == [f"day {x.day:g}" for x in xrays]
     grays = [x.load() for x in xrays]
     pred = predict_survival(models["survival"], grays)
-    assert f"P(survival) {pred.probability:.1%} over {len(xrays)} X-rays" in document
+    assert f"P(survival) {percent(pred.probability)} over {len(xrays)} X-rays" in document
     for (data, alt), gray, heat in zip(images, grays, pred.maps, strict=True):
         shown = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")).astype(int)
         expected = render_overlay(gray, heat, "Jet", app.slider(key="surv_opacity").value).astype(int)

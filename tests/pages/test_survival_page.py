@@ -19,6 +19,7 @@ from core.survival.cohort import library_patients
 from core.survival.predict import predict_prognosis, predict_survival
 from tests.helpers import ROOT
 from tests.survival_helpers import PROGNOSIS_IDS, SURVIVAL_ID, survival_weights  # noqa: F401
+from ui.text import percent
 
 PAGE = str(ROOT / "pages" / "survival.py")
 UPLOADS = "My uploads (this session)"
@@ -67,7 +68,7 @@ def check_patient(at: AppTest, library_copy: Path, models: dict) -> None:
     assert xrays
     assert image_captions(at) == [f"day {x.day:g}" for x in xrays]
     pred = predict_survival(model, [x.load() for x in xrays], gradcam=False)
-    assert metric(at, P_SURVIVAL) == f"{pred.probability:.1%}"
+    assert metric(at, P_SURVIVAL) == percent(pred.probability)
     assert metric(at, "Risk of death group") == (
         "High risk" if pred.death_probability >= model.card.thresholds["death"] else "Low risk"
     )
@@ -77,11 +78,11 @@ def check_patient(at: AppTest, library_copy: Path, models: dict) -> None:
         at_ct = [f"CT of day {c.day:g}" for c in cts].index(at.selectbox(key="surv_ct").value)
         volumes = [c.load() for c in cts[max(at_ct - 1, 0) : at_ct + 1]]
         one = predict_prognosis(models[1], volumes[-1:])
-        assert metric(at, "1 scan") == f"{one.probability:.1%} · {risk_group(models[1], one.probability)}"
+        assert metric(at, "1 scan") == f"{percent(one.probability)} · {risk_group(models[1], one.probability)}"
         if at_ct >= 1:
             two = predict_prognosis(models[2], volumes)
             assert metric(at, "2 scans (prior + this)") == (
-                f"{two.probability:.1%} · {risk_group(models[2], two.probability)}"
+                f"{percent(two.probability)} · {risk_group(models[2], two.probability)}"
             )
 
 
@@ -165,7 +166,7 @@ def test_uploads_are_read_in_the_order_of_their_days(app: AppTest, models: dict)
     days, images = demo_series()
     assert image_captions(app) == days
     pred = predict_survival(models["survival"], images, gradcam=False)
-    assert metric(app, P_SURVIVAL) == f"{pred.probability:.1%}"
+    assert metric(app, P_SURVIVAL) == percent(pred.probability)
     # Moving the first X-ray to the end of the stay moves it to the end of the series.
     first = next(n for n in app.number_input if n.label.startswith("Day of ") and n.value == 0.0)
     last_day = max(float(re.match(r"day ([0-9.]+)", d)[1]) for d in days)
@@ -173,7 +174,7 @@ def test_uploads_are_read_in_the_order_of_their_days(app: AppTest, models: dict)
     assert not app.exception, app.exception
     assert image_captions(app) == [*days[1:], f"day {last_day + 4:g}"]
     reordered = predict_survival(models["survival"], [*images[1:], images[0]], gradcam=False)
-    assert metric(app, P_SURVIVAL) == f"{reordered.probability:.1%}"
+    assert metric(app, P_SURVIVAL) == percent(reordered.probability)
 
 
 def test_the_demo_button_says_how_many_x_rays_it_adds(app: AppTest) -> None:
