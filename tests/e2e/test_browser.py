@@ -138,6 +138,9 @@ def test_upload_an_xray_and_read_the_predicted_label(app_url, browser, chest_png
     assert "Predicted (average of models)" in text
     assert "COVID-19" in text  # the demo models recognise the COVID-19 phantom
     page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)  # the overlay figure drew
+    # The page draws on after the figure (findings, the report button): wait for the button, then count.
+    page.get_by_text("Download overlay (PNG)").first.wait_for(timeout=60_000)
+    page.get_by_text("Download case report (HTML)").first.wait_for(timeout=60_000)
     assert page.get_by_text("Download overlay (PNG)").count() == 1
     shots = os.environ.get("SCREENSHOT_DIR")
     if shots:
