@@ -98,9 +98,8 @@ for card in cards:
                 f"{part}: {sum(c.values()) if isinstance(c, dict) else c}" for part, c in counts.items()
             )
             unit = data.get("unit", "image")
-            st.markdown(
-                f"**Trained on:** {data.get('note') or data.get('source')} ({split_text} {unit}s; {data.get('split', '')})."
-            )
+            sizes = f"{split_text} {unit}s; " if split_text else ""
+            st.markdown(f"**Trained on:** {data.get('note') or data.get('source')} ({sizes}{data.get('split', '')}).")
         cm = held.get("confusion_matrix")
         if cm:
             left, right = st.columns(2)

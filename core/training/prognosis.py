@@ -275,6 +275,7 @@ def train_prognosis(
     threshold = youden_threshold(y["dev"], expit(dev_logits / temperature))  # the dev split's operating point
     p_test = expit(_logits(tail, items["test"], cache, device) / temperature)
     held_out = binary_metrics(y["test"], p_test, threshold, ("Low risk", "High risk"))
+    held_out["unit"] = "CT pair" if config.scans == 2 else "CT scan"
     km_p = expit(_logits(tail, km_items, cache, device) / temperature)
     days = {it.patient_id: it.day for it in km_items}
     high = {it.patient_id: bool(p >= threshold) for it, p in zip(km_items, km_p, strict=True)}

@@ -261,6 +261,7 @@ def train_survival(
         threshold,
         ("Survived", "Died"),
     )
+    held_out["unit"] = "patient"
     held_out["km"] = risk_groups_km(
         [by_id[p] for p in test_all], {pid: p_death[pid] >= threshold for pid in test_all}, "death"
     )
