@@ -81,6 +81,17 @@ def _overrides(args: argparse.Namespace) -> dict:
     return {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg) is not None}
 
 
+def _training_patients(args: argparse.Namespace) -> tuple[list, str]:
+    """``--threads`` applied, then the patients of ``--data`` and a description of them."""
+    from core.survival.cohort import load_outcome_source
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return load_outcome_source(args.data)
+
+
 def _km_line(km: dict) -> str:
     if "message" in km:
         return km["message"]
@@ -89,14 +100,9 @@ def _km_line(km: dict) -> str:
 
 
 def run_train_survival(args: argparse.Namespace) -> int:
-    from core.survival.cohort import load_outcome_source
     from core.training.survival import SurvivalTrainConfig, train_survival
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    patients, source = load_outcome_source(args.data)
+    patients, source = _training_patients(args)
     config = SurvivalTrainConfig(
         cnn_init=None if args.cnn_init == "none" else args.cnn_init,
         init_weights_dir=args.init_weights,
@@ -117,14 +123,9 @@ def run_train_survival(args: argparse.Namespace) -> int:
 
 
 def run_train_prognosis(args: argparse.Namespace) -> int:
-    from core.survival.cohort import load_outcome_source
     from core.training.prognosis import PrognosisTrainConfig, train_prognosis
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    patients, source = load_outcome_source(args.data)
+    patients, source = _training_patients(args)
     config = PrognosisTrainConfig(
         scans=args.scans,
         init=args.init,
