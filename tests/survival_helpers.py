@@ -66,3 +66,18 @@ def survival_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
         register_tiny_survival_models(folder)
         _BUILT[root] = folder
     return _BUILT[root]
+
+
+def load_role_models(folder: Path) -> dict:
+    """The tiny models by the roles :func:`core.survival.analysis.stratify` takes them
+    ("survival", "prognosis-1", "prognosis-2"), loaded on the CPU."""
+    import torch
+
+    from core.models.registry import ModelRegistry
+
+    registry = ModelRegistry(folder, device=torch.device("cpu"))
+    return {
+        "survival": registry.load(SURVIVAL_ID),
+        "prognosis-1": registry.load(PROGNOSIS_IDS[1]),
+        "prognosis-2": registry.load(PROGNOSIS_IDS[2]),
+    }

@@ -37,7 +37,7 @@ from core.survival.cohort import OutcomePatient, demo_patients, library_patients
 from core.survival.km import NotEnoughDataError
 from core.survival.predict import predict_prognosis, predict_survival
 from core.trajectory.scores import score_version
-from tests.survival_helpers import CT_ID, PROGNOSIS_IDS, SURVIVAL_ID, survival_weights  # noqa: F401
+from tests.survival_helpers import CT_ID, PROGNOSIS_IDS, SURVIVAL_ID, load_role_models, survival_weights  # noqa: F401
 
 N_PATIENTS = 300
 
@@ -236,12 +236,7 @@ def test_clinical_factors_on_too_few_patients_are_not_enough_data(demo_library: 
 
 @pytest.fixture(scope="module")
 def tiny_models(survival_weights: Path) -> dict:  # noqa: F811
-    registry = ModelRegistry(survival_weights, device=torch.device("cpu"))
-    return {
-        "survival": registry.load(SURVIVAL_ID),
-        "prognosis-1": registry.load(PROGNOSIS_IDS[1]),
-        "prognosis-2": registry.load(PROGNOSIS_IDS[2]),
-    }
+    return load_role_models(survival_weights)
 
 
 def test_model_groupings_store_their_predictions_and_read_them_back(

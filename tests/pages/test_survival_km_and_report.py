@@ -34,7 +34,7 @@ from core.survival.cohort import OutcomePatient, library_patients
 from core.survival.predict import predict_survival
 from tests.helpers import ROOT
 from tests.report_helpers import Deferred, downloaded, without_bundle
-from tests.survival_helpers import PROGNOSIS_IDS, SURVIVAL_ID, survival_weights  # noqa: F401
+from tests.survival_helpers import PROGNOSIS_IDS, SURVIVAL_ID, load_role_models, survival_weights  # noqa: F401
 from ui.text import percent
 
 PAGE = str(ROOT / "pages" / "survival.py")
@@ -73,12 +73,7 @@ def patients(km_library: Path) -> list[OutcomePatient]:
 @pytest.fixture(scope="module")
 def models(survival_weights: Path) -> dict:  # noqa: F811
     """The page's model roles, loaded from the same folder (for stratify run directly)."""
-    registry = ModelRegistry(survival_weights, device=torch.device("cpu"))
-    return {
-        "survival": registry.load(SURVIVAL_ID),
-        "prognosis-1": registry.load(PROGNOSIS_IDS[1]),
-        "prognosis-2": registry.load(PROGNOSIS_IDS[2]),
-    }
+    return load_role_models(survival_weights)
 
 
 @pytest.fixture
