@@ -10,8 +10,10 @@ Both trainers follow the papers' protocol on a patient-level split:
 3. per fold, train and validation metrics (accuracy, sensitivity, specificity, precision
    per class, ROC AUC) are recorded, with their mean, as seed 002's tables report them;
 4. the fold model with the highest validation AUC is kept (seed 003: "the model with the
-   highest AUC over the cross-validation folds was chosen"), stored in half precision, and
-   measured on the held-out test patients exactly as shipped.
+   highest AUC over the cross-validation folds was chosen"), stored in half precision;
+5. its calibration temperature is fitted on that fold's validation patients (its dev split,
+   :mod:`core.evaluation.calibration`), and the model is measured on the held-out test patients
+   exactly as shipped, at that temperature, as the app predicts.
 
 COVID3D (``train_covid3d``) learns COVID-19 against every other scan from whole volumes
 (binary cross-entropy on its one logit, Adam). The slice model (``train_ct_slice``) learns
@@ -35,9 +37,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import expit
 from torch import nn
 
 from core.errors import InsufficientDataError, InvalidInputError
+from core.evaluation.calibration import fit_calibration
+from core.evaluation.metrics import apply_temperature
 from core.metrics import classification_report
 from core.models.architectures import build_model
 from core.models.covid3d import COVID3D_GRADCAM_LAYER, DEMO_COVID3D
@@ -261,21 +266,27 @@ def _augment(x: torch.Tensor, gen: torch.Generator, flips: bool) -> torch.Tensor
     return out
 
 
-def _positive_probability(logits: torch.Tensor) -> torch.Tensor:
-    """P(positive class) from COVID3D's one logit or the slice model's two."""
-    if logits.shape[-1] == 1:
-        return torch.sigmoid(logits[:, 0])
-    return torch.softmax(logits, dim=1)[:, 1]
-
-
 @torch.inference_mode()
-def predict_positive(model: nn.Module, x: torch.Tensor, device: torch.device, batch: int = 16) -> np.ndarray:
+def predict_logits(model: nn.Module, x: torch.Tensor, device: torch.device, batch: int = 16) -> np.ndarray:
+    """float32 (N, C) logits of prepared inputs ``x`` (N, ...): C = 1 for COVID3D, 2 for the slice model."""
     model.eval()
-    out = [
-        _positive_probability(model(x[i : i + batch].to(device, torch.float32)).float()).cpu()
-        for i in range(0, x.shape[0], batch)
-    ]
-    return torch.cat(out).numpy() if out else np.zeros(0)
+    out = [model(x[i : i + batch].to(device, torch.float32)).float().cpu() for i in range(0, x.shape[0], batch)]
+    return torch.cat(out).numpy() if out else np.zeros((0, 1), dtype=np.float32)
+
+
+def positive_probability(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """float64 (N,) P(positive class) from COVID3D's one logit (sigmoid) or the slice model's two
+    (softmax), each divided by ``temperature`` first."""
+    if logits.shape[-1] == 1:
+        return expit(logits[:, 0].astype(np.float64) / temperature)
+    return apply_temperature(logits, temperature)[:, 1]
+
+
+def predict_positive(
+    model: nn.Module, x: torch.Tensor, device: torch.device, batch: int = 16, temperature: float = 1.0
+) -> np.ndarray:
+    """(N,) P(positive class) of prepared inputs ``x``, at ``temperature`` (1.0: as the network gives it)."""
+    return positive_probability(predict_logits(model, x, device, batch), temperature)
 
 
 def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, device: torch.device, batch: int = 16) -> None:
@@ -438,13 +449,30 @@ def train_ct(source: str | Path, out_dir: str | Path, config: CtTrainConfig, pro
     weights_path = out / f"{config.id}.pt"
     save_half(states[best_fold], weights_path)
     shipped = _load(config, load_state_dict(weights_path), device)
-    held_out = binary_report(test.y.numpy(), predict_positive(shipped, test.x, device), classes)
+    # The kept fold's validation patients are its dev split: the temperature is fitted there.
+    dev = data.subset(fold_patients[best_fold])
+    unit = "scan" if covid3d else "slice"
+    calibration = fit_calibration(
+        predict_logits(shipped, dev.x, device),
+        dev.y.numpy(),
+        "sigmoid" if covid3d else "softmax",
+        fitted_on=f"validation patients of the kept fold ({dev.x.shape[0]} {unit}s)",
+    )
+    temperature = calibration.temperature
+    held_out = binary_report(
+        test.y.numpy(), predict_positive(shipped, test.x, device, temperature=temperature), classes
+    )
     metrics: dict[str, Any] = {"held_out": held_out}
     if not covid3d and whole_test:
         from core.ct.analysis import patient_score
 
         y_scan = np.array([t for _, t, _ in whole_test.values()])
-        s_scan = np.array([patient_score(predict_positive(shipped, x, device)) for x, _, _ in whole_test.values()])
+        s_scan = np.array(
+            [
+                patient_score(predict_positive(shipped, x, device, temperature=temperature))
+                for x, _, _ in whole_test.values()
+            ]
+        )
         metrics["held_out_per_scan"] = binary_report(y_scan, s_scan, classes)
         metrics["held_out"]["unit"] = "slice"
         metrics["held_out_per_scan"]["unit"] = "scan (patient-level score over all its slices)"
@@ -458,7 +486,7 @@ def train_ct(source: str | Path, out_dir: str | Path, config: CtTrainConfig, pro
         "data": {
             "source": str(source),
             "note": config.data_note or describe_ct_source(scans, source, config.seed),
-            "unit": "scan" if covid3d else "slice",
+            "unit": unit,
             "counts": counts,
             "patients": {"cross-validation": len(pool_patients), "test": len(test_patients)},
             "split": (
@@ -476,6 +504,7 @@ def train_ct(source: str | Path, out_dir: str | Path, config: CtTrainConfig, pro
         "kept_because": "highest validation ROC AUC across the folds (seed 003)",
         "config": asdict(config) | {"device": str(device)},
         "learning_curves": curves,
+        "calibration": calibration.to_record(),
         **provenance(),
     }
     card = ModelCard(
@@ -490,7 +519,7 @@ def train_ct(source: str | Path, out_dir: str | Path, config: CtTrainConfig, pro
         labels=("COVID-19",) if covid3d else SLICE_CLASSES,
         gradcam_layer=COVID3D_GRADCAM_LAYER if covid3d else CT_SLICE_GRADCAM_LAYER,
         intended_use=config.intended_use,
-        temperature=1.0,
+        temperature=temperature,
         thresholds={"covid": 0.5},
         training=training,
         metrics=metrics,

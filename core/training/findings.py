@@ -13,8 +13,12 @@ Data:
 
 Loss: BCE with logits, each finding's positives weighted by negatives / positives in the
 training split (clipped to [1, 50]; weighted BCE, seed 004). Adam (lr 1e-4, batch 16 in the
-paper). Patient-level 80/10/10 split; the epoch with the best dev loss is kept; per-finding
-ROC AUC on the held-out test split goes in the model card.
+paper). Patient-level 80/10/10 split; the epoch with the best dev loss is kept. On the dev
+split the shipped model's one temperature (shared by all findings,
+:mod:`core.evaluation.calibration`) and each finding's operating threshold (Youden's J on the
+calibrated P(present)) are fitted and stored in the model card (``thresholds``, by finding name);
+per-finding ROC AUC, and sensitivity and specificity at those thresholds, on the held-out test
+split go in it too.
 """
 
 from __future__ import annotations
@@ -23,23 +27,26 @@ import copy
 import csv
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import expit
 from torch import nn
 from torch.utils.data import DataLoader
 
 from core.demo.xray_phantom import FINDINGS
 from core.errors import DashboardError, InsufficientDataError, InvalidInputError
+from core.evaluation.calibration import fit_calibration
 from core.io.images import read_xray
 from core.models.architectures import build_model
 from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
 from core.models.registry import load_state_dict, select_device, sha256_of
 from core.preprocess import normalise, to_unit_square
+from core.training.loop import youden_threshold
 from core.training.sources import Sample, split_by_patient
 from core.training.xray import (
     DEMO_INTENDED_USE,
@@ -58,6 +65,8 @@ DEMO_COHORT_SEED = 1  # the app's library is drawn with seed 0
 #: normal-control phantom per this many patients, so the model also sees clear lungs.
 PATIENTS_PER_NORMAL_CONTROL = 2
 MAX_POS_WEIGHT = 50.0
+#: P(present) from which a finding without a fitted operating point counts as present.
+DEFAULT_THRESHOLD = 0.5
 _PATIENT_IN_PATH = re.compile(r"(patient\d+)", re.IGNORECASE)
 
 
@@ -174,13 +183,19 @@ def _load(samples: list[Sample], size: int, progress: bool) -> tuple[torch.Tenso
     return torch.stack(images), kept
 
 
-def demo_images(n_patients: int, size: int, seed: int, progress: bool) -> tuple[list[Sample], torch.Tensor, np.ndarray]:
-    """The X-rays of a simulated cohort, drawn in memory: samples, (N, 1, S, S) uint8, targets."""
-    from tqdm import tqdm
+@dataclass(frozen=True)
+class DemoXray:
+    """One X-ray of the findings trainer's demo data, not yet drawn."""
 
-    from core.demo.build import XRAY_SIZE
+    sample: Sample
+    severity: float
+    anatomy: int  # the phantom's anatomy seed
+    session: int
+
+
+def demo_xrays(n_patients: int, seed: int) -> list[DemoXray]:
+    """The X-rays of a simulated cohort and its normal controls, in training order, undrawn."""
     from core.demo.cohort import simulate_cohort
-    from core.demo.xray_phantom import generate_xray
 
     cohort = simulate_cohort(n_patients, seed)
     scans = [
@@ -194,15 +209,32 @@ def demo_images(n_patients: int, size: int, seed: int, progress: bool) -> tuple[
         (f"control-{i + 1:04d}", "Normal", 0.0, 900_000 + 1000 * seed + i, 0)
         for i in range(n_patients // PATIENTS_PER_NORMAL_CONTROL)
     ]
-    samples, images, targets = [], [], []
-    for pid, label, severity, anatomy, session in tqdm(
-        scans, desc="drawing demo X-rays", unit="img", disable=not progress
-    ):
-        phantom = generate_xray(label, severity, anatomy, size=XRAY_SIZE, session=session)
-        images.append((to_unit_square(phantom.pixels, size)[0] * 255).round().to(torch.uint8))
-        targets.append([phantom.findings[f] for f in FINDINGS])
-        samples.append(Sample(Path(f"demo/{pid}/scan{session}.png"), label, pid))
-    return samples, torch.stack(images), np.asarray(targets, dtype=np.float32)
+    return [
+        DemoXray(Sample(Path(f"demo/{pid}/scan{session}.png"), label, pid), severity, anatomy, session)
+        for pid, label, severity, anatomy, session in scans
+    ]
+
+
+def draw_demo_xray(xray: DemoXray) -> tuple[np.ndarray, list[int]]:
+    """The phantom's pixels in [0, 1] and its 0/1 finding labels in :data:`FINDINGS` order."""
+    from core.demo.build import XRAY_SIZE
+    from core.demo.xray_phantom import generate_xray
+
+    phantom = generate_xray(xray.sample.label, xray.severity, xray.anatomy, size=XRAY_SIZE, session=xray.session)
+    return phantom.pixels, [int(phantom.findings[f]) for f in FINDINGS]
+
+
+def demo_images(n_patients: int, size: int, seed: int, progress: bool) -> tuple[list[Sample], torch.Tensor, np.ndarray]:
+    """The X-rays of a simulated cohort, drawn in memory: samples, (N, 1, S, S) uint8, targets."""
+    from tqdm import tqdm
+
+    xrays = demo_xrays(n_patients, seed)
+    images, targets = [], []
+    for xray in tqdm(xrays, desc="drawing demo X-rays", unit="img", disable=not progress):
+        pixels, findings = draw_demo_xray(xray)
+        images.append((to_unit_square(pixels, size)[0] * 255).round().to(torch.uint8))
+        targets.append(findings)
+    return [x.sample for x in xrays], torch.stack(images), np.asarray(targets, dtype=np.float32)
 
 
 def positive_weights(targets: np.ndarray) -> torch.Tensor:
@@ -214,11 +246,26 @@ def positive_weights(targets: np.ndarray) -> torch.Tensor:
     return torch.tensor(np.clip(w, 1.0, MAX_POS_WEIGHT), dtype=torch.float32)
 
 
-def finding_metrics(targets: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
-    """Per finding: prevalence, ROC AUC (None when only one class is present), sensitivity and
-    specificity at ``threshold``; and the mean AUC over findings that have one."""
+def finding_metrics(
+    targets: np.ndarray, probs: np.ndarray, threshold: float | Mapping[str, float] = DEFAULT_THRESHOLD
+) -> dict[str, Any]:
+    """Per finding: prevalence, ROC AUC (None when only one class is present), the threshold on
+    P(present) and the sensitivity and specificity there; and the mean AUC over findings that have one.
+
+    ``targets`` and ``probs`` are (N, findings) in :data:`FINDINGS` order. ``threshold`` is one
+    number for every finding, or a mapping finding -> threshold (e.g. the dev split's operating
+    points, :func:`operating_thresholds`); a finding the mapping leaves out is called present at
+    :data:`DEFAULT_THRESHOLD`.
+    """
     from sklearn.metrics import roc_auc_score
 
+    if isinstance(threshold, Mapping):
+        unknown = sorted(set(threshold) - set(FINDINGS))
+        if unknown:
+            raise InvalidInputError(f"Thresholds given for unknown findings: {', '.join(unknown)}.")
+        cut = {name: float(threshold.get(name, DEFAULT_THRESHOLD)) for name in FINDINGS}
+    else:
+        cut = dict.fromkeys(FINDINGS, float(threshold))
     per: dict[str, Any] = {}
     aucs = []
     for j, name in enumerate(FINDINGS):
@@ -227,25 +274,39 @@ def finding_metrics(targets: np.ndarray, probs: np.ndarray, threshold: float = 0
         auc = float(roc_auc_score(y, p)) if both else None
         if auc is not None:
             aucs.append(auc)
-        pred = p >= threshold
+        pred = p >= cut[name]
         pos, neg = y == 1, y == 0
         per[name] = {
             "prevalence": float(y.mean()) if y.size else None,
             "n_positive": int(y.sum()),
             "auc": auc,
+            "threshold": cut[name],
             "sensitivity": float(pred[pos].mean()) if pos.any() else None,
             "specificity": float((~pred[neg]).mean()) if neg.any() else None,
         }
     return {"per_finding": per, "mean_auc": float(np.mean(aucs)) if aucs else None, "n_images": int(targets.shape[0])}
 
 
+def operating_thresholds(targets: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """Per finding with both classes in ``targets``: the threshold on P(present) at Youden's J
+    (:func:`core.training.loop.youden_threshold`). ``targets`` and ``probs`` are (N, findings),
+    the dev split's truth and calibrated probabilities; findings with one class are left out."""
+    out: dict[str, float] = {}
+    for j, name in enumerate(FINDINGS):
+        y = targets[:, j]
+        if 0 < y.sum() < y.size:
+            out[name] = youden_threshold(y, probs[:, j])
+    return out
+
+
 @torch.inference_mode()
-def _predict(model: nn.Module, images: torch.Tensor, spec: InputSpec, device: torch.device) -> np.ndarray:
+def _predict_logits(model: nn.Module, images: torch.Tensor, spec: InputSpec, device: torch.device) -> np.ndarray:
+    """float32 (N, findings) logits of uint8 images (N, 1, S, S), in batches of 64."""
     model.eval()
     out = []
     for start in range(0, images.shape[0], 64):
         x = normalise(images[start : start + 64].float() / 255.0, spec).to(device)
-        out.append(torch.sigmoid(model(x).float()).cpu())
+        out.append(model(x).float().cpu())
     return torch.cat(out).numpy()
 
 
@@ -337,10 +398,13 @@ def train_findings(
     shipped = build_model("densenet121", **config.architecture_kwargs())
     shipped.load_state_dict(load_state_dict(weights_path))
     shipped.to(device)
-    metrics = {
-        part: finding_metrics(targets[rows[part]], _predict(shipped, images[rows[part]], spec, device))
-        for part in ("test", "dev")
-    }
+    logits = {part: _predict_logits(shipped, images[rows[part]], spec, device) for part in ("test", "dev")}
+    calibration = fit_calibration(
+        logits["dev"], targets[rows["dev"]], "multilabel", fitted_on=f"dev split ({len(rows['dev'])} images)"
+    )
+    probs = {part: expit(z / calibration.temperature) for part, z in logits.items()}
+    thresholds = operating_thresholds(targets[rows["dev"]], probs["dev"])
+    metrics = {part: finding_metrics(targets[rows[part]], probs[part], thresholds) for part in ("test", "dev")}
     digest = sha256_of(weights_path)
     untrainable = [f for f, w in zip(FINDINGS, train_t.sum(axis=0), strict=True) if w == 0]
     training = {
@@ -366,6 +430,11 @@ def train_findings(
         "epochs_run": len(history),
         "best_epoch": best_epoch,
         "learning_curves": history,
+        "calibration": calibration.to_record(),
+        "operating_thresholds": (
+            "per finding with both classes in the dev split: Youden's J on its calibrated P(present); "
+            f"{DEFAULT_THRESHOLD} for the others"
+        ),
         **provenance(),
     }
     card = ModelCard(
@@ -380,8 +449,8 @@ def train_findings(
         labels=FINDINGS,
         gradcam_layer=str(shipped.gradcam_layer),
         intended_use=config.intended_use,
-        temperature=1.0,
-        thresholds={},
+        temperature=calibration.temperature,
+        thresholds=thresholds,
         training=training,
         metrics={"held_out": metrics["test"], "dev": metrics["dev"]},
         extra={"task": MULTI_LABEL_TASK, "outputs": "sigmoid per finding"},

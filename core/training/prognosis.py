@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from core.errors import InsufficientDataError
+from core.evaluation.calibration import fit_calibration
 from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
 from core.models.prognosis import HIGH_RISK_DAYS, Covid3DPrognosis
 from core.models.registry import ModelRegistry, load_state_dict, select_device, sha256_of
@@ -41,7 +42,6 @@ from core.training.loop import (
     balanced_weights,
     binary_metrics,
     fit_binary,
-    fit_temperature,
     split_patients,
     youden_threshold,
 )
@@ -271,11 +271,13 @@ def train_prognosis(
     model.load_state_dict(load_state_dict(weights_path))  # measure what ships
 
     dev_logits = _logits(tail, items["dev"], cache, device)
-    temperature = fit_temperature(dev_logits, y["dev"])
+    unit = "CT pair" if config.scans == 2 else "CT scan"
+    calibration = fit_calibration(dev_logits, y["dev"], "sigmoid", fitted_on=f"dev split ({len(items['dev'])} {unit}s)")
+    temperature = calibration.temperature
     threshold = youden_threshold(y["dev"], expit(dev_logits / temperature))  # the dev split's operating point
     p_test = expit(_logits(tail, items["test"], cache, device) / temperature)
     held_out = binary_metrics(y["test"], p_test, threshold, ("Low risk", "High risk"))
-    held_out["unit"] = "CT pair" if config.scans == 2 else "CT scan"
+    held_out["unit"] = unit
     km_p = expit(_logits(tail, km_items, cache, device) / temperature)
     days = {it.patient_id: it.day for it in km_items}
     high = {it.patient_id: bool(p >= threshold) for it, p in zip(km_items, km_p, strict=True)}
@@ -308,6 +310,7 @@ def train_prognosis(
         "epochs_run": len(fit.history),
         "best_epoch": fit.best_epoch,
         "learning_curves": fit.history,
+        "calibration": calibration.to_record(),
         **provenance(),
     }
     card = ModelCard(

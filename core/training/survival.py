@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from core.errors import InsufficientDataError
+from core.evaluation.calibration import fit_calibration
 from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
 from core.models.registry import ModelRegistry, load_state_dict, select_device, sha256_of
 from core.models.survival import CnnLstmSurvival
@@ -38,7 +39,6 @@ from core.training.loop import (
     balanced_weights,
     binary_metrics,
     fit_binary,
-    fit_temperature,
     split_patients,
     youden_threshold,
 )
@@ -248,7 +248,10 @@ def train_survival(
     model.load_state_dict(load_state_dict(weights_path))
     model.eval()
     dev_logits = _logits(forward, dev, inputs, device)
-    temperature = fit_temperature(dev_logits, np.array([y[p] for p in dev]))
+    calibration = fit_calibration(
+        dev_logits, np.array([y[p] for p in dev]), "sigmoid", fitted_on=f"dev split ({len(dev)} patients)"
+    )
+    temperature = calibration.temperature
     # The operating point: Youden's J on the dev split's calibrated P(death).
     threshold = youden_threshold([1 - y[p] for p in dev], 1.0 - expit(dev_logits / temperature))
     test_all = sorted(pid for pid in parts["test"] if pid in by_id)
@@ -283,6 +286,7 @@ def train_survival(
         "epochs_run": len(fit.history),
         "best_epoch": fit.best_epoch,
         "learning_curves": fit.history,
+        "calibration": calibration.to_record(),
         **provenance(),
     }
     card = ModelCard(

@@ -3,7 +3,9 @@
 Seed 000's defaults: Adam, lr 3e-5, batch 24, cross-entropy, up to 20 epochs with early
 stopping on the dev loss (the best dev-loss weights are kept), optional balanced sampler
 (appendix D), augmentation, and a seeded patient-level 80/10/10 split. The held-out test
-metrics are measured on the weights exactly as shipped (after the half-precision round trip).
+metrics are measured on the weights exactly as shipped (after the half-precision round trip),
+with the calibration temperature fitted on the dev split (:mod:`core.evaluation.calibration`)
+that the card stores and every prediction applies.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from core.errors import DashboardError, InsufficientDataError, InvalidInputError
+from core.evaluation.calibration import fit_calibration
+from core.evaluation.metrics import apply_temperature
 from core.io.images import read_xray
 from core.metrics import classification_report
 from core.models.architectures import build_model
@@ -185,12 +189,13 @@ def _init_from_imagenet(model: nn.Module, architecture: str, state: dict[str, to
 
 
 @torch.inference_mode()
-def _predict_probs(model: nn.Module, images: torch.Tensor, spec: InputSpec, device: torch.device) -> np.ndarray:
+def _predict_logits(model: nn.Module, images: torch.Tensor, spec: InputSpec, device: torch.device) -> np.ndarray:
+    """float32 (N, K) logits of uint8 images (N, 1, S, S), in batches of 64."""
     model.eval()
     out = []
     for start in range(0, images.shape[0], 64):
         x = normalise(images[start : start + 64].float() / 255.0, spec).to(device)
-        out.append(torch.softmax(model(x).float(), dim=1).cpu())
+        out.append(model(x).float().cpu())
     return torch.cat(out).numpy()
 
 
@@ -317,10 +322,16 @@ def train_xray(
     shipped = build_model(config.architecture, **config.architecture_kwargs())
     shipped.load_state_dict(load_state_dict(weights_path))
     shipped.to(device)
-    metrics = {}
-    for part in ("test", "dev"):
-        probs = _predict_probs(shipped, loaded[part][0], spec, device)
-        metrics[part] = classification_report(loaded[part][1].tolist(), probs, XRAY_LABELS)
+    logits = {part: _predict_logits(shipped, loaded[part][0], spec, device) for part in ("test", "dev")}
+    calibration = fit_calibration(
+        logits["dev"], loaded["dev"][1].numpy(), "softmax", fitted_on=f"dev split ({len(loaded['dev'][1])} images)"
+    )
+    metrics = {
+        part: classification_report(
+            loaded[part][1].tolist(), apply_temperature(logits[part], calibration.temperature), XRAY_LABELS
+        )
+        for part in ("test", "dev")
+    }
 
     curves_path = out_dir / f"{config.id}.learning-curves.csv"
     with curves_path.open("w", newline="") as f:
@@ -352,6 +363,7 @@ def train_xray(
         "epochs_run": len(history),
         "best_epoch": best_epoch,
         "learning_curves": history,
+        "calibration": calibration.to_record(),
         **provenance(),
     }
     card = ModelCard(
@@ -366,7 +378,7 @@ def train_xray(
         labels=XRAY_LABELS,
         gradcam_layer=str(shipped.gradcam_layer),
         intended_use=config.intended_use,
-        temperature=1.0,
+        temperature=calibration.temperature,
         thresholds={},
         training=training,
         metrics={"held_out": metrics["test"], "dev": metrics["dev"]},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -70,4 +71,10 @@ def test_a_tiny_run_registers_a_model_with_fold_tables_and_held_out_patients(
     assert held["n"] > 0 and np.isfinite(held["accuracy"])
     if kind == "ct-slice":
         assert entry["metrics"]["held_out_per_scan"]["n"] >= 1
+    # The temperature comes from the kept fold's validation patients, its dev split.
+    calibration = training["calibration"]
+    assert math.isfinite(entry["temperature"]) and entry["temperature"] > 0
+    assert entry["temperature"] == calibration["temperature"] == result.card.temperature
+    unit = "scans" if kind == "covid3d" else "slices"
+    assert calibration["fitted_on"] == f"validation patients of the kept fold ({calibration['n']} {unit})"
     assert (tmp_path / entry["weights_file"]).is_file()

@@ -217,6 +217,23 @@ def test_finding_metrics_match_sklearn_per_finding() -> None:
     assert m["mean_auc"] == pytest.approx(np.mean(aucs))
 
 
+def test_finding_metrics_take_one_threshold_per_finding() -> None:
+    rng = np.random.default_rng(5)
+    targets = (rng.random((80, len(FINDINGS))) < 0.4).astype(np.float32)
+    probs = rng.random((80, len(FINDINGS))).astype(np.float32)
+    cut = {"Cardiomegaly": 0.2, "Edema": 0.9}
+
+    m = finding_metrics(targets, probs, threshold=cut)
+    for j, name in enumerate(FINDINGS):
+        got, y, p = m["per_finding"][name], targets[:, j], probs[:, j]
+        expected = cut.get(name, 0.5)  # a finding without its own threshold keeps 0.5
+        assert got["threshold"] == pytest.approx(expected)
+        assert got["sensitivity"] == pytest.approx(np.mean(p[y == 1] >= expected))
+        assert got["specificity"] == pytest.approx(np.mean(p[y == 0] < expected))
+    with pytest.raises(InvalidInputError, match="Cardiomegally"):
+        finding_metrics(targets, probs, threshold={"Cardiomegally": 0.3})
+
+
 # -- predict_findings, check_findings_model --------------------------------------------------
 
 
@@ -333,6 +350,23 @@ def test_demo_training_splits_by_patient_and_reports_held_out_metrics(demo_run) 
         f: int(v) for f, v in zip(FINDINGS, train_t.sum(axis=0), strict=True)
     }
     np.testing.assert_allclose(card.training["pos_weight"], positive_weights(train_t).numpy(), rtol=1e-6)
+
+
+def test_demo_training_fits_the_temperature_and_thresholds_on_the_dev_split(demo_run) -> None:
+    out, result, parts = demo_run
+    (entry,) = json.loads((out / "manifest.json").read_text())["models"]
+    calibration = entry["training"]["calibration"]
+    assert np.isfinite(entry["temperature"]) and entry["temperature"] > 0
+    assert entry["temperature"] == calibration["temperature"] == result.card.temperature
+    assert calibration["fitted_on"] == f"dev split ({len(parts['dev'])} images)"
+    # An operating threshold for every finding with both classes in the dev split, and only those.
+    dev = result.card.metrics["dev"]
+    both = {f for f, m in dev["per_finding"].items() if 0 < m["n_positive"] < dev["n_images"]}
+    assert set(entry["thresholds"]) == both
+    assert all(0.0 <= t <= 1.0 for t in entry["thresholds"].values())
+    # The held-out sensitivity and specificity are read at those thresholds (0.5 elsewhere).
+    for name, m in result.card.metrics["held_out"]["per_finding"].items():
+        assert m["threshold"] == entry["thresholds"].get(name, 0.5)
 
 
 def test_registry_loads_the_trained_findings_model(demo_run) -> None:

@@ -63,6 +63,8 @@ def test_survival_card_loads_and_its_held_out_numbers_match_the_patients(registr
     assert (card.architecture, card.input_kind, card.labels) == ("cnn-lstm", "xray-series", ("Survival",))
     assert card.extra["task"] == "survival" and card.input.size == 32
     assert 0.2 <= card.temperature <= 10.0
+    assert card.temperature == card.training["calibration"]["temperature"]
+    assert card.training["calibration"]["fitted_on"].startswith("dev split")
     assert card.thresholds == {"death": 0.5}
     assert 1 <= card.training["best_epoch"] <= card.training["epochs_run"] <= 2
 
@@ -91,6 +93,8 @@ def test_prognosis_cards_load_and_their_held_out_numbers_match_the_items(registr
     assert card.input == registry.card(CT_ID).input  # COVID3D's own input
     assert card.extra["task"] == "prognosis"
     assert 0.2 <= card.temperature <= 10.0
+    assert card.temperature == card.training["calibration"]["temperature"]
+    assert card.training["calibration"]["fitted_on"].startswith("dev split")
 
     by_id = {p.patient_id: p for p in demo_patients(PROGNOSIS_PATIENTS, seed=1)}
     held = card.training["data"]["held_out_patients"]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,12 @@ def test_train_command_writes_weights_manifest_and_curves(phantom_dataset: Path,
     assert set(held["per_class"]["COVID-19"]) >= {"precision", "recall", "f1"}
     assert "not for clinical use" in entry["intended_use"]
     assert entry["training"]["config"]["lr"] == 1e-3 and entry["training"]["epochs_run"] >= 1
+    # The temperature every prediction divides the logits by comes from the dev split.
+    calibration = entry["training"]["calibration"]
+    assert math.isfinite(entry["temperature"]) and entry["temperature"] > 0
+    assert entry["temperature"] == calibration["temperature"]
+    assert calibration["fitted_on"].startswith("dev split")
+    assert calibration["n"] == len(entry["training"]["data"]["dev_files"])
     with (out / "cxr-custom.learning-curves.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == entry["training"]["epochs_run"] and "dev_loss" in rows[0]
