@@ -1,0 +1,212 @@
+"""Run a registered model over evaluation cases and keep its raw outputs (logits).
+
+Logits, not probabilities, are kept so the evaluation can show the model both before and after
+temperature scaling. The CT slice model keeps one row per axial slice with the slice's truth
+where the source knows it (the demo phantoms), and the scan each slice belongs to.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from core.errors import DashboardError, InsufficientDataError
+from core.evaluation.data import EvalCase, EvalData, model_kind
+from core.models.registry import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+#: Inputs per forward pass: X-rays, CT volumes, CT slices.
+BATCH = {"xray": 32, "ct-volume": 4, "ct-slice": 64}
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """One model's raw outputs on evaluation cases, in case order.
+
+    ``logits`` is (N, K) for the X-ray models and the findings model, (N, 1) for COVID3D. For the
+    CT slice model ``logits`` is per slice (M, 2), ``slice_case`` the case index of each slice
+    and ``slice_truth`` 1 for a slice showing a lesion, 0 for a lung slice of a normal scan,
+    NaN where unknown (the source has no per-slice truth, or a COVID-19 slice without visible
+    lesion).
+    """
+
+    model_id: str
+    version: str
+    cases: tuple[EvalCase, ...]
+    logits: np.ndarray
+    skipped: tuple[str, ...] = ()
+    slice_case: np.ndarray | None = None
+    slice_truth: np.ndarray | None = None
+
+
+def _batches(items: Sequence[EvalCase], size: int) -> Iterator[Sequence[EvalCase]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _load_all(cases: Sequence[EvalCase]) -> Iterator[tuple[EvalCase, object]]:
+    for case in cases:
+        try:
+            yield case, case.load()
+        except (DashboardError, OSError, ValueError) as e:
+            logger.warning("skipping an evaluation case that cannot be read: %s", e)
+            yield case, None
+
+
+@torch.inference_mode()
+def predict(
+    model: LoadedModel,
+    data: EvalData,
+    progress: Progress | None = None,
+    window: tuple[float, float] | None = None,
+    volumes: Sequence[np.ndarray] | None = None,
+) -> Predictions:
+    """The model's logits on every case of ``data`` that can be read.
+
+    Parameters
+    ----------
+    model
+        A loaded model (from :class:`core.models.registry.ModelRegistry`).
+    data
+        The cases (:func:`core.evaluation.data.evaluation_data`).
+    progress
+        Called as ``progress(done, total)`` after each case.
+    window
+        CT only: (center, width) in HU instead of the card's training window.
+    volumes
+        CT only: the cases' HU volumes already read (the window-robustness loop reads them once).
+
+    Raises
+    ------
+    InsufficientDataError
+        No case could be read.
+    """
+    kind = model_kind(model.card)
+    spec = model.card.input
+    if window is not None:
+        spec = replace(spec, window=(float(window[0]), float(window[1])))
+    module, device = model.module.eval(), model.device
+    done, total = 0, len(data.cases)
+    rows: list[np.ndarray] = []
+    kept: list[EvalCase] = []
+    skipped: list[str] = []
+    slice_case: list[np.ndarray] = []
+    slice_truth: list[np.ndarray] = []
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    def loaded() -> Iterator[tuple[EvalCase, object]]:
+        if volumes is not None:
+            yield from zip(data.cases, ((v, None) for v in volumes), strict=True)
+        else:
+            yield from _load_all(data.cases)
+
+    if kind in ("xray", "findings"):
+        from core.preprocess import normalise, to_unit_square
+
+        pending: list[torch.Tensor] = []
+
+        def flush() -> None:
+            if pending:
+                x = normalise(torch.cat(pending), spec).to(device)
+                rows.append(module(x).float().cpu().numpy())
+                pending.clear()
+
+        for case, unit in loaded():
+            tick()
+            if unit is None:
+                skipped.append(case.case_id)
+                continue
+            pending.append(to_unit_square(np.asarray(unit), spec.size))
+            kept.append(case)
+            if len(pending) >= BATCH["xray"]:
+                flush()
+        flush()
+    elif kind == "ct-volume":
+        from core.ct.preprocess import prepare_volume
+
+        pending = []
+        for case, item in loaded():
+            tick()
+            if item is None:
+                skipped.append(case.case_id)
+                continue
+            pending.append(prepare_volume(item[0], spec))
+            kept.append(case)
+            if len(pending) >= BATCH["ct-volume"]:
+                rows.append(module(torch.cat(pending).to(device)).float().cpu().numpy())
+                pending = []
+        if pending:
+            rows.append(module(torch.cat(pending).to(device)).float().cpu().numpy())
+    elif kind == "ct-slice":
+        from core.ct.preprocess import prepare_slices
+        from core.training.ct import VISIBLE_LESION_FRACTION
+
+        for case, item in loaded():
+            tick()
+            if item is None:
+                skipped.append(case.case_id)
+                continue
+            hu, fraction = item
+            x = prepare_slices(hu, spec)
+            logits = np.concatenate(
+                [
+                    module(x[i : i + BATCH["ct-slice"]].to(device)).float().cpu().numpy()
+                    for i in range(0, x.shape[0], 64)
+                ]
+            )
+            rows.append(logits)
+            slice_case.append(np.full(logits.shape[0], len(kept)))
+            slice_truth.append(_slice_truth(case.label, fraction, logits.shape[0], VISIBLE_LESION_FRACTION))
+            kept.append(case)
+    else:
+        raise InsufficientDataError(f"{model.id} ({kind}) cannot be run case by case here.")
+    if not kept:
+        raise InsufficientDataError(f"None of the {total} evaluation cases could be read.")
+    return Predictions(
+        model_id=model.id,
+        version=model.card.version,
+        cases=tuple(kept),
+        logits=np.concatenate(rows).astype(np.float64),
+        skipped=tuple(skipped),
+        slice_case=np.concatenate(slice_case) if slice_case else None,
+        slice_truth=np.concatenate(slice_truth) if slice_truth else None,
+    )
+
+
+def _slice_truth(label: str, fraction: np.ndarray | None, n: int, visible: float) -> np.ndarray:
+    """Per-slice truth as the slice model was trained (seed 002): COVID-19 slices with a visible
+    lesion are positive, a normal scan's lung slices negative; the rest unknown (NaN)."""
+    truth = np.full(n, np.nan)
+    if fraction is None or len(fraction) != n:
+        return truth
+    f = np.asarray(fraction, dtype=np.float64)
+    if label == "COVID-19":
+        truth[np.nan_to_num(f) >= visible] = 1.0
+    elif label == "Normal":
+        truth[~np.isnan(f)] = 0.0
+    return truth
+
+
+def read_volumes(data: EvalData, progress: Progress | None = None) -> tuple[EvalData, list[np.ndarray]]:
+    """Read every CT case once (int16 HU, to keep 100 windows' worth of passes in memory);
+    returns the readable cases and their volumes."""
+    kept, volumes = [], []
+    for i, (case, item) in enumerate(_load_all(data.cases), start=1):
+        if progress is not None:
+            progress(i, len(data.cases))
+        if item is None:
+            continue
+        kept.append(case)
+        volumes.append(np.clip(np.asarray(item[0]), -32768, 32767).astype(np.int16))
+    return replace(data, cases=tuple(kept)), volumes
