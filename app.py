@@ -12,6 +12,7 @@ navigation = st.navigation(
         st.Page("pages/similar.py", title="Similar cases", icon=":material/compare:"),
         st.Page("pages/trajectories.py", title="Trajectories", icon=":material/timeline:"),
         st.Page("pages/survival.py", title="Survival and prognosis", icon=":material/monitor_heart:"),
+        st.Page("pages/performance.py", title="Model performance", icon=":material/analytics:"),
         st.Page("pages/library.py", title="Case library", icon=":material/folder_shared:"),
     ]
 )

@@ -67,6 +67,11 @@ st.page_link(
     icon=":material/monitor_heart:",
 )
 st.page_link(
+    "pages/performance.py",
+    label="Model performance: each model on its held-out data, ROC, calibration, k-fold tables, models side by side",
+    icon=":material/analytics:",
+)
+st.page_link(
     "pages/library.py",
     label="Case library: browse patients and their timelines, import datasets, add reviewed cases",
     icon=":material/folder_shared:",
@@ -137,9 +142,14 @@ for card in cards:
             st.markdown(
                 f"Held-out, per finding ({held['n_images']} images; mean ROC AUC "
                 + ("-" if held.get("mean_auc") is None else f"{held['mean_auc']:.3f}")
-                + "; sensitivity and specificity at P = 0.5)"
+                + (
+                    "; sensitivity and specificity at each finding's operating threshold, fitted on the dev split)"
+                    if card.thresholds
+                    else "; sensitivity and specificity at P = 0.5)"
+                )
             )
-            table = pd.DataFrame(per_finding).T[["n_positive", "prevalence", "auc", "sensitivity", "specificity"]]
+            columns = ["n_positive", "prevalence", "auc", "threshold", "sensitivity", "specificity"]
+            table = pd.DataFrame(per_finding).T[[c for c in columns if any(c in v for v in per_finding.values())]]
             table["n_positive"] = table["n_positive"].astype(int)
             st.dataframe(
                 table.style.format(precision=3, na_rep="-").format("{:d}", subset=["n_positive"]),

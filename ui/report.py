@@ -50,7 +50,9 @@ REPORT_IMAGE_MAX_SIDE = 1024
 ReportSource = CaseReport | Callable[[], CaseReport]
 
 
-def report_download(report: ReportSource, key: str, *, file_name: str | None = None) -> None:
+def report_download(
+    report: ReportSource, key: str, *, file_name: str | None = None, label: str = DOWNLOAD_LABEL
+) -> None:
     """A "Download case report (HTML)" button.
 
     Parameters
@@ -63,6 +65,8 @@ def report_download(report: ReportSource, key: str, *, file_name: str | None = N
     file_name
         Needed with a callable (see :func:`core.report.report_filename_for`); by default the
         report's own :func:`~core.report.report_filename`.
+    label
+        The button's text (default "Download case report (HTML)").
     """
     if callable(report):
         if file_name is None:
@@ -72,7 +76,7 @@ def report_download(report: ReportSource, key: str, *, file_name: str | None = N
         file_name = file_name or report_filename(report)
         build = functools.partial(_identity, report)
     st.download_button(
-        DOWNLOAD_LABEL,
+        label,
         data=functools.partial(_render, build),
         file_name=file_name,
         mime="text/html",

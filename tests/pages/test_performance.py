@@ -1,0 +1,127 @@
+"""AppTest for the Model performance page.
+
+On the shipped demo weights (their cards record the held-out split, which the page rebuilds):
+the default model's numbers equal the ones recorded at training time, the threshold slider
+moves sensitivity and specificity, two X-ray models are compared, the findings and survival
+models show what they can. On tiny CT models and a drawn demo CT dataset: the CT levels and the
+window-robustness band. Bad input gives a plain error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.models.registry import ModelRegistry
+from tests.helpers import ROOT
+
+PAGE = str(ROOT / "pages" / "performance.py")
+DATASET = "A dataset on this computer"
+
+
+@pytest.fixture
+def app() -> AppTest:
+    return AppTest.from_file(PAGE, default_timeout=300)
+
+
+def metric(app: AppTest, label: str) -> str:
+    values = [m.value for m in app.metric if m.label == label]
+    assert values, f"no metric {label!r} among {[m.label for m in app.metric]}"
+    return values[0]
+
+
+def chart_titles(app: AppTest) -> list[str]:
+    import json
+
+    titles = []
+    for chart in app.get("plotly_chart"):
+        title = json.loads(chart.proto.spec)["layout"].get("title", {})
+        titles.append(title.get("text", "") if isinstance(title, dict) else str(title))
+    return titles
+
+
+def test_default_model_shows_its_recorded_held_out_numbers(app: AppTest) -> None:
+    app.run()
+    assert not app.exception
+    card = ModelRegistry().card("cxr-resnet18")
+    recorded = card.metrics["held_out"]
+    assert metric(app, "Images") == str(recorded["n"])
+    assert metric(app, "Accuracy") == f"{100 * recorded['accuracy']:.1f}%"
+    assert metric(app, "Temperature") == f"{card.temperature:.2f}"
+    table = app.dataframe[0].value
+    assert list(table["class"]) == list(card.labels)
+    assert list(table["n"]) == [recorded["per_class"][c]["support"] for c in card.labels]
+    titles = " | ".join(chart_titles(app))
+    for name in ("Confusion matrix", "Reliability", "ROC", "Precision-recall"):
+        assert name in titles
+    assert any("Calibrated probabilities" in m.value for m in app.markdown)
+    assert app.get("download_button"), "no report download"
+
+
+def test_the_threshold_slider_trades_sensitivity_for_specificity(app: AppTest) -> None:
+    app.run()
+    before = (metric(app, "Sensitivity"), metric(app, "Specificity"))
+    app.slider[0].set_value(0.99).run()
+    assert not app.exception
+    after = (metric(app, "Sensitivity"), metric(app, "Specificity"))
+    as_number = [float(v.rstrip("%")) for v in (*before, *after)]
+    assert as_number[2] <= as_number[0] and as_number[3] >= as_number[1]
+    assert any("At 0.99" in c.value for c in app.caption)
+
+
+def test_two_xray_models_side_by_side_with_a_paired_test(app: AppTest) -> None:
+    app.run()
+    app.multiselect[0].set_value(["cxr-resnet18", "cxr-custom"]).run()
+    assert not app.exception
+    assert any("Side by side" in h.value for h in app.subheader)
+    pairs = app.dataframe[-1].value
+    assert list(pairs["models"]) == ["cxr-resnet18 - cxr-custom"]
+    assert "DeLong p" in pairs.columns
+    assert any("Comparison" in t or "ROC" in t for t in chart_titles(app))
+
+
+def test_findings_model_per_finding_with_thresholds_and_what_it_cannot_score(app: AppTest) -> None:
+    app.run()
+    app.multiselect[0].set_value(["cxr-findings"]).run()
+    assert not app.exception
+    table = app.dataframe[0].value
+    card = ModelRegistry().card("cxr-findings")
+    assert list(table["finding"]) == list(card.labels)
+    assert "threshold" in table.columns
+    assert any("No ROC curve or AUC for" in c.value and "Edema" in c.value for c in app.caption)
+
+
+def test_survival_model_shows_its_recorded_results_and_says_why_no_curves(app: AppTest) -> None:
+    app.run()
+    app.multiselect[0].set_value(["survival-cnn-lstm"]).run()
+    assert not app.exception
+    held = ModelRegistry().card("survival-cnn-lstm").metrics["held_out"]
+    assert metric(app, "Accuracy") == f"{100 * held['accuracy']:.1f}%"
+    assert any("Recorded at training time" in c.value for c in app.caption)
+
+
+def test_a_dataset_path_that_does_not_exist_is_a_plain_error(app: AppTest) -> None:
+    app.run()
+    app.radio[0].set_value(DATASET).run()
+    app.text_input[0].set_value("/nowhere/at/all").run()
+    assert not app.exception
+    assert app.error and "/nowhere/at/all" in app.error[0].value
+
+
+def test_ct_models_on_a_demo_dataset_per_scan_and_patient_with_a_window_band(
+    monkeypatch: pytest.MonkeyPatch, ct_weights: Path
+) -> None:
+    monkeypatch.setenv("DASHBOARD_WEIGHTS_DIR", str(ct_weights))
+    app = AppTest.from_file(PAGE, default_timeout=300)
+    app.run()
+    app.multiselect[0].set_value(["covid3d-tiny"]).run()
+    app.radio[0].set_value(DATASET).run()
+    app.text_input[0].set_value("demo:4").run()
+    assert not app.exception
+    levels = [r for r in app.radio if r.label == "Per"]
+    assert levels and list(levels[0].options) == ["scan", "patient"]
+    app.number_input[0].set_value(2).run()
+    assert not app.exception
+    assert any("windows" in t for t in chart_titles(app))

@@ -1,0 +1,116 @@
+"""The Model performance page's cached computations and tables.
+
+An evaluation runs a model over hundreds of images or scans: each is computed once per process
+for a (model version, temperature, data) and shared by every session, with a progress bar the
+first time.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from core.evaluation.compare import compare
+from core.evaluation.data import evaluation_data
+from core.evaluation.evaluate import evaluate
+from core.evaluation.figures import format_auc, format_number, format_percent
+from ui import resources
+
+Progress = Callable[[int, int], None]
+
+
+class _Bar:
+    """``progress(done, total)`` onto an ``st.progress`` bar, removed when the work ends."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.bar = st.progress(0.0, text=text)
+
+    def __call__(self, done: int, total: int) -> None:
+        self.bar.progress(min(1.0, done / max(total, 1)), text=f"{self.text} ({done} of {total})")
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.empty()
+
+
+# A process-wide cache shared by every session, like ``st.cache_data``; not ``st.cache_data``
+# itself, which records the progress bar's updates and cannot replay them into a bar made outside.
+_CACHE: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
+_CACHE_SIZE = 32
+_LOCK = threading.Lock()
+
+
+def _cached(key: tuple, text: str, work: Callable[[Progress], dict[str, Any]]) -> dict[str, Any]:
+    with _LOCK:  # one evaluation at a time: they share the CPU and often the same models
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return copy.deepcopy(_CACHE[key])
+        with _Bar(text) as bar:
+            value = work(bar)
+        _CACHE[key] = value
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+        return copy.deepcopy(value)
+
+
+def evaluation(model_id: str, data: str | None = None, windows: int = 0) -> dict[str, Any]:
+    """A model's evaluation on its held-out split (``data`` None) or a dataset path."""
+    card = resources.registry().card(model_id)
+
+    def work(bar: Progress) -> dict[str, Any]:
+        model = resources.model(model_id)
+        source = evaluation_data(model.card, data) if data else None
+        return evaluate(model, source, progress=bar, windows=windows)
+
+    what = f"Evaluating {model_id}" + (f" at {windows} perturbed windows" if windows else "")
+    return _cached(("evaluation", model_id, card.version, card.temperature, data, windows), what, work)
+
+
+def comparison(ids: list[str], data: str | None = None) -> dict[str, Any]:
+    """The models' AUCs on the cases all of them held out (or on the dataset ``data``)."""
+    cards = [resources.registry().card(i) for i in ids]
+
+    def work(bar: Progress) -> dict[str, Any]:
+        models = [resources.model(i) for i in ids]
+        return compare(models, evaluation_data(models[0].card, data), bar)
+
+    key = ("comparison", tuple(ids), tuple((c.version, c.temperature) for c in cards), data)
+    return _cached(key, "Comparing the models on the same cases", work)
+
+
+def per_class_frame(level: dict[str, Any], multilabel: bool) -> pd.DataFrame:
+    """The per-class (per-finding) table as text, as a clinician reads it."""
+    rows = []
+    for name, s in level["per_class"].items():
+        row = {
+            "finding" if multilabel else "class": name,
+            "n" if not multilabel else "positives": s["support"],
+            "precision": format_percent(s["precision"]),
+            "recall (sensitivity)": format_percent(s["recall"]),
+            "specificity": format_percent(s["specificity"]),
+            "F1": format_number(s["f1"]),
+            "AUC (95% CI)": format_auc(s["auc"], s["auc_ci"]),
+            "AP": format_number(s["average_precision"]),
+        }
+        if multilabel:
+            row["threshold"] = format_number(s.get("threshold"))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def kfold_frame(kfold: dict[str, Any]) -> pd.DataFrame:
+    """Seed 002's k-fold table: one row per fold and part, the mean rows marked."""
+    frame = pd.DataFrame(kfold["rows"])
+    kept = kfold.get("kept_fold")
+    if kept is not None:
+        frame["fold"] = [f"{f} (kept)" if f == str(kept) else f for f in frame["fold"]]
+    return frame
