@@ -23,6 +23,7 @@ class FindingProbabilities:
     model_version: str
     labels: tuple[str, ...]
     probabilities: tuple[float, ...]
+    calibrated: bool = False  # divided by a temperature fitted on the dev split (T != 1)
 
     def as_dict(self) -> dict[str, float]:
         return dict(zip(self.labels, self.probabilities, strict=True))
@@ -44,4 +45,10 @@ def predict_findings(model: LoadedModel, image: XrayImage) -> FindingProbabiliti
     """The probability of each finding on one radiograph."""
     check_findings_model(model)
     probs = findings_from_inputs(model, xray_to_input(image, model.card.input))[0]
-    return FindingProbabilities(model.id, model.card.version, model.card.labels, tuple(float(p) for p in probs))
+    return FindingProbabilities(
+        model.id,
+        model.card.version,
+        model.card.labels,
+        tuple(float(p) for p in probs),
+        calibrated=model.card.temperature != 1.0,
+    )

@@ -176,7 +176,13 @@ if analysis is not None:
         m2.metric(
             "P(COVID+) · score s",
             f"{analysis.probability:.1%} · {analysis.score:+.2f}",
-            help="s is COVID3D's logit: higher means more COVID-like (seed 003's s(t)).",
+            help="s is COVID3D's logit: higher means more COVID-like (seed 003's s(t)). P(COVID+) = "
+            "sigmoid(s / T) with "
+            + (
+                f"T = {covid3d.card.temperature:.2f}, fitted on the model's dev split: a calibrated probability."
+                if covid3d is not None and covid3d.card.temperature != 1.0
+                else "T = 1: the model's raw output, not calibrated."
+            ),
         )
     if analysis.slice_model_id:
         m3.metric(

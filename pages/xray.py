@@ -141,7 +141,8 @@ for name, data in files:
                     st.error(str(e))
                     continue
                 findings.append(found)
-                st.markdown(f"Findings ({fid}: one probability per finding, independent)")
+                calibrated_note = "temperature-calibrated" if found.calibrated else "not calibrated"
+                st.markdown(f"Findings ({fid}: one probability per finding, independent, {calibrated_note})")
                 st.dataframe(
                     pd.DataFrame({"P(present)": found.probabilities}, index=list(found.labels)).style.format("{:.1%}"),
                     key=f"findings_{fid}_{key[:12]}",
