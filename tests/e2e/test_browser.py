@@ -231,3 +231,28 @@ def test_upload_a_zipped_ct_series_and_read_covid3d_and_the_slice_model(app_url,
     if shots:
         page.screenshot(path=str(Path(shots) / "ct-page.png"), full_page=True)
     page.close()
+
+
+def test_model_performance_page_rebuilds_the_held_out_split_and_downloads_the_report(app_url, browser) -> None:
+    import json
+
+    recorded = json.loads((ROOT / "weights" / "manifest.json").read_text())
+    held = next(m for m in recorded["models"] if m["id"] == "cxr-resnet18")["metrics"]["held_out"]
+    page = browser.new_page()
+    page.goto(app_url, wait_until="domcontentloaded")
+    page.get_by_text("Research use only").first.wait_for(timeout=60_000)
+    page.get_by_role("link", name="Model performance").first.click()
+    accuracy = page.locator('[data-testid="stMetric"]').filter(has_text="Accuracy")
+    accuracy.first.wait_for(timeout=180_000)
+    assert f"{100 * held['accuracy']:.1f}%" in accuracy.first.inner_text()  # the numbers recorded at training
+    page.get_by_text("Reliability per image").first.wait_for(timeout=60_000)
+    button = page.get_by_role("button", name="Download performance report (HTML)")
+    button.wait_for(timeout=60_000)
+    with page.expect_download(timeout=120_000) as download:
+        button.click()
+    html = Path(download.value.path()).read_text(encoding="utf-8")
+    assert html.startswith("<!DOCTYPE html>") and "cxr-resnet18" in html and "<script src" not in html
+    shots = os.environ.get("SCREENSHOT_DIR")
+    if shots:
+        page.screenshot(path=str(Path(shots) / "performance-page.png"), full_page=True)
+    page.close()
