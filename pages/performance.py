@@ -151,7 +151,9 @@ def _threshold_view(level: dict, key: str) -> None:
     cols[2].metric("PPV", format_percent(point["ppv"]))
     cols[3].metric("NPV", format_percent(point["npv"]))
     st.caption(
-        f"At {threshold:.2f}: {point['tp']} true positives, {point['fn']} missed, {point['fp']} false alarms, "
+        f"At {threshold:.2f}: {point['tp']} true positives, {point['fn']} missed, {point['fp']} false alarm"
+        + ("" if point["fp"] == 1 else "s")
+        + ", "
         f"{point['tn']} true negatives"
         + (
             f"; the card's operating threshold is {op['threshold']:.2f}."
