@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from core.errors import InvalidInputError
+from core.errors import InsufficientDataError, InvalidInputError
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -121,12 +121,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
                     model, data, progress=bar, n_boot=args.boot, windows=args.windows, window_sd=sd, seed=args.seed
                 )
             )
-    comparison = None
-    if len(models) >= 2 and comparable(cards):
-        data = evaluation_data(cards[0], args.data, args.split)
-        with LazyBar("comparing", "case") as bar:
-            comparison = compare(models, data, bar, n_boot=args.boot, seed=args.seed)
-    result = _clean({"evaluations": evaluations, "comparison": comparison})
+    comparison, comparison_note = None, None
+    if len(models) >= 2 and not comparable(cards):
+        comparison_note = "not compared: side by side takes 3-class X-ray models, or CT models, only"
+    elif len(models) >= 2 and args.data is None and args.split != "test":
+        comparison_note = "not compared: models are compared on the held-out test cases, or on --data"
+    elif len(models) >= 2:
+        try:
+            with LazyBar("comparing", "case") as bar:
+                data = evaluation_data(cards[0], args.data, args.split)
+                comparison = compare(models, data, bar, n_boot=args.boot, seed=args.seed)
+        except InsufficientDataError as e:  # the evaluations above still stand
+            comparison_note = f"not compared: {e}"
+    result = _clean({"evaluations": evaluations, "comparison": comparison, "comparison_note": comparison_note})
     if args.html is not None:
         from core.evaluation.html import performance_report_bytes
 
@@ -187,6 +194,8 @@ def _print_summary(result: dict[str, Any]) -> None:
         for note in ev["notes"]:
             print(f"  note: {note}")
     comparison = result.get("comparison")
+    if result.get("comparison_note"):
+        print(result["comparison_note"])
     if comparison:
         print(f"comparison on {comparison['n']} {comparison['unit']}s ({comparison['n_patients']} patients):")
         for m in comparison["models"]:

@@ -99,14 +99,15 @@ def compare(
     cases = comparison_cases([m.card for m in models], data)
     scores: dict[str, np.ndarray] = {}
     y = groups = None
+    read: tuple[str, ...] | None = None
     for i, model in enumerate(models):
         step = (lambda d, t, i=i: progress(i * t + d, len(models) * t)) if progress else None
         preds = predict(model, cases, step)
-        yi, pi, gi = covid_scores(model.card, preds)
-        if y is not None and len(yi) != len(y):
+        ids = tuple(c.case_id for c in preds.cases)
+        if read is not None and ids != read:
             raise InsufficientDataError("Some cases could be read for one model and not another.")
-        y, groups = yi, gi
-        scores[model.id] = pi
+        read = ids
+        y, scores[model.id], groups = covid_scores(model.card, preds)
     assert y is not None and groups is not None
     if y.min() == y.max():
         raise InsufficientDataError("The shared cases hold one class only: no AUC to compare.")
