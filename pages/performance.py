@@ -69,7 +69,8 @@ if source_kind == DATASET:
             placeholder="/data/covid-xray (class folders), manifest.csv, or a CT metadata.csv folder",
             help="X-ray models: class folders (COVID/, NORMAL/, Viral Pneumonia/) or a CSV manifest path,label"
             "[,patient_id]; the findings model: a CheXpert-style CSV; CT models: a folder with metadata.csv "
-            "or a CSV manifest of series. Every case in it is used.",
+            "or a CSV manifest of series (or demo:N, N demo patients' CT phantoms drawn in memory). Every case in it "
+            "is used.",
         ).strip()
         or None
     )

@@ -286,7 +286,13 @@ if len(table) == len(points):
     st.dataframe(table.style.format(precision=3, na_rep="-"), hide_index=True, key="traj_points")
 st.caption(
     "Slopes between consecutive scans; derivatives at each scan by second-order finite differences on the "
-    "uneven days (the 2nd derivative needs three scans)."
+    "uneven days (the 2nd derivative needs three scans). "
+    + (
+        f"P(COVID+) is calibrated: the model's output divided by T = {model.card.temperature:.2f}, fitted on its "
+        "dev split."
+        if model.card.temperature != 1.0
+        else "P(COVID+) is the model's raw output (no temperature fitted), not a calibrated probability."
+    )
 )
 
 # -- the chosen scan, and every time point's Grad-CAM scaled by s(t) ---------------------------
