@@ -229,8 +229,17 @@ chosen_cards = [registry.card(i) for i in chosen]
 if len(chosen) >= 2:
     st.subheader("Side by side on the same cases")
     if comparable(chosen_cards):
+        positive = "COVID-19"
+        if all(model_kind(c) == "xray" for c in chosen_cards):
+            classes = list(chosen_cards[0].labels)
+            positive = st.selectbox(
+                "Compare on P(class) against the other classes",
+                classes,
+                index=classes.index("COVID-19") if "COVID-19" in classes else 0,
+                key="compare_positive",
+            )
         try:
-            result = comparison(chosen, data_path)
+            result = comparison(chosen, data_path, positive)
         except DashboardError as e:
             st.error(str(e))
         if result is not None:

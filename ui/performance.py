@@ -75,15 +75,15 @@ def evaluation(model_id: str, data: str | None = None, windows: int = 0) -> dict
     return _cached(("evaluation", model_id, card.version, card.temperature, data, windows), what, work)
 
 
-def comparison(ids: list[str], data: str | None = None) -> dict[str, Any]:
-    """The models' AUCs on the cases all of them held out (or on the dataset ``data``)."""
+def comparison(ids: list[str], data: str | None = None, positive: str = "COVID-19") -> dict[str, Any]:
+    """The models' AUCs of P(``positive``) on the cases all of them held out (or on ``data``)."""
     cards = [resources.registry().card(i) for i in ids]
 
     def work(bar: Progress) -> dict[str, Any]:
         models = [resources.model(i) for i in ids]
-        return compare(models, evaluation_data(models[0].card, data), bar)
+        return compare(models, evaluation_data(models[0].card, data), bar, positive=positive)
 
-    key = ("comparison", tuple(ids), tuple((c.version, c.temperature) for c in cards), data)
+    key = ("comparison", tuple(ids), tuple((c.version, c.temperature) for c in cards), data, positive)
     return _cached(key, "Comparing the models on the same cases", work)
 
 

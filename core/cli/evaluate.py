@@ -45,6 +45,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="one SD of the window as CENTER,WIDTH in HU (default 50,150)",
     )
+    e.add_argument(
+        "--positive",
+        default="COVID-19",
+        help="the class compared between 3-class X-ray models, against the rest (default COVID-19)",
+    )
     e.add_argument("--boot", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true", help="print everything as one JSON object")
@@ -130,7 +135,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         try:
             with LazyBar("comparing", "case") as bar:
                 data = evaluation_data(cards[0], args.data, args.split)
-                comparison = compare(models, data, bar, n_boot=args.boot, seed=args.seed)
+                comparison = compare(models, data, bar, n_boot=args.boot, seed=args.seed, positive=args.positive)
         except InsufficientDataError as e:  # the evaluations above still stand
             comparison_note = f"not compared: {e}"
     result = _clean({"evaluations": evaluations, "comparison": comparison, "comparison_note": comparison_note})

@@ -3,8 +3,9 @@
 Comparison (seed 003's Table 1: COVID3D against a 2D slice model; seed 000's resnet18 vs
 densenet121 vs the custom CNN): every model scores the same cases, held out by all of them;
 each AUC gets a patient-level bootstrap CI, and every pair DeLong's test and a paired bootstrap
-of the AUC difference. The score compared is P(COVID-19) (one-vs-rest for the 3-class X-ray
-models, the scan score for the CT models).
+of the AUC difference. The score compared is P(COVID-19) by default (one-vs-rest for the 3-class
+X-ray models, the scan score for the CT models); the X-ray models can be compared on another
+class against the rest.
 
 Robustness (seed 003: "AUC bounds were computed by evaluating COVID3D across 100 different
 image windows across 1 std. dev. of variability (Hounsfield Units) during test-time"): the
@@ -36,16 +37,23 @@ DEFAULT_WINDOW_SD = (50.0, 150.0)
 ROC_GRID = np.linspace(0.0, 1.0, 101)
 
 
-def covid_scores(card: ModelCard, preds: Predictions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(truth 0/1 COVID-19, calibrated P(COVID-19), patient) per case of ``preds``."""
+def positive_scores(
+    card: ModelCard, preds: Predictions, positive: str = "COVID-19"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(truth 0/1, calibrated P(positive), patient) per case of ``preds``: one class against the
+    rest for a 3-class X-ray model, P(COVID-19) per scan for a CT model."""
     from core.ct.analysis import patient_score
 
     kind = model_kind(card)
-    y = np.array([int(c.label == "COVID-19") for c in preds.cases])
+    if kind != "xray" and positive != "COVID-19":
+        raise InvalidInputError(f"{card.id} scores COVID-19 only, not {positive}.")
+    if kind == "xray" and positive not in card.labels:
+        raise InvalidInputError(f"{card.id} has no class {positive!r} (classes: {', '.join(card.labels)}).")
+    y = np.array([int(c.label == positive) for c in preds.cases])
     groups = np.array([c.patient_id for c in preds.cases])
     T = card.temperature
     if kind == "xray":
-        p = softmax(preds.logits / T, axis=1)[:, list(card.labels).index("COVID-19")]
+        p = softmax(preds.logits / T, axis=1)[:, list(card.labels).index(positive)]
     elif kind == "ct-volume":
         p = expit(preds.logits[:, 0] / T)
     elif kind == "ct-slice":
@@ -53,7 +61,7 @@ def covid_scores(card: ModelCard, preds: Predictions) -> tuple[np.ndarray, np.nd
         s = softmax(preds.logits / T, axis=1)[:, 1]
         p = np.array([patient_score(s[preds.slice_case == i]) for i in range(len(preds.cases))])
     else:
-        raise InvalidInputError(f"{card.id} has no COVID-19 score to compare.")
+        raise InvalidInputError(f"{card.id} has no class score to compare.")
     return y, p, groups
 
 
@@ -86,8 +94,10 @@ def compare(
     progress: Progress | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    positive: str = "COVID-19",
 ) -> dict[str, Any]:
-    """AUCs of P(COVID-19) of ``models`` on the same cases, with paired tests of every pair."""
+    """AUCs of P(``positive``) of ``models`` on the same cases, with paired tests of every pair
+    (``positive`` against the other classes for the 3-class X-ray models; COVID-19 for CT)."""
     if len(models) < 2:
         raise InvalidInputError("A comparison needs at least two models.")
     if not comparable([m.card for m in models]):
@@ -107,7 +117,7 @@ def compare(
         if read is not None and ids != read:
             raise InsufficientDataError("Some cases could be read for one model and not another.")
         read = ids
-        y, scores[model.id], groups = covid_scores(model.card, preds)
+        y, scores[model.id], groups = positive_scores(model.card, preds, positive)
     assert y is not None and groups is not None
     if y.min() == y.max():
         raise InsufficientDataError("The shared cases hold one class only: no AUC to compare.")
@@ -140,7 +150,7 @@ def compare(
     unit = "image" if kinds == {"xray"} else "scan"
     return {
         "unit": unit,
-        "positive": "COVID-19",
+        "positive": positive,
         "n": int(y.size),
         "n_patients": int(np.unique(groups).size),
         "data": cases.description,
@@ -178,7 +188,7 @@ def window_robustness(
     for k, window in enumerate(windows):
         step = (lambda d, t, k=k: progress(k * t + d, total)) if progress else None
         preds = predict(model, cases, step, window=window, volumes=volumes)
-        y, p, _ = covid_scores(card, preds)
+        y, p, _ = positive_scores(card, preds)
         keep = np.array([c.label in _classes(card) for c in preds.cases])
         y, p = y[keep], p[keep]
         if y.min() == y.max():

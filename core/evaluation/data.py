@@ -21,6 +21,7 @@ import re
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -151,16 +152,31 @@ def _bytes_loader(raw: bytes, name: str) -> Callable[[], np.ndarray]:
     return load
 
 
-def _xray_cases(samples: Sequence[Any], base: Path, in_memory: bool) -> list[EvalCase]:
+def _xray_cases(samples: Sequence[Any], base: Path) -> list[EvalCase]:
     cases = []
     for s in samples:
         try:
             rel = str(s.path.resolve().relative_to(base.resolve()))
         except ValueError:
             rel = str(s.path)
-        load = _bytes_loader(s.path.read_bytes(), s.path.name) if in_memory else _file_loader(s.path)
-        cases.append(EvalCase(rel, s.patient_id, s.label, load))
+        cases.append(EvalCase(rel, s.patient_id, s.label, _file_loader(s.path)))
     return cases
+
+
+@lru_cache(maxsize=2)
+def _demo_xray_dataset(per_class: int, size: int, seed: int) -> tuple[tuple[Any, ...], dict[str, bytes]]:
+    """The demo X-ray dataset ``python -m core demo xray-dataset`` writes, drawn again (once per
+    process: the three demo X-ray models share it): its samples with paths relative to the
+    dataset, and each file's bytes."""
+    from core.demo.xray_phantom import write_xray_dataset
+    from core.training.sources import Sample, load_source
+
+    with tempfile.TemporaryDirectory(prefix="eval-xray-") as tmp:
+        root = write_xray_dataset(tmp, n_per_class=per_class, seed=seed, size=size).resolve()
+        samples = load_source(root / "manifest.csv")
+        relative = tuple(Sample(s.path.resolve().relative_to(root), s.label, s.patient_id) for s in samples)
+        files = {str(r.path): s.path.read_bytes() for r, s in zip(relative, samples, strict=True)}
+    return relative, files
 
 
 def _xray_data(card: ModelCard, data: str | Path | None, split: str) -> EvalData:
@@ -169,41 +185,36 @@ def _xray_data(card: ModelCard, data: str | Path | None, split: str) -> EvalData
     if data is not None:
         samples = load_source(data)
         base = Path(data) if Path(data).is_dir() else Path(data).parent
-        return EvalData(
-            "user", f"all {len(samples)} images of {data}", str(data), tuple(_xray_cases(samples, base, False))
-        )
+        return EvalData("user", f"all {len(samples)} images of {data}", str(data), tuple(_xray_cases(samples, base)))
     recorded = _recorded(card)
     wanted = recorded.get(f"{split}_files")
     if not wanted:
         raise InvalidInputError(f"{card.id}'s card does not list its {split} files.")
     source = Path(str(recorded.get("source", "")))
     words = "held-out test" if split == "test" else "dev"
-    with tempfile.TemporaryDirectory(prefix="eval-xray-") as tmp:
-        if source.exists():
-            root, regenerated = source, False
-        else:
-            match = _DEMO_XRAY_COMMAND.search(str(recorded.get("note", "")))
-            if match is None:
-                raise InvalidInputError(
-                    f"{card.id} was trained on {source}, which is not on this machine; point --data at a copy of it."
-                )
-            from core.demo.xray_phantom import write_xray_dataset
-
-            root = write_xray_dataset(
-                tmp, n_per_class=int(match["per_class"]), seed=int(match["seed"]), size=int(match["size"])
-            )
-            regenerated = True
-        samples = load_source(root / "manifest.csv" if regenerated else root)
+    if source.exists():
+        samples = load_source(source)
         part = split_by_patient(samples, seed=_seed(card))[split]
-        base = root if root.is_dir() else root.parent
-        cases = _xray_cases(part, base, in_memory=regenerated)
+        cases = _xray_cases(part, source if source.is_dir() else source.parent)
+        how = f"read from {source}"
+    else:
+        match = _DEMO_XRAY_COMMAND.search(str(recorded.get("note", "")))
+        if match is None:
+            raise InvalidInputError(
+                f"{card.id} was trained on {source}, which is not on this machine; point --data at a copy of it."
+            )
+        samples, files = _demo_xray_dataset(int(match["per_class"]), int(match["size"]), int(match["seed"]))
+        part = split_by_patient(list(samples), seed=_seed(card))[split]
+        cases = [
+            EvalCase(str(s.path), s.patient_id, s.label, _bytes_loader(files[str(s.path)], s.path.name)) for s in part
+        ]
+        how = "drawn again by the demo generator"
     found = sorted(c.case_id for c in cases)
     if found != sorted(wanted):
         raise InvalidInputError(
             f"The {words} split rebuilt from {source} is not the one {card.id} recorded "
             f"({len(set(found) & set(wanted))} of {len(wanted)} files match): the data changed since training."
         )
-    how = "drawn again by the demo generator" if regenerated else f"read from {source}"
     description = f"the {words} split recorded at training time: {len(cases)} images ({how})"
     return EvalData("held-out" if split == "test" else "dev", description, str(source), tuple(cases))
 

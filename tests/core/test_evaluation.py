@@ -455,18 +455,27 @@ def test_compare_gives_each_models_auc_and_a_symmetric_delong_test(trained: Trai
     assert data.split == "user" and len(data.cases) == 18
 
     samples = load_source(trained.dataset)
-    y = np.array([s.label == "COVID-19" for s in samples])
-    covid = XRAY_LABELS.index("COVID-19")
-    expected = {}
-    for model in models:
-        p = [predict_xray(model, read_xray(s.path.read_bytes(), s.path.name)).probabilities[covid] for s in samples]
-        expected[model.id] = skm.roc_auc_score(y, p)
+    probs = {
+        model.id: np.array(
+            [predict_xray(model, read_xray(s.path.read_bytes(), s.path.name)).probabilities for s in samples]
+        )
+        for model in models
+    }
 
+    def expected_auc(model_id: str, label: str) -> float:
+        y = np.array([s.label == label for s in samples])
+        return skm.roc_auc_score(y, probs[model_id][:, XRAY_LABELS.index(label)])
+
+    expected = {model.id: expected_auc(model.id, "COVID-19") for model in models}
     result = compare(models, data, n_boot=N_BOOT, seed=0)
-    assert result["n"] == 18 and result["unit"] == "image"
+    assert result["n"] == 18 and result["unit"] == "image" and result["positive"] == "COVID-19"
     for m in result["models"]:
         assert m["auc"] == pytest.approx(expected[m["id"]], abs=1e-9)
         assert m["auc_ci"][0] <= m["auc"] <= m["auc_ci"][1]
+    viral = compare(models, data, n_boot=N_BOOT, seed=0, positive="Viral pneumonia")
+    assert viral["positive"] == "Viral pneumonia"
+    for m in viral["models"]:  # another class against the rest
+        assert m["auc"] == pytest.approx(expected_auc(m["id"], "Viral pneumonia"), abs=1e-9)
     (pair,) = result["pairs"]
     assert 0.0 <= pair["delong_p"] <= 1.0
     assert pair["difference"] == pytest.approx(expected[pair["a"]] - expected[pair["b"]])
