@@ -87,7 +87,7 @@ def _level_view(ev: dict, level: dict, key: str) -> None:
     unit = level["unit"]
     cols = st.columns(5)
     cols[0].metric(f"{unit.capitalize()}s", level["n"])
-    cols[1].metric("Patients", level["n_patients"])
+    cols[1].metric("Patients", level["n_patients"] if level["n_patients"] is not None else "not recorded")
     cols[2].metric("Accuracy", format_percent(level["accuracy"]))
     cols[3].metric("Mean AUC" if task != "binary" else "AUC", format_number(level["macro_auc"]))
     calibration = level.get("calibration")
@@ -186,9 +186,10 @@ def _model_view(model_id: str) -> dict | None:
     except DashboardError as e:
         st.error(f"{model_id}: {e}")
         return None
+    patients = ev["data"]["n_patients"]
     st.caption(
-        f"{card.id} {card.version} on {ev['data']['description']}: {ev['data']['n_cases']} cases of "
-        f"{ev['data']['n_patients']} patients."
+        f"{card.id} {card.version} on {ev['data']['description']}: {ev['data']['n_cases']} cases"
+        + (f" of {patients} patients." if patients is not None else ".")
     )
     for note in ev["notes"]:
         st.caption(note)

@@ -110,6 +110,8 @@ def per_class_frame(level: dict[str, Any], multilabel: bool) -> pd.DataFrame:
 def kfold_frame(kfold: dict[str, Any]) -> pd.DataFrame:
     """Seed 002's k-fold table: one row per fold and part, the mean rows marked."""
     frame = pd.DataFrame(kfold["rows"])
+    # Seed 002 calls each fold's held-out patients its test set; the training record, validation.
+    frame["part"] = frame["part"].replace({"validation": "validation (the fold's test patients)"})
     kept = kfold.get("kept_fold")
     if kept is not None:
         frame["fold"] = [f"{f} (kept)" if f == str(kept) else f for f in frame["fold"]]

@@ -166,7 +166,7 @@ def _print_summary(result: dict[str, Any]) -> None:
         for level in ev["levels"]:
             ci = ""
             print(
-                f"  {level['unit']}: n {level['n']}, patients {level['n_patients']}, accuracy "
+                f"  {level['unit']}: n {level['n']}, patients {level['n_patients'] or 'not recorded'}, accuracy "
                 f"{_fmt(level['accuracy'], True)}, macro AUC {_fmt(level['macro_auc'])}{ci}"
             )
             for name, stats in level["per_class"].items():

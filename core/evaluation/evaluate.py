@@ -429,7 +429,7 @@ def recorded_evaluation(card: ModelCard) -> dict[str, Any]:
     level = {
         "unit": unit,
         "n": int(counts.sum()),
-        "n_patients": int(counts.sum()),
+        "n_patients": int(counts.sum()) if unit == "patient" else None,  # a card counts its units only
         "labels": list(labels),
         "positive": labels[1],
         "accuracy": float(np.trace(counts) / counts.sum()),
@@ -455,7 +455,7 @@ def recorded_evaluation(card: ModelCard) -> dict[str, Any]:
             "description": "the held-out split, as recorded at training time",
             "source": str(((card.training or {}).get("data") or {}).get("source", "")),
             "n_cases": level["n"],
-            "n_patients": level["n"],
+            "n_patients": level["n_patients"],
         },
         "task": "binary",
         "levels": [level],
@@ -466,7 +466,7 @@ def recorded_evaluation(card: ModelCard) -> dict[str, Any]:
             for note in (
                 "Recorded at training time: this model reads a patient's whole series, and its card keeps the "
                 "held-out counts and AUC, not each patient's output, so there are no curves or intervals here.",
-                f"Brier score on the held-out patients: {held['brier']:.3f}." if held.get("brier") is not None else "",
+                f"Brier score on the held-out {unit}s: {held['brier']:.3f}." if held.get("brier") is not None else "",
             )
             if note
         ],

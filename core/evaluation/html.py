@@ -477,7 +477,9 @@ def _comparison_section(comparison: Mapping[str, Any]) -> ReportSection:
 # Words
 
 
-def _count(n: int, unit: str) -> str:
+def _count(n: int | None, unit: str) -> str:
+    if n is None:
+        return f"{unit}s not recorded"
     return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
 
 
