@@ -163,7 +163,7 @@ for card in cards:
             )
         folds = card.training.get("folds")
         if folds:
-            from core.metrics import kfold_table
+            from core.evaluation.reports import kfold_table
 
             st.markdown(
                 f"**{len(folds)}-fold cross-validation** (patient level; the kept model is fold "

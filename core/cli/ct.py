@@ -200,7 +200,7 @@ def run_train(args: argparse.Namespace) -> int:
         f"{result.card.training['kept_fold']}; held-out accuracy {held['accuracy']:.3f}, "
         f"ROC AUC {held['roc_auc_ovr']:.3f} on {held['n']} {result.card.training['data']['unit']}s"
     )
-    from core.metrics import kfold_table
+    from core.evaluation.reports import kfold_table
 
     positive = result.card.training["folds"][0]["validation"]["confusion_matrix"]["labels"][1]
     print(

@@ -107,28 +107,20 @@ def _calibration(
 
 
 def _per_class_from_counts(counts: np.ndarray, labels: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """:func:`core.evaluation.metrics.per_class_rates` with each class's prevalence, and room for
+    its AUC, CI and average precision."""
     total = counts.sum()
-    out = {}
-    for i, name in enumerate(labels):
-        tp = counts[i, i]
-        fn = counts[i].sum() - tp
-        fp = counts[:, i].sum() - tp
-        tn = total - tp - fn - fp
-        precision = tp / (tp + fp) if tp + fp else None
-        recall = tp / (tp + fn) if tp + fn else None
-        f1 = 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else None
-        out[name] = {
-            "precision": _f(precision),
-            "recall": _f(recall),
-            "specificity": _f(tn / (tn + fp) if tn + fp else None),
-            "f1": _f(f1),
-            "support": int(counts[i].sum()),
-            "prevalence": float(counts[i].sum() / total) if total else 0.0,
+    rates = em.per_class_rates(counts, labels)
+    return {
+        name: stats
+        | {
+            "prevalence": float(stats["support"] / total) if total else 0.0,
             "auc": None,
             "auc_ci": None,
             "average_precision": None,
         }
-    return out
+        for name, stats in rates.items()
+    }
 
 
 def _curves(
@@ -357,7 +349,7 @@ def levels_of(card: ModelCard, preds: Predictions) -> tuple[list[LevelData], lis
 def kfold_record(card: ModelCard) -> dict[str, Any] | None:
     """Seed 002's k-fold table (per fold and mean, train and validation) when the model was
     trained with folds."""
-    from core.metrics import kfold_table
+    from core.evaluation.reports import kfold_table
 
     folds = (card.training or {}).get("folds")
     if not folds:

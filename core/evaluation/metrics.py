@@ -389,6 +389,31 @@ def confusion_matrix(y_true: npt.ArrayLike, y_pred: npt.ArrayLike, labels: Seque
     return ConfusionMatrix(labels=tuple(str(name) for name in labels), counts=counts, row_percent=row_percent)
 
 
+def per_class_rates(counts: npt.ArrayLike, labels: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per class of a confusion matrix (rows true, columns predicted), one class against the rest:
+    ``precision``, ``recall`` (sensitivity), ``specificity``, ``f1`` (``None`` where the
+    denominator is 0) and ``support`` (the row's count)."""
+    c = np.asarray(counts, dtype=np.int64)
+    k = len(labels)
+    if c.shape != (k, k):
+        raise InvalidInputError(f"counts must be {k} x {k} for {k} labels; got {c.shape}.")
+    total = int(c.sum())
+    out: dict[str, dict[str, Any]] = {}
+    for i, name in enumerate(labels):
+        tp = int(c[i, i])
+        fn = int(c[i].sum()) - tp
+        fp = int(c[:, i].sum()) - tp
+        tn = total - tp - fn - fp
+        out[str(name)] = {
+            "precision": _ratio(tp, tp + fp),
+            "recall": _ratio(tp, tp + fn),
+            "specificity": _ratio(tn, tn + fp),
+            "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+            "support": tp + fn,
+        }
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Bootstrap
 # --------------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from torch import nn
 from core.errors import InsufficientDataError, InvalidInputError
 from core.evaluation.calibration import fit_calibration
 from core.evaluation.metrics import apply_temperature
-from core.metrics import classification_report
+from core.evaluation.reports import classification_report
 from core.models.architectures import build_model
 from core.models.covid3d import COVID3D_GRADCAM_LAYER, DEMO_COVID3D
 from core.models.ct_slice import CT_SLICE_GRADCAM_LAYER, DEMO_CT_SLICE
@@ -309,7 +309,7 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def binary_report(y: np.ndarray, p: np.ndarray, classes: tuple[str, str]) -> dict[str, Any]:
-    """:func:`core.metrics.classification_report` for a binary model: P(positive) -> 2 columns."""
+    """:func:`core.evaluation.reports.classification_report` for a binary model: P(positive) -> 2 columns."""
     return classification_report(y.astype(int).tolist(), np.stack([1 - p, p], axis=1), classes)
 
 

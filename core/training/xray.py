@@ -30,8 +30,8 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from core.errors import DashboardError, InsufficientDataError, InvalidInputError
 from core.evaluation.calibration import fit_calibration
 from core.evaluation.metrics import apply_temperature
+from core.evaluation.reports import classification_report
 from core.io.images import read_xray
-from core.metrics import classification_report
 from core.models.architectures import build_model
 from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
 from core.models.registry import load_state_dict, select_device, sha256_of

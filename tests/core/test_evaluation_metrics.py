@@ -359,3 +359,21 @@ def test_threshold_for_sensitivity_is_the_highest_reaching_the_target(target: fl
     assert found == threshold
     assert ev.operating_point(y, p, found)["sensitivity"] >= target
     assert ev.operating_point(y, p, np.nextafter(found, 1.0))["sensitivity"] < target
+
+
+def test_per_class_rates_equal_scikit_learn_and_say_none_where_undefined(rng: np.random.Generator) -> None:
+    labels = ("Normal", "Viral pneumonia", "COVID-19")
+    y = rng.integers(0, 3, 200)
+    pred = np.where(rng.random(200) < 0.7, y, rng.integers(0, 3, 200))
+    counts = skm.confusion_matrix(y, pred, labels=[0, 1, 2])
+    rates = ev.per_class_rates(counts, labels)
+    precision, recall, f1, support = skm.precision_recall_fscore_support(y, pred, labels=[0, 1, 2])
+    for k, name in enumerate(labels):
+        negatives = y != k
+        assert rates[name]["precision"] == pytest.approx(precision[k])
+        assert rates[name]["recall"] == pytest.approx(recall[k])
+        assert rates[name]["f1"] == pytest.approx(f1[k])
+        assert rates[name]["support"] == support[k]
+        assert rates[name]["specificity"] == pytest.approx(np.mean(pred[negatives] != k))
+    never = ev.per_class_rates(np.array([[3, 0], [2, 0]]), ("absent", "present"))["present"]
+    assert never["precision"] is None and never["recall"] == 0.0 and never["support"] == 2

@@ -1,4 +1,5 @@
-"""Classification metrics (scikit-learn underneath), in the layout the manifest stores."""
+"""Classification reports in the layout the model cards store (``metrics.held_out``, the k-fold
+records), for the training commands; scikit-learn and :mod:`core.evaluation.metrics` underneath."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ def classification_report(
 
     ``y_prob`` is (N, K) class probabilities in ``labels`` order.
     """
-    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
+    from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score
+
+    from core.evaluation.metrics import per_class_rates
 
     y_true = np.asarray(y_true, dtype=int)
     y_prob = np.asarray(y_prob, dtype=np.float64)
@@ -26,18 +29,11 @@ def classification_report(
     k = len(labels)
     idx = list(range(k))
     cm = confusion_matrix(y_true, y_pred, labels=idx)
-    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=idx, zero_division=0)
-    per_class: dict[str, dict[str, float]] = {}
-    for i, name in enumerate(labels):
-        tn = cm.sum() - cm[i, :].sum() - cm[:, i].sum() + cm[i, i]
-        fp = cm[:, i].sum() - cm[i, i]
-        per_class[name] = {
-            "precision": float(precision[i]),
-            "recall": float(recall[i]),
-            "specificity": float(tn / (tn + fp)) if (tn + fp) else 0.0,
-            "f1": float(f1[i]),
-            "support": int(support[i]),
-        }
+    # The manifest has always stored 0.0 where a rate is undefined (scikit-learn's zero_division=0).
+    per_class = {
+        name: {key: (0.0 if value is None else value) for key, value in stats.items()}
+        for name, stats in per_class_rates(cm, labels).items()
+    }
     try:
         auc = (
             float(roc_auc_score(y_true, y_prob, multi_class="ovr", labels=idx))
