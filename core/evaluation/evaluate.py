@@ -404,6 +404,7 @@ def recorded_evaluation(card: ModelCard) -> dict[str, Any]:
     unit = str(held.get("unit") or "patient")
     threshold = held.get("threshold")
     tn, fp, fn, tp = (int(v) for v in counts.ravel())
+    negative, positive = (per_class[name] for name in labels)
     operating = None
     if threshold is not None:
         operating = {
@@ -413,10 +414,10 @@ def recorded_evaluation(card: ModelCard) -> dict[str, Any]:
             "fp": fp,
             "tn": tn,
             "fn": fn,
-            "sensitivity": _f(tp / (tp + fn) if tp + fn else None),
-            "specificity": _f(tn / (tn + fp) if tn + fp else None),
-            "ppv": _f(tp / (tp + fp) if tp + fp else None),
-            "npv": _f(tn / (tn + fn) if tn + fn else None),
+            "sensitivity": positive["recall"],
+            "specificity": positive["specificity"],
+            "ppv": positive["precision"],
+            "npv": negative["precision"],
         }
     level = {
         "unit": unit,
