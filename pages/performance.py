@@ -106,7 +106,11 @@ def _level_view(ev: dict, level: dict, key: str) -> None:
         left.plotly_chart(confusion_figure(level["confusion_matrix"], unit), key=f"cm_{key}")
     if calibration is not None:
         right.plotly_chart(reliability_figure(calibration, f"Reliability per {unit}"), key=f"rel_{key}")
-        right.markdown(_calibration_text(calibration))
+        right.markdown(
+            f"**{unit.capitalize()} score, not a probability.** {level['note']}"
+            if level.get("note")
+            else _calibration_text(calibration)
+        )
     if level["roc"]:
         roc_col, pr_col = st.columns(2)
         roc_col.plotly_chart(roc_figure(level["roc"], f"ROC per {unit}"), key=f"roc_{key}")

@@ -52,6 +52,14 @@ class LevelData:
     task: str  # multiclass, binary, multilabel
     positive: str | None = None
     thresholds: tuple[float, ...] = ()
+    note: str | None = None  # what the level's score is, where it is not the model's own probability
+
+
+#: The slice model's scan and patient levels score a summary of calibrated slice probabilities.
+SCAN_SCORE_NOTE = (
+    "The scan score is the mean calibrated P(COVID-19) of the top 10% of the scan's slices (the patient's, "
+    "the highest of their scans): it ranks scans, but the temperature calibrates slices, not this summary."
+)
 
 
 def _f(v: Any) -> float | None:
@@ -162,6 +170,7 @@ def measure_level(
         "calibration": None,
         "operating_point": None,
         "skipped_labels": [],
+        "note": level.note,
     }
     p = level.p_cal if calibrated else level.p_raw
     if level.task == "multiclass":
@@ -335,11 +344,13 @@ def levels_of(card: ModelCard, preds: Predictions) -> tuple[list[LevelData], lis
                 "tells COVID-19 from normal."
             )
         y, p_raw, p_cal, groups = y[in_classes], p_raw[in_classes], p_cal[in_classes], groups[in_classes]
-        scans = LevelData("scan", y, p_raw, p_cal, groups, labels, "binary", "COVID-19", (threshold,))
+        scans = LevelData("scan", y, p_raw, p_cal, groups, labels, "binary", "COVID-19", (threshold,), SCAN_SCORE_NOTE)
     levels.append(scans)
     py, praw, pcal, pg = _patient_max(scans.y, scans.p_raw, scans.p_cal, scans.groups)
     if pg.size < scans.y.size:
-        levels.append(LevelData("patient", py, praw, pcal, pg, scans.labels, "binary", scans.positive, (threshold,)))
+        levels.append(
+            LevelData("patient", py, praw, pcal, pg, scans.labels, "binary", scans.positive, (threshold,), scans.note)
+        )
     return levels, notes
 
 
@@ -438,6 +449,7 @@ def recorded_evaluation(card: ModelCard) -> dict[str, Any]:
         "calibration": None,
         "operating_point": operating,
         "skipped_labels": [],
+        "note": None,
         "scores": None,
     }
     fitted_on = calibration_of(card)

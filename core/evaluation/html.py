@@ -229,6 +229,8 @@ def _level_summary(level: Mapping[str, Any], task: str) -> str:
         lines.append("Multi-label: each finding is scored on its own, so there is no accuracy or confusion matrix.")
     lines.append(f"Macro-average ROC AUC: {format_number(level.get('macro_auc'))}.")
     lines.append(_temperature_text(level.get("calibration")))
+    if level.get("note"):
+        lines.append(str(level["note"]))
     skipped = _skipped_text(level)
     return "\n".join(lines) + (f"\n\n{skipped}" if skipped else "")
 

@@ -234,6 +234,8 @@ def test_slice_model_is_measured_per_slice_scan_and_patient(tmp_path: Path, slic
         int(np.sum(~called & (y == 1))),
     )
     assert any("viral pneumonia" in note for note in ev["notes"])
+    # the scan score is a summary of calibrated slices, and the evaluation says so
+    assert slices["note"] is None and "not this summary" in scans["note"]
 
     patients = _level(ev, "patient")
     best: dict[str, tuple[int, float]] = {}
