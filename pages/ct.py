@@ -89,6 +89,9 @@ def _patient_score_help(model) -> str:
             f" On the model's {per_scan['n']} held-out scans it ranks COVID-19 above Normal with ROC AUC "
             f"{per_scan['roc_auc_ovr']:.2f}; it is a ranking score, not a calibrated probability."
         )
+    threshold = model.card.thresholds.get("scan") if model is not None else None
+    if threshold is not None:
+        text += f" Its operating threshold, fitted on the dev patients' scans, is {threshold:.0%}."
     return text
 
 

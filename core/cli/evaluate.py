@@ -225,6 +225,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
         print(
             f"{model_id}: T = {cal.temperature:.3f} fitted on the {cal.fitted_on}; ECE {cal.ece_before:.3f} -> "
             f"{cal.ece_after:.3f}, NLL {cal.nll_before:.3f} -> {cal.nll_after:.3f}"
-            + ("; operating thresholds per finding fitted too" if result.thresholds_changed else "")
+            + (
+                "; operating thresholds: " + ", ".join(f"{k} {v:.3f}" for k, v in result.card.thresholds.items())
+                if result.thresholds_changed
+                else ""
+            )
         )
     return 0

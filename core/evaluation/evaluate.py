@@ -344,6 +344,7 @@ def levels_of(card: ModelCard, preds: Predictions) -> tuple[list[LevelData], lis
                 "tells COVID-19 from normal."
             )
         y, p_raw, p_cal, groups = y[in_classes], p_raw[in_classes], p_cal[in_classes], groups[in_classes]
+        threshold = float(card.thresholds.get("scan", threshold))  # the scan score's own, fitted on dev
         scans = LevelData("scan", y, p_raw, p_cal, groups, labels, "binary", "COVID-19", (threshold,), SCAN_SCORE_NOTE)
     levels.append(scans)
     py, praw, pcal, pg = _patient_max(scans.y, scans.p_raw, scans.p_cal, scans.groups)

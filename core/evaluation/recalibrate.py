@@ -3,9 +3,9 @@
 The training commands fit the temperature themselves (:mod:`core.evaluation.calibration`);
 this is for weights trained before they did: the dev split recorded in the card is rebuilt
 (:mod:`core.evaluation.data`), the shipped model run over it, the temperature fitted, and the
-manifest entry rewritten with it. The weights file is not touched. Where the temperature
-changes a recorded held-out number (the findings model's operating thresholds, the slice
-model's scan score), that number is measured again on the held-out split.
+manifest entry rewritten with it, with the operating thresholds fitted on the same split (the
+findings model's per finding, the slice model's on its scan score). The weights file is not
+touched. The held-out numbers those move are measured again on the held-out split.
 """
 
 from __future__ import annotations
@@ -56,12 +56,21 @@ def _fit(card: ModelCard, registry: ModelRegistry, progress: Progress | None) ->
             preds.logits[:, 0], y, "sigmoid", f"validation patients of the kept fold ({len(y)} scans)"
         )
     else:  # ct-slice: the slices whose truth is known, as the model was trained
-        assert preds.slice_truth is not None
+        from core.ct.analysis import patient_score
+        from core.training.ct import SLICE_CLASSES, positive_probability
+        from core.training.loop import youden_threshold
+
+        assert preds.slice_truth is not None and preds.slice_case is not None
         known = ~np.isnan(preds.slice_truth)
         y = preds.slice_truth[known].astype(int)
         cal = fit_calibration(
             preds.logits[known], y, "softmax", f"validation patients of the kept fold ({int(known.sum())} slices)"
         )
+        s = positive_probability(preds.logits, cal.temperature)
+        keep = [i for i, c in enumerate(cases) if c.label in SLICE_CLASSES]
+        scan_y = [int(cases[i].label == "COVID-19") for i in keep]
+        scan_score = [patient_score(s[preds.slice_case == i]) for i in keep]
+        thresholds = dict(card.thresholds) | {"scan": youden_threshold(scan_y, scan_score)}
     return cal, thresholds
 
 
@@ -87,7 +96,7 @@ def _held_out_metrics(card: ModelCard, registry: ModelRegistry, progress: Progre
         keep = [i for i, c in enumerate(preds.cases) if c.label in SLICE_CLASSES]
         y = np.array([int(preds.cases[i].label == "COVID-19") for i in keep])
         p = np.array([patient_score(s[preds.slice_case == i]) for i in keep])
-        per_scan = binary_report(y, p, SLICE_CLASSES)
+        per_scan = binary_report(y, p, SLICE_CLASSES, float(card.thresholds.get("scan", 0.5)))
         per_scan["unit"] = (card.metrics.get("held_out_per_scan") or {}).get("unit", "scan")
         metrics["held_out_per_scan"] = per_scan
     return metrics
@@ -105,8 +114,9 @@ def recalibrate(
     training = dict(card.training) | {"calibration": cal.to_record()}
     new = replace(card, temperature=cal.temperature, training=training)
     if thresholds:
+        how = "per finding" if model_kind(card) == "findings" else "of the scan score"
         new = replace(new, thresholds=thresholds)
-        new = replace(new, training=training | {"operating_thresholds": "Youden's J per finding on the dev split"})
+        new = replace(new, training=training | {"operating_thresholds": f"Youden's J {how} on the dev split"})
     new = replace(new, metrics=_held_out_metrics(new, registry, progress))
     write_manifest_entry(weights_dir, new)
     return Recalibration(new, cal, bool(thresholds))

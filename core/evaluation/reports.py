@@ -13,11 +13,13 @@ def classification_report(
     y_true: Sequence[int],
     y_prob: np.ndarray,
     labels: Sequence[str],
+    y_pred: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Confusion matrix (rows true, columns predicted), per-class precision / recall /
     specificity / F1, accuracy and one-vs-rest ROC AUC.
 
-    ``y_prob`` is (N, K) class probabilities in ``labels`` order.
+    ``y_prob`` is (N, K) class probabilities in ``labels`` order; the predicted class is their
+    arg-max unless ``y_pred`` gives it (e.g. a binary model's call at its operating threshold).
     """
     from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score
 
@@ -25,7 +27,7 @@ def classification_report(
 
     y_true = np.asarray(y_true, dtype=int)
     y_prob = np.asarray(y_prob, dtype=np.float64)
-    y_pred = y_prob.argmax(axis=1)
+    y_pred = y_prob.argmax(axis=1) if y_pred is None else np.asarray(y_pred, dtype=int)
     k = len(labels)
     idx = list(range(k))
     cm = confusion_matrix(y_true, y_pred, labels=idx)

@@ -308,9 +308,31 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y, p)) if len(set(y.tolist())) == 2 else float("nan")
 
 
-def binary_report(y: np.ndarray, p: np.ndarray, classes: tuple[str, str]) -> dict[str, Any]:
-    """:func:`core.evaluation.reports.classification_report` for a binary model: P(positive) -> 2 columns."""
-    return classification_report(y.astype(int).tolist(), np.stack([1 - p, p], axis=1), classes)
+def binary_report(y: np.ndarray, p: np.ndarray, classes: tuple[str, str], threshold: float = 0.5) -> dict[str, Any]:
+    """:func:`core.evaluation.reports.classification_report` for a binary model: P(positive) -> 2
+    columns, positive when P >= ``threshold`` (the report records the threshold)."""
+    report = classification_report(
+        y.astype(int).tolist(), np.stack([1 - p, p], axis=1), classes, y_pred=(p >= threshold).astype(int)
+    )
+    return report | {"threshold": float(threshold)}
+
+
+def scan_threshold(
+    model: nn.Module, scans: list[CtScan], spec: InputSpec, device: torch.device, temperature: float
+) -> float:
+    """The slice model's operating threshold on its scan score (:func:`core.ct.analysis.patient_score`
+    of the calibrated slice probabilities) at Youden's J on ``scans``, its dev patients' scans of
+    the two classes. The slice threshold does not carry over: a summary of a scan's top slices
+    sits higher than one slice's probability."""
+    from core.ct.analysis import patient_score
+    from core.ct.preprocess import prepare_slices
+    from core.training.loop import youden_threshold
+
+    y, score = [], []
+    for scan, hu, _ in read_scans([s for s in scans if s.label in SLICE_CLASSES], progress=False):
+        score.append(patient_score(predict_positive(model, prepare_slices(hu, spec), device, temperature=temperature)))
+        y.append(int(scan.label == "COVID-19"))
+    return youden_threshold(y, score)
 
 
 def _fit(
@@ -463,6 +485,10 @@ def train_ct(source: str | Path, out_dir: str | Path, config: CtTrainConfig, pro
         test.y.numpy(), predict_positive(shipped, test.x, device, temperature=temperature), classes
     )
     metrics: dict[str, Any] = {"held_out": held_out}
+    thresholds = {"covid": 0.5}
+    if not covid3d:
+        dev_scans = [s for s in labelled if s.patient_id in fold_patients[best_fold]]
+        thresholds["scan"] = scan_threshold(shipped, dev_scans, spec, device, temperature)
     if not covid3d and whole_test:
         from core.ct.analysis import patient_score
 
@@ -473,7 +499,7 @@ def train_ct(source: str | Path, out_dir: str | Path, config: CtTrainConfig, pro
                 for x, _, _ in whole_test.values()
             ]
         )
-        metrics["held_out_per_scan"] = binary_report(y_scan, s_scan, classes)
+        metrics["held_out_per_scan"] = binary_report(y_scan, s_scan, classes, thresholds["scan"])
         metrics["held_out"]["unit"] = "slice"
         metrics["held_out_per_scan"]["unit"] = "scan (patient-level score over all its slices)"
 
@@ -520,7 +546,7 @@ def train_ct(source: str | Path, out_dir: str | Path, config: CtTrainConfig, pro
         gradcam_layer=COVID3D_GRADCAM_LAYER if covid3d else CT_SLICE_GRADCAM_LAYER,
         intended_use=config.intended_use,
         temperature=temperature,
-        thresholds={"covid": 0.5},
+        thresholds=thresholds,
         training=training,
         metrics=metrics,
     )

@@ -70,7 +70,12 @@ def test_a_tiny_run_registers_a_model_with_fold_tables_and_held_out_patients(
     held = entry["metrics"]["held_out"]
     assert held["n"] > 0 and np.isfinite(held["accuracy"])
     if kind == "ct-slice":
-        assert entry["metrics"]["held_out_per_scan"]["n"] >= 1
+        per_scan = entry["metrics"]["held_out_per_scan"]
+        assert per_scan["n"] >= 1
+        # The scan score has its own operating threshold, fitted on the dev patients' scans.
+        assert 0.0 <= entry["thresholds"]["scan"] <= 1.0 and per_scan["threshold"] == entry["thresholds"]["scan"]
+    else:
+        assert "scan" not in entry["thresholds"]
     # The temperature comes from the kept fold's validation patients, its dev split.
     calibration = training["calibration"]
     assert math.isfinite(entry["temperature"]) and entry["temperature"] > 0

@@ -574,3 +574,15 @@ def _label_of(relative_path: str) -> str:
     from core.training.sources import canonical_label
 
     return canonical_label(Path(relative_path).parts[0])
+
+
+def test_the_slice_models_scan_levels_use_the_scan_scores_own_threshold(tmp_path: Path, slice_toy) -> None:
+    cases, logits, slice_case, truth = slice_toy
+    card = register_tiny_ct_model(tmp_path, "ct-slice-tiny", thresholds={"covid": 0.4, "scan": 0.7})
+    preds = Predictions(card.id, card.version, cases, logits, slice_case=slice_case, slice_truth=truth)
+    ev = evaluate_predictions(card, _user_data(cases), preds, n_boot=N_BOOT)
+    thresholds = {lv["unit"]: lv["operating_point"]["threshold"] for lv in ev["levels"]}
+    assert thresholds == {"slice": 0.4, "scan": 0.7, "patient": 0.7}
+    scans = _level(ev, "scan")
+    called = np.array(scans["scores"]["p"]) >= 0.7
+    assert scans["operating_point"]["tp"] + scans["operating_point"]["fp"] == int(called.sum())
