@@ -42,8 +42,6 @@ def positive_scores(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(truth 0/1, calibrated P(positive), patient) per case of ``preds``: one class against the
     rest for a 3-class X-ray model, P(COVID-19) per scan for a CT model."""
-    from core.ct.analysis import patient_score
-
     kind = model_kind(card)
     if kind != "xray" and positive != "COVID-19":
         raise InvalidInputError(f"{card.id} scores COVID-19 only, not {positive}.")
@@ -57,9 +55,7 @@ def positive_scores(
     elif kind == "ct-volume":
         p = expit(preds.logits[:, 0] / T)
     elif kind == "ct-slice":
-        assert preds.slice_case is not None
-        s = softmax(preds.logits / T, axis=1)[:, 1]
-        p = np.array([patient_score(s[preds.slice_case == i]) for i in range(len(preds.cases))])
+        p = preds.scan_scores(T)
     else:
         raise InvalidInputError(f"{card.id} has no class score to compare.")
     return y, p, groups

@@ -319,12 +319,11 @@ def levels_of(card: ModelCard, preds: Predictions) -> tuple[list[LevelData], lis
         p_raw, p_cal = _positive_probability(preds.logits, 1.0), _positive_probability(preds.logits, T)
         scans = LevelData("scan", y, p_raw, p_cal, groups, labels, "binary", "COVID+", (threshold,))
     else:
-        from core.ct.analysis import patient_score
         from core.training.ct import SLICE_CLASSES
 
         labels = SLICE_CLASSES
         assert preds.slice_case is not None and preds.slice_truth is not None
-        s_raw, s_cal = _positive_probability(preds.logits, 1.0), _positive_probability(preds.logits, T)
+        s_raw, s_cal = preds.slice_probabilities(1.0), preds.slice_probabilities(T)
         known = ~np.isnan(preds.slice_truth)
         if known.any():
             levels.append(
@@ -335,8 +334,7 @@ def levels_of(card: ModelCard, preds: Predictions) -> tuple[list[LevelData], lis
             )  # fmt: skip
         else:
             notes.append("The source has no per-slice truth: no slice-level results.")
-        p_raw = np.array([patient_score(s_raw[preds.slice_case == i]) for i in range(len(cases))])
-        p_cal = np.array([patient_score(s_cal[preds.slice_case == i]) for i in range(len(cases))])
+        p_raw, p_cal = preds.scan_scores(1.0), preds.scan_scores(T)
         in_classes = np.array([c.label in SLICE_CLASSES for c in cases])
         if not in_classes.all():
             notes.append(

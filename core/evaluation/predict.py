@@ -44,6 +44,22 @@ class Predictions:
     slice_case: np.ndarray | None = None
     slice_truth: np.ndarray | None = None
 
+    def slice_probabilities(self, temperature: float = 1.0) -> np.ndarray:
+        """The slice model's P(COVID-19) of every slice, (M,), at ``temperature``."""
+        from scipy.special import softmax
+
+        return softmax(self.logits / temperature, axis=1)[:, 1]
+
+    def scan_scores(self, temperature: float = 1.0) -> np.ndarray:
+        """The slice model's score of every case (scan), (N,):
+        :func:`core.ct.analysis.patient_score` of its slices' P(COVID-19) at ``temperature``."""
+        from core.ct.analysis import patient_score
+
+        if self.slice_case is None:
+            raise InsufficientDataError(f"{self.model_id} has no per-slice outputs to summarise per scan.")
+        s = self.slice_probabilities(temperature)
+        return np.array([patient_score(s[self.slice_case == i]) for i in range(len(self.cases))])
+
 
 def _batches(items: Sequence[EvalCase], size: int) -> Iterator[Sequence[EvalCase]]:
     for start in range(0, len(items), size):

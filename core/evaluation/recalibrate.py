@@ -56,8 +56,7 @@ def _fit(card: ModelCard, registry: ModelRegistry, progress: Progress | None) ->
             preds.logits[:, 0], y, "sigmoid", f"validation patients of the kept fold ({len(y)} scans)"
         )
     else:  # ct-slice: the slices whose truth is known, as the model was trained
-        from core.ct.analysis import patient_score
-        from core.training.ct import SLICE_CLASSES, positive_probability
+        from core.training.ct import SLICE_CLASSES
         from core.training.loop import youden_threshold
 
         assert preds.slice_truth is not None and preds.slice_case is not None
@@ -66,10 +65,9 @@ def _fit(card: ModelCard, registry: ModelRegistry, progress: Progress | None) ->
         cal = fit_calibration(
             preds.logits[known], y, "softmax", f"validation patients of the kept fold ({int(known.sum())} slices)"
         )
-        s = positive_probability(preds.logits, cal.temperature)
         keep = [i for i, c in enumerate(cases) if c.label in SLICE_CLASSES]
         scan_y = [int(cases[i].label == "COVID-19") for i in keep]
-        scan_score = [patient_score(s[preds.slice_case == i]) for i in keep]
+        scan_score = preds.scan_scores(cal.temperature)[keep]
         thresholds = dict(card.thresholds) | {"scan": youden_threshold(scan_y, scan_score)}
     return cal, thresholds
 
@@ -88,14 +86,11 @@ def _held_out_metrics(card: ModelCard, registry: ModelRegistry, progress: Progre
         y = np.array([c.findings for c in preds.cases], dtype=float)
         metrics["held_out"] = finding_metrics(y, expit(preds.logits / card.temperature), card.thresholds)
     else:
-        from core.ct.analysis import patient_score
-        from core.training.ct import SLICE_CLASSES, binary_report, positive_probability
+        from core.training.ct import SLICE_CLASSES, binary_report
 
-        assert preds.slice_case is not None
-        s = positive_probability(preds.logits, card.temperature)
         keep = [i for i, c in enumerate(preds.cases) if c.label in SLICE_CLASSES]
         y = np.array([int(preds.cases[i].label == "COVID-19") for i in keep])
-        p = np.array([patient_score(s[preds.slice_case == i]) for i in keep])
+        p = preds.scan_scores(card.temperature)[keep]
         per_scan = binary_report(y, p, SLICE_CLASSES, float(card.thresholds.get("scan", 0.5)))
         per_scan["unit"] = (card.metrics.get("held_out_per_scan") or {}).get("unit", "scan")
         metrics["held_out_per_scan"] = per_scan
