@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+from core.cli.xray import add_image_training_options
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -74,6 +77,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
             t.add_argument(
                 "--max-slices", type=int, default=6, help="training slices kept per scan (default: %(default)s)"
             )
+            t.add_argument(
+                "--patience",
+                type=int,
+                default=3,
+                help="slice images only: epochs without dev-loss improvement before stopping",
+            )
+            add_image_training_options(t, common=False)
         t.add_argument("--dropout", type=float, default=0.0)
         t.add_argument("--no-augment", dest="augment", action="store_false")
         t.add_argument("--seed", type=int, default=0)
@@ -88,8 +98,24 @@ def _first(registry, kind: str, wanted: str | None) -> str | None:
     if wanted:
         registry.card(wanted)  # a plain error for an unknown id
         return wanted
-    ids = registry.ids(kind)
+    # Real-data models first: a user's CT series is read by the model trained on real CT.
+    ids = sorted(registry.ids(kind), key=lambda m: registry.card(m).domain != "real")
     return ids[0] if ids else None
+
+
+def _ood_fields(verdict) -> dict:
+    if verdict is None:
+        return {"in_distribution": None, "ood_score": None, "ood_threshold": None}
+    return verdict.to_dict()
+
+
+def _ood_line(fields: dict) -> str:
+    if fields.get("in_distribution") is False:
+        return (
+            f"NO RESULT: this CT is unlike the model's training data (OOD score {fields['ood_score']:.1f} > "
+            f"threshold {fields['ood_threshold']:.1f}); "
+        )
+    return ""
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -132,7 +158,8 @@ def run_predict(args: argparse.Namespace) -> int:
             "score_s": round(float(result.score), 6),
             "threshold": result.threshold,
             "predicted": "COVID+" if result.probability >= result.threshold else "COVID-",
-        }
+            "domain": registry.card(result.covid3d_id).domain_words,
+        } | _ood_fields(result.covid3d_ood)
     if result.slice_model_id:
         probs = result.slice_probabilities
         out["slice_model"] = {
@@ -142,7 +169,8 @@ def run_predict(args: argparse.Namespace) -> int:
             "slices": int(len(probs)),
             "slices_above_0.5": int((probs >= 0.5).sum()),
             "max_slice_probability": round(float(probs.max()), 6) if len(probs) else None,
-        }
+            "domain": registry.card(result.slice_model_id).domain_words,
+        } | _ood_fields(result.slice_ood)
     if args.json:
         print(json.dumps(out))
         return 0
@@ -154,23 +182,41 @@ def run_predict(args: argparse.Namespace) -> int:
     if out["covid3d"]:
         c = out["covid3d"]
         print(
-            f"  {c['model']}: P(COVID+) {c['probability_covid']:.3f}, score s {c['score_s']:+.3f} -> {c['predicted']}"
+            f"  {c['model']} ({c['domain']}): {_ood_line(c)}P(COVID+) {c['probability_covid']:.3f}, "
+            f"score s {c['score_s']:+.3f} -> {c['predicted']}"
         )
     if out["slice_model"]:
         s = out["slice_model"]
         print(
-            f"  {s['model']}: patient score {s['patient_score']:.3f}; "
+            f"  {s['model']} ({s['domain']}): {_ood_line(s)}patient score {s['patient_score']:.3f}; "
             f"{s['slices_above_0.5']} of {s['slices']} slices above 0.5"
         )
     return 0
+
+
+def _train_on_slice_images(args: argparse.Namespace) -> int:
+    """train-ct-slice on 2D slice images (class folders or a CSV of PNGs): the 2D image trainer,
+    one seeded train/dev/test split (no k-fold: the images are slices, not series)."""
+    from core.cli.xray import run_train as run_image_train
+
+    if args.resnet_depth != 18:
+        print("error: on slice images the slice model is a ResNet-18", file=sys.stderr)
+        return 2
+    args.image_kind, args.arch, args.epochs = "ct-slice", "ct-resnet", args.epochs
+    args.balanced, args.freeze_features, args.init, args.blocks, args.width = False, False, "scratch", 6, 16
+    args.channels = 1
+    return run_image_train(args)
 
 
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
     from core.training.ct import CtTrainConfig, train_ct
+    from core.training.sources import is_image_source
     from core.training.xray import DEMO_INTENDED_USE
 
+    if args.kind == "ct-slice" and is_image_source(args.data):
+        return _train_on_slice_images(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     options = {

@@ -13,7 +13,8 @@ from core.errors import DashboardError
 if TYPE_CHECKING:
     from core.models.registry import ModelRegistry
 
-DEFAULT_MODEL = "cxr-resnet18"
+#: The default model of predict-xray: the real-data reference model when registered, else the demo one.
+DEFAULT_MODELS = ("cxr-real-resnet18", "cxr-resnet18")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +28,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--model",
         action="append",
         metavar="ID",
-        help=f"model id (repeatable; 'all' for every X-ray model; default {DEFAULT_MODEL})",
+        help="model id (repeatable; 'all' for every X-ray model; default: cxr-real-resnet18, the model trained on "
+        "real X-rays, or cxr-resnet18 where it is not registered)",
     )
     p.add_argument("--cam-dir", type=Path, help="also write an attribution overlay PNG per file and model here")
     p.add_argument(
@@ -40,7 +42,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: CUDA when present")
     p.set_defaults(func=run_predict)
 
-    t = sub.add_parser("train-xray", help="train a 3-class X-ray model and register it in the manifest")
+    t = sub.add_parser("train-xray", help="train an X-ray classifier (the data's classes) and register it")
     t.add_argument("--data", required=True, help="class-folder dataset or CSV manifest (path,label[,patient_id])")
     t.add_argument("--arch", required=True, choices=("resnet18", "densenet121", "custom"))
     t.add_argument("--out", default=str(DEFAULT_WEIGHTS_DIR), help="weights folder (default: weights/)")
@@ -65,13 +67,42 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, help="CPU threads for torch")
     t.add_argument("--device", choices=("cpu", "cuda"))
-    t.add_argument("--note", default="", help="a description of the training data, stored in the manifest")
-    t.add_argument("--intended-use", help="the model card's intended use")
+    add_image_training_options(t)
     t.set_defaults(func=run_train)
 
 
+def add_image_training_options(t: argparse.ArgumentParser, common: bool = True) -> None:
+    """Options of the 2D image trainer, shared by train-xray and train-ct-slice (on slice images);
+    ``common``: also --note and --intended-use (train-ct-slice has its own)."""
+    if common:
+        t.add_argument("--note", default="", help="a description of the training data, stored in the manifest")
+        t.add_argument("--intended-use", help="the model card's intended use (default: from the data's domain)")
+    t.add_argument("--licences", default="", help="the data's sources and licences, for the model card")
+    t.add_argument(
+        "--domain",
+        choices=("demo", "real"),
+        help="what the data are (default: demo when the dataset folder's dataset.json says synthetic, else real)",
+    )
+    if common:
+        t.add_argument("--channels", type=int, choices=(1, 3), default=3, help="resnet18/densenet121 input channels")
+    t.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (0: plain Adam)")
+    t.add_argument("--schedule", choices=("constant", "cosine"), default="constant", help="learning-rate schedule")
+    t.add_argument(
+        "--strong-augment",
+        action="store_true",
+        help="blur/resampling, blanked borders and gamma on top of the affine jitter (for training from scratch)",
+    )
+    t.add_argument(
+        "--block",
+        type=int,
+        default=25,
+        help="images without a patient id are split in blocks of this many neighbouring file numbers "
+        "(default: %(default)s; 1: image by image)",
+    )
+
+
 def _model_ids(args: argparse.Namespace, registry: ModelRegistry) -> list[str]:
-    ids = args.model or [DEFAULT_MODEL]
+    ids = args.model or [next((m for m in DEFAULT_MODELS if m in registry.ids("xray")), DEFAULT_MODELS[-1])]
     if "all" in ids:
         return registry.classifier_ids("xray")
     return ids
@@ -79,7 +110,7 @@ def _model_ids(args: argparse.Namespace, registry: ModelRegistry) -> list[str]:
 
 def run_predict(args: argparse.Namespace) -> int:
     from core.explain.overlay import png_bytes, render_overlay
-    from core.inference import analyse_xray, predict_xray
+    from core.inference import analyse_xray, predict_xray, xray_reading
     from core.io.images import read_xray
     from core.models.registry import ModelRegistry, select_device
 
@@ -107,7 +138,8 @@ def run_predict(args: argparse.Namespace) -> int:
                 pred, cam = analyse_xray(model, image, method=args.method)
             else:
                 pred, cam = predict_xray(model, image), None
-            record = {"file": name} | pred.to_dict()
+            reading = xray_reading(model, image, pred)
+            record = {"file": name} | reading.to_dict()
             if cam is not None:
                 out = args.cam_dir / f"{path.stem}.{model.id}.{args.method}.png"
                 out.write_bytes(png_bytes(render_overlay(image.windowed(), cam.values, args.colormap, args.opacity)))
@@ -117,7 +149,12 @@ def run_predict(args: argparse.Namespace) -> int:
                 print(json.dumps(record), flush=True)
             else:
                 probs = "  ".join(f"{k}: {v:.3f}" for k, v in record["probabilities"].items())
-                print(f"{name}  [{model.id}]  predicted {pred.predicted_label}  ({probs})", flush=True)
+                if reading.accepted:
+                    print(f"{name}  [{model.id}, {reading.domain}]  predicted {pred.predicted_label}  ({probs})")
+                else:
+                    assert reading.ood is not None
+                    print(f"{name}  [{model.id}, {reading.domain}]  NO RESULT: {reading.ood.headline()}  ({probs})")
+                sys.stdout.flush()
     if failures:
         print(f"{failures} of {len(args.files)} file(s) could not be read", file=sys.stderr)
         return 1
@@ -127,11 +164,12 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
-    from core.training.xray import DEMO_INTENDED_USE, XrayTrainConfig, train_xray
+    from core.training.xray import XrayTrainConfig, train_xray
 
     if args.threads:
         torch.set_num_threads(args.threads)
     config = XrayTrainConfig(
+        kind=getattr(args, "image_kind", "xray"),
         architecture=args.arch,
         model_id=args.model_id,
         lr=args.lr,
@@ -148,8 +186,15 @@ def run_train(args: argparse.Namespace) -> int:
         width=args.width,
         seed=args.seed,
         device=args.device,
-        intended_use=args.intended_use or DEMO_INTENDED_USE,
+        intended_use=args.intended_use,
         data_note=args.note,
+        licences=args.licences,
+        domain=args.domain,
+        channels=args.channels,
+        weight_decay=args.weight_decay,
+        schedule=args.schedule,
+        strong_augment=args.strong_augment,
+        block=args.block,
     )
     result = train_xray(args.data, args.out, config, progress=True)
     held = result.card.metrics["held_out"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import math
 from collections.abc import Callable
@@ -1021,5 +1022,8 @@ def write_xray_dataset(
         writer = csv.writer(f)
         writer.writerow(("path", "label", "patient_id", "severity"))
         writer.writerows(rows)
+    # What the trainers read to call a model trained on these "demo" (core.training.xray.data_domain).
+    marker = {"synthetic": True, "generator": "core.demo.xray_phantom", "seed": int(seed), "size": int(size)}
+    (out / "dataset.json").write_text(json.dumps(marker) + "\n", encoding="utf-8")
     logger.info("Wrote %d X-ray phantoms to %s", len(rows), out)
     return out
