@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 
 from core.explain.attributions import GRAD_CAM, attribute
 from core.models.registry import LoadedModel
+from core.ood import OodVerdict
 from core.preprocess import xray_to_input
 from core.types import ExplanationMap, Prediction, XrayImage
 
@@ -63,6 +65,84 @@ def explain_xray(
 ) -> ExplanationMap:
     """Attribution map over the image's own (H, W); target default: the predicted class."""
     return analyse_xray(model, image, target_label, method)[1]
+
+
+def xray_ood(model: LoadedModel, image: XrayImage) -> OodVerdict | None:
+    """Whether ``image`` is like the images ``model`` (any X-ray model) was trained on; None
+    when the model has no OOD reference."""
+    return model.ood_verdict(xray_to_input(image, model.card.input))
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One model's prediction on one input, with whether the input is like its training data."""
+
+    prediction: Prediction
+    ood: OodVerdict | None
+    domain: str  # the card's domain_words: "trained on real chest X-rays" / "demo: trained on ..."
+
+    @property
+    def accepted(self) -> bool:
+        """Shown as a result: in distribution (or the model has no reference to tell)."""
+        return self.ood is None or self.ood.in_distribution
+
+    def to_dict(self) -> dict:
+        out = self.prediction.to_dict() | {"domain": self.domain}
+        if self.ood is None:
+            return out | {"in_distribution": None, "ood_score": None, "ood_threshold": None}
+        return out | self.ood.to_dict()
+
+
+@dataclass(frozen=True)
+class ReadingSummary:
+    """What a page leads with for one input read by several models.
+
+    ``headline`` is None when no model accepted the input: the page then shows no label.
+    ``average`` is the mean of ``averaged`` (two or more accepted models with the same classes);
+    ``not_averaged`` are accepted models left out of it because their classes differ;
+    ``rejected`` the models for which the input is unlike their training data.
+    """
+
+    headline: Prediction | None
+    average: Prediction | None
+    averaged: tuple[str, ...] = ()
+    not_averaged: tuple[str, ...] = ()
+    rejected: tuple[Reading, ...] = field(default=())
+
+    def average_words(self) -> str:
+        """What the average covers, in a sentence (empty without an average)."""
+        if self.average is None:
+            return ""
+        words = f"Average of {', '.join(self.averaged)}: the models with the same classes that accept this image."
+        if self.not_averaged:
+            words += f" Not averaged (other classes): {', '.join(self.not_averaged)}."
+        return words
+
+
+def summarise(readings: Sequence[Reading], prefer: str | None = None) -> ReadingSummary:
+    """Lead with the accepted models: the label set of ``prefer`` (when accepted) or of the most
+    accepted models; an average only over accepted models of that label set."""
+    accepted = [r for r in readings if r.accepted]
+    rejected = tuple(r for r in readings if not r.accepted)
+    if not accepted:
+        return ReadingSummary(None, None, rejected=rejected)
+    groups: dict[tuple[str, ...], list[Reading]] = {}
+    for r in accepted:
+        groups.setdefault(r.prediction.labels, []).append(r)
+    lead = next((r for r in accepted if r.prediction.model_id == prefer), None)
+    chosen = groups[lead.prediction.labels] if lead else max(groups.values(), key=len)
+    others = tuple(r.prediction.model_id for r in accepted if r not in chosen)
+    if len(chosen) == 1:
+        return ReadingSummary(chosen[0].prediction, None, not_averaged=others, rejected=rejected)
+    average = average_predictions([r.prediction for r in chosen])
+    ids = tuple(r.prediction.model_id for r in chosen)
+    return ReadingSummary(average, average, ids, others, rejected)
+
+
+def xray_reading(model: LoadedModel, image: XrayImage, prediction: Prediction | None = None) -> Reading:
+    """``model``'s prediction (or the one given, from a Grad-CAM pass) and OOD verdict on ``image``."""
+    pred = prediction if prediction is not None else predict_xray(model, image)
+    return Reading(pred, xray_ood(model, image), model.card.domain_words)
 
 
 def average_predictions(predictions: Sequence[Prediction]) -> Prediction:

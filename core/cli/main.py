@@ -16,7 +16,7 @@ from core.errors import DashboardError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from core.cli import ct, demo, evaluate, findings, library, models, search, survival, trajectory, xray
+    from core.cli import ct, demo, evaluate, findings, library, models, ood, search, survival, trajectory, xray
 
     parser = argparse.ArgumentParser(
         prog="python -m core", description="COVID-19 chest imaging dashboard: command line."
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     findings.add_commands(sub)
     survival.add_commands(sub)
     evaluate.add_commands(sub)
+    ood.add_commands(sub)
     return parser
 
 

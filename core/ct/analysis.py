@@ -28,6 +28,7 @@ from core.ct.preprocess import prepare_slices, prepare_volume
 from core.errors import DashboardError
 from core.explain.gradcam3d import covid3d_with_cam, resize_cam
 from core.models.registry import LoadedModel
+from core.ood import OodVerdict
 from core.types import CtVolume
 
 #: Fraction of the slices, with the highest probabilities, that :func:`patient_score` averages.
@@ -63,6 +64,9 @@ class CtAnalysis:
     slice_model_version: str | None = None
     slice_probabilities: np.ndarray | None = None
     patient_score: float | None = None
+    #: Whether the volume is like each model's training data (None: not run, or no reference).
+    covid3d_ood: OodVerdict | None = None
+    slice_ood: OodVerdict | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -182,6 +186,9 @@ def analyse_ct(
     if covid3d is not None:
         card = covid3d.card
         score, volume_map = _run_covid3d(volume, covid3d, cam, signed, timings)
+        start = time.perf_counter()
+        result = replace(result, covid3d_ood=covid3d.ood_verdict(prepare_volume(volume, card.input), unit="volume"))
+        timings["covid3d_ood"] = _elapsed_ms(start)
         result = replace(
             result,
             covid3d_id=card.id,
@@ -196,6 +203,11 @@ def analyse_ct(
         start = time.perf_counter()
         probs = slice_probabilities(volume, slice_model)
         timings["slice_model"] = _elapsed_ms(start)
+        start = time.perf_counter()
+        result = replace(
+            result, slice_ood=slice_model.ood_verdict(prepare_slices(volume, slice_model.card.input), unit="scan")
+        )
+        timings["slice_ood"] = _elapsed_ms(start)
         result = replace(
             result,
             slice_model_id=slice_model.card.id,

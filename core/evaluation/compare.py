@@ -43,14 +43,15 @@ def positive_scores(
     """(truth 0/1, calibrated P(positive), patient) per case of ``preds``: one class against the
     rest for a 3-class X-ray model, P(COVID-19) per scan for a CT model."""
     kind = model_kind(card)
-    if kind != "xray" and positive != "COVID-19":
+    image = kind in ("xray", "slice-images")
+    if not image and positive != "COVID-19":
         raise InvalidInputError(f"{card.id} scores COVID-19 only, not {positive}.")
-    if kind == "xray" and positive not in card.labels:
+    if image and positive not in card.labels:
         raise InvalidInputError(f"{card.id} has no class {positive!r} (classes: {', '.join(card.labels)}).")
     y = np.array([int(c.label == positive) for c in preds.cases])
     groups = np.array([c.patient_id for c in preds.cases])
     T = card.temperature
-    if kind == "xray":
+    if image:
         p = softmax(preds.logits / T, axis=1)[:, list(card.labels).index(positive)]
     elif kind == "ct-volume":
         p = expit(preds.logits[:, 0] / T)
@@ -65,7 +66,7 @@ def comparable(cards: Sequence[ModelCard]) -> bool:
     """Whether the models score the same thing on the same kind of input: all 3-class X-ray
     models, or all CT models (COVID3D and the slice model alike give P(COVID-19) per scan)."""
     kinds = {model_kind(card) for card in cards}
-    return len(cards) >= 2 and (kinds <= {"xray"} or kinds <= {"ct-volume", "ct-slice"})
+    return len(cards) >= 2 and (kinds <= {"xray"} or kinds <= {"slice-images"} or kinds <= {"ct-volume", "ct-slice"})
 
 
 def comparison_cases(cards: Sequence[ModelCard], data: EvalData) -> EvalData:

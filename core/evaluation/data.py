@@ -34,7 +34,10 @@ from core.models.manifest import ModelCard
 _DEMO_XRAY_COMMAND = re.compile(
     r"demo xray-dataset --per-class (?P<per_class>\d+) --size (?P<size>\d+) --seed (?P<seed>\d+)"
 )
-SPLITS = ("test", "dev")
+SPLITS = ("test", "dev", "train")
+#: Kinds evaluated as single-label 2D image classifiers: the X-ray models, and the CT slice model
+#: when it was trained on slice images (the Soares set) rather than on series.
+IMAGE_KINDS = ("xray", "slice-images")
 
 
 @dataclass(frozen=True)
@@ -72,13 +75,17 @@ class EvalData:
 
 
 def model_kind(card: ModelCard) -> str:
-    """``xray`` (3-class), ``findings`` (multi-label), ``ct-volume``, ``ct-slice``, or the
-    card's task for the series models (``survival``, ``prognosis``)."""
+    """``xray`` (3-class), ``findings`` (multi-label), ``ct-volume``, ``ct-slice`` (trained on
+    series), ``slice-images`` (the slice model trained on slice images), or the card's task for
+    the series models (``survival``, ``prognosis``)."""
     task = card.extra.get("task") if card.extra else None
     if card.multi_label:
         return "findings"
     if task in ("survival", "prognosis"):
         return str(task)
+    recorded = card.training.get("data") if card.training else None
+    if card.input_kind == "ct-slice" and isinstance(recorded, dict) and "test_files" in recorded:
+        return "slice-images"
     return card.input_kind
 
 
@@ -95,8 +102,9 @@ def evaluation_data(card: ModelCard, data: str | Path | None = None, split: str 
         for the findings model a CheXpert-style CSV, for CT models ``demo``, a folder with a
         ``metadata.csv`` or a CSV manifest of series), every case of which is used.
     split
-        ``test`` (the held-out split) or ``dev`` (where the calibration temperature is fitted);
-        only with ``data=None``.
+        ``test`` (the held-out split), ``dev`` (where the calibration temperature and the OOD
+        threshold are fitted) or ``train`` (where the OOD reference is fitted); only with
+        ``data=None``.
 
     Raises
     ------
@@ -111,7 +119,7 @@ def evaluation_data(card: ModelCard, data: str | Path | None = None, split: str 
             f"{card.id} is a {kind} model: its held-out results are the ones recorded at training time "
             "(see the Survival and prognosis page for its Kaplan-Meier analysis)."
         )
-    if kind == "xray":
+    if kind in IMAGE_KINDS:
         return _xray_data(card, data, split)
     if kind == "findings":
         return _findings_data(card, data, split)
@@ -129,6 +137,14 @@ def _recorded(card: ModelCard) -> dict[str, Any]:
 
 def _seed(card: ModelCard) -> int:
     return int((card.training.get("config") or {}).get("seed", 0))
+
+
+def _block(card: ModelCard) -> int:
+    """The split block of images without patient ids (1 for cards trained before blocks)."""
+    return int((card.training.get("config") or {}).get("block", 1))
+
+
+_WORDS = {"test": "held-out test", "dev": "dev", "train": "training"}
 
 
 # ----------------------------------------------------------------------------- X-ray (3 classes)
@@ -188,13 +204,13 @@ def _xray_data(card: ModelCard, data: str | Path | None, split: str) -> EvalData
         return EvalData("user", f"all {len(samples)} images of {data}", str(data), tuple(_xray_cases(samples, base)))
     recorded = _recorded(card)
     wanted = recorded.get(f"{split}_files")
-    if not wanted:
+    if not wanted and split != "train":
         raise InvalidInputError(f"{card.id}'s card does not list its {split} files.")
     source = Path(str(recorded.get("source", "")))
-    words = "held-out test" if split == "test" else "dev"
+    words = _WORDS[split]
     if source.exists():
         samples = load_source(source)
-        part = split_by_patient(samples, seed=_seed(card))[split]
+        part = split_by_patient(samples, seed=_seed(card), block=_block(card))[split]
         cases = _xray_cases(part, source if source.is_dir() else source.parent)
         how = f"read from {source}"
     else:
@@ -204,19 +220,26 @@ def _xray_data(card: ModelCard, data: str | Path | None, split: str) -> EvalData
                 f"{card.id} was trained on {source}, which is not on this machine; point --data at a copy of it."
             )
         samples, files = _demo_xray_dataset(int(match["per_class"]), int(match["size"]), int(match["seed"]))
-        part = split_by_patient(list(samples), seed=_seed(card))[split]
+        part = split_by_patient(list(samples), seed=_seed(card), block=_block(card))[split]
         cases = [
             EvalCase(str(s.path), s.patient_id, s.label, _bytes_loader(files[str(s.path)], s.path.name)) for s in part
         ]
         how = "drawn again by the demo generator"
     found = sorted(c.case_id for c in cases)
+    if split == "train":
+        counts = (recorded.get("images") or {}).get("train") or {}
+        wanted = found if sum(counts.values()) == len(found) else []
     if found != sorted(wanted):
         raise InvalidInputError(
             f"The {words} split rebuilt from {source} is not the one {card.id} recorded "
             f"({len(set(found) & set(wanted))} of {len(wanted)} files match): the data changed since training."
         )
     description = f"the {words} split recorded at training time: {len(cases)} images ({how})"
-    return EvalData("held-out" if split == "test" else "dev", description, str(source), tuple(cases))
+    return EvalData(_split_name(split), description, str(source), tuple(cases))
+
+
+def _split_name(split: str) -> str:
+    return {"test": "held-out", "dev": "dev", "train": "train"}[split]
 
 
 # ----------------------------------------------------------------------------- findings
@@ -238,7 +261,7 @@ def _findings_data(card: ModelCard, data: str | Path | None, split: str) -> Eval
     source = str(_recorded(card).get("source", ""))
     if len(FINDINGS) != len(card.labels):
         raise InvalidInputError(f"{card.id} has {len(card.labels)} outputs, the findings list {len(FINDINGS)}.")
-    words = "held-out test" if split == "test" else "dev"
+    words = _WORDS[split]
     if source.startswith("demo"):
         from core.training.findings import DEMO_COHORT_SEED, demo_xrays, draw_demo_xray
 
@@ -277,7 +300,7 @@ def _findings_data(card: ModelCard, data: str | Path | None, split: str) -> Eval
             "the data changed since training."
         )
     description = f"the {words} split recorded at training time: {len(cases)} images ({how})"
-    return EvalData("held-out" if split == "test" else "dev", description, source, tuple(cases))
+    return EvalData(_split_name(split), description, source, tuple(cases))
 
 
 # ----------------------------------------------------------------------------- CT
@@ -328,16 +351,22 @@ def _ct_data(card: ModelCard, data: str | Path | None, split: str) -> EvalData:
     source = str(recorded.get("source", ""))
     scans = load_ct_source(source, seed=_seed(card))
     test, dev = ct_split(card, scans)
-    keep = test if split == "test" else dev
+    if split == "train":  # the kept fold's training patients: everyone else the model could learn from
+        from core.training.ct import SLICE_CLASSES
+
+        eligible = {s.patient_id for s in scans if card.input_kind == "ct-volume" or s.label in SLICE_CLASSES}
+        keep = eligible - test - dev
+    else:
+        keep = test if split == "test" else dev
     chosen = [s for s in scans if s.patient_id in keep]
     if not chosen:
         raise InsufficientDataError(f"No scans of {card.id}'s {split} patients were found in {source}.")
-    words = (
-        f"the held-out test patients recorded at training time ({len(keep)} patients, {len(chosen)} scans)"
-        if split == "test"
-        else f"the validation patients of the kept fold ({len(keep)} patients, {len(chosen)} scans)"
-    )
-    return EvalData("held-out" if split == "test" else "dev", words, source, tuple(_ct_cases(chosen)))
+    words = {
+        "test": f"the held-out test patients recorded at training time ({len(keep)} patients, {len(chosen)} scans)",
+        "dev": f"the validation patients of the kept fold ({len(keep)} patients, {len(chosen)} scans)",
+        "train": f"the training patients of the kept fold ({len(keep)} patients, {len(chosen)} scans)",
+    }[split]
+    return EvalData(_split_name(split), words, source, tuple(_ct_cases(chosen)))
 
 
 def held_out_for(card: ModelCard, cases: Sequence[EvalCase]) -> set[str]:
@@ -345,7 +374,7 @@ def held_out_for(card: ModelCard, cases: Sequence[EvalCase]) -> set[str]:
     used to compare models on the cases held out by all of them."""
     kind = model_kind(card)
     recorded = _recorded(card)
-    if kind == "xray":
+    if kind in IMAGE_KINDS:
         held = set(recorded.get("test_files") or [])
         return {c.case_id for c in cases if c.case_id in held}
     if kind in ("ct-volume", "ct-slice"):

@@ -28,7 +28,7 @@ from scipy.special import expit, softmax
 
 from core.errors import InsufficientDataError
 from core.evaluation import metrics as em
-from core.evaluation.data import EvalData, model_kind
+from core.evaluation.data import IMAGE_KINDS, EvalData, model_kind
 from core.evaluation.predict import Predictions, Progress, predict
 from core.models.manifest import ModelCard
 from core.models.registry import LoadedModel
@@ -283,7 +283,7 @@ def levels_of(card: ModelCard, preds: Predictions) -> tuple[list[LevelData], lis
     cases = preds.cases
     groups = np.array([c.patient_id for c in cases])
     notes: list[str] = []
-    if kind == "xray":
+    if kind in IMAGE_KINDS:
         labels = tuple(card.labels)
         keep = np.array([c.label in labels for c in cases])
         if not keep.all():

@@ -82,8 +82,10 @@ def predict(
     progress: Progress | None = None,
     window: tuple[float, float] | None = None,
     volumes: Sequence[np.ndarray] | None = None,
+    features: bool = False,
 ) -> Predictions:
-    """The model's logits on every case of ``data`` that can be read.
+    """The model's logits on every case of ``data`` that can be read (with ``features``: its
+    penultimate-layer features instead, ``module.embed``, in the ``logits`` field).
 
     Parameters
     ----------
@@ -108,6 +110,7 @@ def predict(
     if window is not None:
         spec = replace(spec, window=(float(window[0]), float(window[1])))
     module, device = model.module.eval(), model.device
+    forward = module.embed if features else module
     done, total = 0, len(data.cases)
     rows: list[np.ndarray] = []
     kept: list[EvalCase] = []
@@ -127,7 +130,7 @@ def predict(
         else:
             yield from _load_all(data.cases)
 
-    if kind in ("xray", "findings"):
+    if kind in ("xray", "findings", "slice-images"):
         from core.preprocess import normalise, to_unit_square
 
         pending: list[torch.Tensor] = []
@@ -135,7 +138,7 @@ def predict(
         def flush() -> None:
             if pending:
                 x = normalise(torch.cat(pending), spec).to(device)
-                rows.append(module(x).float().cpu().numpy())
+                rows.append(forward(x).float().cpu().numpy())
                 pending.clear()
 
         for case, unit in loaded():
@@ -160,10 +163,10 @@ def predict(
             pending.append(prepare_volume(item[0], spec))
             kept.append(case)
             if len(pending) >= BATCH["ct-volume"]:
-                rows.append(module(torch.cat(pending).to(device)).float().cpu().numpy())
+                rows.append(forward(torch.cat(pending).to(device)).float().cpu().numpy())
                 pending = []
         if pending:
-            rows.append(module(torch.cat(pending).to(device)).float().cpu().numpy())
+            rows.append(forward(torch.cat(pending).to(device)).float().cpu().numpy())
     elif kind == "ct-slice":
         from core.ct.preprocess import prepare_slices
         from core.training.ct import VISIBLE_LESION_FRACTION
@@ -177,7 +180,7 @@ def predict(
             x = prepare_slices(hu, spec)
             logits = np.concatenate(
                 [
-                    module(x[i : i + BATCH["ct-slice"]].to(device)).float().cpu().numpy()
+                    forward(x[i : i + BATCH["ct-slice"]].to(device)).float().cpu().numpy()
                     for i in range(0, x.shape[0], 64)
                 ]
             )

@@ -20,7 +20,7 @@ from scipy.special import expit
 
 from core.errors import InvalidInputError
 from core.evaluation.calibration import Calibration, fit_calibration
-from core.evaluation.data import evaluation_data, model_kind
+from core.evaluation.data import IMAGE_KINDS, evaluation_data, model_kind
 from core.evaluation.predict import predict
 from core.models.manifest import ModelCard, write_manifest_entry
 from core.models.registry import ModelRegistry
@@ -41,7 +41,7 @@ def _fit(card: ModelCard, registry: ModelRegistry, progress: Progress | None) ->
     preds = predict(registry.load(card.id), data, progress)
     cases = preds.cases
     thresholds: dict[str, float] = {}
-    if kind == "xray":
+    if kind in IMAGE_KINDS:
         y = np.array([list(card.labels).index(c.label) for c in cases])
         cal = fit_calibration(preds.logits, y, "softmax", f"dev split ({len(y)} images)")
     elif kind == "findings":

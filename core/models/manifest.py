@@ -97,6 +97,28 @@ class ModelCard:
     ).split()
 
     @property
+    def domain(self) -> str:
+        """ "real" (trained on real images) or "demo" (on synthetic phantoms)."""
+        recorded = self.extra.get("domain")
+        if recorded in ("real", "demo"):
+            return str(recorded)
+        return "demo" if "synthetic" in self.intended_use.lower() else "real"
+
+    @property
+    def domain_words(self) -> str:
+        """How every place that shows this model's output names its domain."""
+        if self.domain == "demo":
+            return "demo: trained on synthetic phantoms"
+        what = {"xray": "chest X-rays", "ct-slice": "chest CT slices", "ct-volume": "chest CT scans"}
+        return f"trained on real {what.get(self.input_kind, 'images')}"
+
+    @property
+    def ood(self) -> dict[str, Any] | None:
+        """The card's OOD reference entry (:mod:`core.ood`), or None."""
+        record = self.extra.get("ood")
+        return record if isinstance(record, dict) else None
+
+    @property
     def multi_label(self) -> bool:
         """One sigmoid per label (the findings model), not a softmax over classes."""
         return self.extra.get("task") == "multi-label"

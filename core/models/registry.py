@@ -20,6 +20,7 @@ from torch import nn
 from core.errors import MissingModelError, WeightsIntegrityError
 from core.models.architectures import build_model
 from core.models.manifest import ModelCard, read_manifest
+from core.ood import OodReference, OodVerdict, batched, embed_batches, load_reference, verdict
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +59,22 @@ class LoadedModel:
     module: nn.Module
     device: torch.device
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    #: The reference of its training features (:mod:`core.ood`); None when none was fitted.
+    ood: OodReference | None = field(default=None, repr=False)
 
     @property
     def id(self) -> str:
         return self.card.id
+
+    def ood_verdict(self, x: torch.Tensor, unit: str = "image") -> OodVerdict | None:
+        """Whether prepared inputs are like this model's training data (:mod:`core.ood`): one image
+        or volume (1, ...), or every slice of a scan (Z, ...) with ``unit="scan"``. None when no
+        reference was fitted."""
+        if self.ood is None:
+            return None
+        with self.lock:
+            features = embed_batches(self.module, batched(x), self.device)
+        return verdict(self.id, self.ood, features, unit)
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -136,5 +149,9 @@ class ModelRegistry:
         except (RuntimeError, ValueError, TypeError, KeyError, EOFError, pickle.UnpicklingError) as e:
             raise WeightsIntegrityError(f"The weights of model {model_id} do not load ({e}).") from e
         module.eval().to(self.device)
+        ood = None
+        record = card.extra.get("ood")
+        if isinstance(record, dict) and record.get("file"):
+            ood = load_reference(self.weights_dir / str(record["file"]), str(record.get("sha256", "")))
         logger.info("loaded %s %s on %s", card.id, card.version, self.device)
-        return LoadedModel(card=card, module=module, device=self.device)
+        return LoadedModel(card=card, module=module, device=self.device, ood=ood)

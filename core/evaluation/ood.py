@@ -1,0 +1,178 @@
+"""Fit a model's OOD reference from its recorded splits, and measure how well it flags inputs
+unlike its training data.
+
+:func:`fit_model_reference` serves the weights trained before the reference existed (``python
+-m core fit-ood``, as ``calibrate`` does for temperatures): the training and dev splits are
+rebuilt exactly as :mod:`core.evaluation.data` rebuilds the held-out one, the model's
+penultimate features are computed on them and :func:`core.ood.fit_reference` is fitted.
+
+:func:`measure_probes` scores sets of inputs of a known kind (a photograph, a lateral film, a
+real X-ray given to a demo model, ...) against the model's own in-distribution held-out
+cases: per kind the detection AUROC (the OOD score ranking probes above held-out cases) and
+the share of probes flagged at the card's threshold, with the share of held-out cases flagged
+(the false-alarm rate, about 5% by construction of the threshold).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.errors import InsufficientDataError, InvalidInputError
+from core.evaluation.data import IMAGE_KINDS, EvalData, evaluation_data, model_kind
+from core.evaluation.predict import Predictions, predict
+from core.models.manifest import ModelCard, write_manifest_entry
+from core.models.registry import LoadedModel, ModelRegistry
+from core.ood import OodReference, batched, embed_batches, fit_reference, write_reference
+
+Progress = Callable[[int, int], None]
+#: Model kinds that have an OOD reference: the classifiers (not the survival / prognosis models).
+OOD_KINDS = ("xray", "slice-images", "findings", "ct-volume", "ct-slice")
+
+
+def _rows(card: ModelCard, preds: Predictions, for_fit: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Feature rows and their class labels as the model was trained: per image, per scan
+    (COVID3D: COVID-19 against the rest), or per slice of known truth (the slice model on series;
+    its training slices); the findings model has one class."""
+    kind = model_kind(card)
+    x = preds.logits
+    if kind in IMAGE_KINDS:
+        return x, np.array([list(card.labels).index(c.label) for c in preds.cases])
+    if kind == "findings":
+        return x, None
+    if kind == "ct-volume":
+        return x, np.array([int(c.label == "COVID-19") for c in preds.cases])
+    assert preds.slice_truth is not None
+    known = ~np.isnan(preds.slice_truth)
+    if for_fit and known.any():
+        return x[known], preds.slice_truth[known].astype(int)
+    return x, None
+
+
+def fit_model_reference(registry: ModelRegistry, model_id: str, progress: Progress | None = None) -> ModelCard:
+    """Fit ``model_id``'s reference on its recorded training split (threshold on its dev split),
+    write ``<id>.ood.pt`` beside the weights and the card's ``ood`` entry; return the new card.
+    Detection figures measured for an older reference are dropped with it."""
+    card = registry.card(model_id)
+    if model_kind(card) not in OOD_KINDS:
+        raise InvalidInputError(f"{model_id} is a {model_kind(card)} model: OOD references are for the classifiers.")
+    model = registry.load(model_id)
+    train = evaluation_data(card, split="train")
+    dev = evaluation_data(card, split="dev")
+    x_train, y_train = _rows(card, predict(model, train, progress, features=True), for_fit=True)
+    x_dev, _ = _rows(card, predict(model, dev, progress, features=True), for_fit=True)
+    ref = fit_reference(x_train, y_train, x_dev)
+    if model_kind(card) == "ct-slice":  # per slice: say how many of the scans' slices
+        where = f"{train.description}, {len(x_train)} lung slices; threshold on {dev.description}, {len(x_dev)} slices"
+    else:
+        where = f"{train.description}; threshold on {dev.description}"
+    record = write_reference(registry.weights_dir, card.id, ref, where, len(x_train), len(x_dev))
+    new = replace(card, extra=card.extra | {"ood": record})
+    write_manifest_entry(registry.weights_dir, new)
+    return new
+
+
+# ----------------------------------------------------------------------------- scoring inputs
+
+
+def _image_inputs(card: ModelCard, images: Sequence[np.ndarray]) -> torch.Tensor:
+    from core.preprocess import normalise, to_unit_square
+
+    return normalise(
+        torch.cat([to_unit_square(np.asarray(u, dtype=np.float32), card.input.size) for u in images]), card.input
+    )
+
+
+def image_scores(model: LoadedModel, ref: OodReference, images: Sequence[np.ndarray]) -> np.ndarray:
+    """OOD scores of 2D images in [0, 1] (as :meth:`core.types.XrayImage.windowed` gives them)
+    for an image model (X-ray, findings, or the slice model on slice images)."""
+    if not images:
+        return np.zeros(0)
+    with model.lock:
+        feats = embed_batches(model.module, batched(_image_inputs(model.card, images)), model.device)
+    return ref.scores(feats)
+
+
+def volume_scores(model: LoadedModel, ref: OodReference, volumes: Sequence[np.ndarray]) -> np.ndarray:
+    """OOD scores of CT volumes in HU (z, y, x): COVID3D once per volume; a slice model per scan,
+    the median of its slices' scores (as :func:`core.ood.verdict` judges a scan)."""
+    from core.ct.preprocess import prepare_slices, prepare_volume
+
+    out = []
+    for hu in volumes:
+        with model.lock:
+            if model.card.input_kind == "ct-volume":
+                feats = embed_batches(model.module, [prepare_volume(hu, model.card.input)], model.device)
+                out.append(float(ref.scores(feats)[0]))
+            else:
+                feats = embed_batches(model.module, batched(prepare_slices(hu, model.card.input)), model.device)
+                out.append(float(np.median(ref.scores(feats))))
+    return np.array(out)
+
+
+def held_out_scores(
+    model: LoadedModel, ref: OodReference, data: EvalData, progress: Progress | None = None
+) -> np.ndarray:
+    """OOD scores of the model's own held-out cases, in its unit (image, volume, scan)."""
+    preds = predict(model, data, progress, features=True)
+    if model_kind(model.card) != "ct-slice":
+        return ref.scores(preds.logits)
+    assert preds.slice_case is not None
+    s = ref.scores(preds.logits)
+    return np.array([np.median(s[preds.slice_case == i]) for i in range(len(preds.cases))])
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    kind: str
+    description: str
+    n: int
+    auroc: float
+    flagged: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "description": self.description,
+            "n": self.n,
+            "auroc": round(self.auroc, 4),
+            "flagged": round(self.flagged, 4),
+        }
+
+
+def detection(held_out: np.ndarray, probe: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(AUROC of the scores telling probes from held-out cases, share of probes flagged)."""
+    from sklearn.metrics import roc_auc_score
+
+    if probe.size == 0 or held_out.size == 0:
+        raise InsufficientDataError("no probes or no held-out cases to compare")
+    y = np.r_[np.zeros(held_out.size), np.ones(probe.size)]
+    return float(roc_auc_score(y, np.r_[held_out, probe])), float(np.mean(probe > threshold))
+
+
+def measure_probes(
+    model: LoadedModel,
+    held_out: np.ndarray,
+    probes: dict[str, tuple[str, np.ndarray]],
+) -> dict[str, Any]:
+    """Per probe kind the detection AUROC and share flagged, against ``held_out`` scores.
+    ``probes`` maps a kind to (a description, its inputs' OOD scores)."""
+    if model.ood is None:
+        raise InvalidInputError(f"{model.id} has no OOD reference: run python -m core fit-ood --model {model.id}.")
+    threshold = model.ood.threshold
+    results = []
+    for kind, (description, scores) in probes.items():
+        if scores.size == 0:
+            continue
+        auroc, flagged = detection(held_out, scores, threshold)
+        results.append(ProbeResult(kind, description, int(scores.size), auroc, flagged).to_dict())
+    return {
+        "held_out_n": int(held_out.size),
+        "held_out_flagged": round(float(np.mean(held_out > threshold)), 4),
+        "threshold": float(threshold),
+        "probes": results,
+    }
