@@ -56,14 +56,6 @@ except DashboardError as e:
     st.error(str(e))
     st.stop()
 
-with st.sidebar:
-    st.header("Models")
-    covid3d_id = st.selectbox("COVID3D (whole volume)", (*volume_ids, NONE), key="ct_model")
-    slice_id = st.selectbox("Slice model (per axial slice)", (*slice_ids, NONE), key="ct_slice_model")
-    st.header("Overlay")
-    cam_mode = st.radio("COVID3D map", (CAM_UNSIGNED, CAM_SIGNED, CAM_OFF), key="ct_cam", disabled=covid3d_id == NONE)
-    opacity = st.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key="ct_opacity")
-
 how = st.radio("Upload", ("Files or a zip", "A folder"), horizontal=True, key="ct_upload_mode")
 uploads = st.file_uploader(
     "A CT series: its DICOM slices, a zip of them, a NIfTI volume (.nii, .nii.gz) or 16-bit TIFF slices",
@@ -77,8 +69,38 @@ for col, label in zip(demo_cols, DEMO_CTS, strict=True):
 files = [(f.name, f.getvalue()) for f in uploads or []]
 demo_label = st.session_state.get("ct_demo") if not files else None
 if not files and demo_label is None:
-    st.info("Upload a CT series, or load a demo CT phantom, to view it and see the models' predictions.")
+    st.info(
+        "Upload a CT series, or load a demo CT phantom, to view it and see the models' predictions. Uploads are "
+        "read by the models trained on real CT where there is one, the demo phantoms by the demo models."
+    )
     st.stop()
+
+
+def _ordered(ids: list[str], domain: str) -> list[str]:
+    """Models of ``domain`` first: real-data models for an upload, demo models for a phantom."""
+    return sorted(ids, key=lambda m: registry.card(m).domain != domain)
+
+
+def _named(model_id: str) -> str:
+    return f"{model_id} ({registry.card(model_id).domain_words})" if model_id != NONE else model_id
+
+
+wanted = "real" if files else "demo"
+with st.sidebar:
+    st.header("Models")
+    st.caption("For " + ("your upload" if files else "the demo phantom") + ":")
+    covid3d_id = st.selectbox(
+        "COVID3D (whole volume)", (*_ordered(volume_ids, wanted), NONE), format_func=_named, key=f"ct_model_{wanted}"
+    )
+    slice_id = st.selectbox(
+        "Slice model (per axial slice)",
+        (*_ordered(slice_ids, wanted), NONE),
+        format_func=_named,
+        key=f"ct_slice_model_{wanted}",
+    )
+    st.header("Overlay")
+    cam_mode = st.radio("COVID3D map", (CAM_UNSIGNED, CAM_SIGNED, CAM_OFF), key="ct_cam", disabled=covid3d_id == NONE)
+    opacity = st.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key="ct_opacity")
 
 
 def _patient_score_help(model) -> str:
@@ -153,6 +175,7 @@ else:
                     key,
                     covid3d.card.version if covid3d else None,
                     slice_model.card.version if slice_model else None,
+                    tuple((m.card.ood or {}).get("sha256") for m in (covid3d, slice_model) if m is not None),
                     want_cam,
                     signed,
                 ),
@@ -168,13 +191,29 @@ else:
             st.stop()
 
 if analysis is not None:
+    covid3d_ok = analysis.covid3d_ood is None or analysis.covid3d_ood.in_distribution
+    slice_ok = analysis.slice_ood is None or analysis.slice_ood.in_distribution
+    for verdict, model in ((analysis.covid3d_ood, covid3d), (analysis.slice_ood, slice_model)):
+        if verdict is not None and not verdict.in_distribution:
+            extra = (
+                f" {verdict.flagged_share:.0%} of its slices are unlike the training slices."
+                if verdict.flagged_share is not None
+                else ""
+            )
+            st.warning(
+                f"This CT is unlike the images {model.id} ({model.card.domain_words}) was trained on: its "
+                f"prediction is not shown as a result. (OOD score {verdict.score:.1f} > threshold "
+                f"{verdict.threshold:.1f}.){extra}",
+                icon="⚠️",
+            )
     m1, m2, m3 = st.columns(3)
-    if analysis.covid3d_id:
+    if analysis.covid3d_id and covid3d_ok:
         decision = "COVID+" if analysis.probability >= analysis.threshold else "COVID-"
         m1.metric(
             f"COVID3D ({analysis.covid3d_id})",
             decision,
-            help=f"P(COVID+) {analysis.probability:.1%} against the threshold {analysis.threshold:.0%}.",
+            help=f"P(COVID+) {analysis.probability:.1%} against the threshold {analysis.threshold:.0%}. "
+            f"{covid3d.card.domain_words if covid3d else ''}.",
         )
         m2.metric(
             "P(COVID+) · score s",
@@ -187,12 +226,34 @@ if analysis is not None:
                 else "T = 1: the model's raw output, not calibrated."
             ),
         )
-    if analysis.slice_model_id:
+    elif analysis.covid3d_id:
+        m1.metric(f"COVID3D ({analysis.covid3d_id})", "No result", help="The CT is unlike its training data.")
+    if analysis.slice_model_id and slice_ok:
         m3.metric(
             f"Slice model ({analysis.slice_model_id})",
             f"{analysis.patient_score:.1%}",
             help=_patient_score_help(slice_model),
         )
+    elif analysis.slice_model_id:
+        m3.metric(f"Slice model ({analysis.slice_model_id})", "No result", help="The CT is unlike its training data.")
+    notes = []
+    for verdict, model in ((analysis.covid3d_ood, covid3d), (analysis.slice_ood, slice_model)):
+        if model is not None:
+            like = "not checked" if verdict is None else ("yes" if verdict.in_distribution else "NO")
+            notes.append(f"{model.id}: {model.card.domain_words}; like its training data: {like}")
+    st.caption(" · ".join(notes))
+    if not (covid3d_ok and slice_ok):
+        with st.expander("Outputs of the models this CT is unlike the training data of (not results)"):
+            if not covid3d_ok:
+                st.write(
+                    f"{analysis.covid3d_id}: P(COVID+) {analysis.probability:.1%}, score s {analysis.score:+.2f} "
+                    f"({analysis.covid3d_ood.headline()})"
+                )
+            if not slice_ok:
+                st.write(
+                    f"{analysis.slice_model_id}: patient score {analysis.patient_score:.1%} "
+                    f"({analysis.slice_ood.headline()})"
+                )
 
 left, right = st.columns([3, 2])
 with left:
@@ -261,7 +322,8 @@ with right:
         chart.update_layout(
             height=260,
             margin=dict(l=10, r=10, t=30, b=40),
-            title=f"P(COVID-19) per axial slice ({analysis.slice_model_id})",
+            title=f"P(COVID-19) per axial slice ({analysis.slice_model_id})"
+            + ("" if slice_ok else ": not a result, the CT is unlike its training data"),
             xaxis_title="axial slice (1 = most inferior)",
             yaxis_title="P(COVID-19)",
             yaxis_range=[0, 1],

@@ -12,20 +12,22 @@ from core.errors import DashboardError
 from core.explain.attributions import GRAD_CAM, METHODS
 from core.explain.overlay import COLORMAPS, png_bytes, render_overlay
 from core.findings import predict_findings
-from core.inference import analyse_xray, average_predictions, predict_xray
+from core.inference import Reading, analyse_xray, predict_xray, summarise, xray_ood
 from core.io.images import read_xray
 from core.report import report_filename_for
-from core.types import XRAY_LABELS
 from ui import resources
 from ui.demo_images import demo_xrays
 from ui.figures import IMAGE_CONFIG, image_figure
 from ui.navigation import use_app_navigation
+from ui.readings import headline, ood_warnings, probability_table
 from ui.report import IDENTIFIERS_LABEL, report_download, upload_pseudonym, xray_case_report
 from ui.session import digest, memo, share_xrays
 from ui.text import DISCLAIMER, describe_image
 
 PREDICTED = "Predicted class"
-REFERENCE = "cxr-resnet18"
+LEADING = "the leading model"
+#: The reference models (seed 000's ResNet-18), real first: explained by default when they accept the image.
+REFERENCES = ("cxr-real-resnet18", "cxr-resnet18")
 
 use_app_navigation()
 st.title("X-ray triage")
@@ -40,17 +42,35 @@ except DashboardError as e:
 if not available:
     st.error("No X-ray models are registered, so nothing can be predicted.")
     st.stop()
+cards = {mid: registry.card(mid) for mid in available}
+real_ids = [m for m in available if cards[m].domain == "real"]
+demo_ids = [m for m in available if cards[m].domain == "demo"]
+
+
+def _named(model_id: str) -> str:
+    return f"{model_id} ({'real' if cards[model_id].domain == 'real' else 'demo'})"
+
 
 with st.sidebar:
     st.header("Models")
-    chosen = st.multiselect("3-class models", available, default=available, key="xray_models")
+    chosen_upload = st.multiselect(
+        "For your uploads",
+        available,
+        default=real_ids or available,
+        format_func=_named,
+        key="xray_models",
+        help="Real: trained on real chest X-rays. Demo: trained on synthetic phantoms; on a real film they "
+        "answer with confident nonsense, so they are meant for the demo X-rays.",
+    )
+    chosen_demo = st.multiselect(
+        "For the demo X-rays", available, default=demo_ids or available, format_func=_named, key="xray_demo_models"
+    )
     st.header("Overlay")
-    cam_options = chosen or available
-    cam_model_id = st.selectbox(
+    cam_choice = st.selectbox(
         "Explain model",
-        cam_options,
-        index=cam_options.index(REFERENCE) if REFERENCE in cam_options else 0,
+        (LEADING, *available),
         key="xray_cam_model",
+        help="The leading model: the first chosen model that accepts the image as like its training data.",
     )
     method = st.selectbox(
         "Method",
@@ -59,13 +79,10 @@ with st.sidebar:
         key="xray_method",
         help="Captum attribution. Occlusion and Integrated Gradients take several seconds.",
     )
-    target = st.selectbox("Target class", (PREDICTED, *XRAY_LABELS), key="xray_target")
+    all_labels = list(dict.fromkeys(label for mid in available for label in cards[mid].labels))
+    target = st.selectbox("Target class", (PREDICTED, *all_labels), key="xray_target")
     opacity = st.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key="xray_opacity")
     colormap = st.selectbox("Colour map", COLORMAPS, key="xray_colormap")
-
-if not chosen:
-    st.info("Choose at least one model in the sidebar.")
-    st.stop()
 
 uploads = st.file_uploader(
     "Chest X-rays: PNG, JPEG, BMP, TIFF (8 or 16 bit) or DICOM (CR/DX, also compressed)",
@@ -74,29 +91,51 @@ uploads = st.file_uploader(
 )
 if st.button("Load demo X-rays (synthetic phantoms)", key="xray_demo"):
     st.session_state["xray_demo_files"] = demo_xrays()
-files = [(f.name, f.getvalue()) for f in uploads or []] + st.session_state.get("xray_demo_files", [])
-share_xrays(files)  # the Similar cases page searches with these
+demo_files = st.session_state.get("xray_demo_files", [])
+files = [(f.name, f.getvalue(), False) for f in uploads or []] + [(n, d, True) for n, d in demo_files]
+share_xrays([(n, d) for n, d, _ in files])  # the Similar cases page searches with these
 if not files:
-    st.info("Upload one or more chest X-rays, or load the demo X-rays, to see predictions and where the models look.")
+    st.info(
+        "Upload one or more chest X-rays, or load the demo X-rays, to see predictions and where the models look. "
+        "Uploads are read by the real-data models, the demo X-rays by the demo models (sidebar)."
+    )
     st.stop()
 
-models = {mid: resources.model(mid) for mid in chosen}
 findings_ids = registry.multi_label_ids("xray")
 
-for name, data in files:
+for name, data, is_demo in files:
     key = digest(data)
+    chosen = chosen_demo if is_demo else chosen_upload
     with st.container(border=True):
         st.subheader(name)
+        if not chosen:
+            st.info(
+                "Choose at least one model for "
+                + ("the demo X-rays" if is_demo else "your uploads")
+                + " in the sidebar."
+            )
+            continue
         try:
             image = memo(("image", key), read_xray, data, name)
+            models = {mid: resources.model(mid) for mid in chosen}
         except DashboardError as e:
             st.error(str(e))
             continue
         for warning in image.warnings:
             st.warning(warning)
 
-        cam_model = models.get(cam_model_id) or next(iter(models.values()))
-        target_label = None if target == PREDICTED else target
+        with st.spinner("Checking the image against each model's training data..."):
+            verdicts = {
+                m.id: memo(("ood", key, m.id, m.card.version, (m.card.ood or {}).get("sha256")), xray_ood, m, image)
+                for m in models.values()
+            }
+        accepting = [mid for mid in chosen if verdicts[mid] is None or verdicts[mid].in_distribution]
+        if cam_choice != LEADING and cam_choice in models:
+            cam_model = models[cam_choice]
+        else:
+            pool = accepting or chosen
+            cam_model = models[next((m for m in REFERENCES if m in pool), pool[0])]
+        target_label = None if target == PREDICTED or target not in cam_model.card.labels else target
         with st.spinner(f"Predicting, and {method} for {cam_model.id}..."):
             # The explained model's prediction comes from the same forward pass as its map.
             cam_pred, cam = memo(
@@ -111,42 +150,51 @@ for name, data in files:
                 cam_pred if m is cam_model else memo(("pred", key, m.id, m.card.version), predict_xray, m, image)
                 for m in models.values()
             ]
-        average = average_predictions(predictions) if len(predictions) > 1 else None
-        shown = predictions + ([average] if average else [])
+        readings = [Reading(p, verdicts[p.model_id], cards[p.model_id].domain_words) for p in predictions]
+        summary = summarise(readings, prefer=cam_model.id)
+        average = summary.average
 
+        ood_warnings(readings)
         left, right = st.columns([5, 4])
         with right:
-            headline = average or predictions[0]
-            st.metric(
-                f"Predicted ({'average of models' if average else headline.model_id})",
-                headline.predicted_label,
-                help="The class with the highest probability.",
-            )
-            table = pd.DataFrame(
-                [[p.probability_of(label) for label in XRAY_LABELS] for p in shown],
-                index=[("Average" if p is average else p.model_id) for p in shown],
-                columns=list(XRAY_LABELS),
-            )
-            st.dataframe(
-                table.style.format("{:.1%}").highlight_max(axis=1, props="font-weight: bold"),
-                key=f"probs_{key[:12]}",
-            )
-            st.caption("Rows: models (and their average); bold: each row's predicted class.")
+            headline(summary, readings)
+            shown_rows = [r for r in readings if r.accepted]
+            if shown_rows:
+                probability_table(shown_rows, average, key=f"probs_{key[:12]}")
+                st.caption("Rows: models (and their average); bold: each row's predicted class.")
+            if summary.rejected:
+                with st.expander(
+                    f"Probabilities of the models this image is unlike the training data of ({len(summary.rejected)})",
+                    expanded=False,
+                ):
+                    st.caption("Not results: these models were not trained on images like this one.")
+                    probability_table(list(summary.rejected), key=f"probs_ood_{key[:12]}")
             st.caption(describe_image(image))
             findings = []
             for fid in findings_ids:
                 try:
-                    found = memo(("findings", key, fid), predict_findings, resources.model(fid), image)
+                    fmodel = resources.model(fid)
+                    found = memo(("findings", key, fid), predict_findings, fmodel, image)
+                    fverdict = memo(("ood", key, fid, fmodel.card.version), xray_ood, fmodel, image)
                 except DashboardError as e:
                     st.error(str(e))
                     continue
                 findings.append(found)
                 calibrated_note = "temperature-calibrated" if found.calibrated else "not calibrated"
-                st.markdown(f"Findings ({fid}: one probability per finding, independent, {calibrated_note})")
-                st.dataframe(
-                    pd.DataFrame({"P(present)": found.probabilities}, index=list(found.labels)).style.format("{:.1%}"),
-                    key=f"findings_{fid}_{key[:12]}",
+                title = (
+                    f"Findings ({fid}, {fmodel.card.domain_words}: one probability per finding, independent, "
+                    f"{calibrated_note})"
                 )
+                table = pd.DataFrame({"P(present)": found.probabilities}, index=list(found.labels)).style.format(
+                    "{:.1%}"
+                )
+                if fverdict is not None and not fverdict.in_distribution:
+                    with st.expander(f"{title}: not a result, this image is unlike its training data", expanded=False):
+                        st.caption(fverdict.headline())
+                        st.dataframe(table, key=f"findings_{fid}_{key[:12]}")
+                else:
+                    st.markdown(title)
+                    st.dataframe(table, key=f"findings_{fid}_{key[:12]}")
             calibrated = all(p.calibrated for p in predictions)
             st.caption(
                 "Probabilities are "
@@ -167,9 +215,15 @@ for name, data in files:
                 )
             overlay = render_overlay(image.windowed(center, width), cam.values, colormap, opacity)
             st.plotly_chart(image_figure(overlay, colormap, f"{method}"), config=IMAGE_CONFIG, key=f"fig_{key[:12]}")
+            cam_verdict = verdicts.get(cam.model_id)
             st.caption(
-                f"{method} of {cam.model_id} for target class **{cam.target_label}**. "
-                "Scroll to zoom, drag to pan, double-click to reset."
+                f"{method} of {cam.model_id} ({cards[cam.model_id].domain_words}) for target class "
+                f"**{cam.target_label}**. Scroll to zoom, drag to pan, double-click to reset."
+                + (
+                    " This image is unlike the model's training data: the map shows where it looked, not a finding."
+                    if cam_verdict is not None and not cam_verdict.in_distribution
+                    else ""
+                )
             )
             st.download_button(
                 "Download overlay (PNG)",
@@ -198,6 +252,7 @@ for name, data in files:
                     opacity=opacity,
                     predictions=tuple(predictions),
                     average=average,
+                    readings=tuple(readings),
                     findings=tuple(findings),
                     include_identifiers=include_ids,
                 ),

@@ -22,6 +22,8 @@ import numpy as np
 import streamlit as st
 
 from core.explain.overlay import downsample_for_display, png_bytes, render_overlay
+from core.inference import Reading
+from core.ood import OodVerdict
 from core.report import (
     CaseReport,
     ReportImage,
@@ -31,7 +33,7 @@ from core.report import (
     report_bytes,
     report_filename,
 )
-from core.types import XRAY_LABELS, CtVolume, ExplanationMap, Prediction, XrayImage
+from core.types import CtVolume, ExplanationMap, Prediction, XrayImage
 from ui.session import digest
 from ui.text import describe_image
 
@@ -134,6 +136,7 @@ def xray_case_report(
     findings: Sequence[FindingProbabilities] = (),
     include_identifiers: bool = False,
     created: str | None = None,
+    readings: Sequence[Reading] = (),
 ) -> CaseReport:
     """The report of one radiograph as the X-ray page shows it.
 
@@ -150,6 +153,10 @@ def xray_case_report(
         Each model's 3-class prediction and, with several models, their average.
     findings
         Finding probabilities of the multi-label models, if any.
+    readings
+        The same predictions with each model's verdict on whether the image is like its training
+        data (:class:`core.inference.Reading`): a model that rejects the image is reported as
+        such, its probabilities marked "not a result".
     created
         ISO date; default today.
     """
@@ -161,6 +168,24 @@ def xray_case_report(
     plain = np.round(gray * np.float32(255.0)).astype(np.uint8)  # grey PNG: a third of RGB's bytes
     overlay = render_overlay(gray, heat, colormap, opacity)
     shown = [*predictions, *([average] if average is not None else [])]
+    verdict_of = {r.prediction.model_id: r for r in readings}
+    rejected = [r for r in readings if not r.accepted]
+    labels = list(dict.fromkeys(label for p in shown for label in p.labels))
+
+    def row(p: Prediction) -> tuple[str, ...]:
+        probs = dict(zip(p.labels, p.probabilities, strict=True))
+        r = verdict_of.get(p.model_id)
+        like = "-" if r is None or r.ood is None else ("yes" if r.ood.in_distribution else "NO: not a result")
+        domain = "average" if p is average else (r.domain if r is not None else "")
+        return (
+            "Average" if p is average else p.model_id,
+            domain,
+            *(f"{probs[label]:.1%}" if label in probs else "-" for label in labels),
+            p.predicted_label if r is None or r.accepted else "(not shown)",
+            like,
+        )
+
+    ood_text = "".join(f"{r.ood.headline()}\n" for r in rejected if r.ood is not None)
     sections = [
         ReportSection(
             title="Radiograph and where the model looked",
@@ -178,17 +203,15 @@ def xray_case_report(
         ),
         ReportSection(
             title="Class probabilities",
-            text="Rows: models (and their average). Each row's predicted class is its highest probability.",
+            text=(
+                ood_text
+                + "Rows: models (and their average, over the models with the same classes that accept the image). "
+                "Each row's predicted class is its highest probability; a model for which the image is unlike "
+                "its training data gives no result."
+            ),
             table=(
-                ("Model", *XRAY_LABELS, "Predicted"),
-                *(
-                    (
-                        "Average" if p is average else p.model_id,
-                        *(f"{p.probability_of(label):.1%}" for label in XRAY_LABELS),
-                        p.predicted_label,
-                    )
-                    for p in shown
-                ),
+                ("Model", "Trained on", *labels, "Predicted", "Like its training data"),
+                *(row(p) for p in shown),
             ),
         ),
     ]
@@ -207,16 +230,18 @@ def xray_case_report(
         title=f"Case review: {pseudonym}",
         pseudonym=pseudonym,
         created=created or today(),
-        predictions=tuple(_xray_prediction(p, average) for p in shown),
+        predictions=tuple(_xray_prediction(p, average, verdict_of.get(p.model_id)) for p in shown),
         sections=tuple(sections),
         identifiers=identifier_rows(dicom_identifier_items(data)) if include_identifiers else (),
     )
 
 
-def _xray_prediction(p: Prediction, average: Prediction | None) -> ReportPrediction:
+def _xray_prediction(p: Prediction, average: Prediction | None, reading: Reading | None = None) -> ReportPrediction:
     ranked = sorted(zip(p.labels, p.probabilities, strict=True), key=lambda lp: -lp[1])
     rest = ", ".join(f"{label} {prob:.1%}" for label, prob in ranked[1:])
     output = f"{ranked[0][0]} {ranked[0][1]:.1%}" + (f" ({rest})" if rest else "")
+    if reading is not None and not reading.accepted:
+        output = "no result: the image is unlike this model's training data (" + output + ")"
     if p is average:  # its version lists every model's; the rows above show them
         return ReportPrediction("average of models", "mean of the rows above", output, p.calibrated)
     return ReportPrediction(p.model_id, p.model_version, output, p.calibrated)
@@ -224,6 +249,13 @@ def _xray_prediction(p: Prediction, average: Prediction | None) -> ReportPredict
 
 # --------------------------------------------------------------------------------------------
 # CT
+
+
+def _unless_ood(output: str, verdict: OodVerdict | None) -> str:
+    """A model's output as the report states it: "no result" first when the input is unlike its training data."""
+    if verdict is None or verdict.in_distribution:
+        return output + ("" if verdict is None else " (in distribution)")
+    return f"No result: {verdict.headline()} Output, for reference only: {output}"
 
 
 def ct_pseudonym(series_key: str, demo_label: str | None = None) -> str:
@@ -313,12 +345,15 @@ def ct_case_report(
     predictions: list[ReportPrediction] = []
     if analysis is not None and analysis.covid3d_id and analysis.probability is not None:
         decision = "COVID+" if analysis.covid_positive else "COVID-"
+        output = (
+            f"{decision}: P(COVID+) {analysis.probability:.1%} against the threshold "
+            f"{analysis.threshold:.0%}; score s {analysis.score:+.2f} (COVID3D's logit)"
+        )
         predictions.append(
             ReportPrediction(
                 analysis.covid3d_id,
                 analysis.covid3d_version or "",
-                f"{decision}: P(COVID+) {analysis.probability:.1%} against the threshold "
-                f"{analysis.threshold:.0%}; score s {analysis.score:+.2f} (COVID3D's logit)",
+                _unless_ood(output, analysis.covid3d_ood),
                 covid3d_calibrated,
             )
         )
@@ -327,8 +362,11 @@ def ct_case_report(
             ReportPrediction(
                 analysis.slice_model_id,
                 analysis.slice_model_version or "",
-                f"Patient score {analysis.patient_score:.1%}: the mean P(COVID-19) of the top 10% of slices "
-                "(a ranking score)",
+                _unless_ood(
+                    f"Patient score {analysis.patient_score:.1%}: the mean P(COVID-19) of the top 10% of slices "
+                    "(a ranking score)",
+                    analysis.slice_ood,
+                ),
                 False,
             )
         )

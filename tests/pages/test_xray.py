@@ -93,7 +93,10 @@ def test_changing_target_method_and_window_reruns_cleanly(app: AppTest) -> None:
     app.selectbox(key="xray_colormap").select("Inferno")
     app.run()
     assert not app.exception
-    assert any("Guided Grad-CAM of cxr-resnet18 for target class **Viral pneumonia**" in c.value for c in app.caption)
+    assert any(
+        c.value.startswith("Guided Grad-CAM of cxr-resnet18 (") and "for target class **Viral pneumonia**" in c.value
+        for c in app.caption
+    )
     level = next(s for s in app.slider if s.label == "Window level")
     level.set_value(level.min + (level.max - level.min) * 0.3)
     app.run()
