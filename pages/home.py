@@ -9,6 +9,7 @@ from core.errors import DashboardError
 from ui import resources
 from ui.figures import learning_curves_figure
 from ui.library import library
+from ui.model_card import domain_badge, ood_detector, provenance, shortcut_checks
 from ui.navigation import use_app_navigation
 from ui.text import DISCLAIMER, describe_input_grid, km_summary
 
@@ -83,13 +84,14 @@ if not cards:
 for card in cards:
     held = card.metrics.get("held_out", {})
     acc = held.get("accuracy")
-    title = f"**{card.id}** · {card.architecture} · version {card.version}"
+    title = f"**{card.id}** · {domain_badge(card)} · {card.architecture} · version {card.version}"
     if isinstance(acc, float):
         title += f" · held-out accuracy {acc:.1%}"
     elif isinstance(held.get("mean_auc"), float):
         title += f" · held-out mean AUC {held['mean_auc']:.3f} over findings"
     with st.expander(title):
         st.markdown(f"**Intended use:** {card.intended_use}")
+        provenance(card)
         spec = card.input
         st.markdown(
             f"**Input:** {card.input_kind}, {describe_input_grid(spec)}, {spec.channels} channel(s) "
@@ -171,6 +173,8 @@ for card in cards:
             )
             table = pd.DataFrame(kfold_table(folds)).set_index(["part", "fold"])
             st.dataframe(table.style.format("{:.3f}"), key=f"folds_{card.id}")
+        shortcut_checks(card)
+        ood_detector(card)
         curves = card.training.get("learning_curves")
         if curves:
             st.plotly_chart(learning_curves_figure(curves, card.training), key=f"curves_{card.id}")

@@ -31,6 +31,7 @@ from core.evaluation.figures import (
 )
 from core.evaluation.html import performance_report, performance_report_filename
 from ui import resources
+from ui.model_card import ood_detector, provenance, shortcut_checks
 from ui.navigation import use_app_navigation
 from ui.performance import comparison, evaluation, kfold_frame, per_class_frame
 from ui.report import report_download, today
@@ -218,6 +219,10 @@ def _model_view(model_id: str) -> dict | None:
         band_col, dots_col = st.columns(2)
         band_col.plotly_chart(robustness_figure(rob), key=f"rob_{model_id}")
         dots_col.plotly_chart(robustness_auc_figure(rob), key=f"robdots_{model_id}")
+    with st.expander(f"What {card.id} was trained on, shortcut checks, and 'unlike my training data'", expanded=True):
+        provenance(card)
+        shortcut_checks(card)
+        ood_detector(card)
     return ev
 
 

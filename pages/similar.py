@@ -53,6 +53,7 @@ with st.sidebar:
         "Embedding model",
         candidates,
         index=candidates.index(REFERENCE_MODEL) if REFERENCE_MODEL in candidates else 0,
+        format_func=lambda m: f"{m} ({registry.card(m).domain_words})",
         key="similar_model",
         help="Images are compared by the input of this model's last layer (L2-normalised, cosine similarity).",
     )

@@ -78,7 +78,12 @@ with st.sidebar:
     options = ct_models if kind == CT_SERIES else xray_models
     default = "covid3d" if kind == CT_SERIES else "cxr-resnet18"
     model_id = st.selectbox(
-        "Model", options, index=options.index(default) if default in options else 0, key="traj_model"
+        "Model",
+        options,
+        index=options.index(default) if default in options else 0,
+        format_func=lambda m: f"{m} ({registry.card(m).domain_words})",
+        key="traj_model",
+        help="The demo library was drawn as synthetic phantoms: the demo models are the ones trained on images like it.",
     )
     since_label = st.radio(
         "Days since",

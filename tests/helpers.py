@@ -72,3 +72,32 @@ def register_tiny_findings_model(weights_dir: Path, model_id: str = "cxr-finding
     )
     write_manifest_entry(weights_dir, card)
     return card
+
+
+def fit_phantom_reference(weights_dir: Path, model_id: str, n_train: int = 48, n_dev: int = 24) -> ModelCard:
+    """Give a registered tiny X-ray model an OOD reference fitted on demo phantoms (as a demo model
+    trained on them would have), written beside it and into its card."""
+    from dataclasses import replace
+
+    from core.demo.xray_phantom import generate_xray
+    from core.models.manifest import read_manifest
+    from core.models.registry import ModelRegistry
+    from core.ood import fit_reference, layer_features, write_reference
+    from core.preprocess import normalise, to_unit_square
+
+    model = ModelRegistry(weights_dir, device=torch.device("cpu")).load(model_id)
+    spec = model.card.input
+    layers = list(model.module.ood_layers)
+
+    def features(seeds: range) -> list:
+        images = [generate_xray(XRAY_LABELS[s % 3], 0.6, s, size=128).pixels for s in seeds]
+        x = normalise(torch.cat([to_unit_square(im, spec.size) for im in images]), spec)
+        return layer_features(model.module, [x], model.device, layers)
+
+    labels = torch.tensor([s % 3 for s in range(n_train)]).numpy()
+    ref = fit_reference(features(range(n_train)), labels, features(range(10_000, 10_000 + n_dev)), layers)
+    record = write_reference(weights_dir, model_id, ref, "test phantoms", n_train, n_dev)
+    card = next(c for c in read_manifest(weights_dir) if c.id == model_id)
+    card = replace(card, extra=card.extra | {"ood": record})
+    write_manifest_entry(weights_dir, card)
+    return card

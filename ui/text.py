@@ -8,8 +8,9 @@ from core.types import XrayImage
 
 DISCLAIMER = (
     "Research use only. This dashboard is not a medical device and must not be used for diagnosis "
-    "or treatment decisions. The shipped demo models were trained on synthetic phantoms, not on "
-    "patients' images."
+    "or treatment decisions. The demo models were trained on synthetic phantoms; the real-data models "
+    "on small public sets of chest images from a few hospitals, and every model says when an image is "
+    "unlike what it was trained on."
 )
 
 

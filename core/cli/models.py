@@ -30,12 +30,18 @@ def run_models(args: argparse.Namespace) -> int:
                         "labels": list(card.labels),
                         "held_out_accuracy": acc,
                         "intended_use": card.intended_use,
+                        "domain": card.domain,
+                        "ood_threshold": (card.ood or {}).get("threshold"),
                     }
                 )
             )
         else:
             acc_text = f"{acc:.3f}" if isinstance(acc, float) else "n/a"
-            print(f"{card.id:20s} {card.version:20s} {card.architecture:12s} held-out accuracy {acc_text}")
+            ood = "OOD check" if card.ood else "no OOD check"
+            print(
+                f"{card.id:24s} {card.version:20s} {card.architecture:12s} {card.domain:5s} "
+                f"held-out accuracy {acc_text}  {ood}"
+            )
     if not args.json:
         print(f"device: {registry.device}")
     return 0

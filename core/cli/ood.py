@@ -36,6 +36,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--device", choices=("cpu", "cuda"), help="default: CUDA when present")
         p.add_argument("--threads", type=int, help="CPU threads for torch")
         p.add_argument("--json", action="store_true", help="print one JSON object per model")
+        if name == "shortcut-check":
+            p.add_argument("--caveats", help="what a reader of the card must know (stored in the card)")
         if name == "ood-check":
             p.add_argument("--n", type=int, default=60, help="inputs drawn per generated kind (default %(default)s)")
             p.add_argument(
@@ -98,7 +100,7 @@ def run_shortcut(args: argparse.Namespace) -> int:
 
     registry = _registry(args)
     for model_id in args.model:
-        result = record_shortcut_check(registry, model_id)
+        result = record_shortcut_check(registry, model_id, args.caveats if len(args.model) == 1 else None)
         if args.json:
             print(json.dumps({"model": model_id} | result), flush=True)
             continue

@@ -78,6 +78,7 @@ def add_image_training_options(t: argparse.ArgumentParser, common: bool = True) 
         t.add_argument("--note", default="", help="a description of the training data, stored in the manifest")
         t.add_argument("--intended-use", help="the model card's intended use (default: from the data's domain)")
     t.add_argument("--licences", default="", help="the data's sources and licences, for the model card")
+    t.add_argument("--caveats", default="", help="what a reader of the model card must know (e.g. a site confound)")
     t.add_argument(
         "--domain",
         choices=("demo", "real"),
@@ -189,6 +190,7 @@ def run_train(args: argparse.Namespace) -> int:
         intended_use=args.intended_use,
         data_note=args.note,
         licences=args.licences,
+        caveats=args.caveats,
         domain=args.domain,
         channels=args.channels,
         weight_decay=args.weight_decay,

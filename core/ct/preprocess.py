@@ -119,14 +119,44 @@ def prepare_volume(volume: CtVolume | np.ndarray, spec: InputSpec) -> torch.Tens
     return _normalise(grid[None, None], spec).contiguous()
 
 
+#: HU above which a voxel counts as the patient's body (soft tissue, bone) for :func:`body_box`.
+BODY_HU: Final = -400.0
+
+
+def body_box(hu: np.ndarray) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1): the in-plane bounding box, over all slices, of the largest connected
+    region above :data:`BODY_HU` (the patient, without the table and the air around them); the
+    whole slice when nothing is found."""
+    from scipy import ndimage
+
+    step = max(1, max(hu.shape[1:]) // 128)  # labelled at about 128 px: the box needs no more
+    body = np.asarray(hu)[:, ::step, ::step] > BODY_HU
+    labels, n = ndimage.label(body)
+    if n == 0:
+        return 0, hu.shape[1], 0, hu.shape[2]
+    sizes = np.bincount(labels.ravel())[1:]
+    ys, xs = np.nonzero((labels == 1 + int(np.argmax(sizes))).any(axis=0))
+    y0, y1 = int(ys.min()) * step, min(hu.shape[1], (int(ys.max()) + 1) * step)
+    x0, x1 = int(xs.min()) * step, min(hu.shape[2], (int(xs.max()) + 1) * step)
+    if y1 - y0 < 8 or x1 - x0 < 8:
+        return 0, hu.shape[1], 0, hu.shape[2]
+    return y0, y1, x0, x1
+
+
 def prepare_slices(volume: CtVolume | np.ndarray, spec: InputSpec) -> torch.Tensor:
     """Every axial slice as a slice-model input: (z, C, size, size), float32, in z order.
 
-    Each slice: HU -> [0, 1] in ``spec.window`` (default :data:`LUNG_WINDOW`); resized to
-    ``size x size`` (bilinear, anti-aliased when shrinking, no padding: the aspect of a
-    non-square slice is not kept, as in training); minus ``spec.mean``, over ``spec.std``;
-    grayscale replicated to ``spec.channels`` (3 for ImageNet-shaped models).
+    Each slice: cropped to the body (:func:`body_box`) when ``spec.crop == "body"`` (a model
+    trained on exported slice images that show the chest only); HU -> [0, 1] in ``spec.window``
+    (default :data:`LUNG_WINDOW`); resized to ``size x size`` (bilinear, anti-aliased when
+    shrinking, no padding: the aspect of a non-square slice is not kept, as in training); minus
+    ``spec.mean``, over ``spec.std``; grayscale replicated to ``spec.channels`` (3 for
+    ImageNet-shaped models).
     """
-    unit = torch.from_numpy(window_hu(_hu_of(volume), *_window_of(spec)))
+    hu = _hu_of(volume)
+    if spec.crop == "body":
+        y0, y1, x0, x1 = body_box(hu)
+        hu = hu[:, y0:y1, x0:x1]
+    unit = torch.from_numpy(window_hu(hu, *_window_of(spec)))
     planes = _resize_planes(unit[:, None], (spec.size, spec.size)).clamp_(0.0, 1.0)
     return _normalise(planes, spec).contiguous()

@@ -25,21 +25,21 @@ import torch
 from core.errors import InsufficientDataError, InvalidInputError
 from core.evaluation.data import IMAGE_KINDS, EvalData, evaluation_data, model_kind
 from core.evaluation.predict import Predictions, predict
-from core.models.manifest import ModelCard, write_manifest_entry
+from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
 from core.models.registry import LoadedModel, ModelRegistry
-from core.ood import OodReference, batched, embed_batches, fit_reference, write_reference
+from core.ood import OodReference, batched, fit_reference, layer_features, write_reference
 
 Progress = Callable[[int, int], None]
 #: Model kinds that have an OOD reference: the classifiers (not the survival / prognosis models).
 OOD_KINDS = ("xray", "slice-images", "findings", "ct-volume", "ct-slice")
 
 
-def _rows(card: ModelCard, preds: Predictions, for_fit: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """Feature rows and their class labels as the model was trained: per image, per scan
-    (COVID3D: COVID-19 against the rest), or per slice of known truth (the slice model on series;
-    its training slices); the findings model has one class."""
+def _rows(card: ModelCard, preds: Predictions) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """Per-layer feature rows and their class labels as the model was trained: per image, per
+    scan (COVID3D: COVID-19 against the rest), or per slice of known truth (the slice model on
+    series: its training slices); the findings model has one class."""
     kind = model_kind(card)
-    x = preds.logits
+    x = preds.layer_features()
     if kind in IMAGE_KINDS:
         return x, np.array([list(card.labels).index(c.label) for c in preds.cases])
     if kind == "findings":
@@ -48,8 +48,8 @@ def _rows(card: ModelCard, preds: Predictions, for_fit: bool) -> tuple[np.ndarra
         return x, np.array([int(c.label == "COVID-19") for c in preds.cases])
     assert preds.slice_truth is not None
     known = ~np.isnan(preds.slice_truth)
-    if for_fit and known.any():
-        return x[known], preds.slice_truth[known].astype(int)
+    if known.any():
+        return [f[known] for f in x], preds.slice_truth[known].astype(int)
     return x, None
 
 
@@ -60,31 +60,71 @@ def fit_model_reference(registry: ModelRegistry, model_id: str, progress: Progre
     card = registry.card(model_id)
     if model_kind(card) not in OOD_KINDS:
         raise InvalidInputError(f"{model_id} is a {model_kind(card)} model: OOD references are for the classifiers.")
-    model = registry.load(model_id)
+    model = registry.load(model_id, with_ood=False)
+    layers = list(model.module.ood_layers)
     train = evaluation_data(card, split="train")
     dev = evaluation_data(card, split="dev")
-    x_train, y_train = _rows(card, predict(model, train, progress, features=True), for_fit=True)
-    x_dev, _ = _rows(card, predict(model, dev, progress, features=True), for_fit=True)
-    ref = fit_reference(x_train, y_train, x_dev)
+    x_train, y_train = _rows(card, predict(model, train, progress, features=layers))
+    x_dev, _ = _rows(card, predict(model, dev, progress, features=layers))
+    ref = fit_reference(x_train, y_train, x_dev, layers)
+    if card.domain == "real" and model_kind(card) in IMAGE_KINDS:
+        slices = model_kind(card) == "slice-images"
+        look = lookalike_features(model.module, card.input, slices, model.device, layers)
+        ref = ref.with_lookalike(LOOKALIKE, look[-1], x_dev[-1])
     if model_kind(card) == "ct-slice":  # per slice: say how many of the scans' slices
-        where = f"{train.description}, {len(x_train)} lung slices; threshold on {dev.description}, {len(x_dev)} slices"
+        where = (
+            f"{train.description}, {len(x_train[0])} lung slices; threshold on {dev.description}, "
+            f"{len(x_dev[0])} slices"
+        )
     else:
         where = f"{train.description}; threshold on {dev.description}"
-    record = write_reference(registry.weights_dir, card.id, ref, where, len(x_train), len(x_dev))
+    record = write_reference(registry.weights_dir, card.id, ref, where, len(x_train[0]), len(x_dev[0]))
     new = replace(card, extra=card.extra | {"ood": record})
     write_manifest_entry(registry.weights_dir, new)
     return new
 
 
+#: What a real-data model's look-alike domain is, in the page's words.
+LOOKALIKE = "a synthetic demo phantom"
+#: Phantoms the look-alike domain is fitted on (seeds apart from the probes of core.evaluation.probes).
+LOOKALIKE_N = 150
+
+
+def lookalike_features(
+    module: torch.nn.Module, spec: InputSpec, slices: bool, device: torch.device, layers: list[str]
+) -> list[np.ndarray]:
+    """A network's features on demo phantoms of its kind (X-rays, or CT slices with ``slices``):
+    the known look-alike domain of a model trained on real images."""
+    from core.demo import ood_probes
+    from core.demo.xray_phantom import generate_xray
+    from core.io.images import read_xray
+
+    labels = ("Normal", "COVID-19", "Viral pneumonia")
+    rng = np.random.default_rng(20201204)
+    if slices:
+        images = [s for i in range(LOOKALIKE_N // 3) for s in ood_probes.ct_phantom_slices(200_000 + i, 3)]
+    else:
+        images = [
+            read_xray(
+                generate_xray(labels[i % 3], float(rng.uniform(0.2, 0.9)), 200_000 + i, size=256).to_png(), "p.png"
+            ).windowed()
+            for i in range(LOOKALIKE_N)
+        ]
+    return layer_features(module, batched(_prepared(spec, images)), device, layers)
+
+
 # ----------------------------------------------------------------------------- scoring inputs
 
 
-def _image_inputs(card: ModelCard, images: Sequence[np.ndarray]) -> torch.Tensor:
+def _prepared(spec: InputSpec, images: Sequence[np.ndarray]) -> torch.Tensor:
+    """Model inputs of 2D images in [0, 1], as the pages prepare them."""
     from core.preprocess import normalise, to_unit_square
 
-    return normalise(
-        torch.cat([to_unit_square(np.asarray(u, dtype=np.float32), card.input.size) for u in images]), card.input
-    )
+    return normalise(torch.cat([to_unit_square(np.asarray(u, dtype=np.float32), spec.size) for u in images]), spec)
+
+
+def _image_inputs(card: ModelCard, images: Sequence[np.ndarray]) -> torch.Tensor:
+    return _prepared(card.input, images)
 
 
 def image_scores(model: LoadedModel, ref: OodReference, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -93,8 +133,12 @@ def image_scores(model: LoadedModel, ref: OodReference, images: Sequence[np.ndar
     if not images:
         return np.zeros(0)
     with model.lock:
-        feats = embed_batches(model.module, batched(_image_inputs(model.card, images)), model.device)
+        feats = layer_features(model.module, batched(_image_inputs(model.card, images)), model.device, _names(ref))
     return ref.scores(feats)
+
+
+def _names(ref: OodReference) -> list[str]:
+    return [layer.name for layer in ref.layers]
 
 
 def volume_scores(model: LoadedModel, ref: OodReference, volumes: Sequence[np.ndarray]) -> np.ndarray:
@@ -106,10 +150,11 @@ def volume_scores(model: LoadedModel, ref: OodReference, volumes: Sequence[np.nd
     for hu in volumes:
         with model.lock:
             if model.card.input_kind == "ct-volume":
-                feats = embed_batches(model.module, [prepare_volume(hu, model.card.input)], model.device)
+                feats = layer_features(model.module, [prepare_volume(hu, model.card.input)], model.device, _names(ref))
                 out.append(float(ref.scores(feats)[0]))
             else:
-                feats = embed_batches(model.module, batched(prepare_slices(hu, model.card.input)), model.device)
+                x = prepare_slices(hu, model.card.input)
+                feats = layer_features(model.module, batched(x), model.device, _names(ref))
                 out.append(float(np.median(ref.scores(feats))))
     return np.array(out)
 
@@ -118,11 +163,11 @@ def held_out_scores(
     model: LoadedModel, ref: OodReference, data: EvalData, progress: Progress | None = None
 ) -> np.ndarray:
     """OOD scores of the model's own held-out cases, in its unit (image, volume, scan)."""
-    preds = predict(model, data, progress, features=True)
+    preds = predict(model, data, progress, features=_names(ref))
     if model_kind(model.card) != "ct-slice":
-        return ref.scores(preds.logits)
+        return ref.scores(preds.layer_features())
     assert preds.slice_case is not None
-    s = ref.scores(preds.logits)
+    s = ref.scores(preds.layer_features())
     return np.array([np.median(s[preds.slice_case == i]) for i in range(len(preds.cases))])
 
 
@@ -163,7 +208,7 @@ def measure_probes(
     ``probes`` maps a kind to (a description, its inputs' OOD scores)."""
     if model.ood is None:
         raise InvalidInputError(f"{model.id} has no OOD reference: run python -m core fit-ood --model {model.id}.")
-    threshold = model.ood.threshold
+    threshold = model.ood.threshold  # scores above it are flagged (the look-alike rule is folded in)
     results = []
     for kind, (description, scores) in probes.items():
         if scores.size == 0:

@@ -43,6 +43,13 @@ class Predictions:
     skipped: tuple[str, ...] = ()
     slice_case: np.ndarray | None = None
     slice_truth: np.ndarray | None = None
+    #: With ``predict(features=...)``: the width of each layer's block of columns in ``logits``.
+    feature_widths: tuple[int, ...] = ()
+
+    def layer_features(self) -> list[np.ndarray]:
+        """The per-layer feature arrays of a ``predict(features=...)`` run."""
+        edges = np.cumsum((0, *self.feature_widths))
+        return [self.logits[:, a:b] for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
     def slice_probabilities(self, temperature: float = 1.0) -> np.ndarray:
         """The slice model's P(COVID-19) of every slice, (M,), at ``temperature``."""
@@ -82,10 +89,11 @@ def predict(
     progress: Progress | None = None,
     window: tuple[float, float] | None = None,
     volumes: Sequence[np.ndarray] | None = None,
-    features: bool = False,
+    features: Sequence[str] | None = None,
 ) -> Predictions:
-    """The model's logits on every case of ``data`` that can be read (with ``features``: its
-    penultimate-layer features instead, ``module.embed``, in the ``logits`` field).
+    """The model's logits on every case of ``data`` that can be read (with ``features``, layer
+    names: the spatial means of those layers' outputs instead, side by side in the ``logits``
+    field, see :meth:`Predictions.layer_features`).
 
     Parameters
     ----------
@@ -110,7 +118,28 @@ def predict(
     if window is not None:
         spec = replace(spec, window=(float(window[0]), float(window[1])))
     module, device = model.module.eval(), model.device
-    forward = module.embed if features else module
+    widths: list[int] = []
+    if features:
+        from core.ood import pooled
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            outputs: dict[str, np.ndarray] = {}
+            handles = [
+                module.get_submodule(name).register_forward_hook(
+                    lambda _m, _i, out, name=name: outputs.__setitem__(name, pooled(out, with_std=name != features[-1]))
+                )
+                for name in features
+            ]
+            try:
+                module(x)
+            finally:
+                for h in handles:
+                    h.remove()
+            if not widths:
+                widths.extend(outputs[name].shape[1] for name in features)
+            return torch.from_numpy(np.concatenate([outputs[name] for name in features], axis=1))
+    else:
+        forward = module
     done, total = 0, len(data.cases)
     rows: list[np.ndarray] = []
     kept: list[EvalCase] = []
@@ -200,6 +229,7 @@ def predict(
         skipped=tuple(skipped),
         slice_case=np.concatenate(slice_case) if slice_case else None,
         slice_truth=np.concatenate(slice_truth) if slice_truth else None,
+        feature_widths=tuple(widths),
     )
 
 

@@ -115,10 +115,12 @@ def shortcut_check(model: LoadedModel, border: float = BORDER) -> dict[str, Any]
     }
 
 
-def record_shortcut_check(registry: ModelRegistry, model_id: str) -> dict[str, Any]:
-    """Run :func:`shortcut_check` and store it in the card's metrics (``shortcuts``)."""
+def record_shortcut_check(registry: ModelRegistry, model_id: str, caveats: str | None = None) -> dict[str, Any]:
+    """Run :func:`shortcut_check` and store it in the card's metrics (``shortcuts``); ``caveats``,
+    when given, replaces the card's caveats (what a reader of these figures must know)."""
     model = registry.load(model_id)
     result = shortcut_check(model)
     card = registry.card(model_id)
-    write_manifest_entry(registry.weights_dir, replace(card, metrics=card.metrics | {"shortcuts": result}))
+    extra = card.extra | ({"caveats": caveats} if caveats else {})
+    write_manifest_entry(registry.weights_dir, replace(card, metrics=card.metrics | {"shortcuts": result}, extra=extra))
     return result

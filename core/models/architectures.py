@@ -36,6 +36,8 @@ class XrayResNet18(nn.Module):
 
     gradcam_layer = "net.layer4"
     embedding_dim = 512
+    #: Layers whose spatial means the OOD reference models (:mod:`core.ood`), the last the penultimate.
+    ood_layers = ("net.layer1", "net.layer2", "net.layer3", "net.layer4")
 
     def __init__(self, num_classes: int = 3, in_channels: int = 3, dropout: float = 0.0) -> None:
         super().__init__()
@@ -63,6 +65,7 @@ class XrayDenseNet121(nn.Module):
 
     gradcam_layer = "relu"
     embedding_dim = 1024
+    ood_layers = ("features.denseblock1", "features.denseblock2", "relu")
 
     def __init__(
         self,
@@ -139,6 +142,7 @@ class XrayCustomCNN(nn.Module):
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(prev, num_classes))
         self.gradcam_layer = f"blocks.{blocks - 1}"
         self.embedding_dim = prev
+        self.ood_layers = tuple(dict.fromkeys(f"blocks.{i}" for i in (0, blocks // 2, blocks - 1)))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.pool(self.blocks(x)), 1)

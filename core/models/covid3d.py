@@ -141,6 +141,8 @@ class Covid3D(nn.Module):
     """
 
     gradcam_layer = COVID3D_GRADCAM_LAYER
+    #: Layers whose spatial means the OOD reference models (:mod:`core.ood`), the last the penultimate.
+    ood_layers = ("features.conv_2c", "features.mixed_3c", "features.mixed_4f", "features.mixed_5c")
 
     def __init__(self, width: float = 1.0, in_channels: int = 1, dropout: float = 0.0) -> None:
         super().__init__()

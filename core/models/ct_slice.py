@@ -55,6 +55,8 @@ class CtSliceResNet(nn.Module):
     """
 
     gradcam_layer = CT_SLICE_GRADCAM_LAYER
+    #: Layers whose spatial means the OOD reference models (:mod:`core.ood`), the last the penultimate.
+    ood_layers = ("backbone.layer1", "backbone.layer2", "backbone.layer3", "backbone.layer4")
 
     def __init__(self, depth: int = 18, in_channels: int = 1, num_classes: int = 2, dropout: float = 0.0) -> None:
         super().__init__()

@@ -37,6 +37,9 @@ class InputSpec:
     grayscale: str = ""  # how a grayscale image fills the channels, and why
     depth: int | None = None
     window: tuple[float, float] | None = None
+    #: "body": CT slices are cropped to the body's bounding box before resizing, as the slice
+    #: images a model was trained on were exported (the Soares set); None: the whole slice.
+    crop: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InputSpec:
@@ -53,6 +56,7 @@ class InputSpec:
             grayscale=str(d.get("grayscale", "")),
             depth=None if depth is None else int(depth),
             window=window,
+            crop=None if d.get("crop") is None else str(d["crop"]),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -67,6 +71,8 @@ class InputSpec:
             out["depth"] = self.depth
         if self.window is not None:
             out["window"] = list(self.window)
+        if self.crop is not None:
+            out["crop"] = self.crop
         return out
 
 

@@ -20,7 +20,7 @@ from torch import nn
 from core.errors import MissingModelError, WeightsIntegrityError
 from core.models.architectures import build_model
 from core.models.manifest import ModelCard, read_manifest
-from core.ood import OodReference, OodVerdict, batched, embed_batches, load_reference, verdict
+from core.ood import OodReference, OodVerdict, batched, layer_features, load_reference, verdict
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class LoadedModel:
         if self.ood is None:
             return None
         with self.lock:
-            features = embed_batches(self.module, batched(x), self.device)
+            features = layer_features(self.module, batched(x), self.device, [r.name for r in self.ood.layers])
         return verdict(self.id, self.ood, features, unit)
 
 
@@ -130,8 +130,9 @@ class ModelRegistry:
                 f"No model '{model_id}' in {self.weights_dir / 'manifest.json'} (registered: {known})."
             ) from None
 
-    def load(self, model_id: str) -> LoadedModel:
-        """Check, load and return one model (a new instance on every call; cache it above)."""
+    def load(self, model_id: str, with_ood: bool = True) -> LoadedModel:
+        """Check, load and return one model (a new instance on every call; cache it above);
+        ``with_ood=False`` leaves its OOD reference out (to fit a new one)."""
         card = self.card(model_id)
         path = self.weights_dir / card.weights_file
         if not path.is_file():
@@ -151,7 +152,7 @@ class ModelRegistry:
         module.eval().to(self.device)
         ood = None
         record = card.extra.get("ood")
-        if isinstance(record, dict) and record.get("file"):
+        if with_ood and isinstance(record, dict) and record.get("file"):
             ood = load_reference(self.weights_dir / str(record["file"]), str(record.get("sha256", "")))
         logger.info("loaded %s %s on %s", card.id, card.version, self.device)
         return LoadedModel(card=card, module=module, device=self.device, ood=ood)

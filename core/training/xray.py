@@ -41,7 +41,7 @@ from core.io.images import read_xray
 from core.models.architectures import build_model
 from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
 from core.models.registry import load_state_dict, select_device, sha256_of
-from core.ood import embed_batches, fit_reference, write_reference
+from core.ood import fit_reference, layer_features, write_reference
 from core.preprocess import normalise, to_unit_square
 from core.training.sources import Sample, label_set, load_source, split_by_patient
 
@@ -97,6 +97,7 @@ class XrayTrainConfig:
     block: int = 1
     domain: str | None = None  # "demo" or "real"; None: demo when the data carry the marker
     licences: str = ""
+    caveats: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in ("xray", "ct-slice"):
@@ -490,16 +491,25 @@ def train_xray(
 
     # The OOD reference (core.ood): the shipped model's features of the training images (not
     # augmented), the threshold accepting 95% of the dev images.
+    layers = list(shipped.ood_layers)
     feats = {
-        part: embed_batches(shipped, _normalised_batches(loaded[part][0], spec), device) for part in ("train", "dev")
+        part: layer_features(shipped, _normalised_batches(loaded[part][0], spec), device, layers)
+        for part in ("train", "dev")
     }
+    n_train, n_dev = len(loaded["train"][1]), len(loaded["dev"][1])
+    reference = fit_reference(feats["train"], loaded["train"][1].numpy(), feats["dev"], layers)
+    if domain == "real":  # the demo's phantoms are the look-alike a real-data model must refuse
+        from core.evaluation.ood import LOOKALIKE, lookalike_features
+
+        look = lookalike_features(shipped, spec, config.kind == "ct-slice", device, layers)
+        reference = reference.with_lookalike(LOOKALIKE, look[-1], feats["dev"][-1])
     ood = write_reference(
         out_dir,
         config.id,
-        fit_reference(feats["train"], loaded["train"][1].numpy(), feats["dev"]),
-        f"training split ({len(feats['train'])} images), threshold on the dev split ({len(feats['dev'])} images)",
-        len(feats["train"]),
-        len(feats["dev"]),
+        reference,
+        f"training split ({n_train} images), threshold on the dev split ({n_dev} images)",
+        n_train,
+        n_dev,
     )
 
     curves_path = out_dir / f"{config.id}.learning-curves.csv"
@@ -563,7 +573,7 @@ def train_xray(
         thresholds={"covid": 0.5} if config.kind == "ct-slice" else {},
         training=training,
         metrics={"held_out": metrics["test"], "dev": metrics["dev"]},
-        extra={"domain": domain, "ood": ood},
+        extra={"domain": domain, "ood": ood} | ({"caveats": config.caveats} if config.caveats else {}),
     )
     write_manifest_entry(out_dir, card)
     return TrainResult(card=card, weights_path=weights_path, curves_path=curves_path, history=history)

@@ -191,3 +191,42 @@ def test_a_findings_model_shows_finding_probabilities_not_a_3_class_row(
     findings = [d.value for d in at.dataframe if list(d.value.columns) == ["P(present)"]]
     assert len(findings) == 1 and list(findings[0].index) == list(FINDINGS)
     assert ((findings[0]["P(present)"] >= 0) & (findings[0]["P(present)"] <= 1)).all()
+
+
+@pytest.fixture
+def ood_app(monkeypatch, tmp_path: Path) -> AppTest:
+    """The page over one tiny model that knows its (phantom) training data."""
+    from tests.helpers import fit_phantom_reference, register_tiny_model
+
+    register_tiny_model(tmp_path, "cxr-resnet18")
+    fit_phantom_reference(tmp_path, "cxr-resnet18")
+    monkeypatch.setenv("DASHBOARD_WEIGHTS_DIR", str(tmp_path))
+    return AppTest.from_file(PAGE, default_timeout=120)
+
+
+def test_an_image_unlike_the_training_data_leads_with_the_warning_and_shows_no_label(ood_app: AppTest) -> None:
+    from core.demo.ood_probes import photograph, to_png
+
+    ood_app.run()
+    ood_app.file_uploader(key="xray_upload").upload("holiday.png", to_png(photograph(1)), "image/png")
+    ood_app.run()
+    assert not ood_app.exception
+    assert any("is unlike the images cxr-resnet18" in w.value for w in ood_app.warning)
+    assert any(e.value.startswith("No result: this image is unlike the training data") for e in ood_app.error)
+    assert not [m for m in ood_app.metric if m.label.startswith("Predicted")]  # no headline label
+    expanders = [e.label for e in ood_app.expander]
+    assert any(label.startswith("Probabilities of the models this image is unlike") for label in expanders)
+
+
+def test_an_image_like_the_training_data_gets_its_label(ood_app: AppTest) -> None:
+    from core.demo.xray_phantom import generate_xray
+
+    ood_app.run()
+    phantom = generate_xray("COVID-19", 0.6, 20_001, size=128).to_png()
+    ood_app.file_uploader(key="xray_upload").upload("phantom.png", phantom, "image/png")
+    ood_app.run()
+    assert not ood_app.exception
+    assert not any("is unlike the images" in w.value for w in ood_app.warning)
+    assert [m for m in ood_app.metric if m.label == "Predicted (cxr-resnet18)"]
+    table = ood_app.dataframe[0].value
+    assert table.loc["cxr-resnet18", "Like its training data"].startswith("yes")

@@ -1,0 +1,76 @@
+"""The parts of a model card the Home and Model performance pages both show: what the model
+was trained on (domain, data, licences, caveats), its shortcut checks and its
+"unlike my training data" detector with the measured detection figures."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core.models.manifest import ModelCard
+
+
+def domain_badge(card: ModelCard) -> str:
+    """A short tag for titles: "real data" or "demo"."""
+    return "real data" if card.domain == "real" else "demo"
+
+
+def provenance(card: ModelCard) -> None:
+    """Domain, licences and caveats, in plain words."""
+    data = card.training.get("data", {}) if card.training else {}
+    st.markdown(f"**Domain:** {card.domain_words}.")
+    licences = data.get("licences") if isinstance(data, dict) else None
+    if licences:
+        st.markdown(f"**Data sources and licences:** {licences}")
+    caveats = card.extra.get("caveats")
+    if caveats:
+        st.warning(f"**Caveats:** {caveats}", icon=":material/report:")
+
+
+def shortcut_checks(card: ModelCard) -> None:
+    """The border check and where Grad-CAM looks, as measured on the held-out split."""
+    checks = card.metrics.get("shortcuts")
+    if not checks:
+        return
+    st.markdown(
+        f"**Shortcut checks** (held-out split, {checks['n']} images; the central region leaves out the outer "
+        f"{checks['border']:.0%} of each side, {checks['central_area']:.0%} of the image)"
+    )
+    rows = [
+        {"AUC": name, "plain": value, "borders blanked": checks["aucs_border_blanked"].get(name)}
+        for name, value in checks["aucs"].items()
+    ]
+    left, right = st.columns(2)
+    left.dataframe(pd.DataFrame(rows).set_index("AUC").style.format("{:.3f}", na_rep="-"), key=f"border_{card.id}")
+    left.caption(
+        "A model that reads the disease keeps its AUC when the borders (markers, frames, devices) are blanked."
+    )
+    share = pd.DataFrame({"Grad-CAM mass in the central region": checks["cam_central_share"]})
+    right.dataframe(share.style.format("{:.1%}"), key=f"cam_share_{card.id}")
+    right.caption(
+        f"Share of each class's Grad-CAM ({checks.get('cam_target', 'the predicted class')}) inside the central "
+        f"region; a map spread evenly would put {checks['central_area']:.0%} there."
+    )
+
+
+def ood_detector(card: ModelCard) -> None:
+    """How the model tells inputs unlike its training data, and how well it does."""
+    ood = card.ood
+    if not ood:
+        st.caption("No 'unlike my training data' reference is fitted for this model: its inputs are not checked.")
+        return
+    st.markdown(
+        f"**Unlike its training data?** Mahalanobis distance of the {ood['dim']}-d penultimate features to the "
+        f"nearest of {ood['classes']} class mean(s), threshold {ood['threshold']:.2f} (accepts "
+        f"{ood['accept_dev']:.0%} of the dev split). Fitted on {ood['fitted_on']}."
+    )
+    detection = ood.get("detection")
+    if not detection:
+        return
+    table = pd.DataFrame(detection["probes"]).set_index("kind")[["n", "auroc", "flagged", "description"]]
+    table.columns = ["n", "detection AUROC", "share flagged", "what"]
+    st.dataframe(table.style.format({"detection AUROC": "{:.3f}", "share flagged": "{:.0%}"}), key=f"ood_{card.id}")
+    st.caption(
+        f"Against its own held-out cases ({detection['held_out_n']}), of which {detection['held_out_flagged']:.0%} "
+        "are flagged (false alarms)."
+    )
