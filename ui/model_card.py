@@ -59,10 +59,14 @@ def ood_detector(card: ModelCard) -> None:
     if not ood:
         st.caption("No 'unlike my training data' reference is fitted for this model: its inputs are not checked.")
         return
+    layers = ood.get("layers") or []
+    look = ood.get("lookalike")
     st.markdown(
-        f"**Unlike its training data?** Mahalanobis distance of the {ood['dim']}-d penultimate features to the "
-        f"nearest of {ood['classes']} class mean(s), threshold {ood['threshold']:.2f} (accepts "
-        f"{ood['accept_dev']:.0%} of the dev split). Fitted on {ood['fitted_on']}."
+        f"**Unlike its training data?** The score is the mean, over {len(layers) or 1} depths of the network "
+        f"({', '.join(f'`{name}`' for name in layers)}), of the Mahalanobis distance of the input's features to "
+        f"the training data (the nearest of {ood['classes']} class mean(s) at the penultimate layer), each over "
+        f"its dev median; threshold {ood['threshold']:.2f} (accepts {ood['accept_dev']:.0%} of the dev split). "
+        f"Fitted on {ood['fitted_on']}." + (f" Inputs that look like {look['what']} are refused too." if look else "")
     )
     detection = ood.get("detection")
     if not detection:

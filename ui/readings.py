@@ -13,22 +13,32 @@ from core.ood import OodVerdict
 
 
 def verdict_words(verdict: OodVerdict | None) -> str:
-    """A short cell for a table: "yes (12.3 <= 27.4)" / "NO: unlike its training data (...)"."""
+    """A short cell for a table: "yes (0.97 <= 1.49)" / "NO (2.72 > 1.49)"."""
     if verdict is None:
-        return "not checked (no reference)"
+        return "not checked"
     if verdict.in_distribution:
-        return f"yes ({verdict.score:.1f} <= {verdict.threshold:.1f})"
-    return f"NO: unlike its training data ({verdict.score:.1f} > {verdict.threshold:.1f})"
+        return f"yes ({verdict.score:.2f} <= {verdict.threshold:.2f})"
+    if verdict.lookalike:
+        return f"NO ({verdict.lookalike})"
+    return f"NO ({verdict.score:.2f} > {verdict.threshold:.2f})"
+
+
+def _short_domain(domain: str) -> str:
+    return "demo" if domain.startswith("demo") else "real"
 
 
 def ood_warnings(readings: Sequence[Reading], kind: str = "image") -> None:
     """One plain warning per model the input is unlike the training data of, first on the card."""
     for r in readings:
         if r.ood is not None and not r.ood.in_distribution:
+            why = (
+                f"It looks like {r.ood.lookalike}."
+                if r.ood.lookalike
+                else f"(OOD score {r.ood.score:.2f} > threshold {r.ood.threshold:.2f}.)"
+            )
             st.warning(
                 f"This {kind} is unlike the images {r.prediction.model_id} ({r.domain}) was trained on: its "
-                f"prediction is not shown as a result. (OOD score {r.ood.score:.1f} > threshold "
-                f"{r.ood.threshold:.1f}.)",
+                f"prediction is not shown as a result. {why}",
                 icon="⚠️",
             )
 
@@ -41,18 +51,22 @@ def probability_table(readings: Sequence[Reading], average=None, key: str = "") 
     rows, index = [], []
     for r in readings:
         probs = dict(zip(r.prediction.labels, r.prediction.probabilities, strict=True))
-        rows.append([probs.get(label) for label in labels] + [r.domain, verdict_words(r.ood)])
+        rows.append([probs.get(label) for label in labels])
         index.append(r.prediction.model_id)
     if average is not None:
         probs = dict(zip(average.labels, average.probabilities, strict=True))
-        rows.append([probs.get(label) for label in labels] + ["average", "-"])
+        rows.append([probs.get(label) for label in labels])
         index.append("Average")
-    table = pd.DataFrame(rows, index=index, columns=[*labels, "Trained on", "Like its training data"])
+    table = pd.DataFrame(rows, index=index, columns=labels)
     st.dataframe(
         table.style.format("{:.1%}", subset=labels, na_rep="-").highlight_max(
             axis=1, subset=labels, props="font-weight: bold"
         ),
         key=key or None,
+    )
+    st.caption(
+        "Like its training data? "
+        + " · ".join(f"{r.prediction.model_id} ({_short_domain(r.domain)}): {verdict_words(r.ood)}" for r in readings)
     )
 
 

@@ -226,7 +226,7 @@ def record_probe_check(
     samples = SHARED / "samples" if (SHARED / "samples").is_dir() else None
     model = registry.load(model_id)
     result = probe_check(model, n, real, samples)
-    card = registry.card(model_id)
+    card = ModelRegistry(registry.weights_dir, device=registry.device).card(model_id)  # as on disk now
     record = dict(card.ood or {}) | {"detection": result}
     write_manifest_entry(registry.weights_dir, replace(card, extra=card.extra | {"ood": record}))
     return result

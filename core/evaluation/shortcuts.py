@@ -120,7 +120,7 @@ def record_shortcut_check(registry: ModelRegistry, model_id: str, caveats: str |
     when given, replaces the card's caveats (what a reader of these figures must know)."""
     model = registry.load(model_id)
     result = shortcut_check(model)
-    card = registry.card(model_id)
+    card = ModelRegistry(registry.weights_dir, device=registry.device).card(model_id)  # as on disk now
     extra = card.extra | ({"caveats": caveats} if caveats else {})
     write_manifest_entry(registry.weights_dir, replace(card, metrics=card.metrics | {"shortcuts": result}, extra=extra))
     return result

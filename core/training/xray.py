@@ -524,7 +524,7 @@ def train_xray(
 
     def rel(s: Sample) -> str:
         try:
-            return str(s.path.relative_to(base.resolve()))
+            return str(s.path.resolve().relative_to(base.resolve()))
         except ValueError:
             return str(s.path)
 
