@@ -147,6 +147,19 @@ def _block(card: ModelCard) -> int:
 _WORDS = {"test": "held-out test", "dev": "dev", "train": "training"}
 
 
+def _split(samples: list[Any], card: ModelCard) -> dict[str, list[Any]]:
+    """The trainer's split of ``samples`` (core.training.xray.train_xray): by the recorded block,
+    image by image where there are too few images for blocks, as the trainer falls back."""
+    from core.training.sources import split_by_patient
+
+    try:
+        return split_by_patient(samples, seed=_seed(card), block=_block(card))
+    except InsufficientDataError:
+        if _block(card) == 1:
+            raise
+        return split_by_patient(samples, seed=_seed(card), block=1)
+
+
 # ----------------------------------------------------------------------------- X-ray (3 classes)
 
 
@@ -196,7 +209,7 @@ def _demo_xray_dataset(per_class: int, size: int, seed: int) -> tuple[tuple[Any,
 
 
 def _xray_data(card: ModelCard, data: str | Path | None, split: str) -> EvalData:
-    from core.training.sources import load_source, split_by_patient
+    from core.training.sources import load_source
 
     if data is not None:
         samples = load_source(data)
@@ -210,7 +223,7 @@ def _xray_data(card: ModelCard, data: str | Path | None, split: str) -> EvalData
     words = _WORDS[split]
     if source.exists():
         samples = load_source(source)
-        part = split_by_patient(samples, seed=_seed(card), block=_block(card))[split]
+        part = _split(samples, card)[split]
         cases = _xray_cases(part, source if source.is_dir() else source.parent)
         how = f"read from {source}"
     else:
@@ -220,7 +233,7 @@ def _xray_data(card: ModelCard, data: str | Path | None, split: str) -> EvalData
                 f"{card.id} was trained on {source}, which is not on this machine; point --data at a copy of it."
             )
         samples, files = _demo_xray_dataset(int(match["per_class"]), int(match["size"]), int(match["seed"]))
-        part = split_by_patient(list(samples), seed=_seed(card), block=_block(card))[split]
+        part = _split(list(samples), card)[split]
         cases = [
             EvalCase(str(s.path), s.patient_id, s.label, _bytes_loader(files[str(s.path)], s.path.name)) for s in part
         ]

@@ -375,8 +375,11 @@ def test_the_recorded_test_and_dev_splits_are_rebuilt_from_the_source(trained_ca
     assert sorted(c.case_id for c in dev.cases) == sorted(recorded["dev_files"])
     assert not {c.case_id for c in test.cases} & {c.case_id for c in dev.cases}
     assert not {c.patient_id for c in test.cases} & {c.patient_id for c in dev.cases}
+    train = evaluation_data(trained_card, split="train")  # where the OOD reference is fitted
+    assert train.split == "train" and len(train.cases) == sum(recorded["images"]["train"].values())
+    assert not {c.case_id for c in train.cases} & ({c.case_id for c in test.cases} | {c.case_id for c in dev.cases})
     with pytest.raises(InvalidInputError, match="split must be"):
-        evaluation_data(trained_card, split="train")
+        evaluation_data(trained_card, split="validation")
 
 
 def test_a_renamed_image_means_the_data_changed(trained: TrainedXray, trained_card: ModelCard, tmp_path) -> None:

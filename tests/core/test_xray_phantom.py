@@ -216,9 +216,12 @@ def test_write_xray_dataset_is_bit_identical(tmp_path) -> None:
     a = write_xray_dataset(tmp_path / "a", n_per_class=1, seed=9, size=64)
     b = write_xray_dataset(tmp_path / "b", n_per_class=1, seed=9, size=64)
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert len(files) == 4
+    assert len(files) == 5  # three images, manifest.csv, and the dataset.json that says it is synthetic
     for rel in files:
         assert (a / rel).read_bytes() == (b / rel).read_bytes()
+    import json
+
+    assert json.loads((a / "dataset.json").read_text())["synthetic"] is True
 
 
 def test_written_png_is_an_upright_chest_image(tmp_path) -> None:
