@@ -20,7 +20,7 @@ from core.trajectory.curves import (
     features_rows,
     patient_trajectory,
 )
-from core.trajectory.explain import UploadedScan, scaled_maps, upload_trajectory
+from core.trajectory.explain import UploadedScan, scaled_maps, upload_trajectory, upload_verdicts
 from core.trajectory.findings_change import (
     CATEGORIES,
     CHANGE_RULE,
@@ -215,10 +215,23 @@ else:
                 model,
                 scans,
             )
+        verdicts = memo(
+            ("traj-upload-ood", model.id, score_version(model), tuple((sc.name, sc.day) for sc in scans)),
+            upload_verdicts,
+            model,
+            scans,
+        )
     except DashboardError as e:
         st.error(str(e))
         st.stop()
     trajectory = uploaded.trajectory
+    for sc, verdict in zip(scans, verdicts, strict=True):
+        if verdict is not None and not verdict.in_distribution:
+            st.warning(
+                f"{sc.name} (day {sc.day:g}) is unlike the images {model.id} ({model.card.domain_words}) was "
+                "trained on: its point on the curve is not a result.",
+                icon="⚠️",
+            )
 
 summary = trajectory.patient
 if uploaded is None:

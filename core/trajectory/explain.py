@@ -21,6 +21,7 @@ from core.explain.gradcam3d import cam_slice, covid3d_with_cam
 from core.library.records import PatientSummary
 from core.library.store import CaseLibrary
 from core.models.registry import LoadedModel
+from core.ood import OodVerdict
 from core.preprocess import xray_to_input
 from core.search.embeddings import read_stored_xray
 from core.trajectory.curves import Point, Trajectory, curve_features
@@ -80,6 +81,19 @@ class UploadedScan:
     day: float
     image: XrayImage | None = None  # an X-ray
     volume: CtVolume | None = None  # or a CT volume
+
+
+def upload_verdicts(model: LoadedModel, scans: list[UploadedScan]) -> list[OodVerdict | None]:
+    """Whether each uploaded scan is like ``model``'s training data (None: no reference), in order."""
+    out: list[OodVerdict | None] = []
+    for scan in scans:
+        if scan.volume is not None:
+            out.append(model.ood_verdict(prepare_volume(scan.volume, model.card.input), unit="volume"))
+        elif scan.image is not None:
+            out.append(model.ood_verdict(xray_to_input(scan.image, model.card.input)))
+        else:
+            out.append(None)
+    return out
 
 
 @dataclass(frozen=True)
