@@ -11,7 +11,7 @@ import streamlit as st
 
 from core.errors import DashboardError
 from core.explain.overlay import render_overlay, resize_unit
-from core.inference import analyse_xray
+from core.inference import analyse_xray, xray_ood
 from core.io.images import read_xray
 from core.library.records import OUTCOMES, PatientFilter, Study
 from core.search.embeddings import REFERENCE_MODEL, check_embeddable, read_stored_xray
@@ -167,6 +167,14 @@ with right:
         )
     elif q.source == "upload":
         st.caption("This image is not in the library.")
+    if q.source == "upload" and not q.recognised:
+        verdict = memo(("ood", *query_key, model.id, model.card.version), xray_ood, model, query_image)
+        if verdict is not None and not verdict.in_distribution:
+            st.warning(
+                f"This image is unlike the images {model.id} ({model.card.domain_words}) was trained on, and its "
+                "features are what the search compares: the patients below are not grounded similar cases.",
+                icon="⚠️",
+            )
     else:
         qs = library.patient(q.patient_pseudonym or "").summary
         st.caption(
