@@ -17,6 +17,7 @@ import torch
 from core.errors import DashboardError, InsufficientDataError
 from core.evaluation.data import EvalCase, EvalData, model_kind
 from core.models.registry import LoadedModel
+from core.ood import pooled
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +121,6 @@ def predict(
     module, device = model.module.eval(), model.device
     widths: list[int] = []
     if features:
-        from core.ood import pooled
 
         def forward(x: torch.Tensor) -> torch.Tensor:
             outputs: dict[str, np.ndarray] = {}

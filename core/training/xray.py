@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from core.errors import DashboardError, InsufficientDataError, InvalidInputError
 from core.evaluation.calibration import fit_calibration
 from core.evaluation.metrics import apply_temperature
+from core.evaluation.ood import LOOKALIKE, lookalike_features
 from core.evaluation.reports import classification_report
 from core.io.images import read_xray
 from core.models.architectures import build_model
@@ -499,8 +500,6 @@ def train_xray(
     n_train, n_dev = len(loaded["train"][1]), len(loaded["dev"][1])
     reference = fit_reference(feats["train"], loaded["train"][1].numpy(), feats["dev"], layers)
     if domain == "real":  # the demo's phantoms are the look-alike a real-data model must refuse
-        from core.evaluation.ood import LOOKALIKE, lookalike_features
-
         look = lookalike_features(shipped, spec, config.kind == "ct-slice", device, layers)
         reference = reference.with_lookalike(LOOKALIKE, look[-1], feats["dev"][-1])
     ood = write_reference(
