@@ -178,13 +178,23 @@ class OodVerdict:
             out["ood_lookalike"] = self.lookalike
         return out
 
+    def comparison(self) -> str:
+        """ "score 1.324 > threshold 1.318": two decimals, or as many more as it takes for the two
+        numbers to read as different as they are (up to five)."""
+        digits = 2
+        while (
+            digits < 5 and f"{self.score:.{digits}f}" == f"{self.threshold:.{digits}f}" and self.score != self.threshold
+        ):
+            digits += 1
+        sign = "<=" if self.in_distribution else ">"
+        return f"score {self.score:.{digits}f} {sign} threshold {self.threshold:.{digits}f}"
+
     def headline(self) -> str:
         """One plain sentence for the page, the CLI and the report."""
         what = {"image": "image", "volume": "CT volume", "scan": "CT series"}.get(self.unit, self.unit)
         if self.in_distribution:
             return (
-                f"In distribution: this {what} is like the images {self.model_id} was trained on "
-                f"(score {self.score:.2f} <= threshold {self.threshold:.2f})."
+                f"In distribution: this {what} is like the images {self.model_id} was trained on ({self.comparison()})."
             )
         if self.lookalike is not None:
             return (
@@ -193,7 +203,7 @@ class OodVerdict:
             )
         return (
             f"This {what} is unlike the images {self.model_id} was trained on: its prediction is not shown as a "
-            f"result (score {self.score:.2f} > threshold {self.threshold:.2f})."
+            f"result ({self.comparison()})."
         )
 
 
@@ -220,8 +230,6 @@ def fit_reference(
     layer, where ``train_labels`` give the class means; None: one mean, as for a multi-label
     model); scale each layer by its median dev distance; the threshold is the ``accept``
     quantile of the dev scores."""
-    if isinstance(train_features, np.ndarray):
-        train_features, dev_features = [train_features], [np.asarray(dev_features)]
     n = len(train_features)
     if n == 0 or np.asarray(train_features[0]).shape[0] < 2:
         raise ValueError("fitting an OOD reference needs at least two training feature rows")

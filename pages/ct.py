@@ -26,6 +26,7 @@ from core.report import report_filename_for
 from ui import resources
 from ui.demo_images import DEMO_CTS, demo_ct
 from ui.figures import IMAGE_CONFIG, image_figure
+from ui.model_card import model_label
 from ui.navigation import use_app_navigation
 from ui.report import (
     IDENTIFIERS_LABEL,
@@ -81,21 +82,20 @@ def _ordered(ids: list[str], domain: str) -> list[str]:
     return sorted(ids, key=lambda m: registry.card(m).domain != domain)
 
 
-def _named(model_id: str) -> str:
-    return f"{model_id} ({registry.card(model_id).domain_words})" if model_id != NONE else model_id
-
-
 wanted = "real" if files else "demo"
 with st.sidebar:
     st.header("Models")
     st.caption("For " + ("your upload" if files else "the demo phantom") + ":")
     covid3d_id = st.selectbox(
-        "COVID3D (whole volume)", (*_ordered(volume_ids, wanted), NONE), format_func=_named, key=f"ct_model_{wanted}"
+        "COVID3D (whole volume)",
+        (*_ordered(volume_ids, wanted), NONE),
+        format_func=model_label,
+        key=f"ct_model_{wanted}",
     )
     slice_id = st.selectbox(
         "Slice model (per axial slice)",
         (*_ordered(slice_ids, wanted), NONE),
-        format_func=_named,
+        format_func=model_label,
         key=f"ct_slice_model_{wanted}",
     )
     st.header("Overlay")
@@ -202,8 +202,7 @@ if analysis is not None:
             )
             st.warning(
                 f"This CT is unlike the images {model.id} ({model.card.domain_words}) was trained on: its "
-                f"prediction is not shown as a result. (OOD score {verdict.score:.1f} > threshold "
-                f"{verdict.threshold:.1f}.){extra}",
+                f"prediction is not shown as a result. (OOD {verdict.comparison()}.){extra}",
                 icon="⚠️",
             )
     m1, m2, m3 = st.columns(3)

@@ -21,6 +21,7 @@ from ui import resources
 from ui.demo_images import demo_xrays
 from ui.figures import IMAGE_CONFIG, side_by_side_figure
 from ui.library import library_or_stop, show_full_size
+from ui.model_card import model_label
 from ui.navigation import use_app_navigation
 from ui.search import evaluation, index_missing, library_index, missing_embeddings
 from ui.session import digest, memo, share_xrays, shared_xrays
@@ -53,7 +54,7 @@ with st.sidebar:
         "Embedding model",
         candidates,
         index=candidates.index(REFERENCE_MODEL) if REFERENCE_MODEL in candidates else 0,
-        format_func=lambda m: f"{m} ({registry.card(m).domain_words})",
+        format_func=model_label,
         key="similar_model",
         help="Images are compared by the input of this model's last layer (L2-normalised, cosine similarity).",
     )

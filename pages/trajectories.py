@@ -45,6 +45,7 @@ from ui import resources
 from ui.demo_images import demo_follow_up_cts, demo_follow_up_xrays
 from ui.figures import change_box_figure, cohort_figure, findings_heatmap, trajectory_figure
 from ui.library import library_or_stop, show_full_size
+from ui.model_card import model_label
 from ui.navigation import use_app_navigation
 from ui.session import digest, memo, shared_xrays
 from ui.text import DISCLAIMER, describe_outcome, describe_study_time
@@ -81,7 +82,7 @@ with st.sidebar:
         "Model",
         options,
         index=options.index(default) if default in options else 0,
-        format_func=lambda m: f"{m} ({registry.card(m).domain_words})",
+        format_func=model_label,
         key="traj_model",
         help="The demo library was drawn as synthetic phantoms: the demo models are the ones trained on images like it.",
     )

@@ -18,6 +18,7 @@ from core.report import report_filename_for
 from ui import resources
 from ui.demo_images import demo_xrays
 from ui.figures import IMAGE_CONFIG, image_figure
+from ui.model_card import model_label
 from ui.navigation import use_app_navigation
 from ui.readings import headline, ood_warnings, probability_table
 from ui.report import IDENTIFIERS_LABEL, report_download, upload_pseudonym, xray_case_report
@@ -46,9 +47,7 @@ cards = {mid: registry.card(mid) for mid in available}
 real_ids = [m for m in available if cards[m].domain == "real"]
 demo_ids = [m for m in available if cards[m].domain == "demo"]
 
-
-def _named(model_id: str) -> str:
-    return f"{model_id} ({'real' if cards[model_id].domain == 'real' else 'demo'})"
+_named = functools.partial(model_label, short=True)
 
 
 with st.sidebar:
@@ -175,7 +174,12 @@ for name, data, is_demo in files:
                 try:
                     fmodel = resources.model(fid)
                     found = memo(("findings", key, fid), predict_findings, fmodel, image)
-                    fverdict = memo(("ood", key, fid, fmodel.card.version), xray_ood, fmodel, image)
+                    fverdict = memo(
+                        ("ood", key, fid, fmodel.card.version, (fmodel.card.ood or {}).get("sha256")),
+                        xray_ood,
+                        fmodel,
+                        image,
+                    )
                 except DashboardError as e:
                     st.error(str(e))
                     continue

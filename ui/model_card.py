@@ -7,12 +7,24 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from core.errors import MissingModelError
 from core.models.manifest import ModelCard
+from ui import resources
 
 
 def domain_badge(card: ModelCard) -> str:
     """A short tag for titles: "real data" or "demo"."""
     return "real data" if card.domain == "real" else "demo"
+
+
+def model_label(model_id: str, short: bool = False) -> str:
+    """How a model choice reads in a widget: its id and what it was trained on ("cxr-resnet18 (demo:
+    trained on synthetic phantoms)", or with ``short`` "cxr-resnet18 (demo)"); other options as they are."""
+    try:
+        card = resources.registry().card(model_id)
+    except MissingModelError:
+        return model_id
+    return f"{model_id} ({card.domain if short else card.domain_words})"
 
 
 def provenance(card: ModelCard) -> None:

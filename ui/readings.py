@@ -17,10 +17,10 @@ def verdict_words(verdict: OodVerdict | None) -> str:
     if verdict is None:
         return "not checked"
     if verdict.in_distribution:
-        return f"yes ({verdict.score:.2f} <= {verdict.threshold:.2f})"
+        return f"yes ({verdict.comparison()})"
     if verdict.lookalike:
         return f"NO ({verdict.lookalike})"
-    return f"NO ({verdict.score:.2f} > {verdict.threshold:.2f})"
+    return f"NO ({verdict.comparison()})"
 
 
 def _short_domain(domain: str) -> str:
@@ -31,11 +31,7 @@ def ood_warnings(readings: Sequence[Reading], kind: str = "image") -> None:
     """One plain warning per model the input is unlike the training data of, first on the card."""
     for r in readings:
         if r.ood is not None and not r.ood.in_distribution:
-            why = (
-                f"It looks like {r.ood.lookalike}."
-                if r.ood.lookalike
-                else f"(OOD score {r.ood.score:.2f} > threshold {r.ood.threshold:.2f}.)"
-            )
+            why = f"It looks like {r.ood.lookalike}." if r.ood.lookalike else f"(OOD {r.ood.comparison()}.)"
             st.warning(
                 f"This {kind} is unlike the images {r.prediction.model_id} ({r.domain}) was trained on: its "
                 f"prediction is not shown as a result. {why}",

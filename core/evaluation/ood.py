@@ -16,7 +16,7 @@ the share of probes flagged at the card's threshold, with the share of held-out 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -171,24 +171,6 @@ def held_out_scores(
     return np.array([np.median(s[preds.slice_case == i]) for i in range(len(preds.cases))])
 
 
-@dataclass(frozen=True)
-class ProbeResult:
-    kind: str
-    description: str
-    n: int
-    auroc: float
-    flagged: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "description": self.description,
-            "n": self.n,
-            "auroc": round(self.auroc, 4),
-            "flagged": round(self.flagged, 4),
-        }
-
-
 def detection(held_out: np.ndarray, probe: np.ndarray, threshold: float) -> tuple[float, float]:
     """(AUROC of the scores telling probes from held-out cases, share of probes flagged)."""
     from sklearn.metrics import roc_auc_score
@@ -214,7 +196,10 @@ def measure_probes(
         if scores.size == 0:
             continue
         auroc, flagged = detection(held_out, scores, threshold)
-        results.append(ProbeResult(kind, description, int(scores.size), auroc, flagged).to_dict())
+        results.append(
+            {"kind": kind, "description": description, "n": int(scores.size), "auroc": round(auroc, 4),
+             "flagged": round(flagged, 4)}
+        )  # fmt: skip
     return {
         "held_out_n": int(held_out.size),
         "held_out_flagged": round(float(np.mean(held_out > threshold)), 4),
