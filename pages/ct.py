@@ -103,8 +103,13 @@ with st.sidebar:
     opacity = st.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key="ct_opacity")
 
 
-def _patient_score_help(model) -> str:
-    text = "Patient-level score: the mean P(COVID-19) of the top 10% of slices (see the chart)."
+def _patient_score_help(model, read: np.ndarray) -> str:
+    text = "Patient-level score: the mean P(COVID-19) of the top 10% of the slices read (see the chart)."
+    if not read.all():
+        text += (
+            f" The model was trained on images of slices through the lungs: it reads the {int(read.sum())} of "
+            f"{read.size} slices that show the lungs (at least half their largest cross-section)."
+        )
     per_scan = model.card.metrics.get("held_out_per_scan") if model is not None else None
     if per_scan:
         text += (
@@ -231,7 +236,7 @@ if analysis is not None:
         m3.metric(
             f"Slice model ({analysis.slice_model_id})",
             f"{analysis.patient_score:.1%}",
-            help=_patient_score_help(slice_model),
+            help=_patient_score_help(slice_model, analysis.slices_read),
         )
     elif analysis.slice_model_id:
         m3.metric(f"Slice model ({analysis.slice_model_id})", "No result", help="The CT is unlike its training data.")
@@ -286,6 +291,11 @@ with left:
     st.caption(
         f"{plane} slice {index + 1} of {count}, window {preset}; physical aspect kept. "
         + ("Red: evidence for COVID+ (H > 0); blue: against (H < 0). " if cam is not None and signed else "")
+        + (
+            f"This CT is unlike {analysis.covid3d_id}'s training data: the map shows where it looked, not a finding. "
+            if cam is not None and not covid3d_ok
+            else ""
+        )
         + "Scroll to zoom, drag to pan."
     )
 
@@ -306,15 +316,30 @@ with right:
         )
     if analysis is not None and analysis.slice_model_id:
         probs = analysis.slice_probabilities
+        read = analysis.slices_read
         chart = go.Figure(
             go.Scatter(
                 x=np.arange(1, len(probs) + 1),
                 y=probs,
                 mode="lines+markers",
-                marker=dict(size=4),
-                hovertemplate="slice %{x}: %{y:.1%}<extra></extra>",
+                marker=dict(size=6, color=np.where(read, "#1f77b4", "#b0b0b0")),
+                line=dict(color="#9ab8d6"),
+                customdata=np.where(read, "read", "not read: too little lung"),
+                hovertemplate="slice %{x}: %{y:.1%} (%{customdata})<extra></extra>",
+                showlegend=False,
             )
         )
+        if not read.all():
+            first, last = int(np.argmax(read)), len(read) - int(np.argmax(read[::-1])) - 1
+            chart.add_vrect(
+                x0=first + 0.5,
+                x1=last + 1.5,
+                fillcolor="#1f77b4",
+                opacity=0.06,
+                line_width=0,
+                annotation_text="slices read",
+                annotation_position="bottom left",
+            )
         chart.add_hline(y=0.5, line_dash="dot", annotation_text="0.5", annotation_position="top left")
         if plane == "Axial":
             chart.add_vline(x=index + 1, line_color="red", annotation_text="shown", annotation_position="top")

@@ -56,7 +56,7 @@ if [[ $stage == ct || $stage == all ]]; then
     --lr "${CT_LR:-1e-3}" --out weights --id ct-slice-real-resnet18
 fi
 xray_caveats="Every COVID-19 film comes from Spanish hospitals (BIMCV) and every Normal and Pneumonia film from one American one (NIH): COVID-19 against the rest can be learnt from the hospital (markers, frames, processing) instead of the disease, so high figures here do not show that it detects COVID-19; Pneumonia against Normal is the within-site contrast. COVID-19 labels are PCR-based and many films look near-normal; NIH Pneumonia labels were mined from reports. Expect lower figures on other hospitals' films."
-ct_caveats="All slices come from one hospital in Sao Paulo and were exported as 8-bit images with their own crop and window; no patient ids (split by blocks of 50 neighbouring slices). On a DICOM series the page windows each slice at W1500/L-600, which only approximates these exports; slices below and above the lungs are unlike its training data."
+ct_caveats="All slices come from one hospital in Sao Paulo and were exported as 8-bit images with their own crop and window; no patient ids (split by blocks of 50 neighbouring slices). On a DICOM series each slice is windowed at W1500/L-600 and cropped to its lungs, which only approximates these exports, and only the slices through the lungs are read."
 if [[ $stage == checks || $stage == all ]]; then
   python -m core shortcut-check --model cxr-real-resnet18 --caveats "$xray_caveats"
   python -m core shortcut-check --model ct-slice-real-resnet18 --caveats "$ct_caveats"

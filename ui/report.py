@@ -363,8 +363,14 @@ def ct_case_report(
                 analysis.slice_model_id,
                 analysis.slice_model_version or "",
                 _unless_ood(
-                    f"Patient score {analysis.patient_score:.1%}: the mean P(COVID-19) of the top 10% of slices "
-                    "(a ranking score)",
+                    f"Patient score {analysis.patient_score:.1%}: the mean P(COVID-19) of the top 10% of "
+                    + (
+                        "slices"
+                        if analysis.slices_read is None or analysis.slices_read.all()
+                        else f"the {int(analysis.slices_read.sum())} of {analysis.slices_read.size} slices "
+                        "through the lungs"
+                    )
+                    + " (a ranking score)",
                     analysis.slice_ood,
                 ),
                 False,

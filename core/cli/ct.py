@@ -161,12 +161,13 @@ def run_predict(args: argparse.Namespace) -> int:
             "domain": registry.card(result.covid3d_id).domain_words,
         } | _ood_fields(result.covid3d_ood)
     if result.slice_model_id:
-        probs = result.slice_probabilities
+        probs = result.slice_probabilities[result.slices_read]
         out["slice_model"] = {
             "model": result.slice_model_id,
             "version": result.slice_model_version,
             "patient_score": round(float(result.patient_score), 6),
-            "slices": int(len(probs)),
+            "slices": int(len(result.slice_probabilities)),
+            "slices_read": int(len(probs)),
             "slices_above_0.5": int((probs >= 0.5).sum()),
             "max_slice_probability": round(float(probs.max()), 6) if len(probs) else None,
             "domain": registry.card(result.slice_model_id).domain_words,
@@ -189,7 +190,12 @@ def run_predict(args: argparse.Namespace) -> int:
         s = out["slice_model"]
         print(
             f"  {s['model']} ({s['domain']}): {_ood_line(s)}patient score {s['patient_score']:.3f}; "
-            f"{s['slices_above_0.5']} of {s['slices']} slices above 0.5"
+            f"{s['slices_above_0.5']} of {s['slices_read']} slices read above 0.5"
+            + (
+                f" ({s['slices'] - s['slices_read']} of {s['slices']} show too little lung to be read)"
+                if s["slices_read"] < s["slices"]
+                else ""
+            )
         )
     return 0
 

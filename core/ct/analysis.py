@@ -24,7 +24,7 @@ from typing import Final
 import numpy as np
 import torch
 
-from core.ct.preprocess import prepare_slices, prepare_volume
+from core.ct.preprocess import prepare_slices, prepare_volume, slices_read
 from core.errors import DashboardError
 from core.explain.gradcam3d import covid3d_with_cam, resize_cam
 from core.models.registry import LoadedModel
@@ -49,7 +49,10 @@ class CtAnalysis:
     logit s; ``threshold`` applies to ``probability`` (COVID+ when ``probability >=
     threshold``). ``cam`` is float32 (z, y, x), the volume's own shape, in [0, 1] or, when
     ``cam_signed``, in [-1, 1]. ``slice_probabilities`` is float32 (z,), P(COVID-19) of each
-    axial slice in z order; ``patient_score`` is :func:`patient_score` of them.
+    axial slice in z order; ``slices_read`` (bool (z,)) marks the slices the slice model reads
+    (:func:`core.ct.preprocess.slices_read`: those through the lungs for a model trained on
+    lung-slice images, else all); ``patient_score`` is :func:`patient_score` of the read
+    slices, and ``slice_ood`` judges the read slices.
     ``timings_ms`` holds wall times of the steps, in milliseconds.
     """
 
@@ -63,6 +66,7 @@ class CtAnalysis:
     slice_model_id: str | None = None
     slice_model_version: str | None = None
     slice_probabilities: np.ndarray | None = None
+    slices_read: np.ndarray | None = None
     patient_score: float | None = None
     #: Whether the volume is like each model's training data (None: not run, or no reference).
     covid3d_ood: OodVerdict | None = None
@@ -202,18 +206,19 @@ def analyse_ct(
     if slice_model is not None:
         start = time.perf_counter()
         probs = slice_probabilities(volume, slice_model)
+        read = slices_read(volume, slice_model.card.input)
         timings["slice_model"] = _elapsed_ms(start)
         start = time.perf_counter()
-        result = replace(
-            result, slice_ood=slice_model.ood_verdict(prepare_slices(volume, slice_model.card.input), unit="scan")
-        )
+        x = prepare_slices(volume, slice_model.card.input)[torch.from_numpy(read)]
+        result = replace(result, slice_ood=slice_model.ood_verdict(x, unit="scan"))
         timings["slice_ood"] = _elapsed_ms(start)
         result = replace(
             result,
             slice_model_id=slice_model.card.id,
             slice_model_version=slice_model.card.version,
             slice_probabilities=probs,
-            patient_score=patient_score(probs),
+            slices_read=read,
+            patient_score=patient_score(probs[read]),
         )
     timings["total"] = _elapsed_ms(total)
     return result

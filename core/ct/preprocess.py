@@ -23,6 +23,7 @@ from typing import Final
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from core.models.manifest import InputSpec
 from core.types import CtVolume
@@ -127,8 +128,6 @@ def body_box(hu: np.ndarray) -> tuple[int, int, int, int]:
     """(y0, y1, x0, x1): the in-plane bounding box, over all slices, of the largest connected
     region above :data:`BODY_HU` (the patient, without the table and the air around them); the
     whole slice when nothing is found."""
-    from scipy import ndimage
-
     step = max(1, max(hu.shape[1:]) // 128)  # labelled at about 128 px: the box needs no more
     body = np.asarray(hu)[:, ::step, ::step] > BODY_HU
     labels, n = ndimage.label(body)
@@ -143,20 +142,102 @@ def body_box(hu: np.ndarray) -> tuple[int, int, int, int]:
     return y0, y1, x0, x1
 
 
+#: Margin added around the lungs' box on each side by the "lungs" crop, as a share of its size.
+LUNG_MARGIN: Final = 0.06
+
+#: A slice is read by a model trained on lung-slice images when its lungs cover at least this
+#: share of the series' largest lung cross-section (:func:`lung_slices`).
+LUNG_SLICE_SHARE: Final = 0.5
+
+#: Below this share of a slice's area, a slice shows no lung (:func:`lung_areas`).
+MIN_LUNG_AREA: Final = 0.01
+
+Box = tuple[int, int, int, int]
+
+
+def _lung_mask(plane: np.ndarray) -> np.ndarray:
+    """The air inside the body of one axial slice (bool, the plane's shape): the largest region
+    above :data:`BODY_HU` with its holes filled, minus what is above :data:`BODY_HU`."""
+    body = plane > BODY_HU
+    labels, n = ndimage.label(body)
+    if n == 0:
+        return np.zeros_like(body)
+    sizes = np.bincount(labels.ravel())[1:]
+    inside = ndimage.binary_fill_holes(labels == 1 + int(np.argmax(sizes)))
+    return ndimage.binary_opening(inside & ~body)
+
+
+def lung_boxes(hu: np.ndarray) -> tuple[list[Box | None], np.ndarray]:
+    """Per axial slice, the lungs' in-plane box (y0, y1, x0, x1) with :data:`LUNG_MARGIN`, or None
+    where the slice shows no lung; and the lungs' area as a share of the slice (float64 (z,)).
+
+    Lungs are the air enclosed by the body (:func:`_lung_mask`), found at about 128 px.
+    """
+    hu = _hu_of(hu)
+    step = max(1, max(hu.shape[1:]) // 128)
+    boxes: list[Box | None] = []
+    areas = np.zeros(hu.shape[0])
+    for z in range(hu.shape[0]):
+        lungs = _lung_mask(np.asarray(hu[z, ::step, ::step]))
+        areas[z] = lungs.mean() if lungs.size else 0.0
+        if areas[z] < MIN_LUNG_AREA:
+            boxes.append(None)
+            continue
+        ys, xs = np.nonzero(lungs)
+        y0, y1 = int(ys.min()) * step, min(hu.shape[1], (int(ys.max()) + 1) * step)
+        x0, x1 = int(xs.min()) * step, min(hu.shape[2], (int(xs.max()) + 1) * step)
+        my, mx = round((y1 - y0) * LUNG_MARGIN), round((x1 - x0) * LUNG_MARGIN)
+        boxes.append((max(0, y0 - my), min(hu.shape[1], y1 + my), max(0, x0 - mx), min(hu.shape[2], x1 + mx)))
+    return boxes, areas
+
+
+def lung_slices(hu: np.ndarray) -> np.ndarray:
+    """Which axial slices show the lungs (bool (z,)): those whose lung area is at least
+    :data:`LUNG_SLICE_SHARE` of the series' largest; every slice when none shows lung."""
+    _, areas = lung_boxes(hu)
+    if areas.max(initial=0.0) < MIN_LUNG_AREA:
+        return np.ones(areas.shape, dtype=bool)
+    return areas >= LUNG_SLICE_SHARE * areas.max()
+
+
+def slices_read(volume: CtVolume | np.ndarray, spec: InputSpec) -> np.ndarray:
+    """The axial slices a slice model reads (bool (z,)): with ``spec.crop == "lungs"`` (a model
+    trained on images of slices through the lungs) those that show the lungs (:func:`lung_slices`),
+    else every slice."""
+    hu = _hu_of(volume)
+    if spec.crop == "lungs":
+        return lung_slices(hu)
+    return np.ones(hu.shape[0], dtype=bool)
+
+
 def prepare_slices(volume: CtVolume | np.ndarray, spec: InputSpec) -> torch.Tensor:
     """Every axial slice as a slice-model input: (z, C, size, size), float32, in z order.
 
-    Each slice: cropped to the body (:func:`body_box`) when ``spec.crop == "body"`` (a model
-    trained on exported slice images that show the chest only); HU -> [0, 1] in ``spec.window``
-    (default :data:`LUNG_WINDOW`); resized to ``size x size`` (bilinear, anti-aliased when
-    shrinking, no padding: the aspect of a non-square slice is not kept, as in training); minus
-    ``spec.mean``, over ``spec.std``; grayscale replicated to ``spec.channels`` (3 for
-    ImageNet-shaped models).
+    Each slice: cropped to the body (:func:`body_box`) when ``spec.crop == "body"``, or to its
+    own lungs with a margin (:func:`lung_boxes`; the body where a slice shows no lung) when
+    ``spec.crop == "lungs"`` (models trained on exported slice images that show the chest or
+    the lungs only); HU -> [0, 1] in ``spec.window`` (default :data:`LUNG_WINDOW`); resized to
+    ``size x size`` (bilinear, anti-aliased when shrinking, no padding: the aspect of a
+    non-square slice is not kept, as in training); minus ``spec.mean``, over ``spec.std``;
+    grayscale replicated to ``spec.channels`` (3 for ImageNet-shaped models).
     """
     hu = _hu_of(volume)
+    size = (spec.size, spec.size)
+    if spec.crop == "lungs":
+        boxes, _ = lung_boxes(hu)
+        body = body_box(hu)
+        planes = torch.cat(
+            [
+                _resize_planes(
+                    torch.from_numpy(window_hu(hu[z : z + 1, y0:y1, x0:x1], *_window_of(spec)))[:, None], size
+                )
+                for z, (y0, y1, x0, x1) in enumerate(box or body for box in boxes)
+            ]
+        ).clamp_(0.0, 1.0)
+        return _normalise(planes, spec).contiguous()
     if spec.crop == "body":
         y0, y1, x0, x1 = body_box(hu)
         hu = hu[:, y0:y1, x0:x1]
     unit = torch.from_numpy(window_hu(hu, *_window_of(spec)))
-    planes = _resize_planes(unit[:, None], (spec.size, spec.size)).clamp_(0.0, 1.0)
+    planes = _resize_planes(unit[:, None], size).clamp_(0.0, 1.0)
     return _normalise(planes, spec).contiguous()

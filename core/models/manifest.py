@@ -37,8 +37,9 @@ class InputSpec:
     grayscale: str = ""  # how a grayscale image fills the channels, and why
     depth: int | None = None
     window: tuple[float, float] | None = None
-    #: "body": CT slices are cropped to the body's bounding box before resizing, as the slice
-    #: images a model was trained on were exported (the Soares set); None: the whole slice.
+    #: "body": CT slices are cropped to the body's bounding box before resizing; "lungs": each
+    #: slice to its own lungs, and only slices through the lungs are read, as the slice images
+    #: a model was trained on were exported (the Soares set); None: the whole slice.
     crop: str | None = None
 
     @classmethod

@@ -57,6 +57,11 @@ _REPLICATED = (
     "grayscale replicated to 3 channels: keeps torchvision's 3-channel stem, so ImageNet "
     "weights can initialise it (--init imagenet), as seed 000 fed RGB copies of the X-rays"
 )
+_SLICE_GRAYSCALE = (
+    "one channel: each axial slice in the lung window (8-bit slice images are taken as already windowed); "
+    "on a CT series each slice is cropped to its lungs and only slices through the lungs are read, "
+    "as the slice images were exported"
+)
 _ONE_CHANNEL = "one channel: trained from scratch, three copies of a grayscale image add nothing"
 #: torchvision's ImageNet checkpoint file names, looked up in the local torch hub cache only.
 IMAGENET_FILES = {"resnet18": "resnet18-f37072fd.pth", "densenet121": "densenet121-a639ec97.pth"}
@@ -134,8 +139,9 @@ class XrayTrainConfig:
                 1,
                 (0.5,),
                 (0.25,),
-                "one channel: each axial slice in the lung window (8-bit slice images are taken as already windowed)",
+                _SLICE_GRAYSCALE,
                 window=LUNG_WINDOW,
+                crop="lungs",
             )
         if self.architecture == "custom" or self.channels == 1:
             return InputSpec(self.size, 1, (0.5,), (0.25,), _ONE_CHANNEL)

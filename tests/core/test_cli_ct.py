@@ -61,7 +61,7 @@ def test_predict_ct_json_has_shape_spacing_covid3d_and_the_slice_summary(
     # P = sigmoid(s) at temperature 1
     assert c["probability_covid"] == pytest.approx(1 / (1 + np.exp(-c["score_s"])), abs=1e-4)
     s = record["slice_model"]
-    assert s["model"] == "ct-slice-tiny" and s["slices"] == 18 and 0.0 <= s["patient_score"] <= 1.0
+    assert s["model"] == "ct-slice-tiny" and s["slices"] == s["slices_read"] == 18 and 0.0 <= s["patient_score"] <= 1.0
     assert "ROE" not in out and "MRN-42" not in out
 
 

@@ -83,5 +83,6 @@ def test_registered_slice_model_gives_one_probability_per_axial_slice(tmp_path: 
     assert result.covid3d_id is None and result.cam is None and result.probability is None
     assert result.slice_model_id == "ct-slice-tiny" and result.slice_model_version == "test-1"
     np.testing.assert_allclose(result.slice_probabilities, probs, atol=1e-6)
+    assert result.slices_read.all()  # a model trained on whole slices reads every slice
     assert result.patient_score == pytest.approx(patient_score(probs))
     assert "slice_model" in result.timings_ms

@@ -16,8 +16,11 @@ import numpy as np
 import pytest
 import torch
 
+from core.ct.analysis import analyse_ct
 from core.evaluation.data import evaluation_data
 from core.evaluation.ood import image_scores, volume_scores
+from core.io.ct_input import read_ct_path
+from core.io.images import read_xray
 from core.models.registry import ModelRegistry
 from tests.helpers import ROOT
 
@@ -57,8 +60,6 @@ def test_the_real_xray_model_reads_its_held_out_films_as_in_distribution_and_mos
 
 @pytest.mark.skipif(not CXR.is_dir(), reason="../shared/data/cxr-adult (real X-rays) is not beside the project")
 def test_a_demo_model_calls_real_films_unlike_its_training_data(registry) -> None:
-    from core.io.images import read_xray
-
     demo = registry.load("cxr-resnet18")
     files = sorted(CXR.glob("*/*.png"))[::200]
     units = [read_xray(f.read_bytes(), f.name).windowed() for f in files]
@@ -77,9 +78,21 @@ def test_the_real_ct_slice_model_accepts_its_held_out_slices(registry) -> None:
 
 @pytest.mark.skipif(not REAL_SERIES.is_dir(), reason="the shared real CT sample is not available")
 def test_the_demo_ct_models_call_a_real_series_unlike_their_training_data(registry) -> None:
-    from core.io.ct_input import read_ct_path
-
     hu = read_ct_path(Path(REAL_SERIES)).hu
     for model_id in ("covid3d", "ct-slice-resnet18"):
         model = registry.load(model_id)
         assert volume_scores(model, model.ood, [hu])[0] > model.ood.threshold, model_id
+
+
+@pytest.mark.skipif(not REAL_SERIES.is_dir(), reason="the shared real CT sample is not available")
+def test_the_real_slice_model_reads_a_real_series_through_its_lungs(registry) -> None:
+    volume = read_ct_path(Path(REAL_SERIES))
+    model = registry.load("ct-slice-real-resnet18", with_ood=True)
+    result = analyse_ct(volume, None, model)
+    read = result.slices_read
+    # The series runs from the upper abdomen to the neck: the middle slices are read, the ends not.
+    assert 0.4 <= read.mean() <= 0.9 and not read[0] and not read[-1]
+    assert np.count_nonzero(np.diff(read.astype(int))) == 2  # one run of slices
+    assert result.slice_ood.in_distribution, result.slice_ood.comparison()
+    # A lung-cancer patient's scan (Lung-PET-CT-Dx), not COVID-19: below the card's threshold.
+    assert result.patient_score < model.card.thresholds["covid"]

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.ct.preprocess import lung_slices
 from core.demo.dicom_writer import DicomPatient, DicomStudy, ct_series_files, new_uid
+from core.io.ct_input import read_ct_path
 from tests.ct_helpers import phantom_volume
 from tests.helpers import ROOT
 
@@ -144,3 +146,27 @@ def test_without_ct_models_the_viewer_still_works(monkeypatch, tmp_path: Path) -
     assert not app.exception and not app.error
     assert any("No CT model" in i.value for i in app.info)
     assert len(app.get("plotly_chart")) == 1
+
+
+REAL_SERIES = ROOT.parent / "shared" / "samples" / "ct-series-lung-dx-a0002"
+
+
+@pytest.mark.skipif(not REAL_SERIES.is_dir(), reason="the shared real CT sample is not beside the project")
+def test_a_real_series_is_read_by_the_real_slice_model_through_its_lungs_and_refused_by_the_demo_model() -> None:
+    app = AppTest.from_file(PAGE, default_timeout=300)  # the shipped weights
+    app.run()
+    files = [(p.name, p.read_bytes(), "application/dicom") for p in sorted(REAL_SERIES.iterdir())]
+    app.file_uploader(key="ct_upload").set_value(files).run()
+    assert not app.exception and not app.error
+    metrics = {m.label: m for m in app.metric}
+    real = metrics["Slice model (ct-slice-real-resnet18)"]
+    assert real.value.endswith("%"), real.value
+    read = lung_slices(read_ct_path(REAL_SERIES).hu)
+    assert 0 < read.sum() < read.size
+    assert f"reads the {read.sum()} of {read.size} slices that show the lungs" in real.help
+    assert metrics["COVID3D (covid3d)"].value == "No result"
+    warnings = " ".join(w.value for w in app.warning)
+    assert "unlike the images covid3d" in warnings and "ct-slice-real-resnet18" not in warnings
+    captions = caption_text(app)
+    assert "ct-slice-real-resnet18: trained on real chest CT slices; like its training data: yes" in captions
+    assert "unlike covid3d's training data: the map shows where it looked, not a finding" in captions
