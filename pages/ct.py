@@ -10,6 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.ct.analysis import analyse_ct, slice_cam
 from core.ct.views import (
     PLANES,
     WINDOW_PRESETS,
@@ -40,8 +41,9 @@ from ui.session import digest, memo
 from ui.text import DISCLAIMER
 
 CAM_OFF = "Off"
-CAM_UNSIGNED = "Grad-CAM (where COVID3D looked)"
-CAM_SIGNED = "Signed Grad-CAM (red H > 0, blue H < 0)"
+CAM_UNSIGNED = "COVID3D Grad-CAM (where COVID3D looked)"
+CAM_SIGNED = "COVID3D signed Grad-CAM (red H > 0, blue H < 0)"
+CAM_SLICE = "Slice model Grad-CAM (on the axial slice shown)"
 FILE_WINDOW = "The file's own window"
 NONE = "(none)"
 
@@ -99,7 +101,15 @@ with st.sidebar:
         key=f"ct_slice_model_{wanted}",
     )
     st.header("Overlay")
-    cam_mode = st.radio("COVID3D map", (CAM_UNSIGNED, CAM_SIGNED, CAM_OFF), key="ct_cam", disabled=covid3d_id == NONE)
+    # An upload is read by the real slice model (COVID3D is demo only): its map first.
+    cam_mode = st.radio(
+        "Map on the slice",
+        (CAM_UNSIGNED, CAM_SIGNED, CAM_SLICE, CAM_OFF),
+        index=2 if wanted == "real" and slice_id != NONE else 0,
+        key=f"ct_map_{wanted}",
+        help="Grad-CAM: where a model looked for COVID-19. COVID3D's map covers the whole volume (every plane); "
+        "the slice model's covers the axial slice shown, inside the region it reads.",
+    )
     opacity = st.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key="ct_opacity")
 
 
@@ -164,14 +174,12 @@ st.caption(
 
 covid3d = resources.model(covid3d_id) if covid3d_id != NONE else None
 slice_model = resources.model(slice_id) if slice_id != NONE else None
-want_cam = covid3d is not None and cam_mode != CAM_OFF
+want_cam = covid3d is not None and cam_mode in (CAM_UNSIGNED, CAM_SIGNED)
 signed = cam_mode == CAM_SIGNED
 if covid3d is None and slice_model is None:
     st.info("No CT model chosen: the viewer only.")
     analysis = None
 else:
-    from core.ct.analysis import analyse_ct
-
     with st.spinner("COVID3D, its 3D Grad-CAM and the slice model..."):
         try:
             analysis = memo(
@@ -274,7 +282,25 @@ with left:
 
     gray = window_hu(take_slice(volume.hu, plane, index), center, width)
     cam = analysis.cam if analysis is not None else None
-    if cam is None:
+    slice_note = ""
+    slice_map = None
+    if cam_mode == CAM_SLICE and slice_model is not None and analysis is not None:
+        if plane != "Axial":
+            slice_note = "The slice model's map is drawn on axial slices only. "
+        elif not analysis.slices_read[index]:
+            slice_note = f"{slice_model.id} does not read this slice (too little lung): no map. "
+        else:
+            slice_map = memo(
+                ("ct-slice-cam", key, slice_model.card.version, index), slice_cam, volume, slice_model, index
+            )
+            slice_note = f"Grad-CAM of {slice_model.id} for COVID-19 on this slice. " + (
+                ""
+                if slice_ok
+                else "This CT is unlike its training data: the map shows where it looked, not a finding. "
+            )
+    if slice_map is not None:
+        rgb = render_overlay(gray, slice_map, "Jet", opacity)
+    elif cam is None:
         rgb = render_overlay(gray, None)
     elif signed:
         rgb = signed_overlay(gray, take_slice(cam, plane, index), opacity)
@@ -282,7 +308,7 @@ with left:
         rgb = render_overlay(gray, take_slice(cam, plane, index), "Jet", opacity)
     fig = image_figure(
         rgb,
-        None if cam is None or signed else "Jet",
+        None if (cam is None and slice_map is None) or (signed and slice_map is None) else "Jet",
         "Grad-CAM",
         height=520,
         pixel_mm=pixel_size_mm(volume.spacing_mm, plane),
@@ -290,6 +316,7 @@ with left:
     st.plotly_chart(fig, config=IMAGE_CONFIG, key="ct_viewer")
     st.caption(
         f"{plane} slice {index + 1} of {count}, window {preset}; physical aspect kept. "
+        + slice_note
         + ("Red: evidence for COVID+ (H > 0); blue: against (H < 0). " if cam is not None and signed else "")
         + (
             f"This CT is unlike {analysis.covid3d_id}'s training data: the map shows where it looked, not a finding. "
@@ -338,7 +365,7 @@ with right:
                 opacity=0.06,
                 line_width=0,
                 annotation_text="slices read",
-                annotation_position="bottom left",
+                annotation_position="inside top left",
             )
         chart.add_hline(y=0.5, line_dash="dot", annotation_text="0.5", annotation_position="top left")
         if plane == "Axial":
@@ -374,7 +401,7 @@ report_download(
         volume=volume,
         slice_rgb=rgb,
         slice_caption=f"{plane} slice {index + 1} of {count}, window {preset}"
-        + (f"; {cam_mode}" if cam is not None else ""),
+        + (f"; {cam_mode}" if cam is not None or slice_map is not None else ""),
         pixel_mm=pixel_size_mm(volume.spacing_mm, plane),
         mip_rgb=mip,
         mip_caption=f"Maximum-intensity projection of the map ({plane.lower()})",

@@ -21,6 +21,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="COVID3D model id (default: the first ct-volume model)")
     p.add_argument("--slice-model", default=None, help="slice model id (default: the first ct-slice model)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--cam-dir", type=Path, help="also write the slice model's Grad-CAM overlay PNG of one axial slice here"
+    )
+    p.add_argument(
+        "--cam-slice",
+        type=int,
+        help="axial slice for --cam-dir, 1 = most inferior (default: the slice read with the highest P(COVID-19))",
+    )
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS_DIR), help="folder with manifest.json")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: CUDA when present")
     p.set_defaults(func=run_predict)
@@ -118,6 +126,30 @@ def _ood_line(fields: dict) -> str:
     return ""
 
 
+def _write_slice_cam(args: argparse.Namespace, volume, model, result) -> dict:
+    """The slice model's Grad-CAM overlay of one axial slice as a PNG in ``args.cam_dir``."""
+    import numpy as np
+
+    from core.ct.analysis import slice_cam
+    from core.ct.preprocess import LUNG_WINDOW, window_hu
+    from core.errors import InvalidInputError
+    from core.explain.overlay import png_bytes, render_overlay
+
+    n = volume.hu.shape[0]
+    if args.cam_slice is None:
+        read = np.flatnonzero(result.slices_read)
+        z = int(read[np.argmax(result.slice_probabilities[read])])
+    elif 1 <= args.cam_slice <= n:
+        z = args.cam_slice - 1
+    else:
+        raise InvalidInputError(f"--cam-slice {args.cam_slice} is outside the series' {n} axial slices (1 to {n}).")
+    args.cam_dir.mkdir(parents=True, exist_ok=True)
+    target = args.cam_dir / f"{Path(args.path).stem}.{model.id}.slice-{z + 1}.gradcam.png"
+    gray = window_hu(volume.hu[z], *LUNG_WINDOW)
+    target.write_bytes(png_bytes(render_overlay(gray, slice_cam(volume, model, z), "Jet", 0.5)))
+    return {"overlay": str(target), "overlay_slice": z + 1, "overlay_slice_read": bool(result.slices_read[z])}
+
+
 def run_predict(args: argparse.Namespace) -> int:
     from core.ct.analysis import analyse_ct
     from core.errors import MissingModelError
@@ -172,6 +204,8 @@ def run_predict(args: argparse.Namespace) -> int:
             "max_slice_probability": round(float(probs.max()), 6) if len(probs) else None,
             "domain": registry.card(result.slice_model_id).domain_words,
         } | _ood_fields(result.slice_ood)
+        if args.cam_dir:
+            out["slice_model"] |= _write_slice_cam(args, volume, registry.load(result.slice_model_id), result)
     if args.json:
         print(json.dumps(out))
         return 0
@@ -197,6 +231,8 @@ def run_predict(args: argparse.Namespace) -> int:
                 else ""
             )
         )
+        if "overlay" in s:
+            print(f"  Grad-CAM of axial slice {s['overlay_slice']}: {s['overlay']}")
     return 0
 
 

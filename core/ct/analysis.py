@@ -24,8 +24,9 @@ from typing import Final
 import numpy as np
 import torch
 
-from core.ct.preprocess import prepare_slices, prepare_volume, slices_read
+from core.ct.preprocess import crop_boxes, prepare_slices, prepare_volume, slices_read
 from core.errors import DashboardError
+from core.explain.attributions import GRAD_CAM, explain
 from core.explain.gradcam3d import covid3d_with_cam, resize_cam
 from core.models.registry import LoadedModel
 from core.ood import OodVerdict
@@ -142,7 +143,7 @@ def _run_covid3d(
 def slice_probabilities(volume: CtVolume, model: LoadedModel, batch: int = SLICE_BATCH) -> np.ndarray:
     """P(COVID-19) of every axial slice, float32 (z,), softmax of logits / temperature."""
     card = model.card
-    positive = card.labels.index(COVID_LABEL) if COVID_LABEL in card.labels else len(card.labels) - 1
+    positive = _positive(model)
     x = prepare_slices(volume, card.input)
     out = []
     with model.lock, torch.inference_mode():
@@ -150,6 +151,32 @@ def slice_probabilities(volume: CtVolume, model: LoadedModel, batch: int = SLICE
             logits = model.module(x[i : i + batch].to(model.device)).float()
             out.append(torch.softmax(logits / card.temperature, dim=1)[:, positive].cpu())
     return torch.cat(out).numpy().astype(np.float32, copy=False)
+
+
+def _positive(model: LoadedModel) -> int:
+    labels = model.card.labels
+    return labels.index(COVID_LABEL) if COVID_LABEL in labels else len(labels) - 1
+
+
+def slice_cam(volume: CtVolume, model: LoadedModel, z: int) -> np.ndarray:
+    """The slice model's Grad-CAM for COVID-19 on axial slice ``z``: float32 (y, x), the slice's
+    own shape, in [0, 1] inside the region the model sees (:func:`core.ct.preprocess.crop_boxes`)
+    and 0 outside it.
+
+    Raises
+    ------
+    DashboardError
+        A model that is not a slice model.
+    """
+    _check_kind(model, "ct-slice")
+    hu = volume.hu
+    if not 0 <= z < hu.shape[0]:
+        raise ValueError(f"slice {z} is outside the volume's {hu.shape[0]} slices")
+    y0, y1, x0, x1 = crop_boxes(hu, model.card.input)[z]
+    x = prepare_slices(hu[z : z + 1], model.card.input, boxes=[(y0, y1, x0, x1)])
+    out = np.zeros(hu.shape[1:], dtype=np.float32)
+    out[y0:y1, x0:x1] = explain(model, x, _positive(model), GRAD_CAM, out_hw=(y1 - y0, x1 - x0)).values
+    return out
 
 
 def analyse_ct(

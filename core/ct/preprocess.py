@@ -210,11 +210,24 @@ def slices_read(volume: CtVolume | np.ndarray, spec: InputSpec) -> np.ndarray:
     return np.ones(hu.shape[0], dtype=bool)
 
 
-def prepare_slices(volume: CtVolume | np.ndarray, spec: InputSpec) -> torch.Tensor:
+def crop_boxes(volume: CtVolume | np.ndarray, spec: InputSpec) -> list[Box]:
+    """Per axial slice, the in-plane box (y0, y1, x0, x1) a slice model sees: its lungs
+    (:func:`lung_boxes`, the body where a slice shows none) with ``spec.crop == "lungs"``, the
+    body (:func:`body_box`) with ``"body"``, else the whole slice."""
+    hu = _hu_of(volume)
+    if spec.crop == "lungs":
+        boxes, _ = lung_boxes(hu)
+        body = body_box(hu)
+        return [box or body for box in boxes]
+    box = body_box(hu) if spec.crop == "body" else (0, hu.shape[1], 0, hu.shape[2])
+    return [box] * hu.shape[0]
+
+
+def prepare_slices(volume: CtVolume | np.ndarray, spec: InputSpec, boxes: list[Box] | None = None) -> torch.Tensor:
     """Every axial slice as a slice-model input: (z, C, size, size), float32, in z order.
 
-    Each slice: cropped to the body (:func:`body_box`) when ``spec.crop == "body"``, or to its
-    own lungs with a margin (:func:`lung_boxes`; the body where a slice shows no lung) when
+    Each slice: cropped to its box (:func:`crop_boxes`, or ``boxes`` when given, one per
+    slice): the body when ``spec.crop == "body"``, its own lungs with a margin when
     ``spec.crop == "lungs"`` (models trained on exported slice images that show the chest or
     the lungs only); HU -> [0, 1] in ``spec.window`` (default :data:`LUNG_WINDOW`); resized to
     ``size x size`` (bilinear, anti-aliased when shrinking, no padding: the aspect of a
@@ -222,22 +235,19 @@ def prepare_slices(volume: CtVolume | np.ndarray, spec: InputSpec) -> torch.Tens
     grayscale replicated to ``spec.channels`` (3 for ImageNet-shaped models).
     """
     hu = _hu_of(volume)
+    boxes = crop_boxes(hu, spec) if boxes is None else boxes
+    if len(boxes) != hu.shape[0]:
+        raise ValueError(f"{len(boxes)} crop boxes for {hu.shape[0]} slices")
     size = (spec.size, spec.size)
-    if spec.crop == "lungs":
-        boxes, _ = lung_boxes(hu)
-        body = body_box(hu)
+    window = _window_of(spec)
+    if len(set(boxes)) == 1:  # one box for all: one resize of the whole stack
+        y0, y1, x0, x1 = boxes[0]
+        planes = _resize_planes(torch.from_numpy(window_hu(hu[:, y0:y1, x0:x1], *window))[:, None], size)
+    else:
         planes = torch.cat(
             [
-                _resize_planes(
-                    torch.from_numpy(window_hu(hu[z : z + 1, y0:y1, x0:x1], *_window_of(spec)))[:, None], size
-                )
-                for z, (y0, y1, x0, x1) in enumerate(box or body for box in boxes)
+                _resize_planes(torch.from_numpy(window_hu(hu[z : z + 1, y0:y1, x0:x1], *window))[:, None], size)
+                for z, (y0, y1, x0, x1) in enumerate(boxes)
             ]
-        ).clamp_(0.0, 1.0)
-        return _normalise(planes, spec).contiguous()
-    if spec.crop == "body":
-        y0, y1, x0, x1 = body_box(hu)
-        hu = hu[:, y0:y1, x0:x1]
-    unit = torch.from_numpy(window_hu(hu, *_window_of(spec)))
-    planes = _resize_planes(unit[:, None], size).clamp_(0.0, 1.0)
-    return _normalise(planes, spec).contiguous()
+        )
+    return _normalise(planes.clamp_(0.0, 1.0), spec).contiguous()

@@ -131,3 +131,26 @@ def test_train_on_a_source_that_is_not_one_is_one_line(tmp_path: Path, capsys) -
     status = main(["train-ct3d", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert status != 0 and len(err) == 1 and "demo" in err[0]
+
+
+def test_predict_ct_writes_the_slice_models_grad_cam_of_the_slice_asked_for(
+    series_folder: Path, ct_weights: Path, tmp_path: Path, capsys
+) -> None:
+    from PIL import Image
+
+    cams = tmp_path / "cams"
+    args = ["predict-ct", str(series_folder), "--weights", str(ct_weights), "--cam-dir", str(cams)]
+    assert main([*args, "--json", "--cam-slice", "5"]) == 0
+    s = json.loads(capsys.readouterr().out)["slice_model"]
+    assert s["overlay_slice"] == 5 and s["overlay_slice_read"] is True
+    with Image.open(s["overlay"]) as png:
+        assert png.size == (36, 40) and png.mode == "RGB"  # the slice's own (x, y)
+    assert "MRN-42" not in s["overlay"] and "ROE" not in s["overlay"]
+    # By default: the slice read with the highest P(COVID-19).
+    assert main([*args, "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)["slice_model"]
+    assert 1 <= s["overlay_slice"] <= 18 and Path(s["overlay"]).exists()
+    # A slice outside the series: one plain line, non-zero.
+    assert main([*args, "--cam-slice", "19"]) != 0
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "outside the series' 18 axial slices" in err

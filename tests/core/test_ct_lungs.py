@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from core.ct.analysis import analyse_ct, patient_score
+from core.ct.analysis import analyse_ct, patient_score, slice_cam
 from core.ct.preprocess import (
     LUNG_WINDOW,
     body_box,
@@ -21,6 +21,7 @@ from core.ct.preprocess import (
     slices_read,
     window_hu,
 )
+from core.errors import DashboardError
 from core.models.manifest import InputSpec
 from core.models.registry import ModelRegistry
 from core.types import CtVolume
@@ -118,3 +119,23 @@ def test_the_patient_score_and_the_ood_verdict_use_the_slices_read(tmp_path: Pat
     model.card = dataclasses.replace(model.card, input=dataclasses.replace(model.card.input, crop=None))
     whole = analyse_ct(volume, None, model)
     assert whole.slices_read.all() and whole.patient_score == pytest.approx(patient_score(whole.slice_probabilities))
+
+
+def test_the_slice_models_grad_cam_covers_the_region_it_reads(tmp_path: Path) -> None:
+    # Seed 1: an untrained net whose COVID-19 gradient at layer4 is positive, so the ReLU'd map is not all zero.
+    register_tiny_ct_model(tmp_path, "ct-slice-tiny", seed=1)
+    register_tiny_ct_model(tmp_path, "covid3d-tiny")
+    registry = ModelRegistry(tmp_path, device=torch.device("cpu"))
+    model = registry.load("ct-slice-tiny")
+    model.card = dataclasses.replace(model.card, input=dataclasses.replace(model.card.input, crop="lungs"))
+    volume = CtVolume(chest(), (8.0, 2.5, 2.5), "1.2.3", "chest", None, 0)
+    z = 9
+    cam = slice_cam(volume, model, z)
+    assert cam.shape == volume.hu.shape[1:] and cam.dtype == np.float32
+    assert cam.min() >= 0.0 and cam.max() == pytest.approx(1.0)
+    y0, y1, x0, x1 = lung_boxes(volume.hu)[0][z]
+    outside = np.ones_like(cam, dtype=bool)
+    outside[y0:y1, x0:x1] = False
+    assert not cam[outside].any() and cam[~outside].any()
+    with pytest.raises(DashboardError, match="ct-slice"):
+        slice_cam(volume, registry.load("covid3d-tiny"), z)

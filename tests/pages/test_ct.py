@@ -90,7 +90,7 @@ def test_an_uploaded_series_in_shuffled_files_is_read_viewed_in_three_planes_and
     app.radio(key="ct_plane").set_value("Sagittal").run()
     assert app.slider(key="ct_slice_Sagittal").max == 36
     assert "physical aspect kept" in caption_text(app)
-    app.radio(key="ct_cam").set_value(app.radio(key="ct_cam").options[1]).run()
+    app.radio(key="ct_map_real").set_value(app.radio(key="ct_map_real").options[1]).run()
     assert not app.exception
     assert "Red: evidence for COVID+" in caption_text(app)
 
@@ -169,4 +169,9 @@ def test_a_real_series_is_read_by_the_real_slice_model_through_its_lungs_and_ref
     assert "unlike the images covid3d" in warnings and "ct-slice-real-resnet18" not in warnings
     captions = caption_text(app)
     assert "ct-slice-real-resnet18: trained on real chest CT slices; like its training data: yes" in captions
-    assert "unlike covid3d's training data: the map shows where it looked, not a finding" in captions
+    # An upload shows the real slice model's map by default; the first axial slice it does not read.
+    assert "Grad-CAM of ct-slice-real-resnet18 for COVID-19 on this slice." in captions
+    app.slider(key="ct_slice_Axial").set_value(1).run()
+    assert "ct-slice-real-resnet18 does not read this slice (too little lung): no map" in caption_text(app)
+    app.radio(key="ct_map_real").set_value(app.radio(key="ct_map_real").options[0]).run()
+    assert "unlike covid3d's training data: the map shows where it looked, not a finding" in caption_text(app)
