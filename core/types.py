@@ -10,21 +10,6 @@ from typing import Any
 
 import numpy as np
 
-#: Output order of the demo 3-class chest X-ray models (and the case library's diagnoses).
-XRAY_LABELS: tuple[str, ...] = ("Normal", "Viral pneumonia", "COVID-19")
-
-#: The middle class of the real adult X-ray data: pneumonia of any cause (NIH ChestX-ray14's
-#: "Pneumonia" label), not specifically viral as the demo's "Viral pneumonia".
-PNEUMONIA_ANY: str = "Pneumonia (non-COVID)"
-
-#: The negative class of real COVID-19 CT data (Soares et al.): not infected by SARS-CoV-2,
-#: which is not the same as healthy.
-NON_COVID: str = "Non-COVID"
-
-#: Every class a training set may use, in the order a model's outputs follow: a model's labels
-#: are the classes its data holds, in this order (the demo data gives :data:`XRAY_LABELS`).
-KNOWN_LABELS: tuple[str, ...] = ("Normal", NON_COVID, "Viral pneumonia", PNEUMONIA_ANY, "COVID-19")
-
 
 @dataclass(frozen=True)
 class XrayImage:

@@ -10,8 +10,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.errors import DashboardError
+from core.labels import XRAY_LABELS
 from core.library.records import OUTCOMES, Patient, PatientFilter
-from core.types import XRAY_LABELS
 from ui.library import library_or_stop, show_full_size
 from ui.navigation import use_app_navigation
 from ui.text import DISCLAIMER, describe_outcome, describe_study_time

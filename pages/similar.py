@@ -13,10 +13,10 @@ from core.errors import DashboardError
 from core.explain.overlay import render_overlay, resize_unit
 from core.inference import analyse_xray, xray_ood
 from core.io.images import read_xray
+from core.labels import XRAY_LABELS
 from core.library.records import OUTCOMES, PatientFilter, Study
 from core.search.embeddings import REFERENCE_MODEL, check_embeddable, read_stored_xray
 from core.search.similar import UNLABELLED, SearchFilter, SearchResults, find_similar
-from core.types import XRAY_LABELS
 from ui import resources
 from ui.demo_images import demo_xrays
 from ui.figures import IMAGE_CONFIG, side_by_side_figure

@@ -11,6 +11,7 @@ from core.ct.views import signed_overlay
 from core.errors import DashboardError
 from core.io.ct_input import read_ct_upload
 from core.io.images import read_xray
+from core.labels import XRAY_LABELS
 from core.library.records import PatientFilter
 from core.trajectory.curves import (
     cohort_curve,
@@ -40,7 +41,6 @@ from core.trajectory.scores import (
     score_version,
     scored_refs,
 )
-from core.types import XRAY_LABELS
 from ui import resources
 from ui.demo_images import demo_follow_up_cts, demo_follow_up_xrays
 from ui.figures import change_box_figure, cohort_figure, findings_heatmap, trajectory_figure

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the two demo CT models exactly as committed in weights/ (about 40 minutes on 2 CPU
 # cores). The training data are the demo cohort's CT phantoms (core.demo, seed 0), drawn in
-# memory, plus normal-control phantoms (see core/training/ct_sources.py), trained with the
+# memory, plus normal-control phantoms (see core/datasets/ct_sources.py), trained with the
 # public training commands, so the demo weights take the same path a hospital's would.
 #
 # The demo configuration (DEMO_COVID3D in core/models/covid3d.py, DEMO_CT_SLICE in

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from core.demo.xray_phantom import generate_xray
-from core.types import XRAY_LABELS, CtVolume
+from core.labels import XRAY_LABELS
+from core.types import CtVolume
 
 
 def demo_xrays(size: int = 512) -> list[tuple[str, bytes]]:

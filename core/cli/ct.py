@@ -7,13 +7,14 @@ import json
 import sys
 from pathlib import Path
 
+from core.cli.common import device_arg, registry_of, weights_arg
 from core.cli.xray import add_image_training_options
+from core.models.registry import DEFAULT_WEIGHTS_DIR
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from core.models.covid3d import DEMO_COVID3D
     from core.models.ct_slice import DEMO_CT_SLICE
-    from core.models.registry import DEFAULT_WEIGHTS_DIR
 
     p = sub.add_parser("predict-ct", help="COVID3D and slice-model predictions for one CT series")
     p.add_argument("path", metavar="PATH", help="a folder of DICOM slices, a zip, a NIfTI file or a single DICOM")
@@ -29,8 +30,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         type=int,
         help="axial slice for --cam-dir, 1 = most inferior (default: the slice read with the highest P(COVID-19))",
     )
-    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS_DIR), help="folder with manifest.json")
-    p.add_argument("--device", choices=("cpu", "cuda"), help="default: CUDA when present")
+    weights_arg(p)
+    device_arg(p)
     p.set_defaults(func=run_predict)
 
     for name, kind, helptext in (
@@ -96,7 +97,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         t.add_argument("--no-augment", dest="augment", action="store_false")
         t.add_argument("--seed", type=int, default=0)
         t.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-        t.add_argument("--device", choices=("cpu", "cuda"))
+        device_arg(t)
         t.add_argument("--note", default="", help="a description of the training data, stored in the manifest")
         t.add_argument("--intended-use", default=None)
         t.set_defaults(func=run_train, kind=kind)
@@ -154,7 +155,6 @@ def run_predict(args: argparse.Namespace) -> int:
     from core.ct.analysis import analyse_ct
     from core.errors import MissingModelError
     from core.io.ct_input import read_ct_path
-    from core.models.registry import ModelRegistry, select_device
 
     path = Path(args.path)
     if not path.exists():
@@ -162,7 +162,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
         raise InvalidInputError(f"{args.path} does not exist.")
     volume = read_ct_path(path, series_uid=args.series)
-    registry = ModelRegistry(args.weights, device=select_device(args.device))
+    registry = registry_of(args)
     volume_id = _first(registry, "ct-volume", args.model)
     slice_id = _first(registry, "ct-slice", args.slice_model)
     if volume_id is None and slice_id is None:
@@ -253,8 +253,8 @@ def _train_on_slice_images(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
+    from core.datasets.sources import is_image_source
     from core.training.ct import CtTrainConfig, train_ct
-    from core.training.sources import is_image_source
     from core.training.xray import DEMO_INTENDED_USE
 
     if args.kind == "ct-slice" and is_image_source(args.data):

@@ -19,11 +19,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+from core.cli.common import device_arg, registry_of, weights_arg
 from core.errors import InsufficientDataError, InvalidInputError
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from core.models.registry import DEFAULT_WEIGHTS_DIR
 
     e = sub.add_parser("evaluate", help="a model's performance on its held-out split or a dataset (page 7)")
     e.add_argument("--model", action="append", required=True, help="model id; repeat to compare models")
@@ -54,15 +54,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true", help="print everything as one JSON object")
     e.add_argument("--html", type=Path, default=None, help="write a self-contained HTML report here")
-    e.add_argument("--weights", default=str(DEFAULT_WEIGHTS_DIR), help="folder with manifest.json")
-    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    weights_arg(e)
+    device_arg(e)
     e.add_argument("--threads", type=int, help="CPU threads for torch")
     e.set_defaults(func=run_evaluate)
 
     c = sub.add_parser("calibrate", help="fit a model's temperature on its recorded dev split (writes the manifest)")
     c.add_argument("--model", action="append", required=True, help="model id; repeat for several")
-    c.add_argument("--weights", default=str(DEFAULT_WEIGHTS_DIR), help="folder with manifest.json")
-    c.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    weights_arg(c)
+    device_arg(c)
     c.add_argument("--threads", type=int, help="CPU threads for torch")
     c.set_defaults(func=run_calibrate)
 
@@ -70,11 +70,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def _registry(args: argparse.Namespace):  # noqa: ANN202 - a ModelRegistry, imported late
     import torch
 
-    from core.models.registry import ModelRegistry, select_device
-
     if args.threads:
         torch.set_num_threads(args.threads)
-    return ModelRegistry(args.weights, device=select_device(None if args.device == "auto" else args.device))
+    return registry_of(args)
 
 
 def _window_sd(text: str | None) -> tuple[float, float] | None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from core.cli.common import device_arg, registry_of, weights_arg
 from core.errors import InvalidInputError
+from core.models.registry import DEFAULT_WEIGHTS_DIR
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from core.models.registry import DEFAULT_WEIGHTS_DIR
-
     t = sub.add_parser(
         "train-findings",
         help="train cxr-findings (DenseNet-121, one sigmoid per finding) on a CheXpert-style CSV or the demo cohort",
@@ -28,20 +28,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--demo-patients", type=int, default=600, help="--data demo: simulated patients")
     t.add_argument("--no-augment", action="store_true")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
+    device_arg(t)
     t.add_argument("--threads", type=int, help="CPU threads for torch")
     t.add_argument("--note", default="", help="a line about the data for the model card")
     t.set_defaults(func=run_train)
 
-    from core.cli.library import library_arg
+    from core.cli.common import library_arg
 
     c = sub.add_parser(
         "findings-change",
         help="finding changes between sequential X-rays: Worse / Stable / Improved statistics and predictor (seed 004)",
     )
     c.add_argument("--model", default="cxr-findings", help="the findings model (default cxr-findings)")
-    c.add_argument("--weights", default=str(DEFAULT_WEIGHTS_DIR), help="folder with manifest.json")
-    c.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    weights_arg(c)
+    device_arg(c)
     c.add_argument("--k", type=int, default=5, help="features kept by the chi-square selection (5 in seed 004)")
     c.add_argument("--json", action="store_true")
     library_arg(c)
@@ -89,11 +89,10 @@ def _ci(m: dict) -> str:
 def run_change(args: argparse.Namespace) -> int:
     import json
 
-    from core.cli.library import open_existing
+    from core.cli.common import open_existing
     from core.cli.progress import LazyBar
     from core.errors import DashboardError
     from core.findings import check_findings_model
-    from core.models.registry import ModelRegistry, select_device
     from core.trajectory.findings_change import (
         CATEGORIES,
         CHANGE_RULE,
@@ -106,7 +105,7 @@ def run_change(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise InvalidInputError("--k must be at least 1.")
     library = open_existing(args)
-    registry = ModelRegistry(args.weights, device=select_device(None if args.device == "auto" else args.device))
+    registry = registry_of(args)
     model = registry.load(args.model)
     check_findings_model(model)
     with LazyBar(f"findings ({model.id} on {model.device.type})", "X-ray") as bar:

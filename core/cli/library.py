@@ -7,17 +7,9 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from core.cli.common import embedding_model_arg, library_arg, load_embedding_model, open_existing, open_library_of
 from core.cli.progress import LazyBar
 from core.errors import InvalidInputError
-
-
-def library_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--library",
-        type=Path,
-        default=None,
-        help="library folder (default: $DASHBOARD_LIBRARY, else the app's own data/library)",
-    )
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -61,9 +53,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     index = lib.add_parser("index", help="compute the search embeddings of every image that lacks them (incremental)")
     index.add_argument("--json", action="store_true", help="print the report as JSON")
-    from core.cli.search import model_arg
-
-    model_arg(index)
+    embedding_model_arg(index)
     library_arg(index)
     index.set_defaults(func=run_index)
 
@@ -81,25 +71,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     stats.set_defaults(func=run_stats)
 
 
-def _open(args: argparse.Namespace, *, create: bool):
-    from core.library.store import LibraryError, open_library
-
-    try:
-        return open_library(args.library, create=create)
-    except LibraryError as e:
-        raise InvalidInputError(f"{e} Build one with `python -m core library build-demo` or import a dataset.") from e
-
-
-def open_existing(args: argparse.Namespace):
-    return _open(args, create=False)
-
-
 def run_index(args: argparse.Namespace) -> int:
-    from core.cli.search import load_model
     from core.search.embeddings import index_library
 
-    library = _open(args, create=False)
-    model = load_model(args)
+    library = open_existing(args)
+    model = load_embedding_model(args)
     with LazyBar(f"embedding ({model.id} on {model.device.type})", "image") as bar:
         report = index_library(library, model, progress=bar)
     if args.json:
@@ -120,7 +96,7 @@ def run_import(args: argparse.Namespace) -> int:
 
     if not Path(args.src).exists():
         raise InvalidInputError(f"{args.src} does not exist.")
-    library = _open(args, create=True)
+    library = open_library_of(args, create=True)
     options: dict[str, object] = {"workers": args.workers, "source": args.source or args.format}
     if args.format == "cohen":
         options.update(include_lateral=args.include_lateral, include_ct=not args.skip_ct)
@@ -160,10 +136,10 @@ def run_build_demo(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from core.labels import canonical_label
     from core.library.records import PatientFilter
-    from core.training.sources import canonical_label
 
-    library = _open(args, create=False)
+    library = open_existing(args)
     labels = tuple(canonical_label(x) for x in args.label) if args.label else None
     where = PatientFilter(
         labels=labels,
@@ -187,7 +163,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    library = _open(args, create=False)
+    library = open_existing(args)
     patient = library.patient(args.pseudonym)
     if args.json:
         out = asdict(patient.summary)
@@ -212,7 +188,7 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    library = _open(args, create=False)
+    library = open_existing(args)
     c = library.counts()
     if args.json:
         print(json.dumps({"library": str(library.root), **asdict(c)}))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from core.models.registry import DEFAULT_WEIGHTS_DIR, ModelRegistry
+from core.cli.common import weights_arg
+from core.models.registry import ModelRegistry
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the models in the manifest")
-    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS_DIR), help="folder with manifest.json")
+    weights_arg(p)
     p.add_argument("--json", action="store_true", help="one JSON object per model")
     p.set_defaults(func=run_models)
 

@@ -21,9 +21,10 @@ import argparse
 import json
 from pathlib import Path
 
+from core.cli.common import device_arg, registry_of, weights_arg
+
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from core.models.registry import DEFAULT_WEIGHTS_DIR
 
     for name, helptext, func in (
         ("fit-ood", "fit each model's 'unlike my training data' reference on its recorded splits", run_fit),
@@ -32,8 +33,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--model", action="append", required=True, help="model id (repeatable)")
-        p.add_argument("--weights", default=str(DEFAULT_WEIGHTS_DIR), help="folder with manifest.json")
-        p.add_argument("--device", choices=("cpu", "cuda"), help="default: CUDA when present")
+        weights_arg(p)
+        device_arg(p)
         p.add_argument("--threads", type=int, help="CPU threads for torch")
         p.add_argument("--json", action="store_true", help="print one JSON object per model")
         if name == "shortcut-check":
@@ -52,11 +53,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def _registry(args: argparse.Namespace):
     import torch
 
-    from core.models.registry import ModelRegistry, select_device
-
     if args.threads:
         torch.set_num_threads(args.threads)
-    return ModelRegistry(args.weights, device=select_device(args.device))
+    return registry_of(args)
 
 
 def run_fit(args: argparse.Namespace) -> int:

@@ -8,22 +8,11 @@ import json
 import sys
 from pathlib import Path
 
-from core.cli.library import library_arg, open_existing
+from core.cli.common import embedding_model_arg, library_arg, load_embedding_model, open_existing
 from core.errors import InvalidInputError
 from core.library.records import OUTCOMES
 
 _IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
-
-
-def model_arg(p: argparse.ArgumentParser) -> None:
-    from core.models.registry import DEFAULT_WEIGHTS_DIR
-    from core.search.embeddings import REFERENCE_MODEL
-
-    p.add_argument("--model", default=REFERENCE_MODEL, help=f"embedding model (default {REFERENCE_MODEL})")
-    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS_DIR), help="folder with manifest.json")
-    p.add_argument(
-        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model runs (auto: CUDA if present)"
-    )
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +35,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--modality", choices=("X-ray", "CT"), help="only patients with a study of this modality")
     p.add_argument("--backend", choices=BACKENDS, default="exact", help="search backend (default exact)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    model_arg(p)
+    embedding_model_arg(p)
     library_arg(p)
     p.set_defaults(func=run_similar)
 
@@ -56,19 +45,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--max-queries", type=int, default=None, help="query with a random subset of this many images (at least 1)"
     )
     ev.add_argument("--json", action="store_true")
-    model_arg(ev)
+    embedding_model_arg(ev)
     library_arg(ev)
     ev.set_defaults(func=run_evaluate)
-
-
-def load_model(args: argparse.Namespace):
-    from core.models.registry import ModelRegistry, select_device
-    from core.search.embeddings import check_embeddable
-
-    registry = ModelRegistry(args.weights, device=select_device(None if args.device == "auto" else args.device))
-    model = registry.load(args.model)
-    check_embeddable(model)
-    return model
 
 
 def _note_unindexed(library, model, index) -> None:
@@ -85,13 +64,13 @@ def _note_unindexed(library, model, index) -> None:
 
 def run_similar(args: argparse.Namespace) -> int:
     from core.io.images import MAX_BYTES, read_xray
+    from core.labels import canonical_label
     from core.search.similar import UNLABELLED, SearchFilter, find_similar, open_index, resolve_case
-    from core.training.sources import canonical_label
 
     if args.k < 1:
         raise InvalidInputError("--k must be at least 1.")
     library = open_existing(args)
-    model = load_model(args)
+    model = load_embedding_model(args)
     index = open_index(library, model, args.backend)
     _note_unindexed(library, model, index)
     where = SearchFilter(
@@ -159,7 +138,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.max_queries is not None and args.max_queries < 1:
         raise InvalidInputError("--max-queries must be at least 1.")
     library = open_existing(args)
-    model = load_model(args)
+    model = load_embedding_model(args)
     index = open_index(library, model)
     _note_unindexed(library, model, index)
     ev = evaluate_retrieval(library, index, k=args.k, max_queries=args.max_queries)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 
+from core.cli.common import device_arg, registry_of, weights_arg
+from core.models.registry import DEFAULT_WEIGHTS_DIR
+
 DATA_HELP = "'demo', 'demo:N' (a simulated cohort, seed 1) or the folder of a case library"
 
 
 def _common_train(p: argparse.ArgumentParser) -> None:
-    from core.models.registry import DEFAULT_WEIGHTS_DIR
-
     p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--out", default=str(DEFAULT_WEIGHTS_DIR), help="weights folder (default: weights/)")
     p.add_argument(
@@ -21,7 +22,7 @@ def _common_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
+    device_arg(p)
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--note", default="", help="a line about the data for the model card")
 
@@ -43,8 +44,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", default="covid3d", help="the COVID3D model to start from (default covid3d)")
     p.set_defaults(func=run_train_prognosis)
 
-    from core.cli.library import library_arg
-    from core.models.registry import DEFAULT_WEIGHTS_DIR
+    from core.cli.common import library_arg
     from core.survival.analysis import ENDPOINTS, GROUPINGS, S_FEATURES
 
     k = sub.add_parser("km", help="Kaplan-Meier curves of groups: log-rank p-value and Cox hazard ratio")
@@ -70,8 +70,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--s-threshold", type=float, default=0.0, help="--group-by s: the threshold on s")
     k.add_argument("--json", action="store_true")
     k.add_argument("--model", default=None, help="the grouping's model (default: the registered one for the role)")
-    k.add_argument("--weights", default=str(DEFAULT_WEIGHTS_DIR), help="folder with manifest.json")
-    k.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the models run")
+    weights_arg(k)
+    device_arg(k)
     library_arg(k)
     k.set_defaults(func=run_km)
 
@@ -150,14 +150,13 @@ def run_train_prognosis(args: argparse.Namespace) -> int:
 def run_km(args: argparse.Namespace) -> int:
     import json
 
-    from core.cli.library import open_existing
+    from core.cli.common import open_existing
     from core.cli.progress import LazyBar
-    from core.models.registry import ModelRegistry, select_device
     from core.survival.analysis import model_role_ids, role_of, stratify
     from core.survival.cohort import library_patients
 
     library = open_existing(args)
-    registry = ModelRegistry(args.weights, device=select_device(None if args.device == "auto" else args.device))
+    registry = registry_of(args)
     role = role_of(args.endpoint, args.group_by)
     models = {}
     if role is not None:

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from core.cli.library import library_arg, open_existing
+from core.cli.common import device_arg, library_arg, open_existing, registry_of, weights_arg
 from core.cli.progress import LazyBar
 from core.errors import InvalidInputError
 
@@ -16,13 +16,12 @@ DEFAULT_MODEL = "covid3d"
 
 
 def model_arg(p: argparse.ArgumentParser) -> None:
-    from core.models.registry import DEFAULT_WEIGHTS_DIR
 
     p.add_argument(
         "--model", default=DEFAULT_MODEL, help=f"CT volume model (default {DEFAULT_MODEL}) or an X-ray model"
     )
-    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS_DIR), help="folder with manifest.json")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model runs")
+    weights_arg(p)
+    device_arg(p)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -42,10 +41,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def load_model(args: argparse.Namespace):  # noqa: ANN201 - LoadedModel
-    from core.models.registry import ModelRegistry, select_device
     from core.trajectory.scores import score_name
 
-    registry = ModelRegistry(args.weights, device=select_device(None if args.device == "auto" else args.device))
+    registry = registry_of(args)
     model = registry.load(args.model)
     score_name(model)  # a plain error for a model that gives no COVID score
     return model
@@ -87,7 +85,7 @@ def run_trajectory(args: argparse.Namespace) -> int:
         raise InvalidInputError("--bin-days must be positive.")
     if args.patient and (args.label or args.csv):
         raise InvalidInputError("--label and --csv go with --cohort, not with one patient.")
-    from core.training.sources import canonical_label
+    from core.labels import canonical_label
 
     # Refuse a bad label before scoring a whole library.
     labels = tuple(canonical_label(x) for x in args.label) if args.label else None

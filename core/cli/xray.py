@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.cli.common import device_arg, registry_of, weights_arg
 from core.errors import DashboardError
+from core.models.registry import DEFAULT_WEIGHTS_DIR
 
 if TYPE_CHECKING:
     from core.models.registry import ModelRegistry
@@ -20,7 +22,6 @@ DEFAULT_MODELS = ("cxr-real-resnet18", "cxr-resnet18")
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from core.explain.attributions import METHOD_ALIASES
     from core.explain.overlay import COLORMAPS
-    from core.models.registry import DEFAULT_WEIGHTS_DIR
 
     p = sub.add_parser("predict-xray", help="3-class probabilities (and overlays) for chest X-ray files")
     p.add_argument("files", nargs="+", metavar="FILE", help="PNG, JPEG, BMP, TIFF or DICOM files")
@@ -38,8 +39,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--colormap", default="Jet", choices=COLORMAPS)
     p.add_argument("--opacity", type=float, default=0.5)
     p.add_argument("--json", action="store_true", help="print one JSON object per file and model")
-    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS_DIR), help="folder with manifest.json")
-    p.add_argument("--device", choices=("cpu", "cuda"), help="default: CUDA when present")
+    weights_arg(p)
+    device_arg(p)
     p.set_defaults(func=run_predict)
 
     t = sub.add_parser("train-xray", help="train an X-ray classifier (the data's classes) and register it")
@@ -66,7 +67,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--width", type=int, default=16, help="custom CNN: channels of the first block")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, help="CPU threads for torch")
-    t.add_argument("--device", choices=("cpu", "cuda"))
+    device_arg(t)
     add_image_training_options(t)
     t.set_defaults(func=run_train)
 
@@ -113,9 +114,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from core.explain.overlay import png_bytes, render_overlay
     from core.inference import analyse_xray, predict_xray, xray_reading
     from core.io.images import read_xray
-    from core.models.registry import ModelRegistry, select_device
 
-    registry = ModelRegistry(args.weights, device=select_device(args.device))
+    registry = registry_of(args)
     models = [registry.load(mid) for mid in _model_ids(args, registry)]
     if args.cam_dir:
         args.cam_dir.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from core.types import XRAY_LABELS
+from core.labels import XRAY_LABELS
 
 #: Default volume shape (z, y, x), in voxels.
 CT_SHAPE: tuple[int, int, int] = (48, 128, 128)

@@ -32,7 +32,7 @@ from types import MappingProxyType
 import numpy as np
 from PIL import Image
 
-from core.types import XRAY_LABELS
+from core.labels import XRAY_LABELS
 
 logger = logging.getLogger(__name__)
 

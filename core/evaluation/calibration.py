@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from scipy.optimize import minimize_scalar
 from scipy.special import expit, log_softmax
 
 from core.errors import InvalidInputError
@@ -191,8 +192,6 @@ def fit_calibration(logits: npt.ArrayLike, targets: npt.ArrayLike, output: str, 
     """
     # The sigmoid fit is the survival and prognosis trainers' own; core.training.loop imports
     # torch, which nothing else here needs, hence the import in the function.
-    from core.training.loop import fit_temperature
-
     nll: Callable[[float], float]
     probs: Callable[[float], np.ndarray]
     if output == "softmax":
@@ -234,3 +233,19 @@ def fit_calibration(logits: npt.ArrayLike, targets: npt.ArrayLike, output: str, 
         ece_before=expected_calibration_error(y, probs(1.0)),
         ece_after=expected_calibration_error(y, probs(temperature)),
     )
+
+
+def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
+    """The temperature T in [0.2, 10] minimising the BCE of sigmoid(logit / T) on a dev split (Guo et al.
+    2017's temperature scaling, for one logit); 1.0 when the split holds one class only."""
+    z = np.asarray(logits, dtype=np.float64).reshape(-1)
+    y = np.asarray(targets, dtype=np.float64).reshape(-1)
+    if z.size == 0 or len(set(y.tolist())) < 2:
+        return 1.0
+
+    def nll(log_t: float) -> float:
+        s = z / math.exp(log_t)
+        return float(np.mean(np.logaddexp(0.0, s) - y * s))
+
+    res = minimize_scalar(nll, bounds=(math.log(0.2), math.log(10.0)), method="bounded")
+    return float(math.exp(res.x))

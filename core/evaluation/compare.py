@@ -219,6 +219,6 @@ def window_robustness(
 
 
 def _classes(card: ModelCard) -> tuple[str, ...]:
-    from core.training.ct import SLICE_CLASSES
+    from core.labels import SLICE_CLASSES
 
     return SLICE_CLASSES if model_kind(card) == "ct-slice" else ("COVID-19", "Normal", "Viral pneumonia")

@@ -150,7 +150,7 @@ _WORDS = {"test": "held-out test", "dev": "dev", "train": "training"}
 def _split(samples: list[Any], card: ModelCard) -> dict[str, list[Any]]:
     """The trainer's split of ``samples`` (core.training.xray.train_xray): by the recorded block,
     image by image where there are too few images for blocks, as the trainer falls back."""
-    from core.training.sources import split_by_patient
+    from core.datasets.sources import split_by_patient
 
     try:
         return split_by_patient(samples, seed=_seed(card), block=_block(card))
@@ -197,8 +197,8 @@ def _demo_xray_dataset(per_class: int, size: int, seed: int) -> tuple[tuple[Any,
     """The demo X-ray dataset ``python -m core demo xray-dataset`` writes, drawn again (once per
     process: the three demo X-ray models share it): its samples with paths relative to the
     dataset, and each file's bytes."""
+    from core.datasets.sources import Sample, load_source
     from core.demo.xray_phantom import write_xray_dataset
-    from core.training.sources import Sample, load_source
 
     with tempfile.TemporaryDirectory(prefix="eval-xray-") as tmp:
         root = write_xray_dataset(tmp, n_per_class=per_class, seed=seed, size=size).resolve()
@@ -209,7 +209,7 @@ def _demo_xray_dataset(per_class: int, size: int, seed: int) -> tuple[tuple[Any,
 
 
 def _xray_data(card: ModelCard, data: str | Path | None, split: str) -> EvalData:
-    from core.training.sources import load_source
+    from core.datasets.sources import load_source
 
     if data is not None:
         samples = load_source(data)
@@ -259,8 +259,9 @@ def _split_name(split: str) -> str:
 
 
 def _findings_data(card: ModelCard, data: str | Path | None, split: str) -> EvalData:
-    from core.training.findings import FINDINGS, csv_samples
-    from core.training.sources import split_by_patient
+    from core.datasets.findings import csv_samples
+    from core.datasets.sources import split_by_patient
+    from core.demo.xray_phantom import FINDINGS
 
     if data is not None:
         samples, targets, problems = csv_samples(data)
@@ -276,7 +277,7 @@ def _findings_data(card: ModelCard, data: str | Path | None, split: str) -> Eval
         raise InvalidInputError(f"{card.id} has {len(card.labels)} outputs, the findings list {len(FINDINGS)}.")
     words = _WORDS[split]
     if source.startswith("demo"):
-        from core.training.findings import DEMO_COHORT_SEED, demo_xrays, draw_demo_xray
+        from core.datasets.findings import DEMO_COHORT_SEED, demo_xrays, draw_demo_xray
 
         n_patients = int(config.get("demo_patients", 0))
         if n_patients < 1:
@@ -326,7 +327,8 @@ def _ct_cases(scans: Sequence[Any]) -> list[EvalCase]:
 def ct_split(card: ModelCard, scans: Sequence[Any]) -> tuple[set[str], set[str]]:
     """(held-out test patients, the kept fold's validation patients) of a CT model, from its
     card: the test patients as recorded, the folds re-made with the trainer's seeded split."""
-    from core.training.ct import SLICE_CLASSES, patient_split
+    from core.datasets.splits import patient_split
+    from core.labels import SLICE_CLASSES
 
     recorded = _recorded(card)
     test = set(recorded.get("test_patients") or [])
@@ -355,7 +357,7 @@ def ct_split(card: ModelCard, scans: Sequence[Any]) -> tuple[set[str], set[str]]
 
 
 def _ct_data(card: ModelCard, data: str | Path | None, split: str) -> EvalData:
-    from core.training.ct_sources import load_ct_source
+    from core.datasets.ct_sources import load_ct_source
 
     if data is not None:
         scans = load_ct_source(data, seed=0)
@@ -365,7 +367,7 @@ def _ct_data(card: ModelCard, data: str | Path | None, split: str) -> EvalData:
     scans = load_ct_source(source, seed=_seed(card))
     test, dev = ct_split(card, scans)
     if split == "train":  # the kept fold's training patients: everyone else the model could learn from
-        from core.training.ct import SLICE_CLASSES
+        from core.labels import SLICE_CLASSES
 
         eligible = {s.patient_id for s in scans if card.input_kind == "ct-volume" or s.label in SLICE_CLASSES}
         keep = eligible - test - dev
@@ -391,7 +393,7 @@ def held_out_for(card: ModelCard, cases: Sequence[EvalCase]) -> set[str]:
         held = set(recorded.get("test_files") or [])
         return {c.case_id for c in cases if c.case_id in held}
     if kind in ("ct-volume", "ct-slice"):
-        from core.training.ct import SLICE_CLASSES
+        from core.labels import SLICE_CLASSES
 
         test = set(recorded.get("test_patients") or [])
         # The slice model never sees patients of other classes (viral pneumonia): they are unseen.

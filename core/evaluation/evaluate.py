@@ -309,7 +309,7 @@ def levels_of(card: ModelCard, preds: Predictions) -> tuple[list[LevelData], lis
                 thresholds=thresholds,
             )
         ], notes
-    from core.training.ct import positive_probability as _positive_probability
+    from core.evaluation.binary import positive_probability as _positive_probability
 
     threshold = float(card.thresholds.get("covid", 0.5))
     y = np.array([int(c.label == "COVID-19") for c in cases])
@@ -319,7 +319,7 @@ def levels_of(card: ModelCard, preds: Predictions) -> tuple[list[LevelData], lis
         p_raw, p_cal = _positive_probability(preds.logits, 1.0), _positive_probability(preds.logits, T)
         scans = LevelData("scan", y, p_raw, p_cal, groups, labels, "binary", "COVID+", (threshold,))
     else:
-        from core.training.ct import SLICE_CLASSES
+        from core.labels import SLICE_CLASSES
 
         labels = SLICE_CLASSES
         assert preds.slice_case is not None and preds.slice_truth is not None

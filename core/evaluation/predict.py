@@ -198,7 +198,7 @@ def predict(
             rows.append(forward(torch.cat(pending).to(device)).float().cpu().numpy())
     elif kind == "ct-slice":
         from core.ct.preprocess import prepare_slices
-        from core.training.ct import VISIBLE_LESION_FRACTION
+        from core.datasets.ct_sources import VISIBLE_LESION_FRACTION
 
         for case, item in loaded():
             tick()

@@ -45,7 +45,7 @@ def _fit(card: ModelCard, registry: ModelRegistry, progress: Progress | None) ->
         y = np.array([list(card.labels).index(c.label) for c in cases])
         cal = fit_calibration(preds.logits, y, "softmax", f"dev split ({len(y)} images)")
     elif kind == "findings":
-        from core.training.findings import operating_thresholds
+        from core.evaluation.binary import operating_thresholds
 
         y = np.array([c.findings for c in cases], dtype=float)
         cal = fit_calibration(preds.logits, y, "multilabel", f"dev split ({len(y)} images)")
@@ -56,8 +56,8 @@ def _fit(card: ModelCard, registry: ModelRegistry, progress: Progress | None) ->
             preds.logits[:, 0], y, "sigmoid", f"validation patients of the kept fold ({len(y)} scans)"
         )
     else:  # ct-slice: the slices whose truth is known, as the model was trained
-        from core.training.ct import SLICE_CLASSES
-        from core.training.loop import youden_threshold
+        from core.evaluation.binary import youden_threshold
+        from core.labels import SLICE_CLASSES
 
         assert preds.slice_truth is not None and preds.slice_case is not None
         known = ~np.isnan(preds.slice_truth)
@@ -81,12 +81,13 @@ def _held_out_metrics(card: ModelCard, registry: ModelRegistry, progress: Progre
     data = evaluation_data(card, split="test")
     preds = predict(registry.load(card.id), data, progress)
     if kind == "findings":
-        from core.training.findings import finding_metrics
+        from core.evaluation.binary import finding_metrics
 
         y = np.array([c.findings for c in preds.cases], dtype=float)
         metrics["held_out"] = finding_metrics(y, expit(preds.logits / card.temperature), card.thresholds)
     else:
-        from core.training.ct import SLICE_CLASSES, binary_report
+        from core.evaluation.binary import binary_report
+        from core.labels import SLICE_CLASSES
 
         keep = [i for i, c in enumerate(preds.cases) if c.label in SLICE_CLASSES]
         y = np.array([int(preds.cases[i].label == "COVID-19") for i in keep])

@@ -26,10 +26,10 @@ import torch
 from core.errors import InsufficientDataError, InvalidInputError
 from core.evaluation.data import IMAGE_KINDS, evaluation_data, model_kind
 from core.explain.attributions import GRAD_CAM, attribute
+from core.labels import PNEUMONIA_ANY
 from core.models.manifest import write_manifest_entry
 from core.models.registry import LoadedModel, ModelRegistry
 from core.preprocess import normalise, to_unit_square
-from core.types import PNEUMONIA_ANY
 
 #: Share of each side blanked by the border check, and left out of the central region.
 BORDER = 0.15

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import DashboardError, InvalidInputError
+from core.labels import canonical_label, cohen_label
 from core.library.records import ImportReport, NewPatient, NewStudy
 from core.library.store import CaseLibrary, NewImage, content_key
 
@@ -57,23 +58,7 @@ Progress = Callable[[int, int], None]
 # ----------------------------------------------------------------------------- values
 
 
-def cohen_label(finding: str) -> str | None:
-    """Our label for a Cohen ``finding`` value, or None for other diseases (kept, unlabelled)."""
-    text = finding.strip().lower()
-    if not text:
-        return None
-    if "covid" in text:
-        return "COVID-19"
-    if text in {"no finding", "normal"}:
-        return "Normal"
-    if text.startswith("pneumonia/viral") or text in {"viral pneumonia", "viral"}:
-        return "Viral pneumonia"
-    return None
-
-
 def _label(raw: str) -> str | None:
-    from core.training.sources import canonical_label
-
     if not raw.strip():
         return None
     mapped = cohen_label(raw)

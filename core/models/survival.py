@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from core.models.architectures import XrayDenseNet121
+from core.models.xray import XrayDenseNet121
 
 #: Seed 000's sizes.
 CNN_FEATURES = 1024

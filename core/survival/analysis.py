@@ -33,7 +33,7 @@ import numpy as np
 from core.errors import InvalidInputError
 from core.models.prognosis import HIGH_RISK_DAYS
 from core.models.registry import LoadedModel
-from core.survival.cohort import OutcomePatient, Scan
+from core.survival.cohort import OutcomePatient, Scan, clinical_design
 from core.survival.km import KMAnalysis, NotEnoughDataError, km_analysis
 from core.survival.predict import (
     predict_prognosis,
@@ -209,8 +209,6 @@ def clinical_probabilities(
     target, and from a fit on all of those for the others."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
-
-    from core.training.prognosis import clinical_design
 
     patients = [p for p, _ in rows]
     x = clinical_design(patients)
@@ -403,7 +401,8 @@ def check_risk(cohort: GroupedCohort) -> dict | None:
     """How well a model's (or the clinical factors') P(high risk) matches what happened, on the
     cohort's patients with a known answer: AUC, accuracy, sensitivity, specificity, Brier score
     and the confusion matrix at the cohort's threshold. None for groupings without a probability."""
-    from core.training.loop import binary_metrics
+    # evaluation pulls in scikit-learn's metrics, about 1 s of the CLI's start-up (measured).
+    from core.evaluation.binary import binary_metrics
 
     ids = [pid for pid in cohort.patients if pid in cohort.risk and pid in cohort.truth]
     if not ids:

@@ -212,3 +212,12 @@ def load_outcome_source(src: str) -> tuple[list[OutcomePatient], str]:
         )
     library = open_library(path, create=False)
     return library_patients(library), f"case library {path.resolve().name}"
+
+
+def clinical_design(patients: list[OutcomePatient]) -> np.ndarray:
+    """Age (years / 10, median-imputed) and sex (1 = male, 0.5 when unknown) per patient."""
+    ages = np.array([np.nan if p.age is None else p.age for p in patients], dtype=float)
+    fill = float(np.nanmedian(ages)) if np.isfinite(ages).any() else 60.0
+    ages = np.where(np.isfinite(ages), ages, fill) / 10.0
+    sex = np.array([1.0 if p.sex == "M" else 0.0 if p.sex == "F" else 0.5 for p in patients])
+    return np.column_stack([ages, sex])

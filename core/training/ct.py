@@ -37,29 +37,25 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.special import expit
 from torch import nn
 
+from core.datasets.ct_sources import VISIBLE_LESION_FRACTION, CtScan, describe_ct_source, load_ct_source, read_scans
+from core.datasets.splits import patient_split
 from core.errors import InsufficientDataError, InvalidInputError
+from core.evaluation.binary import binary_report, positive_probability
 from core.evaluation.calibration import fit_calibration
-from core.evaluation.metrics import apply_temperature
-from core.evaluation.reports import classification_report
+from core.labels import SLICE_CLASSES
 from core.models.architectures import build_model
 from core.models.covid3d import COVID3D_GRADCAM_LAYER, DEMO_COVID3D
 from core.models.ct_slice import CT_SLICE_GRADCAM_LAYER, DEMO_CT_SLICE
 from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
 from core.models.registry import load_state_dict, select_device, sha256_of
-from core.training.ct_sources import CtScan, describe_ct_source, load_ct_source, read_scans
 from core.training.xray import DEMO_INTENDED_USE, card_version, provenance, save_half
 
 logger = logging.getLogger(__name__)
 
 #: Names of the two classes in the metrics tables.
 COVID3D_CLASSES = ("COVID-", "COVID+")
-SLICE_CLASSES = ("Normal", "COVID-19")
-#: Where the truth is known, a COVID-19 slice is a positive when lesions cover at least this
-#: fraction of its lung: the infection is visible, as in seed 002's labelled slices.
-VISIBLE_LESION_FRACTION = 0.05
 
 
 @dataclass(frozen=True)
@@ -151,35 +147,6 @@ class CtTrainResult:
 
 
 # ----------------------------------------------------------------------------- the split
-
-
-def patient_split(
-    patients: list[str], labels: list[int], folds: int, test_fraction: float, seed: int
-) -> tuple[set[str], list[set[str]]]:
-    """(held-out test patients, the validation patients of each fold), stratified by label.
-
-    Every patient is in exactly one of: the test set, or one fold's validation set.
-    """
-    from sklearn.model_selection import StratifiedKFold
-
-    ids = np.asarray(patients)
-    y = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    test: set[str] = set()
-    for cls in np.unique(y):
-        members = sorted(ids[y == cls])
-        rng.shuffle(members)
-        n_test = max(1, round(len(members) * test_fraction)) if len(members) >= 3 else 0
-        test.update(members[:n_test])
-    pool = np.array([i for i in ids if i not in test])
-    pool_y = np.array([lab for i, lab in zip(ids, y, strict=True) if i not in test])
-    if min(Counter(pool_y.tolist()).values(), default=0) < folds or len(set(pool_y.tolist())) < 2:
-        raise InsufficientDataError(
-            f"Too few patients for {folds}-fold cross-validation: each class needs at least {folds} patients "
-            "outside the held-out test set."
-        )
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return test, [set(pool[val].tolist()) for _, val in splitter.split(pool, pool_y)]
 
 
 # ----------------------------------------------------------------------------- data
@@ -274,14 +241,6 @@ def predict_logits(model: nn.Module, x: torch.Tensor, device: torch.device, batc
     return torch.cat(out).numpy() if out else np.zeros((0, 1), dtype=np.float32)
 
 
-def positive_probability(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """float64 (N,) P(positive class) from COVID3D's one logit (sigmoid) or the slice model's two
-    (softmax), each divided by ``temperature`` first."""
-    if logits.shape[-1] == 1:
-        return expit(logits[:, 0].astype(np.float64) / temperature)
-    return apply_temperature(logits, temperature)[:, 1]
-
-
 def predict_positive(
     model: nn.Module, x: torch.Tensor, device: torch.device, batch: int = 16, temperature: float = 1.0
 ) -> np.ndarray:
@@ -308,15 +267,6 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y, p)) if len(set(y.tolist())) == 2 else float("nan")
 
 
-def binary_report(y: np.ndarray, p: np.ndarray, classes: tuple[str, str], threshold: float = 0.5) -> dict[str, Any]:
-    """:func:`core.evaluation.reports.classification_report` for a binary model: P(positive) -> 2
-    columns, positive when P >= ``threshold`` (the report records the threshold)."""
-    report = classification_report(
-        y.astype(int).tolist(), np.stack([1 - p, p], axis=1), classes, y_pred=(p >= threshold).astype(int)
-    )
-    return report | {"threshold": float(threshold)}
-
-
 def scan_threshold(
     model: nn.Module, scans: list[CtScan], spec: InputSpec, device: torch.device, temperature: float
 ) -> float:
@@ -326,7 +276,7 @@ def scan_threshold(
     sits higher than one slice's probability."""
     from core.ct.analysis import patient_score
     from core.ct.preprocess import prepare_slices
-    from core.training.loop import youden_threshold
+    from core.evaluation.binary import youden_threshold
 
     y, score = [], []
     for scan, hu, _ in read_scans([s for s in scans if s.label in SLICE_CLASSES], progress=False):
@@ -415,7 +365,7 @@ def _summary(reports: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def train_ct(source: str | Path, out_dir: str | Path, config: CtTrainConfig, progress: bool = True) -> CtTrainResult:
-    """Train COVID3D or the slice model on ``source`` (see :mod:`core.training.ct_sources`) with
+    """Train COVID3D or the slice model on ``source`` (see :mod:`core.datasets.ct_sources`) with
     patient-level k-fold cross-validation; write the kept fold's weights and manifest entry."""
     device = select_device(config.device)
     spec = config.input_spec()

@@ -24,10 +24,8 @@ split go in it too.
 from __future__ import annotations
 
 import copy
-import csv
 import math
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,16 +36,23 @@ from scipy.special import expit
 from torch import nn
 from torch.utils.data import DataLoader
 
+from core.datasets.findings import (
+    DEMO_COHORT_SEED,
+    PATIENTS_PER_NORMAL_CONTROL,
+    csv_samples,
+    demo_xrays,
+    draw_demo_xray,
+)
+from core.datasets.sources import Sample, split_by_patient
 from core.demo.xray_phantom import FINDINGS
 from core.errors import DashboardError, InsufficientDataError, InvalidInputError
+from core.evaluation.binary import DEFAULT_THRESHOLD, finding_metrics, operating_thresholds
 from core.evaluation.calibration import fit_calibration
 from core.io.images import read_xray
 from core.models.architectures import build_model
 from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
 from core.models.registry import load_state_dict, select_device, sha256_of
 from core.preprocess import normalise, to_unit_square
-from core.training.loop import youden_threshold
-from core.training.sources import Sample, split_by_patient
 from core.training.xray import (
     DEMO_INTENDED_USE,
     IMAGENET_MEAN,
@@ -60,14 +65,7 @@ from core.training.xray import (
 
 #: The manifest marks multi-label models so pages never read them as 3-class classifiers.
 MULTI_LABEL_TASK = "multi-label"
-DEMO_COHORT_SEED = 1  # the app's library is drawn with seed 0
-#: The admitted cohort holds few normal chests (about 5% of its X-rays); the demo data add one
-#: normal-control phantom per this many patients, so the model also sees clear lungs.
-PATIENTS_PER_NORMAL_CONTROL = 2
 MAX_POS_WEIGHT = 50.0
-#: P(present) from which a finding without a fitted operating point counts as present.
-DEFAULT_THRESHOLD = 0.5
-_PATIENT_IN_PATH = re.compile(r"(patient\d+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -105,68 +103,6 @@ class FindingsTrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def u_zeros(raw: str | None) -> int:
-    """A CheXpert label cell as 0 / 1: 1 only for a positive mention (1, 1.0); uncertain (-1),
-    negative and blank are 0. Anything else is refused."""
-    text = (raw or "").strip()
-    if text == "":
-        return 0
-    try:
-        value = float(text)
-    except ValueError as e:
-        raise InvalidInputError(f"'{text}' is not a finding label (1, 0, -1 or blank).") from e
-    if value not in (1.0, 0.0, -1.0):
-        raise InvalidInputError(f"'{text}' is not a finding label (1, 0, -1 or blank).")
-    return int(value == 1.0)
-
-
-def _resolve(csv_path: Path, rel: str) -> Path:
-    for base in (csv_path.parent, csv_path.parent.parent):
-        candidate = (base / rel).resolve()
-        if candidate.is_file():
-            return candidate
-    return (csv_path.parent / rel).resolve()
-
-
-def csv_samples(path: str | Path) -> tuple[list[Sample], np.ndarray, list[str]]:
-    """Images, their (n, findings) 0/1 targets and plain-words lines about skipped rows."""
-    path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            fields = [c.strip() for c in reader.fieldnames or []]
-            rows = [{(k or "").strip(): (v or "") for k, v in r.items()} for r in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise InvalidInputError(f"Could not read {path.name} as a CSV file: {e}.") from e
-    path_col = next((c for c in ("Path", "path") if c in fields), None)
-    if path_col is None:
-        raise InvalidInputError(f"{path.name} has no Path column.")
-    present = [f for f in FINDINGS if f in fields]
-    if not present:
-        raise InvalidInputError(f"{path.name} has none of the finding columns ({', '.join(FINDINGS)}).")
-    samples, targets, problems = [], [], []
-    for n, r in enumerate(rows, start=2):
-        rel = r[path_col].strip()
-        file = _resolve(path, rel)
-        if not rel or not file.is_file():
-            problems.append(f"row {n}: no image at {rel!r}")
-            continue
-        try:
-            target = [u_zeros(r.get(f)) if f in present else 0 for f in FINDINGS]
-        except InvalidInputError as e:
-            problems.append(f"row {n}: {e}")
-            continue
-        pid = r.get("patient_id", "").strip()
-        if not pid:
-            m = _PATIENT_IN_PATH.search(rel)
-            pid = m.group(1) if m else file.stem
-        samples.append(Sample(file, "finding" if any(target) else "no finding", pid))
-        targets.append(target)
-    if not samples:
-        raise InsufficientDataError(f"None of the rows of {path.name} names a readable image.")
-    return samples, np.asarray(targets, dtype=np.float32), problems
-
-
 def _load(samples: list[Sample], size: int, progress: bool) -> tuple[torch.Tensor, list[int]]:
     from tqdm import tqdm
 
@@ -181,47 +117,6 @@ def _load(samples: list[Sample], size: int, progress: bool) -> tuple[torch.Tenso
     if not images:
         raise InsufficientDataError("None of the training images could be read.")
     return torch.stack(images), kept
-
-
-@dataclass(frozen=True)
-class DemoXray:
-    """One X-ray of the findings trainer's demo data, not yet drawn."""
-
-    sample: Sample
-    severity: float
-    anatomy: int  # the phantom's anatomy seed
-    session: int
-
-
-def demo_xrays(n_patients: int, seed: int) -> list[DemoXray]:
-    """The X-rays of a simulated cohort and its normal controls, in training order, undrawn."""
-    from core.demo.cohort import simulate_cohort
-
-    cohort = simulate_cohort(n_patients, seed)
-    scans = [
-        (p.patient_id, p.label, s.severity, p.seed, s.index)
-        for p in cohort.patients
-        for s in p.scans
-        if s.modality == "X-ray"
-    ]
-    # Normal controls: their own patients, anatomy seeds apart from the cohort's.
-    scans += [
-        (f"control-{i + 1:04d}", "Normal", 0.0, 900_000 + 1000 * seed + i, 0)
-        for i in range(n_patients // PATIENTS_PER_NORMAL_CONTROL)
-    ]
-    return [
-        DemoXray(Sample(Path(f"demo/{pid}/scan{session}.png"), label, pid), severity, anatomy, session)
-        for pid, label, severity, anatomy, session in scans
-    ]
-
-
-def draw_demo_xray(xray: DemoXray) -> tuple[np.ndarray, list[int]]:
-    """The phantom's pixels in [0, 1] and its 0/1 finding labels in :data:`FINDINGS` order."""
-    from core.demo.build import XRAY_SIZE
-    from core.demo.xray_phantom import generate_xray
-
-    phantom = generate_xray(xray.sample.label, xray.severity, xray.anatomy, size=XRAY_SIZE, session=xray.session)
-    return phantom.pixels, [int(phantom.findings[f]) for f in FINDINGS]
 
 
 def demo_images(n_patients: int, size: int, seed: int, progress: bool) -> tuple[list[Sample], torch.Tensor, np.ndarray]:
@@ -244,59 +139,6 @@ def positive_weights(targets: np.ndarray) -> torch.Tensor:
     neg = targets.shape[0] - pos
     w = np.where(pos > 0, neg / np.maximum(pos, 1), 1.0)
     return torch.tensor(np.clip(w, 1.0, MAX_POS_WEIGHT), dtype=torch.float32)
-
-
-def finding_metrics(
-    targets: np.ndarray, probs: np.ndarray, threshold: float | Mapping[str, float] = DEFAULT_THRESHOLD
-) -> dict[str, Any]:
-    """Per finding: prevalence, ROC AUC (None when only one class is present), the threshold on
-    P(present) and the sensitivity and specificity there; and the mean AUC over findings that have one.
-
-    ``targets`` and ``probs`` are (N, findings) in :data:`FINDINGS` order. ``threshold`` is one
-    number for every finding, or a mapping finding -> threshold (e.g. the dev split's operating
-    points, :func:`operating_thresholds`); a finding the mapping leaves out is called present at
-    :data:`DEFAULT_THRESHOLD`.
-    """
-    from sklearn.metrics import roc_auc_score
-
-    if isinstance(threshold, Mapping):
-        unknown = sorted(set(threshold) - set(FINDINGS))
-        if unknown:
-            raise InvalidInputError(f"Thresholds given for unknown findings: {', '.join(unknown)}.")
-        cut = {name: float(threshold.get(name, DEFAULT_THRESHOLD)) for name in FINDINGS}
-    else:
-        cut = dict.fromkeys(FINDINGS, float(threshold))
-    per: dict[str, Any] = {}
-    aucs = []
-    for j, name in enumerate(FINDINGS):
-        y, p = targets[:, j], probs[:, j]
-        both = 0 < y.sum() < y.size
-        auc = float(roc_auc_score(y, p)) if both else None
-        if auc is not None:
-            aucs.append(auc)
-        pred = p >= cut[name]
-        pos, neg = y == 1, y == 0
-        per[name] = {
-            "prevalence": float(y.mean()) if y.size else None,
-            "n_positive": int(y.sum()),
-            "auc": auc,
-            "threshold": cut[name],
-            "sensitivity": float(pred[pos].mean()) if pos.any() else None,
-            "specificity": float((~pred[neg]).mean()) if neg.any() else None,
-        }
-    return {"per_finding": per, "mean_auc": float(np.mean(aucs)) if aucs else None, "n_images": int(targets.shape[0])}
-
-
-def operating_thresholds(targets: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    """Per finding with both classes in ``targets``: the threshold on P(present) at Youden's J
-    (:func:`core.training.loop.youden_threshold`). ``targets`` and ``probs`` are (N, findings),
-    the dev split's truth and calibrated probabilities; findings with one class are left out."""
-    out: dict[str, float] = {}
-    for j, name in enumerate(FINDINGS):
-        y = targets[:, j]
-        if 0 < y.sum() < y.size:
-            out[name] = youden_threshold(y, probs[:, j])
-    return out
 
 
 @torch.inference_mode()

@@ -30,21 +30,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.datasets.splits import split_patients
 from core.errors import InsufficientDataError
+from core.evaluation.binary import binary_metrics, youden_threshold
 from core.evaluation.calibration import fit_calibration
 from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
 from core.models.prognosis import HIGH_RISK_DAYS, Covid3DPrognosis
 from core.models.registry import ModelRegistry, load_state_dict, select_device, sha256_of
 from core.survival.analysis import risk_groups_km
-from core.survival.cohort import OutcomePatient, Scan
-from core.training.loop import (
-    Batch,
-    balanced_weights,
-    binary_metrics,
-    fit_binary,
-    split_patients,
-    youden_threshold,
-)
+from core.survival.cohort import OutcomePatient, Scan, clinical_design
+from core.training.loop import Batch, balanced_weights, fit_binary
 from core.training.xray import card_version, provenance, save_half
 
 PROGNOSIS_LABELS = ("High risk",)
@@ -184,15 +179,6 @@ def _logits(tail: _Tail, items: list[Item], cache: dict[str, torch.Tensor], devi
     zeros = np.zeros(len(items))
     out = [x for x, _, _ in _batches(items, cache, zeros, zeros + 1, 32, device, None)]
     return torch.cat([tail(*x).float().cpu().reshape(-1) for x in out]).numpy() if out else np.zeros(0)
-
-
-def clinical_design(patients: list[OutcomePatient]) -> np.ndarray:
-    """Age (years / 10, median-imputed) and sex (1 = male, 0.5 when unknown) per patient."""
-    ages = np.array([np.nan if p.age is None else p.age for p in patients], dtype=float)
-    fill = float(np.nanmedian(ages)) if np.isfinite(ages).any() else 60.0
-    ages = np.where(np.isfinite(ages), ages, fill) / 10.0
-    sex = np.array([1.0 if p.sex == "M" else 0.0 if p.sex == "F" else 0.5 for p in patients])
-    return np.column_stack([ages, sex])
 
 
 def train_prognosis(

@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.datasets.splits import split_patients
 from core.errors import InsufficientDataError
+from core.evaluation.binary import binary_metrics, youden_threshold
 from core.evaluation.calibration import fit_calibration
 from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
 from core.models.registry import ModelRegistry, load_state_dict, select_device, sha256_of
@@ -34,14 +36,7 @@ from core.models.survival import CnnLstmSurvival
 from core.preprocess import normalise, to_unit_square
 from core.survival.analysis import risk_groups_km
 from core.survival.cohort import OutcomePatient
-from core.training.loop import (
-    Batch,
-    balanced_weights,
-    binary_metrics,
-    fit_binary,
-    split_patients,
-    youden_threshold,
-)
+from core.training.loop import Batch, balanced_weights, fit_binary
 from core.training.xray import card_version, provenance, save_half
 
 SURVIVAL_LABELS = ("Survival",)

@@ -1,6 +1,6 @@
 """Train a 2D image classifier (chest X-ray, or CT slice images) and register it in the manifest.
 
-The classes are those of the data (:func:`core.training.sources.label_set`): the demo phantoms
+The classes are those of the data (:func:`core.datasets.sources.label_set`): the demo phantoms
 give the demo's Normal / Viral pneumonia / COVID-19, the real adult X-rays Normal / Pneumonia
 (non-COVID) / COVID-19, the Soares CT slices Non-COVID / COVID-19 (``kind="ct-slice"``: the CT
 slice ResNet on 8-bit slice images already in a lung window, the window the CT page applies to
@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from core.datasets.sources import Sample, label_set, load_source, split_by_patient
 from core.errors import DashboardError, InsufficientDataError, InvalidInputError
 from core.evaluation.calibration import fit_calibration
 from core.evaluation.metrics import apply_temperature
@@ -44,7 +45,6 @@ from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
 from core.models.registry import load_state_dict, select_device, sha256_of
 from core.ood import fit_reference, layer_features, write_reference
 from core.preprocess import normalise, to_unit_square
-from core.training.sources import Sample, label_set, load_source, split_by_patient
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from core.ct.analysis import analyse_ct
+from core.datasets.ct_sources import VISIBLE_LESION_FRACTION
 from core.demo.ct_phantom import generate_ct
 from core.models.registry import DEFAULT_WEIGHTS_DIR, LoadedModel, ModelRegistry
-from core.training.ct import VISIBLE_LESION_FRACTION
 from core.types import CtVolume
 
 pytestmark = pytest.mark.demo_weights

@@ -26,7 +26,7 @@ from core.demo.ct_phantom import (
     CtPhantom,
     generate_ct,
 )
-from core.types import XRAY_LABELS
+from core.labels import XRAY_LABELS
 
 SEEDS = (0, 1, 2, 3)
 DISEASES = ("COVID-19", "Viral pneumonia")

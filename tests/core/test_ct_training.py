@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.datasets.ct_sources import load_ct_source
+from core.datasets.splits import patient_split
 from core.errors import InsufficientDataError, InvalidInputError
-from core.training.ct import CtTrainConfig, patient_split, train_ct
-from core.training.ct_sources import load_ct_source
+from core.training.ct import CtTrainConfig, train_ct
 
 
 def test_the_split_puts_every_patient_in_exactly_one_place_and_keeps_both_classes() -> None:

@@ -9,8 +9,9 @@ import torch
 
 from core.demo.xray_phantom import XrayPhantom, generate_xray
 from core.inference import explain_xray, predict_xray
+from core.labels import XRAY_LABELS
 from core.models.registry import DEFAULT_WEIGHTS_DIR, ModelRegistry
-from core.types import XRAY_LABELS, XrayImage
+from core.types import XrayImage
 
 pytestmark = pytest.mark.demo_weights
 

@@ -21,9 +21,9 @@ from core.evaluation.data import EvalCase, EvalData, evaluation_data, held_out_f
 from core.evaluation.evaluate import evaluate, evaluate_predictions, recorded_evaluation
 from core.evaluation.predict import Predictions
 from core.evaluation.recalibrate import recalibrate
+from core.labels import XRAY_LABELS
 from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
 from core.models.registry import ModelRegistry, sha256_of
-from core.types import XRAY_LABELS
 from tests.ct_helpers import register_tiny_ct_model
 from tests.evaluation_helpers import (
     TRAINED_ID,
@@ -450,9 +450,9 @@ def test_patients_the_slice_model_never_saw_count_as_held_out(ct_weights: Path) 
 
 
 def test_compare_gives_each_models_auc_and_a_symmetric_delong_test(trained: TrainedXray, tiny_weights: Path) -> None:
+    from core.datasets.sources import load_source
     from core.inference import predict_xray
     from core.io.images import read_xray
-    from core.training.sources import load_source
 
     registry = ModelRegistry(tiny_weights, device=CPU)
     models = [registry.load("cxr-custom"), registry.load("cxr-resnet18")]
@@ -574,7 +574,7 @@ def test_recalibration_fits_the_temperature_on_the_dev_split_and_keeps_the_weigh
 
 
 def _label_of(relative_path: str) -> str:
-    from core.training.sources import canonical_label
+    from core.labels import canonical_label
 
     return canonical_label(Path(relative_path).parts[0])
 

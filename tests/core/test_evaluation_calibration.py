@@ -12,8 +12,7 @@ import pytest
 from scipy.special import expit, softmax
 
 from core.errors import InvalidInputError
-from core.evaluation.calibration import Calibration, fit_calibration
-from core.training.loop import fit_temperature
+from core.evaluation.calibration import Calibration, fit_calibration, fit_temperature
 
 N = 2000
 

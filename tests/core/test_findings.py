@@ -19,25 +19,17 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from core.cli.main import main
+from core.datasets.findings import DEMO_COHORT_SEED, csv_samples, u_zeros
 from core.demo.xray_phantom import FINDINGS, generate_xray
 from core.errors import InsufficientDataError, InvalidInputError
+from core.evaluation.binary import finding_metrics
 from core.findings import check_findings_model, predict_findings
 from core.io.images import read_xray
 from core.models.manifest import read_manifest
 from core.models.registry import ModelRegistry, sha256_of
 from core.preprocess import xray_to_input
 from core.training import findings as findings_training
-from core.training.findings import (
-    DEMO_COHORT_SEED,
-    MAX_POS_WEIGHT,
-    FindingsTrainConfig,
-    csv_samples,
-    demo_images,
-    finding_metrics,
-    positive_weights,
-    train_findings,
-    u_zeros,
-)
+from core.training.findings import MAX_POS_WEIGHT, FindingsTrainConfig, demo_images, positive_weights, train_findings
 from tests.cli_helpers import assert_one_line_error
 from tests.helpers import register_tiny_findings_model, register_tiny_model
 

@@ -1,42 +1,128 @@
-"""``core`` is a plain library: it never imports streamlit, ``ui`` or ``pages``."""
+"""The one-way layers of ``core``: a package imports only packages below it, and no module
+imports itself back through others. Module-level and function-level imports count alike.
+
+The order is :data:`LAYERS`, lowest first, with the reason where the code gave one; README
+"Architecture" describes it.
+"""
 
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
+from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-FORBIDDEN = ("streamlit", "ui", "pages")
+from tests.helpers import ROOT
+
+CORE = ROOT / "core"
+
+#: Lowest first. A package (or top-level module) of core may import only those before it.
+LAYERS: tuple[str, ...] = (
+    "errors",
+    "types",
+    "labels",  # every label vocabulary and the datasets' spellings
+    "torchvision_compat",
+    "ood",  # the OOD reference: numpy and torch only; the registry loads one with each model
+    "models",
+    "preprocess",
+    "io",
+    "demo",
+    "report",  # the HTML document writer (no case logic): evaluation reports use it
+    "explain",
+    "findings",
+    "inference",
+    "library",
+    "datasets",  # readers and splits of training data; the Cohen CT reader uses the library's importer
+    "ct",
+    "search",
+    "trajectory",
+    "evaluation",  # metrics, calibration, and a model's figures on its test split (uses ct's patient score)
+    "survival",  # its risk check reports evaluation's binary metrics
+    "training",  # a trainer fits, then evaluates what it ships
+    "cli",
+    "__main__",
+)
 
 
-def _imported_roots(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    roots = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            roots.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            roots.add(node.module.split(".")[0])
-    return roots
+def _package(path: Path) -> str:
+    rel = path.relative_to(CORE).with_suffix("")
+    return rel.parts[0]
 
 
-def test_core_sources_do_not_import_streamlit_ui_or_pages() -> None:
-    offenders = {
-        str(p.relative_to(ROOT)): sorted(_imported_roots(p) & set(FORBIDDEN))
-        for p in (ROOT / "core").rglob("*.py")
-        if _imported_roots(p) & set(FORBIDDEN)
-    }
-    assert offenders == {}
+def _module(path: Path) -> str:
+    name = ".".join(("core", *path.relative_to(CORE).with_suffix("").parts))
+    return name.removesuffix(".__init__")
 
 
-def test_importing_the_whole_core_package_does_not_load_streamlit() -> None:
-    modules = sorted(
-        ".".join(p.relative_to(ROOT).with_suffix("").parts)
-        for p in (ROOT / "core").rglob("*.py")
-        if p.name != "__main__.py"
-    )
-    code = "import sys\n" + "".join(f"import {m}\n" for m in modules) + "print('streamlit' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+def _imports() -> list[tuple[Path, int, str]]:
+    """(file, line, imported core module or name) for every import in core, at any depth."""
+    out = []
+    for path in sorted(CORE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("core"):
+                out += [(path, node.lineno, f"{node.module}.{alias.name}") for alias in node.names]
+                out.append((path, node.lineno, node.module or ""))
+            elif isinstance(node, ast.Import):
+                out += [(path, node.lineno, alias.name) for alias in node.names if alias.name.startswith("core")]
+    return out
+
+
+def test_every_part_of_core_has_a_place_in_the_order() -> None:
+    parts = {_package(p) for p in CORE.rglob("*.py")} - {"__init__"}
+    assert parts - set(LAYERS) == set(), "add the new package to LAYERS, where its imports put it"
+    assert set(LAYERS) - parts == set(), "LAYERS names a package that no longer exists"
+
+
+def test_no_package_imports_one_above_it() -> None:
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    upward = []
+    for path, line, target in _imports():
+        parts = target.split(".")
+        if len(parts) < 2 or parts[1] not in rank:
+            continue
+        source = _package(path)
+        if rank.get(parts[1], -1) > rank.get(source, len(LAYERS)):
+            upward.append(f"{path.relative_to(ROOT)}:{line} ({source}) imports {target} ({parts[1]})")
+    assert not upward, "upward imports:\n" + "\n".join(sorted(set(upward)))
+
+
+def test_no_module_imports_itself_back() -> None:
+    modules = {_module(p) for p in CORE.rglob("*.py")}
+    graph: dict[str, set[str]] = defaultdict(set)
+    for path, _, target in _imports():
+        if target in modules and target != _module(path):
+            graph[_module(path)].add(target)
+    cycles = []
+    state: dict[str, int] = {}  # 1 on the path, 2 done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join(path[path.index(nxt) :] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for module in sorted(modules):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, "import circles:\n" + "\n".join(cycles)
+
+
+def test_core_never_imports_streamlit_or_the_ui() -> None:
+    offenders = []
+    for path in sorted(CORE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            offenders += [
+                f"{path.relative_to(ROOT)}:{node.lineno} {n}"
+                for n in names
+                if n.split(".")[0] in ("streamlit", "ui", "pages")
+            ]
+    assert not offenders, offenders

@@ -19,6 +19,7 @@ from core.demo import ood_probes as P
 from core.errors import WeightsIntegrityError
 from core.inference import Reading, summarise, xray_ood
 from core.io.images import read_xray
+from core.labels import PNEUMONIA_ANY, XRAY_LABELS
 from core.models.registry import LoadedModel, ModelRegistry, sha256_of
 from core.ood import (
     LayerReference,
@@ -29,7 +30,7 @@ from core.ood import (
     save_reference,
     verdict,
 )
-from core.types import PNEUMONIA_ANY, XRAY_LABELS, Prediction, XrayImage
+from core.types import Prediction, XrayImage
 from tests.cli_helpers import assert_one_line_error, run
 
 CPU = torch.device("cpu")

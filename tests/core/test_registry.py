@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from core.errors import MissingModelError, WeightsIntegrityError
+from core.labels import XRAY_LABELS
 from core.models.manifest import read_manifest
 from core.models.registry import ModelRegistry, select_device
-from core.types import XRAY_LABELS
 from tests.helpers import register_tiny_model
 
 

@@ -11,12 +11,15 @@ import numpy as np
 import pytest
 import torch
 
+from core.datasets.splits import split_patients
 from core.errors import InsufficientDataError
+from core.evaluation.binary import binary_metrics
+from core.evaluation.calibration import fit_temperature
 from core.models.prognosis import Covid3DPrognosis
 from core.models.registry import ModelRegistry, sha256_of
 from core.models.survival import CnnLstmSurvival
 from core.survival.cohort import demo_patients
-from core.training.loop import balanced_weights, binary_metrics, fit_binary, fit_temperature, split_patients
+from core.training.loop import balanced_weights, fit_binary
 from core.training.prognosis import PrognosisTrainConfig, items_of, train_prognosis
 from core.training.survival import SurvivalTrainConfig, train_survival
 from tests.survival_helpers import (

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from core.cli.main import main
+from core.datasets.sources import Sample, load_source, split_by_patient
 from core.errors import InvalidInputError
+from core.labels import canonical_label
 from core.models.registry import ModelRegistry, sha256_of
-from core.training.sources import Sample, canonical_label, load_source, split_by_patient
 
 
 @pytest.fixture(scope="module")

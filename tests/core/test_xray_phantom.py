@@ -20,7 +20,7 @@ from core.demo.xray_phantom import (
     generate_xray,
     write_xray_dataset,
 )
-from core.types import XRAY_LABELS
+from core.labels import XRAY_LABELS
 
 SIZE = 128
 SEEDS = range(6)

@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.helpers import ROOT
 
@@ -247,11 +248,12 @@ def test_upload_a_zipped_ct_series_and_read_covid3d_and_the_slice_model(app_url,
     assert "48 x 128 x 128 voxels" in page.locator("body").inner_text()
     page.get_by_text("P(COVID-19) per axial slice").first.wait_for(timeout=60_000)
     # An upload opens on the slice model's map of the slice shown: the viewer and the slice chart.
-    assert page.locator(".js-plotly-plot").count() == 2
+    expect(page.locator(".js-plotly-plot")).to_have_count(2, timeout=60_000)
     page.get_by_text("Grad-CAM of ct-slice-real-resnet18 for COVID-19 on this slice").first.wait_for(timeout=60_000)
     page.get_by_text("COVID3D Grad-CAM (where COVID3D looked)").first.click()
     page.get_by_text("Maximum-intensity projection of the map").first.wait_for(timeout=120_000)
-    assert page.locator(".js-plotly-plot").count() == 3  # the viewer, the MIP, the slice chart
+    # The viewer, the MIP, the slice chart (waited for: the rerun's stale elements go last).
+    expect(page.locator(".js-plotly-plot")).to_have_count(3, timeout=60_000)
     shots = os.environ.get("SCREENSHOT_DIR")
     if shots:
         page.screenshot(path=str(Path(shots) / "ct-page.png"), full_page=True)

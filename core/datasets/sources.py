@@ -23,35 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import InsufficientDataError, InvalidInputError
-from core.types import KNOWN_LABELS, NON_COVID, PNEUMONIA_ANY, XRAY_LABELS
+from core.labels import KNOWN_LABELS, canonical_label
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ""}
-
-#: Folder names and label spellings of the public datasets, lower-cased, to our labels.
-LABEL_ALIASES: dict[str, str] = {
-    "normal": "Normal",
-    "no finding": "Normal",
-    "viral pneumonia": "Viral pneumonia",
-    "viral": "Viral pneumonia",
-    "pneumonia/viral": "Viral pneumonia",
-    "covid": "COVID-19",
-    "covid-19": "COVID-19",
-    "covid19": "COVID-19",
-    "pneumonia/viral/covid-19": "COVID-19",
-    "viral_pneumonia": "Viral pneumonia",
-    "viral-pneumonia": "Viral pneumonia",
-    "pneumonia": PNEUMONIA_ANY,
-    "bacterial pneumonia": PNEUMONIA_ANY,
-    "pneumonia (non-covid)": PNEUMONIA_ANY,
-    "non-covid pneumonia": PNEUMONIA_ANY,
-    "non-covid": NON_COVID,
-    "non_covid": NON_COVID,
-    "noncovid": NON_COVID,
-    "non covid": NON_COVID,
-    "covid-negative": NON_COVID,
-    "covid_19": "COVID-19",
-    "covid-positive": "COVID-19",
-}
 
 
 @dataclass(frozen=True)
@@ -82,18 +56,6 @@ def label_set(samples: list[Sample]) -> tuple[str, ...]:
     """The classes present in ``samples``, in :data:`core.types.KNOWN_LABELS` order."""
     present = {s.label for s in samples}
     return tuple(label for label in KNOWN_LABELS if label in present)
-
-
-def canonical_label(raw: str, labels: tuple[str, ...] = XRAY_LABELS) -> str:
-    """Map a folder name or label spelling to one of ``labels``; raise on anything else."""
-    key = raw.strip().lower()
-    for label in labels:
-        if key == label.lower():
-            return label
-    mapped = LABEL_ALIASES.get(key)
-    if mapped in labels:
-        return mapped
-    raise InvalidInputError(f"Unknown label '{raw}'. Expected one of: {', '.join(labels)}.")
 
 
 def _from_folders(root: Path) -> list[Sample]:

@@ -29,7 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import DashboardError, InsufficientDataError, InvalidInputError
-from core.training.sources import canonical_label
+from core.labels import canonical_label
+
+#: Where the truth is known, a COVID-19 slice is a positive when lesions cover at least this
+#: fraction of its lung: the infection is visible, as in seed 002's labelled slices.
+VISIBLE_LESION_FRACTION = 0.05
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,7 @@ def _series_loader(path: Path) -> Callable[[], tuple[np.ndarray, np.ndarray | No
 
 
 def _cohen_scans(root: Path) -> list[CtScan]:
-    from core.library.importers import cohen_label
+    from core.labels import cohen_label
 
     scans = []
     with (root / "metadata.csv").open(newline="", encoding="utf-8-sig") as f:
