@@ -5,10 +5,14 @@ Small frozen dataclasses. Arrays are NumPy, shapes and units stated on each fiel
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+#: A progress callback: ``progress(done, total)``, called as work advances (a page's bar, the CLI's).
+Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
