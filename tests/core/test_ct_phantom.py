@@ -1,4 +1,4 @@
-"""Tests of the chest CT phantom generator (core/demo/ct_phantom.py).
+"""Tests of the chest CT phantom generator (the core/demo/ct_phantom package).
 
 Volumes are generated at the default shape (about 60 ms each) and cached per argument tuple, so
 the whole file runs in a few seconds. Distances to the pleura are measured here independently
