@@ -1,4 +1,4 @@
-"""Tests of the chest X-ray phantom generator (core/demo/xray_phantom.py).
+"""Tests of the chest X-ray phantom generator (the core/demo/xray_phantom package).
 
 Phantoms are generated small (64-128 px) so the whole file runs in a few seconds.
 """
