@@ -27,7 +27,6 @@ import datetime as dt
 import logging
 import os
 import time
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -36,7 +35,11 @@ from pathlib import Path
 import numpy as np
 
 from core.demo.cohort import DEFAULT_PATIENTS, DemoPatient, simulate_cohort
+from core.demo.ct_phantom import CT_FINDINGS, CT_SHAPE, generate_ct
+from core.demo.dicom_writer import DicomPatient, DicomStudy, ct_series_files, new_uid, xray_dicom_bytes
 from core.demo.notes import Prior, change_category, ct_note, xray_note
+from core.demo.xray_phantom import FINDINGS, generate_xray
+from core.types import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +91,6 @@ class BuildReport:
 
 def finding_columns() -> tuple[str, ...]:
     """Finding columns of ``metadata.csv``: the X-ray findings, then the CT-only ones."""
-    from core.demo.ct_phantom import CT_FINDINGS
-    from core.demo.xray_phantom import FINDINGS
-
     return FINDINGS + tuple(f for f in CT_FINDINGS if f not in FINDINGS)
 
 
@@ -98,11 +98,9 @@ def _yn(value: bool | None) -> str:
     return "" if value is None else ("Y" if value else "N")
 
 
-def dicom_identity(patient: DemoPatient, pseudonym: str | None = None):
+def dicom_identity(patient: DemoPatient, pseudonym: str | None = None) -> DicomPatient:
     """Who the patient's DICOM files say they are: made-up identifiers of a fictional hospital
     (for the importer's de-identification to remove), or only ``pseudonym`` when given."""
-    from core.demo.dicom_writer import DicomPatient
-
     if pseudonym is not None:
         return DicomPatient(name=pseudonym, patient_id=pseudonym, birth_date="", sex=patient.sex, age_years=patient.age)
     number = int(patient.patient_id.rsplit("-", 1)[-1])
@@ -150,10 +148,6 @@ def render_patient(
     The DICOM files carry made-up identifiers, or only ``pseudonym`` (and no accession number,
     institution or referring physician) when it is given.
     """
-    from core.demo.ct_phantom import CT_SHAPE, generate_ct
-    from core.demo.dicom_writer import DicomStudy, ct_series_files, new_uid, xray_dicom_bytes
-    from core.demo.xray_phantom import generate_xray
-
     admission = admission_date(patient)
     identity = dicom_identity(patient, pseudonym)
     anonymous = pseudonym is not None
@@ -291,7 +285,7 @@ def build_demo_cohort(
     xray_size: int = XRAY_SIZE,
     ct_shape: tuple[int, int, int] | None = None,
     workers: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> BuildReport:
     """Simulate the demo cohort and write it to ``out_dir`` (see the module docstring).
 
@@ -304,8 +298,6 @@ def build_demo_cohort(
     ValueError
         For a bad number of patients, seed or size.
     """
-    from core.demo.ct_phantom import CT_SHAPE
-
     start = time.perf_counter()
     cohort = simulate_cohort(n_patients, seed)
     shape = tuple(ct_shape or CT_SHAPE)
