@@ -55,6 +55,7 @@ from pydicom.pixels import apply_modality_lut, get_decoder, pixel_array
 
 from core.errors import DashboardError, InconsistentSeriesError, InvalidInputError, UnsupportedDicomError
 from core.io.images import MAX_BYTES
+from core.io.numbers import dicom_number
 from core.types import CtVolume
 
 __all__ = ["DicomScan", "SeriesInfo", "list_series", "read_ct_folder", "read_ct_series", "scan_dicom"]
@@ -365,7 +366,7 @@ def _split_frames(header: Dataset, data: bytes, raw: bool) -> list[_Slice] | Non
     """The frames of a multi-frame file as slices, each with its own position from the per-frame
     functional groups; None for a single-frame file or a multi-frame file without them (which
     :func:`_read_volume` refuses)."""
-    n_frames = _number(header.get("NumberOfFrames"))
+    n_frames = dicom_number(header.get("NumberOfFrames"))
     if n_frames is None or n_frames <= 1:
         return None
     per_frame = header.get("PerFrameFunctionalGroupsSequence")
@@ -437,7 +438,7 @@ def _series_info(series_uid: str, group: Sequence[_Slice]) -> SeriesInfo:
 def _read_volume(group: Sequence[_Slice], series_uid: str, notes: list[str]) -> CtVolume:
     info = _series_info(series_uid, group)
     for item in group:
-        if item.frame is None and _number(item.header.get("NumberOfFrames")) not in (None, 1.0):
+        if item.frame is None and dicom_number(item.header.get("NumberOfFrames")) not in (None, 1.0):
             raise UnsupportedDicomError(
                 "This series is stored as multi-frame DICOM without a position for each frame, which is not "
                 "supported; export it as one file per slice."
@@ -489,7 +490,7 @@ def _read_volume(group: Sequence[_Slice], series_uid: str, notes: list[str]) -> 
 
     first = ordered[0].header
     window = None
-    center, width = _number(first.get("WindowCenter")), _number(first.get("WindowWidth"))
+    center, width = dicom_number(first.get("WindowCenter")), dicom_number(first.get("WindowWidth"))
     if center is not None and width is not None and width > 0:
         window = (center, width)
     logger.debug("read a CT series: %d slices of %d x %d", len(ordered), rows, columns)
@@ -574,7 +575,7 @@ def _slice_positions(group: Sequence[_Slice], normal: np.ndarray, notes: list[st
     positions = [_numbers(s.header.get("ImagePositionPatient"), 3) for s in group]
     if all(p is not None for p in positions):
         return np.array([float(np.dot(p, normal)) for p in positions]), True
-    numbers = [_number(s.header.get("InstanceNumber")) for s in group]
+    numbers = [dicom_number(s.header.get("InstanceNumber")) for s in group]
     if any(n is None for n in numbers):
         raise InconsistentSeriesError(
             "The slices of this series cannot be put in order: some state neither their position nor their number."
@@ -648,8 +649,8 @@ def _rescale(arr: np.ndarray, ds: Dataset) -> np.ndarray:
     """Stored values -> HU (modality LUT of ``ds``, the slice's header), float32."""
     if ds.get("ModalityLUTSequence"):
         return np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
-    slope = _number(ds.get("RescaleSlope"))
-    intercept = _number(ds.get("RescaleIntercept"))
+    slope = dicom_number(ds.get("RescaleSlope"))
+    intercept = dicom_number(ds.get("RescaleIntercept"))
     out = arr.astype(np.float32)
     if slope is not None and slope != 1.0:
         out *= np.float32(slope)
@@ -732,7 +733,7 @@ def _check_tilt(
 
 def _nominal_spacing(header: Dataset, notes: list[str]) -> float:
     for keyword in ("SpacingBetweenSlices", "SliceThickness"):
-        value = _number(header.get(keyword))
+        value = dicom_number(header.get(keyword))
         if value is not None and value > 0:
             return abs(value)
     notes.append("The distance between slices is unknown; 1 mm is assumed.")
@@ -741,21 +742,6 @@ def _nominal_spacing(header: Dataset, notes: list[str]) -> float:
 
 # --------------------------------------------------------------------------------------------
 # Values
-
-
-def _number(value: Any) -> float | None:
-    """A DS/IS value (possibly multi-valued, empty or malformed) as a finite float, or None."""
-    if value is None:
-        return None
-    if isinstance(value, (list, tuple, MultiValue)):
-        if len(value) == 0:
-            return None
-        value = value[0]
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _numbers(value: Any, count: int) -> np.ndarray | None:

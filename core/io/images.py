@@ -23,14 +23,12 @@ import logging
 import math
 import struct
 from io import BytesIO
-from typing import Any
 
 import numpy as np
 import pydicom
 import pydicom.uid
 from PIL import Image, ImageOps
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.multival import MultiValue
 from pydicom.pixels import (
     apply_color_lut,
     apply_modality_lut,
@@ -40,6 +38,7 @@ from pydicom.pixels import (
 )
 
 from core.errors import DashboardError, InvalidInputError, UnsupportedDicomError
+from core.io.numbers import dicom_number
 from core.types import XrayImage
 
 logger = logging.getLogger(__name__)
@@ -412,7 +411,7 @@ def _decode_dataset(ds: Dataset, name: str) -> XrayImage:
     try:
         # Only the first frame is decoded; view_only avoids a copy of uncompressed data, but
         # where Bits Stored < Bits Allocated pydicom must mask the unused high bits (a copy).
-        full_words = _first_number(ds.get("BitsStored")) == _first_number(ds.get("BitsAllocated"))
+        full_words = dicom_number(ds.get("BitsStored")) == dicom_number(ds.get("BitsAllocated"))
         arr = pixel_array(ds, index=0, view_only=full_words)
     except BaseException as e:
         if not _is_decoder_failure(e):
@@ -512,29 +511,14 @@ def _number_of_frames(ds: Dataset) -> int:
         return 1
 
 
-def _first_number(value: Any) -> float | None:
-    """A DS/IS value (possibly multi-valued, empty or malformed) as a finite float, or None."""
-    if value is None:
-        return None
-    if isinstance(value, (list, tuple, MultiValue)):
-        if len(value) == 0:
-            return None
-        value = value[0]
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _modality_values(arr: np.ndarray, ds: Dataset) -> np.ndarray:
     """Stored values -> modality units (e.g. HU), float32 (H, W), a new C-contiguous array."""
     if ds.get("ModalityLUTSequence"):
         return np.ascontiguousarray(apply_modality_lut(arr, ds), dtype=np.float32)
     # Rescale done here in float32: pydicom's apply_modality_lut upcasts to float64, which
     # doubles memory and time on a 2048 x 2048 radiograph for no useful precision.
-    slope = _first_number(ds.get("RescaleSlope"))
-    intercept = _first_number(ds.get("RescaleIntercept"))
+    slope = dicom_number(ds.get("RescaleSlope"))
+    intercept = dicom_number(ds.get("RescaleIntercept"))
     if slope is not None and slope != 1.0:
         out = np.multiply(arr, np.float32(slope), dtype=np.float32)
     else:
@@ -561,8 +545,8 @@ def _modality_range(arr: np.ndarray, ds: Dataset) -> tuple[float, float]:
 
 def _dicom_window(ds: Dataset) -> tuple[float, float] | None:
     """(center, width) in modality units for ``XrayImage.windowed``, or None when absent."""
-    center = _first_number(ds.get("WindowCenter"))
-    width = _first_number(ds.get("WindowWidth"))
+    center = dicom_number(ds.get("WindowCenter"))
+    width = dicom_number(ds.get("WindowWidth"))
     if center is not None and width is not None and width > 0:
         function = str(ds.get("VOILUTFunction") or "LINEAR").strip().upper()
         if function == "LINEAR" and width > 1:

@@ -28,20 +28,29 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+import secrets
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+import pydicom
+from PIL import Image
 
+from core.demo.ct_phantom import CT_FINDINGS
+from core.demo.xray_phantom import FINDINGS
 from core.errors import DashboardError, InvalidInputError
+from core.io.ct_series import read_ct_series
+from core.io.images import read_xray
+from core.io.numbers import finite_float
 from core.labels import canonical_label, cohen_label
+from core.library.deid import Deidentifier
 from core.library.records import ImportReport, NewPatient, NewStudy
 from core.library.store import CaseLibrary, NewImage, content_key
+from core.types import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +60,6 @@ THUMBNAIL_PX: int = 256
 LUNG_WINDOW: tuple[float, float] = (-600.0, 1500.0)
 LATERAL_VIEWS = {"l", "lateral", "ll", "rl"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
-
-Progress = Callable[[int, int], None]
 
 
 # ----------------------------------------------------------------------------- values
@@ -71,11 +78,8 @@ def _number(raw: str | None, what: str) -> float | None:
     text = (raw or "").strip()
     if not text:
         return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise InvalidInputError(f"{what} {text!r} is not a number") from None
-    if not math.isfinite(value):
+    value = finite_float(text)
+    if value is None:
         raise InvalidInputError(f"{what} {text!r} is not a number")
     return value
 
@@ -119,22 +123,14 @@ def _findings(row: dict[str, str], names: Iterable[str]) -> dict[str, int] | Non
     return out or None
 
 
-def _known_findings() -> tuple[str, ...]:
-    from core.demo.xray_phantom import FINDINGS
-
-    try:
-        from core.demo.ct_phantom import CT_FINDINGS
-    except ImportError:  # pragma: no cover - the CT phantom ships with the project
-        CT_FINDINGS = ()
-    return FINDINGS + tuple(f for f in CT_FINDINGS if f not in FINDINGS)
+#: The finding columns an import reads where a CSV has them: the demo cohort's X-ray and CT findings.
+KNOWN_FINDINGS: tuple[str, ...] = FINDINGS + tuple(f for f in CT_FINDINGS if f not in FINDINGS)
 
 
 # ----------------------------------------------------------------------------- images
 
 
 def _png(pixels_u8_or_u16: np.ndarray) -> bytes:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(pixels_u8_or_u16).save(buf, format="PNG")
     return buf.getvalue()
@@ -142,8 +138,6 @@ def _png(pixels_u8_or_u16: np.ndarray) -> bytes:
 
 def _thumbnail(unit: np.ndarray) -> bytes:
     """PNG (at most THUMBNAIL_PX on the long side) of a float image in [0, 1]."""
-    from PIL import Image
-
     im = Image.fromarray(np.rint(np.clip(unit, 0.0, 1.0) * 255.0).astype(np.uint8))
     im.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
@@ -157,9 +151,6 @@ def _is_dicom(data: bytes) -> bool:
 
 def prepare_image(name: str, data: bytes, secret: bytes, pseudonym: str, modality: str) -> NewImage:
     """De-identify one 2D image file and make its thumbnail (X-ray, or a CT slice image)."""
-    from core.io.images import read_xray
-    from core.library.deid import Deidentifier
-
     if _is_dicom(data):
         data = Deidentifier(secret).deidentify_bytes(data, pseudonym)
         image = read_xray(data, "the image")
@@ -180,9 +171,6 @@ def prepare_image(name: str, data: bytes, secret: bytes, pseudonym: str, modalit
 
 def prepare_series(files: Sequence[tuple[str, bytes]], secret: bytes, pseudonym: str) -> NewImage:
     """De-identify a CT series (DICOM slices) and make a lung-window thumbnail."""
-    from core.io.ct_series import read_ct_series
-    from core.library.deid import Deidentifier
-
     deid = Deidentifier(secret)
     cleaned = [(f"IM-{i + 1:04d}.dcm", deid.deidentify_bytes(data, pseudonym)) for i, (_, data) in enumerate(files)]
     volume = read_ct_series(cleaned)
@@ -323,6 +311,63 @@ def _require(fields: Sequence[str], needed: Sequence[str], name: str) -> None:
         raise InvalidInputError(f"{name} lacks the column(s) {', '.join(missing)}.")
 
 
+@dataclass(frozen=True)
+class _Columns:
+    """Where a layout keeps the columns it names its own way."""
+
+    offset_onset: str
+    offset_admission: str
+    note: str
+
+
+COHEN_COLUMNS = _Columns("offset", "offset_admission", "clinical_notes")
+CSV_COLUMNS = _Columns("offset_days", "offset_admission_days", "note")
+
+
+def _case(
+    library: CaseLibrary,
+    source: str,
+    pid: str,
+    r: dict[str, str],
+    label: str | None,
+    modality: str,
+    view: str | None,
+    finding_names: Sequence[str],
+    columns: _Columns,
+) -> tuple[NewPatient, NewStudy]:
+    """The patient and the study of one row of either CSV layout (``cohen`` or ``csv``): the
+    clinical columns both share, and the offsets and note where ``columns`` says.
+
+    Raises
+    ------
+    InvalidInputError
+        A value that is not what its column holds (a bad number, yes/no or outcome).
+    """
+    survival = _yes_no(r.get("survival"), "survival")
+    patient = NewPatient(
+        pseudonym=library.pseudonym(source, pid),
+        source=source,
+        label=label,
+        sex=_sex(r.get("sex")),
+        age_years=_number(r.get("age"), "age"),
+        outcome=_outcome(r.get("outcome"), survival),
+        survival=survival,
+        length_of_stay_days=_number(r.get("length_of_stay"), "length_of_stay"),
+        went_icu=_yes_no(r.get("went_icu"), "went_icu"),
+        intubated=_yes_no(r.get("intubated"), "intubated"),
+    )
+    study = NewStudy(
+        modality=modality,
+        view=view,
+        offset_onset_days=_number(r.get(columns.offset_onset), columns.offset_onset),
+        offset_admission_days=_number(r.get(columns.offset_admission), columns.offset_admission),
+        label=label,
+        note=(r.get(columns.note) or "").strip() or None,
+        findings=_findings(r, finding_names),
+    )
+    return patient, study
+
+
 def cohen_row(
     library: CaseLibrary,
     root: Path,
@@ -356,29 +401,8 @@ def cohen_row(
     path = root / (r.get("folder", "").strip() or "images") / filename
     if check_files and not path.exists():
         raise InvalidInputError(f"the image {Path(r.get('folder') or 'images', filename)} is missing")
-    survival = _yes_no(r.get("survival"), "survival")
     label = cohen_label(r.get("finding", ""))
-    patient = NewPatient(
-        pseudonym=library.pseudonym(source, pid),
-        source=source,
-        label=label,
-        sex=_sex(r.get("sex")),
-        age_years=_number(r.get("age"), "age"),
-        outcome=_outcome(r.get("outcome"), survival),
-        survival=survival,
-        length_of_stay_days=_number(r.get("length_of_stay"), "length_of_stay"),
-        went_icu=_yes_no(r.get("went_icu"), "went_icu"),
-        intubated=_yes_no(r.get("intubated"), "intubated"),
-    )
-    study = NewStudy(
-        modality=modality,
-        view=view,
-        offset_onset_days=_number(r.get("offset"), "offset"),
-        offset_admission_days=_number(r.get("offset_admission"), "offset_admission"),
-        label=label,
-        note=(r.get("clinical_notes") or "").strip() or None,
-        findings=_findings(r, finding_names),
-    )
+    patient, study = _case(library, source, pid, r, label, modality, view, finding_names, COHEN_COLUMNS)
     return ImportRow(line, path, patient, study)
 
 
@@ -407,7 +431,7 @@ def import_cohen(
     root = meta.parent
     fields, raw_rows = _read_csv(meta)
     _require(fields, ("patientid", "finding", "filename"), "metadata.csv")
-    finding_names = [f for f in _known_findings() if f in fields]
+    finding_names = [f for f in KNOWN_FINDINGS if f in fields]
     report = ImportReport()
     rows: list[ImportRow] = []
     for line, r in raw_rows:
@@ -482,7 +506,7 @@ def import_csv(
         raise InvalidInputError(f"{path} is not a file.")
     fields, raw_rows = _read_csv(path)
     _require(fields, ("path", "label", "patient_id"), path.name)
-    finding_names = [f for f in _known_findings() if f in fields]
+    finding_names = [f for f in KNOWN_FINDINGS if f in fields]
     report = ImportReport()
     rows: list[ImportRow] = []
     for line, r in raw_rows:
@@ -497,28 +521,8 @@ def import_csv(
             label = _label(r.get("label", ""))
             modality_raw = r.get("modality", "").strip().upper()
             modality = "CT" if modality_raw == "CT" or file.is_dir() else "X-ray"
-            survival = _yes_no(r.get("survival"), "survival")
-            patient = NewPatient(
-                pseudonym=library.pseudonym(source, pid),
-                source=source,
-                label=label,
-                sex=_sex(r.get("sex")),
-                age_years=_number(r.get("age"), "age"),
-                outcome=_outcome(r.get("outcome"), survival),
-                survival=survival,
-                length_of_stay_days=_number(r.get("length_of_stay"), "length_of_stay"),
-                went_icu=_yes_no(r.get("went_icu"), "went_icu"),
-                intubated=_yes_no(r.get("intubated"), "intubated"),
-            )
-            study = NewStudy(
-                modality=modality,
-                view=r.get("view", "").strip() or None,
-                offset_onset_days=_number(r.get("offset_days"), "offset_days"),
-                offset_admission_days=_number(r.get("offset_admission_days"), "offset_admission_days"),
-                label=label,
-                note=(r.get("note") or "").strip() or None,
-                findings=_findings(r, finding_names),
-            )
+            view = r.get("view", "").strip() or None
+            patient, study = _case(library, source, pid, r, label, modality, view, finding_names, CSV_COLUMNS)
         except InvalidInputError as e:
             report.problems.append(f"row {line}: {e}; skipped.")
             continue
@@ -561,8 +565,6 @@ def add_upload(
     InvalidInputError
         For an unreadable file, or an upload that is in the library already.
     """
-    import secrets as _secrets
-
     if not files:
         raise InvalidInputError("Nothing was uploaded.")
     if patient is not None:
@@ -570,7 +572,7 @@ def add_upload(
         pseudonym = patient
     else:
         pid = _dicom_patient_id(files[0][1])
-        pseudonym = library.pseudonym("upload", pid) if pid else library.pseudonym("upload", _secrets.token_hex(16))
+        pseudonym = library.pseudonym("upload", pid) if pid else library.pseudonym("upload", secrets.token_hex(16))
     row = ImportRow(
         0,
         Path("upload"),
@@ -598,8 +600,6 @@ def add_upload(
 def _dicom_patient_id(data: bytes) -> str | None:
     if not _is_dicom(data):
         return None
-    import pydicom
-
     try:
         ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=["PatientID"])
     except Exception:  # noqa: BLE001 - an unreadable header just means no id to link by
