@@ -5,8 +5,9 @@ Accepted, in any mix (the kind of each file is decided by its first bytes, never
 - DICOM slices, with or without a ``.dcm`` extension, or one multi-frame (Enhanced) CT file;
   read by :mod:`core.io.ct_series`;
 - a NIfTI-1 or NIfTI-2 volume (``.nii``, or gzip-compressed ``.nii.gz``), read with nibabel from
-  memory; other gzip-compressed files (a ``.dcm.gz``) are ignored;
-- 16-bit TIFF slices (one file per slice, as COVID-CTset ships them, or multi-page TIFF);
+  memory (:mod:`core.io.ct_nifti_tiff`); other gzip-compressed files (a ``.dcm.gz``) are ignored;
+- 16-bit TIFF slices (one file per slice, as COVID-CTset ships them, or multi-page TIFF), read by
+  :mod:`core.io.ct_nifti_tiff`;
 - zips of any of these, with subfolders, read in memory with :mod:`zipfile` (nothing is
   extracted, nothing is written to disk). Only one level is opened: a zip inside a zip is not
   opened; it is counted and reported ("unzip it first").
@@ -53,9 +54,7 @@ actually decompressed bytes (zips and gzip together); volumes over
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
 import os
 import re
 import zipfile
@@ -64,13 +63,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path, PurePosixPath
-from typing import Any
-
-import numpy as np
-from PIL import Image
 
 from core.errors import InconsistentSeriesError, InvalidInputError
-from core.io.ct_series import MAX_VOXELS, OBLIQUE_TOLERANCE_DEG, DicomScan, SeriesInfo, looks_like_raw_dicom, scan_dicom
+from core.io.ct_nifti_tiff import gunzip_head, natural_key, nifti_series, nifti_version, read_nifti, tiff_stack
+from core.io.ct_series import DicomScan, SeriesInfo, looks_like_raw_dicom, scan_dicom
 from core.types import CtVolume
 
 __all__ = [
@@ -99,12 +95,7 @@ RATIO_MIN_BYTES: int = 1024**2
 
 _CHUNK = 16 * 1024**2
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-_NIFTI1_MAGIC = (b"n+1\x00",)
-_NIFTI2_MAGIC = b"n+2\x00\r\n\x1a\n"
-_NIFTI_HEADER_BYTES = 540
 _ZIP_COMPRESSIONS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA})
-_HU_OFFSET = 1024.0  # the usual rescale intercept, for unsigned TIFF stored values
-_NO_AIR_HU = -500.0  # a chest CT always holds voxels below this (air, aerated lung)
 _NOTHING_USABLE = "a CT slice (DICOM or 16-bit TIFF), a NIfTI volume or a zip of them"
 
 
@@ -304,8 +295,8 @@ def _kind(data: bytes) -> str:
     if _is_zip(data):
         return "zip"
     if data[:2] == b"\x1f\x8b":
-        return "nifti" if _nifti_version(_gunzip_head(data)) else "other"
-    if _nifti_version(data):
+        return "nifti" if nifti_version(gunzip_head(data)) else "other"
+    if nifti_version(data):
         return "nifti"
     if data[:4] in _TIFF_MAGIC:
         return "tiff"
@@ -443,8 +434,9 @@ def _candidates(collected: _Collected, scan: DicomScan) -> list[_Candidate]:
     groups: dict[str, list[tuple[str, bytes]]] = {}
     for name, data in collected.tiff:
         groups.setdefault(str(PurePosixPath(name.replace("\\", "/")).parent), []).append((name, data))
-    for index, folder in enumerate(sorted(groups, key=_natural_key)):
-        out.append(_tiff_candidate(groups[folder], index + 1, len(groups)))
+    for index, folder in enumerate(sorted(groups, key=natural_key)):
+        stack = tiff_stack(groups[folder], index + 1, len(groups))
+        out.append(_Candidate(stack.info, stack.read))
     return out
 
 
@@ -487,24 +479,7 @@ def _nothing_usable_message(collected: _Collected, scan: DicomScan) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# NIfTI
-
-
-def _nifti_version(data: bytes) -> int:
-    """1 or 2 for a single-file NIfTI header (".nii"), else 0 (a ".hdr" of a pair is 0 too)."""
-    if len(data) >= 348 and data[344:348] in _NIFTI1_MAGIC and data[:4] in (b"\x5c\x01\x00\x00", b"\x00\x00\x01\x5c"):
-        return 1
-    if len(data) >= 540 and data[4:12] == _NIFTI2_MAGIC and data[:4] in (b"\x1c\x02\x00\x00", b"\x00\x00\x02\x1c"):
-        return 2
-    return 0
-
-
-def _gunzip_head(data: bytes) -> bytes:
-    """The first bytes of gzip-compressed ``data`` (enough for a NIfTI header), or b""."""
-    try:
-        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data[: 64 * 1024], _NIFTI_HEADER_BYTES)
-    except zlib.error:
-        return b""
+# NIfTI: the gzip side (the reader is core.io.ct_nifti_tiff)
 
 
 def _gunzip(data: bytes, limit: int) -> bytes:
@@ -535,256 +510,22 @@ def _gunzip(data: bytes, limit: int) -> bytes:
     return b"".join(out)
 
 
-def _nifti_header(data: bytes) -> Any:
-    import nibabel as nib
-
-    klass = nib.Nifti2Header if _nifti_version(data) == 2 else nib.Nifti1Header
-    try:
-        return klass.from_fileobj(BytesIO(data[:_NIFTI_HEADER_BYTES]))
-    except Exception as e:
-        raise InvalidInputError("The NIfTI file could not be read; its header is damaged.") from e
-
-
-def _nifti_shape(header: Any) -> tuple[int, int, int]:
-    """(x, y, z) of the voxel grid, as stored; a 4D file with one volume counts as 3D."""
-    shape = tuple(int(n) for n in header.get_data_shape())
-    while len(shape) > 3 and shape[-1] == 1:
-        shape = shape[:-1]
-    if len(shape) > 3:
-        raise InvalidInputError(
-            f"This NIfTI file holds {math.prod(shape[3:])} volumes (a 4D series); only a single 3D CT volume is supported."
-        )
-    if len(shape) < 3 or min(shape) < 2:
-        raise InvalidInputError("This NIfTI file holds a single slice, and a single slice is not a volume.")
-    return shape[0], shape[1], shape[2]  # type: ignore[return-value]
-
-
 def _nifti_candidate(data: bytes, budget: _Budget) -> _Candidate:
-    gz = data[:2] == b"\x1f\x8b"
-    header = _nifti_header(_gunzip_head(data) if gz else data)
-    x, y, z = _canonical_shape(header, _nifti_shape(header))
-    uid = "nifti-" + hashlib.sha256(data).hexdigest()[:24]
-    info = SeriesInfo(uid, "NIfTI volume", "", 1, y, x, z)
-    return _Candidate(info, lambda notes: _read_nifti(data, gz, uid, budget, notes))
+    info = nifti_series(data)
+    return _Candidate(info, lambda notes: read_nifti(_gunzipped(data, budget), info.series_uid, notes))
 
 
-def _canonical_shape(header: Any, shape: tuple[int, int, int]) -> tuple[int, int, int]:
-    """(x, y, z) sizes along the RAS+ axes nearest to the header's affine."""
-    import nibabel as nib
-
-    ornt = nib.orientations.io_orientation(header.get_best_affine())
-    out = [0, 0, 0]
-    for axis, (target, _flip) in enumerate(ornt):
-        out[int(target)] = shape[axis]
-    return out[0], out[1], out[2]
-
-
-def _read_nifti(data: bytes, gz: bool, uid: str, budget: _Budget, notes: list[str]) -> CtVolume:
-    import nibabel as nib
-
-    if gz:
-        data = _gunzip(data, min(MAX_MEMBER_BYTES, budget.left))
-        budget.spend(len(data))
-    header = _nifti_header(data)
-    shape = _nifti_shape(header)
-    if math.prod(shape) > MAX_VOXELS:
-        raise InvalidInputError(
-            f"This NIfTI volume is too large to open ({shape[0]} x {shape[1]} x {shape[2]} voxels; "
-            f"the limit is {MAX_VOXELS / 2**20:.0f} million voxels)."
-        )
-    dtype = header.get_data_dtype()
-    if dtype.fields is not None or dtype.kind not in "iuf":
-        raise InvalidInputError("This NIfTI file holds colour or complex values, not a CT volume.")
-    needed = int(header.get_data_offset()) + math.prod(header.get_data_shape()) * dtype.itemsize
-    if len(data) < needed:
-        raise InvalidInputError("The NIfTI file is cut short: it holds fewer voxels than its header states.")
-    klass = nib.Nifti2Image if _nifti_version(data) == 2 else nib.Nifti1Image
-    try:
-        image = klass.from_bytes(data)
-        # get_fdata applies scl_slope / scl_inter, computed in float32.
-        values = image.get_fdata(dtype=np.float32).reshape(shape)
-    except Exception as e:
-        raise InvalidInputError("The NIfTI file could not be read; it may be damaged.") from e
-
-    if int(header["sform_code"]) == 0 and int(header["qform_code"]) == 0:
-        notes.append(
-            "The NIfTI file does not state its orientation (no qform nor sform); the usual default layout is "
-            "assumed, so the volume may be shown upside down or mirrored."
-        )
-    affine = header.get_best_affine()
-    ornt = nib.orientations.io_orientation(affine)
-    ras = nib.orientations.apply_orientation(values, ornt)  # views: flips and a transpose
-    hu = np.ascontiguousarray(ras.transpose(2, 1, 0)[:, ::-1, ::-1])  # RAS+ -> (S, P, L) = (z, y, x)
-    del values, ras
-
-    zooms = [float(v) for v in header.get_zooms()[:3]]
-    ras_zooms = [1.0, 1.0, 1.0]
-    for axis, (target, _flip) in enumerate(ornt):
-        ras_zooms[int(target)] = zooms[axis]
-    if not all(math.isfinite(v) and v > 0 for v in ras_zooms):
-        notes.append("The NIfTI file does not state a usable voxel size; 1 mm is assumed.")
-        ras_zooms = [v if math.isfinite(v) and v > 0 else 1.0 for v in ras_zooms]
-    off_axis = float(np.degrees(np.max(nib.affines.obliquity(affine))))
-    if off_axis > OBLIQUE_TOLERANCE_DEG:
-        notes.append(
-            f"The NIfTI volume is oblique: its axes are turned about {off_axis:.0f} degrees away from the "
-            "patient's axes. The viewer shows it on its own voxel grid, flipped to the nearest axial "
-            "orientation, not resampled."
-        )
-    _check_finite(hu, notes)
-    lowest = float(hu.min())
-    if lowest > _NO_AIR_HU:
-        cause = (
-            "they may be stored values without their rescale to HU"
-            if lowest >= 0
-            else "they may be normalised intensities"
-        )
-        notes.append(
-            f"These values do not look like Hounsfield units: the lowest is {lowest:.0f}, whereas chest CT "
-            f"shows air at about -1000 HU; {cause}. They are shown unchanged, so densities and CT windows "
-            "will be off, and the models' results are unreliable."
-        )
-    return CtVolume(
-        hu=hu,
-        spacing_mm=(ras_zooms[2], ras_zooms[1], ras_zooms[0]),
-        series_uid=uid,
-        description="NIfTI volume",
-        window=None,
-        n_files=1,
-        warnings=tuple(notes),
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# TIFF
-
-
-def _natural_key(name: str) -> tuple[Any, ...]:
-    """Sort key in which digit runs compare as numbers: "IM2" < "IM10"; case is ignored."""
-    parts = re.split(r"(\d+)", name.replace("\\", "/").casefold())
-    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts))
-
-
-def _tiff_candidate(files: list[tuple[str, bytes]], index: int, n_groups: int) -> _Candidate:
-    files = sorted(files, key=lambda f: _natural_key(f[0]))
-    sizes = set()
-    n_slices = 0
-    for _name, data in files:
-        try:
-            with Image.open(BytesIO(data), formats=["TIFF"]) as im:
-                sizes.add((im.height, im.width))
-                n_slices += int(getattr(im, "n_frames", 1))
-        except Exception as e:
-            raise InvalidInputError("A TIFF slice could not be read; it may be truncated or damaged.") from e
-    rows, columns = min(sizes)
-    digest = hashlib.sha256()
-    for name, data in files:
-        digest.update(name.encode("utf-8", "replace") + b"\0" + hashlib.sha256(data).digest())
-    uid = "tiff-" + digest.hexdigest()[:24]
-    description = "TIFF slices" if n_groups == 1 else f"TIFF slices, folder {index} of {n_groups}"
-    info = SeriesInfo(uid, description, "", len(files), rows, columns, n_slices)
-    return _Candidate(info, lambda notes: _read_tiff(files, info, sizes, notes))
-
-
-def _read_tiff(
-    files: list[tuple[str, bytes]], info: SeriesInfo, sizes: set[tuple[int, int]], notes: list[str]
-) -> CtVolume:
-    if len(sizes) > 1:
-        listed = ", ".join(f"{r} x {c}" for r, c in sorted(sizes))
-        raise InconsistentSeriesError(
-            f"The TIFF slices have different sizes ({listed} pixels); they do not form one volume."
-        )
-    if info.n_slices < 2:
-        raise InvalidInputError("There is a single TIFF slice, and a single slice is not a volume.")
-    if info.rows * info.columns * info.n_slices > MAX_VOXELS:
-        raise InvalidInputError(
-            f"These TIFF slices are too large to open ({info.n_slices} slices of {info.rows} x {info.columns} "
-            f"pixels; the limit is {MAX_VOXELS / 2**20:.0f} million voxels)."
-        )
-    stack = np.empty((info.n_slices, info.rows, info.columns), dtype=np.float32)
-    k = 0
-    signed = False
-    for _name, data in files:
-        try:
-            with Image.open(BytesIO(data), formats=["TIFF"]) as im:
-                for page in range(int(getattr(im, "n_frames", 1))):
-                    im.seek(page)
-                    if im.mode not in ("I;16", "I;16B", "I;16L", "I;16S", "I", "F", "L"):
-                        raise InvalidInputError(
-                            f"TIFF slice {k + 1} of {info.n_slices} is a colour image ('{im.mode}'), not a CT slice."
-                        )
-                    pixels = np.asarray(im)
-                    if pixels.shape != (info.rows, info.columns):
-                        raise InconsistentSeriesError(
-                            "The TIFF slices have different sizes; they do not form one volume."
-                        )
-                    signed |= pixels.dtype.kind in "if" and bool((pixels < 0).any())
-                    stack[k] = pixels
-                    k += 1
-        except InvalidInputError:  # also InconsistentSeriesError
-            raise
-        except Exception as e:
-            raise InvalidInputError(
-                f"TIFF slice {k + 1} of {info.n_slices} could not be read; it may be truncated or damaged."
-            ) from e
-    notes.append(
-        "TIFF slices state neither their position nor their size: they are stacked in the order of their "
-        "file names (slice 2 before slice 10), and 1 x 1 x 1 mm voxels are assumed, so distances are not "
-        "real millimetres and which end is the head is not known."
-    )
-    hu = _tiff_to_hu(stack, signed, notes)
-    return CtVolume(
-        hu=hu,
-        spacing_mm=(1.0, 1.0, 1.0),
-        series_uid=info.series_uid,
-        description=info.description,
-        window=None,
-        n_files=info.n_files,
-        warnings=tuple(notes),
-    )
-
-
-def _tiff_to_hu(stack: np.ndarray, signed: bool, notes: list[str]) -> np.ndarray:
-    """TIFF values -> HU, in place; the choice made is stated in ``notes`` (see the module)."""
-    _check_finite(stack, notes)
-    sample = stack[:, ::4, ::4]
-    low, high = (float(v) for v in np.percentile(sample, [1, 99]))
-    if signed:
-        notes.append("The TIFF values are signed and taken as Hounsfield units as they are.")
-        if low > _NO_AIR_HU:
-            notes.append(
-                "These values do not look like Hounsfield units (chest CT shows air at about -1000 HU); "
-                "densities and CT windows may be off."
-            )
-    elif low < 200 and 900 < high <= 4095:
-        stack -= np.float32(_HU_OFFSET)
-        notes.append(
-            "The TIFF values look like a CT scanner's stored values (0 and up, air near 0), not Hounsfield "
-            f"units; they were converted with HU = value - {_HU_OFFSET:.0f}, the usual rescale of CT scanners "
-            "(TIFF does not store it). Check that air shows at about -1000 HU."
-        )
-    else:
-        notes.append(
-            f"The TIFF values (from {float(stack.min()):.0f} to {float(stack.max()):.0f}) do not look like "
-            "Hounsfield units nor like a CT scanner's stored values; they are shown unchanged, so densities "
-            "and CT windows will be off, and the models' results are unreliable."
-        )
-    return stack
+def _gunzipped(data: bytes, budget: _Budget) -> bytes:
+    """``data``, decompressed if gzip-compressed, within :data:`MAX_MEMBER_BYTES` and the budget."""
+    if data[:2] != b"\x1f\x8b":
+        return data
+    data = _gunzip(data, min(MAX_MEMBER_BYTES, budget.left))
+    budget.spend(len(data))
+    return data
 
 
 # --------------------------------------------------------------------------------------------
 # Shared
-
-
-def _check_finite(values: np.ndarray, notes: list[str]) -> None:
-    """NaN / infinite values (float files) -> the lowest finite value, in place, with a warning."""
-    finite = np.isfinite(values)
-    if finite.all():
-        return
-    if not finite.any():
-        raise InvalidInputError("The volume holds no valid values (all are missing or infinite).")
-    values[~finite] = values[finite].min()
-    notes.append("Some voxels had no valid value (missing or infinite); they are shown as the lowest value.")
 
 
 def _size(n_bytes: int) -> str:
