@@ -49,7 +49,7 @@ absolute paths), are password-protected or use an unknown compression; zip bombs
 declared size over :data:`MAX_MEMBER_BYTES` or a compression ratio over :data:`MAX_RATIO`
 (members over :data:`RATIO_MIN_BYTES`), in all more than :data:`MAX_TOTAL_BYTES` of declared or
 actually decompressed bytes (zips and gzip together); volumes over
-:data:`core.io.ct_series.MAX_VOXELS` voxels.
+:data:`core.io.ct_slices.MAX_VOXELS` voxels.
 """
 
 from __future__ import annotations

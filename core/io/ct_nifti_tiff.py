@@ -17,7 +17,8 @@ import numpy as np
 from PIL import Image
 
 from core.errors import InconsistentSeriesError, InvalidInputError
-from core.io.ct_series import MAX_VOXELS, OBLIQUE_TOLERANCE_DEG, SeriesInfo
+from core.io.ct_series import SeriesInfo
+from core.io.ct_slices import MAX_VOXELS, OBLIQUE_TOLERANCE_DEG
 from core.types import CtVolume
 
 _NIFTI1_MAGIC = (b"n+1\x00",)
