@@ -66,7 +66,8 @@ from pathlib import Path, PurePosixPath
 
 from core.errors import InconsistentSeriesError, InvalidInputError
 from core.io.ct_nifti_tiff import gunzip_head, natural_key, nifti_series, nifti_version, read_nifti, tiff_stack
-from core.io.ct_series import DicomScan, SeriesInfo, looks_like_raw_dicom, scan_dicom
+from core.io.ct_series import DicomScan, SeriesInfo, scan_dicom
+from core.io.decoding import looks_like_raw_dicom
 from core.types import CtVolume
 
 __all__ = [

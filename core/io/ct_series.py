@@ -53,6 +53,7 @@ from pydicom.dataset import Dataset
 
 from core.errors import InconsistentSeriesError, InvalidInputError
 from core.io.ct_slices import DicomSlice, read_volume
+from core.io.decoding import looks_like_raw_dicom
 from core.io.images import MAX_BYTES
 from core.io.numbers import dicom_number
 from core.types import CtVolume
@@ -299,11 +300,6 @@ def read_ct_folder(folder: str | Path, series_uid: str | None = None) -> CtVolum
 
 # --------------------------------------------------------------------------------------------
 # Header pass
-
-
-def looks_like_raw_dicom(data: bytes) -> bool:
-    """A dataset without preamble nor meta header starts with a tag of group 0002 or 0008."""
-    return len(data) >= 8 and data[:2] in (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
 
 
 def _not_ct_kind(header: Dataset) -> tuple[str, str] | None:

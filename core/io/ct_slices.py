@@ -21,7 +21,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, get_decoder, pixel_array
 
-from core.errors import DashboardError, InconsistentSeriesError, InvalidInputError, UnsupportedDicomError
+from core.errors import InconsistentSeriesError, InvalidInputError, UnsupportedDicomError
+from core.io.decoding import GREY_PHOTOMETRICS, is_decoder_failure
 from core.io.numbers import dicom_number
 from core.types import CtVolume
 
@@ -41,7 +42,6 @@ ORIENTATION_TOLERANCE: float = 1e-3
 OBLIQUE_TOLERANCE_DEG: float = 1.0
 
 _AXIAL = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
-_GREY = frozenset({"MONOCHROME1", "MONOCHROME2"})
 _MAX_GAPS_NAMED = 3
 
 
@@ -240,7 +240,7 @@ def _slice_hu(item: DicomSlice, index: int, total: int, decoded: dict[int, np.nd
                 f"{where} is stored as '{tsyntax.name}'; the decoder for this DICOM compression is not installed."
             )
         photometric = str(ds.get("PhotometricInterpretation") or "").strip().upper()
-        if photometric not in _GREY or int(ds.get("SamplesPerPixel") or 1) != 1:
+        if photometric not in GREY_PHOTOMETRICS or int(ds.get("SamplesPerPixel") or 1) != 1:
             raise UnsupportedDicomError(f"{where} is a colour image ('{photometric}'), not a CT slice.")
         if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
             raise UnsupportedDicomError(f"{where} has no image data; the file may be truncated.")
@@ -252,7 +252,7 @@ def _slice_hu(item: DicomSlice, index: int, total: int, decoded: dict[int, np.nd
             return _rescale(frames[item.frame], item.header)
         return _rescale(pixel_array(ds, index=0), item.header)
     except BaseException as e:
-        if not _is_decoder_failure(e):
+        if not is_decoder_failure(e):
             raise
         raise UnsupportedDicomError(f"{where} could not be decoded; the file may be truncated or damaged.") from e
 
@@ -387,12 +387,3 @@ def _pair(value: Any) -> tuple[float, float] | None:
     if pair is None or (pair <= 0).any():
         return None
     return float(pair[0]), float(pair[1])
-
-
-def _is_decoder_failure(error: BaseException) -> bool:
-    """Whether a third-party error means "this file cannot be decoded" (the same rule as
-    :mod:`core.io.images`: our own errors and MemoryError propagate; Rust decoders' panics,
-    BaseExceptions, count as failures)."""
-    if isinstance(error, (DashboardError, MemoryError)):
-        return False
-    return isinstance(error, Exception) or type(error).__name__ == "PanicException"

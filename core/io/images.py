@@ -37,7 +37,8 @@ from pydicom.pixels import (
     pixel_array,
 )
 
-from core.errors import DashboardError, InvalidInputError, UnsupportedDicomError
+from core.errors import InvalidInputError, UnsupportedDicomError
+from core.io.decoding import GREY_PHOTOMETRICS, is_decoder_failure, looks_like_raw_dicom
 from core.io.numbers import dicom_number
 from core.types import XrayImage
 
@@ -67,7 +68,6 @@ _OTHER_KINDS: tuple[tuple[int, bytes, str], ...] = (
     (0, b"\x00\x00\x00\x0cjP  ", "a JPEG 2000 image, a format that is not supported"),
 )
 
-_GREY_PHOTOMETRICS = frozenset({"MONOCHROME1", "MONOCHROME2"})
 # Colour encodings pydicom turns into RGB (YBR_FULL*: by conversion, YBR_ICT/RCT: in the
 # JPEG 2000 decoder) or, for PALETTE COLOR, that apply_color_lut maps to RGB.
 _COLOUR_PHOTOMETRICS = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "PALETTE COLOR"})
@@ -133,7 +133,7 @@ def read_xray(data: bytes, name: str = "upload") -> XrayImage:
     for offset, magic, kind in _OTHER_KINDS:
         if data[offset : offset + len(magic)] == magic:
             raise InvalidInputError(f"{name} is {kind}. Please upload a {_SUPPORTED} file.")
-    if _looks_like_raw_dicom(data):
+    if looks_like_raw_dicom(data):
         return _read_raw_dicom(data, name)
     raise InvalidInputError(f"{name} is not a recognised image format ({_SUPPORTED}).")
 
@@ -156,12 +156,6 @@ def _detect_format(data: bytes) -> str | None:
     if data[:2] == b"BM" and int.from_bytes(data[14:18], "little") in _BMP_DIB_SIZES:
         return "bmp"
     return None
-
-
-def _looks_like_raw_dicom(data: bytes) -> bool:
-    """A dataset without preamble nor meta header starts with a tag of group 0002 or 0008
-    (little- or big-endian)."""
-    return len(data) >= 8 and data[:2] in (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
 
 
 def _header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
@@ -277,7 +271,7 @@ def _read_raster(data: bytes, name: str, fmt: str) -> XrayImage:
         width, height = size if size is not None else (None, None)
         raise InvalidInputError(_too_large_message(name, width, height)) from e
     except BaseException as e:
-        if not _is_decoder_failure(e):
+        if not is_decoder_failure(e):
             raise
         raise InvalidInputError(
             f"{name} could not be decoded as a {label} image; the file may be truncated or damaged."
@@ -310,7 +304,7 @@ def _apply_exif_orientation(im: Image.Image) -> None:
     try:
         ImageOps.exif_transpose(im, in_place=True)
     except BaseException as e:
-        if not _is_decoder_failure(e):
+        if not is_decoder_failure(e):
             raise
         logger.debug("ignored an unreadable EXIF orientation")
 
@@ -352,7 +346,7 @@ def _read_raw_dicom(data: bytes, name: str) -> XrayImage:
         has_pixels = any(k in ds for k in _PIXEL_DATA_KEYWORDS)
         is_dicom = has_pixels or "SOPClassUID" in ds
     except BaseException as e:
-        if not _is_decoder_failure(e):
+        if not is_decoder_failure(e):
             raise
         raise InvalidInputError(f"{name} is not a recognised image format ({_SUPPORTED}).") from e
     if not is_dicom:
@@ -364,7 +358,7 @@ def _read_dicom(data: bytes, name: str, *, force: bool) -> XrayImage:
     try:
         ds = pydicom.dcmread(BytesIO(data), force=force)
     except BaseException as e:
-        if not _is_decoder_failure(e):
+        if not is_decoder_failure(e):
             raise
         raise UnsupportedDicomError(f"{name} could not be read as DICOM; the file may be truncated or damaged.") from e
     return _dataset_to_image(ds, name)
@@ -374,7 +368,7 @@ def _dataset_to_image(ds: Dataset, name: str) -> XrayImage:
     try:
         return _decode_dataset(ds, name)
     except BaseException as e:
-        if not _is_decoder_failure(e):
+        if not is_decoder_failure(e):
             raise
         raise UnsupportedDicomError(
             f"{name}: the DICOM image data could not be decoded; the file may be truncated or damaged."
@@ -392,7 +386,7 @@ def _decode_dataset(ds: Dataset, name: str) -> XrayImage:
         raise UnsupportedDicomError(
             f"{name} does not say how its DICOM pixels encode grey levels or colours (no Photometric Interpretation)."
         )
-    if photometric not in _GREY_PHOTOMETRICS | _COLOUR_PHOTOMETRICS:
+    if photometric not in GREY_PHOTOMETRICS | _COLOUR_PHOTOMETRICS:
         raise UnsupportedDicomError(f"{name} uses the DICOM colour encoding '{photometric}', which is not supported.")
     rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
     _check_pixel_count(name, columns, rows)
@@ -414,7 +408,7 @@ def _decode_dataset(ds: Dataset, name: str) -> XrayImage:
         full_words = dicom_number(ds.get("BitsStored")) == dicom_number(ds.get("BitsAllocated"))
         arr = pixel_array(ds, index=0, view_only=full_words)
     except BaseException as e:
-        if not _is_decoder_failure(e):
+        if not is_decoder_failure(e):
             raise
         raise UnsupportedDicomError(
             f"{name}: the DICOM image data ('{tsyntax.name}') could not be decoded; "
@@ -429,7 +423,7 @@ def _decode_dataset(ds: Dataset, name: str) -> XrayImage:
         notes.append(f"{name} has modality {modality}; it may not be a chest radiograph.")
 
     bits_stored = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
-    if photometric in _GREY_PHOTOMETRICS:
+    if photometric in GREY_PHOTOMETRICS:
         pixels = _modality_values(arr, ds)
         if arr.dtype.kind == "f":  # Float Pixel Data may hold NaN
             _replace_non_finite(pixels)
@@ -594,19 +588,6 @@ def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
 
 # --------------------------------------------------------------------------------------------
 # Shared pixel helpers
-
-
-def _is_decoder_failure(error: BaseException) -> bool:
-    """Whether a third-party error means "this file cannot be decoded".
-
-    Decoders raise many types on damaged input (OSError, ValueError, SyntaxError, struct.error,
-    zlib.error, pydicom's BytesLengthException, ...) and Rust-backed plugins (pylibjpeg-rle) raise
-    pyo3's PanicException, a BaseException: all of them are the file's fault. Our own errors,
-    MemoryError, KeyboardInterrupt and SystemExit are not, and propagate unchanged.
-    """
-    if isinstance(error, (DashboardError, MemoryError)):
-        return False
-    return isinstance(error, Exception) or type(error).__name__ == "PanicException"
 
 
 def _colour_warning(name: str) -> str:
