@@ -120,11 +120,11 @@ def _patient_score_help(model, read: np.ndarray) -> str:
             f" The model was trained on images of slices through the lungs: it reads the {int(read.sum())} of "
             f"{read.size} slices that show the lungs (at least half their largest cross-section)."
         )
-    per_scan = model.card.metrics.get("held_out_per_scan") if model is not None else None
-    if per_scan:
+    per_scan = model.card.recorded_metrics.held_out_per_scan if model is not None else None
+    if per_scan and per_scan.auc is not None:
         text += (
-            f" On the model's {per_scan['n']} held-out scans it ranks COVID-19 above Normal with ROC AUC "
-            f"{per_scan['roc_auc_ovr']:.2f}; it is a ranking score, not a calibrated probability."
+            f" On the model's {per_scan.n} held-out scans it ranks COVID-19 above Normal with ROC AUC "
+            f"{per_scan.auc:.2f}; it is a ranking score, not a calibrated probability."
         )
     threshold = model.card.thresholds.get("scan") if model is not None else None
     if threshold is not None:

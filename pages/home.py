@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import DashboardError
+from core.models.card_metrics import RecordedSplit
 from ui import resources
 from ui.figures import learning_curves_figure
 from ui.library import library
@@ -82,13 +83,12 @@ st.header("Models")
 if not cards:
     st.error(f"No models are registered in {resources.weights_dir() / 'manifest.json'}.")
 for card in cards:
-    held = card.metrics.get("held_out", {})
-    acc = held.get("accuracy")
+    held = card.recorded_metrics.held_out or RecordedSplit()
     title = f"**{card.id}** · {domain_badge(card)} · {card.architecture} · version {card.version}"
-    if isinstance(acc, float):
-        title += f" · held-out accuracy {acc:.1%}"
-    elif isinstance(held.get("mean_auc"), float):
-        title += f" · held-out mean AUC {held['mean_auc']:.3f} over findings"
+    if held.accuracy is not None:
+        title += f" · held-out accuracy {held.accuracy:.1%}"
+    elif held.mean_auc is not None:
+        title += f" · held-out mean AUC {held.mean_auc:.3f} over findings"
     with st.expander(title):
         st.markdown(f"**Intended use:** {card.intended_use}")
         provenance(card)
@@ -107,15 +107,16 @@ for card in cards:
             unit = data.get("unit", "image")
             sizes = f"{split_text} {unit}s; " if split_text else ""
             st.markdown(f"**Trained on:** {data.get('note') or data.get('source')} ({sizes}{data.get('split', '')}).")
-        cm = held.get("confusion_matrix")
-        if cm:
+        if held.confusion_matrix:
             left, right = st.columns(2)
-            labels = cm["labels"]
-            unit = held.get("unit") or card.training.get("data", {}).get("unit", "image")
-            left.markdown(f"Held-out confusion matrix ({held['n']} {unit}s; rows true, columns predicted)")
-            left.dataframe(pd.DataFrame(cm["rows_true_columns_predicted"], index=labels, columns=labels))
-            per_class = pd.DataFrame(held.get("per_class", {})).T.reindex(
-                columns=["precision", "recall", "specificity", "f1", "support"]
+            labels = list(held.labels)
+            unit = held.unit or card.training.get("data", {}).get("unit", "image")
+            left.markdown(f"Held-out confusion matrix ({held.n} {unit}s; rows true, columns predicted)")
+            left.dataframe(pd.DataFrame([list(row) for row in held.confusion_matrix], index=labels, columns=labels))
+            per_class = pd.DataFrame(
+                [[r.precision, r.recall, r.specificity, r.f1, r.support] for r in held.per_class.values()],
+                index=list(held.per_class),
+                columns=["precision", "recall", "specificity", "f1", "support"],
             )
             right.markdown("Per class")
             three = st.column_config.NumberColumn(format="%.3f")
@@ -129,39 +130,44 @@ for card in cards:
                     "support": st.column_config.NumberColumn(format="%d"),
                 },
             )
-            auc = held.get("roc_auc_ovr", held.get("roc_auc"))
             right.caption(
-                f"Accuracy {held['accuracy']:.1%} · ROC AUC "
-                + ("-" if auc is None else f"{auc:.3f}")
-                + ("" if held.get("brier") is None else f" · Brier score {held['brier']:.3f}")
+                f"Accuracy {held.accuracy:.1%} · ROC AUC "
+                + ("-" if held.auc is None else f"{held.auc:.3f}")
+                + ("" if held.brier is None else f" · Brier score {held.brier:.3f}")
             )
-        for key, what in (("km", "the model's groups"), ("km_clinical", "clinical factors (age, sex)")):
-            km = held.get(key)
+        for km, what in ((held.km, "the model's groups"), (held.km_clinical, "clinical factors (age, sex)")):
             if km:
                 st.caption(f"Held-out Kaplan-Meier of {what}: {km_summary(km)}")
-        per_finding = held.get("per_finding")
+        per_finding = held.per_finding
         if per_finding:
             st.markdown(
-                f"Held-out, per finding ({held['n_images']} images; mean ROC AUC "
-                + ("-" if held.get("mean_auc") is None else f"{held['mean_auc']:.3f}")
+                f"Held-out, per finding ({held.n_images} images; mean ROC AUC "
+                + ("-" if held.mean_auc is None else f"{held.mean_auc:.3f}")
                 + (
                     "; sensitivity and specificity at each finding's operating threshold, fitted on the dev split)"
                     if card.thresholds
                     else "; sensitivity and specificity at P = 0.5)"
                 )
             )
-            columns = ["n_positive", "prevalence", "auc", "threshold", "sensitivity", "specificity"]
-            table = pd.DataFrame(per_finding).T[[c for c in columns if any(c in v for v in per_finding.values())]]
-            table["n_positive"] = table["n_positive"].astype(int)
+            table = pd.DataFrame(
+                [
+                    [f.n_positive, f.prevalence, f.auc, f.threshold, f.sensitivity, f.specificity]
+                    for f in per_finding.values()
+                ],
+                index=list(per_finding),
+                columns=["n_positive", "prevalence", "auc", "threshold", "sensitivity", "specificity"],
+            )
+            if all(f.threshold is None for f in per_finding.values()):  # rates at P = 0.5
+                table = table.drop(columns="threshold")
             st.dataframe(
                 table.style.format(precision=3, na_rep="-").format("{:d}", subset=["n_positive"]),
                 key=f"findings_{card.id}",
             )
-        per_scan = card.metrics.get("held_out_per_scan")
+        per_scan = card.recorded_metrics.held_out_per_scan
         if per_scan:
             st.caption(
-                f"Per scan ({per_scan['n']} held-out scans, the patient-level score over all slices): accuracy "
-                f"{per_scan['accuracy']:.1%} · ROC AUC {per_scan.get('roc_auc_ovr', float('nan')):.3f}"
+                f"Per scan ({per_scan.n} held-out scans, the patient-level score over all slices): accuracy "
+                f"{per_scan.accuracy:.1%} · ROC AUC {float('nan') if per_scan.auc is None else per_scan.auc:.3f}"
             )
         folds = card.training.get("folds")
         if folds:

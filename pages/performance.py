@@ -13,9 +13,9 @@ from __future__ import annotations
 import streamlit as st
 
 from core.errors import DashboardError
-from core.evaluation import metrics as em
 from core.evaluation.compare import comparable
 from core.evaluation.data import model_kind
+from core.evaluation.evaluate import operating_point_at
 from core.evaluation.figures import (
     comparison_figure,
     confusion_figure,
@@ -30,6 +30,7 @@ from core.evaluation.figures import (
     roc_figure,
 )
 from core.evaluation.html import performance_report, performance_report_filename
+from core.evaluation.results import Calibration, Comparison, Evaluation, Level
 from ui import resources
 from ui.model_card import ood_detector, provenance, shortcut_checks
 from ui.navigation import use_app_navigation
@@ -83,64 +84,64 @@ if not chosen:
     st.stop()
 
 
-def _level_view(ev: dict, level: dict, key: str) -> None:
-    task = ev["task"]
-    unit = level["unit"]
+def _level_view(ev: Evaluation, level: Level, key: str) -> None:
+    task = ev.task
+    unit = level.unit
     cols = st.columns(5)
-    cols[0].metric(f"{unit.capitalize()}s", level["n"])
-    cols[1].metric("Patients", level["n_patients"] if level["n_patients"] is not None else "not recorded")
-    cols[2].metric("Accuracy", format_percent(level["accuracy"]))
-    cols[3].metric("Mean AUC" if task != "binary" else "AUC", format_number(level["macro_auc"]))
-    calibration = level.get("calibration")
+    cols[0].metric(f"{unit.capitalize()}s", level.n)
+    cols[1].metric("Patients", level.n_patients if level.n_patients is not None else "not recorded")
+    cols[2].metric("Accuracy", format_percent(level.accuracy))
+    cols[3].metric("Mean AUC" if task != "binary" else "AUC", format_number(level.macro_auc))
+    calibration = level.calibration
     cols[4].metric(
         "Temperature",
-        format_number(ev["model"]["temperature"], 2) if ev["model"]["temperature_fitted"] else "not fitted",
+        format_number(ev.model.temperature, 2) if ev.model.temperature_fitted else "not fitted",
     )
     st.dataframe(per_class_frame(level, task == "multilabel"), hide_index=True)
-    if level["skipped_labels"]:
+    if level.skipped_labels:
         st.caption(
-            f"No ROC curve or AUC for {', '.join(level['skipped_labels'])}: these {unit}s hold no positive "
+            f"No ROC curve or AUC for {', '.join(level.skipped_labels)}: these {unit}s hold no positive "
             "(or no negative) case of it."
         )
     left, right = st.columns(2)
-    if level["confusion_matrix"] is not None:
-        left.plotly_chart(confusion_figure(level["confusion_matrix"], unit), key=f"cm_{key}")
+    if level.confusion_matrix is not None:
+        left.plotly_chart(confusion_figure(level.confusion_matrix, unit), key=f"cm_{key}")
     if calibration is not None:
         right.plotly_chart(reliability_figure(calibration, f"Reliability per {unit}"), key=f"rel_{key}")
         right.markdown(
-            f"**{unit.capitalize()} score, not a probability.** {level['note']}"
-            if level.get("note")
+            f"**{unit.capitalize()} score, not a probability.** {level.note}"
+            if level.note
             else _calibration_text(calibration)
         )
-    if level["roc"]:
+    if level.roc:
         roc_col, pr_col = st.columns(2)
-        roc_col.plotly_chart(roc_figure(level["roc"], f"ROC per {unit}"), key=f"roc_{key}")
-        pr_col.plotly_chart(pr_figure(level["pr"], f"Precision-recall per {unit}"), key=f"pr_{key}")
+        roc_col.plotly_chart(roc_figure(level.roc, f"ROC per {unit}"), key=f"roc_{key}")
+        pr_col.plotly_chart(pr_figure(level.pr, f"Precision-recall per {unit}"), key=f"pr_{key}")
     _threshold_view(level, key)
 
 
-def _calibration_text(calibration: dict) -> str:
-    before = calibration["uncalibrated"]["ece"]
-    after = calibration["calibrated"]
+def _calibration_text(calibration: Calibration) -> str:
+    before = calibration.uncalibrated.ece
+    after = calibration.calibrated
     if after is None:
         return (
             "**Uncalibrated probabilities.** No temperature was fitted for this model, so its probabilities "
             f"are raw outputs; expected calibration error {before:.3f}."
         )
     return (
-        f"**Calibrated probabilities.** The model's outputs are divided by T = {calibration['temperature']:.2f}, "
-        f"fitted on the {calibration['fitted_on']}; every page shows these calibrated probabilities. Expected "
-        f"calibration error {before:.3f} before, {after['ece']:.3f} after."
+        f"**Calibrated probabilities.** The model's outputs are divided by T = {calibration.temperature:.2f}, "
+        f"fitted on the {calibration.fitted_on}; every page shows these calibrated probabilities. Expected "
+        f"calibration error {before:.3f} before, {after.ece:.3f} after."
     )
 
 
-def _threshold_view(level: dict, key: str) -> None:
-    scores, op = level.get("scores"), level.get("operating_point")
-    if not scores or len(set(scores["y"])) < 2:
+def _threshold_view(level: Level, key: str) -> None:
+    scores, op = level.scores, level.operating_point
+    if not scores or len(set(scores.y)) < 2:
         return
-    label = scores["label"]
+    label = scores.label
     st.markdown(f"**Operating threshold on P({label})**")
-    default = float(op["threshold"]) if op else 0.5
+    default = op.threshold if op else 0.5
     threshold = st.slider(
         f"Call {label} when P({label}) is at least",
         0.0,
@@ -150,26 +151,26 @@ def _threshold_view(level: dict, key: str) -> None:
         key=f"threshold_{key}",
         help="The model card's threshold is the default; move it to see the trade-off on these cases.",
     )
-    point = em.operating_point(scores["y"], scores["p"], threshold)
+    point = operating_point_at(scores, threshold)
     cols = st.columns(4)
-    cols[0].metric("Sensitivity", format_percent(point["sensitivity"]))
-    cols[1].metric("Specificity", format_percent(point["specificity"]))
-    cols[2].metric("PPV", format_percent(point["ppv"]))
-    cols[3].metric("NPV", format_percent(point["npv"]))
+    cols[0].metric("Sensitivity", format_percent(point.sensitivity))
+    cols[1].metric("Specificity", format_percent(point.specificity))
+    cols[2].metric("PPV", format_percent(point.ppv))
+    cols[3].metric("NPV", format_percent(point.npv))
     st.caption(
-        f"At {threshold:.2f}: {point['tp']} true positives, {point['fn']} missed, {point['fp']} false alarm"
-        + ("" if point["fp"] == 1 else "s")
+        f"At {threshold:.2f}: {point.tp} true positives, {point.fn} missed, {point.fp} false alarm"
+        + ("" if point.fp == 1 else "s")
         + ", "
-        f"{point['tn']} true negatives"
+        f"{point.tn} true negatives"
         + (
-            f"; the card's operating threshold is {op['threshold']:.2f}."
+            f"; the card's operating threshold is {op.threshold:.2f}."
             if op
             else "; decisions on this page use the arg-max."
         )
     )
 
 
-def _model_view(model_id: str) -> dict | None:
+def _model_view(model_id: str) -> Evaluation | None:
     card = registry.card(model_id)
     kind = model_kind(card)
     windows = 0
@@ -191,30 +192,30 @@ def _model_view(model_id: str) -> dict | None:
     except DashboardError as e:
         st.error(f"{model_id}: {e}")
         return None
-    patients = ev["data"]["n_patients"]
+    patients = ev.data.n_patients
     st.caption(
-        f"{card.id} {card.version} on {ev['data']['description']}: {ev['data']['n_cases']} cases"
+        f"{card.id} {card.version} on {ev.data.description}: {ev.data.n_cases} cases"
         + (f" of {patients} patients." if patients is not None else ".")
     )
-    for note in ev["notes"]:
+    for note in ev.notes:
         st.caption(note)
-    levels = ev["levels"]
+    levels = ev.levels
     if len(levels) > 1:
-        units = [lv["unit"] for lv in levels]
+        units = [lv.unit for lv in levels]
         unit = st.radio(
             "Per", units, horizontal=True, key=f"level_{model_id}", index=units.index("scan") if "scan" in units else 0
         )
         level = levels[units.index(unit)]
     else:
         level = levels[0]
-    _level_view(ev, level, f"{model_id}_{level['unit']}")
-    if ev["kfold"]:
+    _level_view(ev, level, f"{model_id}_{level.unit}")
+    if ev.kfold:
         with st.expander(f"k-fold cross-validation ({card.id}, patient-level folds)"):
-            st.dataframe(kfold_frame(ev["kfold"]), hide_index=True)
+            st.dataframe(kfold_frame(ev.kfold), hide_index=True)
             st.caption(
                 "Per fold, on its training and validation patients (seed 002's tables); the kept fold's model is the one evaluated above."
             )
-    rob = ev.get("robustness")
+    rob = ev.robustness
     if rob:
         band_col, dots_col = st.columns(2)
         band_col.plotly_chart(robustness_figure(rob), key=f"rob_{model_id}")
@@ -226,7 +227,7 @@ def _model_view(model_id: str) -> dict | None:
     return ev
 
 
-evaluations: list[dict] = []
+evaluations: list[Evaluation] = []
 tabs = st.tabs(chosen)
 for tab, model_id in zip(tabs, chosen, strict=True):
     with tab:
@@ -234,7 +235,7 @@ for tab, model_id in zip(tabs, chosen, strict=True):
         if ev is not None:
             evaluations.append(ev)
 
-result = None
+result: Comparison | None = None
 chosen_cards = [registry.card(i) for i in chosen]
 if len(chosen) >= 2:
     st.subheader("Side by side on the same cases")
@@ -254,26 +255,24 @@ if len(chosen) >= 2:
             st.error(str(e))
         if result is not None:
             st.caption(
-                f"P({result['positive']}) of each model on {result['n']} {result['unit']}s of "
-                f"{result['n_patients']} patients: {result['data']}."
+                f"P({result.positive}) of each model on {result.n} {result.unit}s of "
+                f"{result.n_patients} patients: {result.data}."
             )
             fig_col, table_col = st.columns([3, 2])
             fig_col.plotly_chart(comparison_figure(result), key="comparison")
             table_col.dataframe(
                 [
                     {
-                        "models": f"{p['a']} - {p['b']}",
-                        "AUC difference": f"{p['difference']:+.3f}",
-                        "DeLong p": format_p_value(p["delong_p"]),
-                        "bootstrap 95% CI": f"{p['bootstrap_ci'][0]:+.3f} to {p['bootstrap_ci'][1]:+.3f}",
+                        "models": f"{p.a} - {p.b}",
+                        "AUC difference": f"{p.difference:+.3f}",
+                        "DeLong p": format_p_value(p.delong_p),
+                        "bootstrap 95% CI": f"{p.bootstrap_ci[0]:+.3f} to {p.bootstrap_ci[1]:+.3f}",
                     }
-                    for p in result["pairs"]
+                    for p in result.pairs
                 ],
                 hide_index=True,
             )
-            table_col.caption(
-                "AUCs: " + "; ".join(f"{m['id']} {format_auc(m['auc'], m['auc_ci'])}" for m in result["models"])
-            )
+            table_col.caption("AUCs: " + "; ".join(f"{m.id} {format_auc(m.auc, m.auc_ci)}" for m in result.models))
     else:
         st.info(
             "Side by side compares 3-class X-ray models with each other, or CT models with each other "
@@ -284,6 +283,6 @@ if evaluations:
     report_download(
         lambda: performance_report(evaluations, result, created=today()),
         key="performance_report",
-        file_name=performance_report_filename([e["model"]["id"] for e in evaluations]),
+        file_name=performance_report_filename([e.model.id for e in evaluations]),
         label="Download performance report (HTML)",
     )

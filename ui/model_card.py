@@ -41,27 +41,27 @@ def provenance(card: ModelCard) -> None:
 
 def shortcut_checks(card: ModelCard) -> None:
     """The border check and where Grad-CAM looks, as measured on the held-out split."""
-    checks = card.metrics.get("shortcuts")
-    if not checks:
+    checks = card.recorded_metrics.shortcuts
+    if checks is None:
         return
     st.markdown(
-        f"**Shortcut checks** (held-out split, {checks['n']} images; the central region leaves out the outer "
-        f"{checks['border']:.0%} of each side, {checks['central_area']:.0%} of the image)"
+        f"**Shortcut checks** (held-out split, {checks.n} images; the central region leaves out the outer "
+        f"{checks.border:.0%} of each side, {checks.central_area:.0%} of the image)"
     )
     rows = [
-        {"AUC": name, "plain": value, "borders blanked": checks["aucs_border_blanked"].get(name)}
-        for name, value in checks["aucs"].items()
+        {"AUC": name, "plain": value, "borders blanked": checks.aucs_border_blanked.get(name)}
+        for name, value in checks.aucs.items()
     ]
     left, right = st.columns(2)
     left.dataframe(pd.DataFrame(rows).set_index("AUC").style.format("{:.3f}", na_rep="-"), key=f"border_{card.id}")
     left.caption(
         "A model that reads the disease keeps its AUC when the borders (markers, frames, devices) are blanked."
     )
-    share = pd.DataFrame({"Grad-CAM mass in the central region": checks["cam_central_share"]})
+    share = pd.DataFrame({"Grad-CAM mass in the central region": checks.cam_central_share})
     right.dataframe(share.style.format("{:.1%}"), key=f"cam_share_{card.id}")
     right.caption(
-        f"Share of each class's Grad-CAM ({checks.get('cam_target', 'the predicted class')}) inside the central "
-        f"region; a map spread evenly would put {checks['central_area']:.0%} there."
+        f"Share of each class's Grad-CAM ({checks.cam_target or 'the predicted class'}) inside the central "
+        f"region; a map spread evenly would put {checks.central_area:.0%} there."
     )
 
 

@@ -7,11 +7,10 @@ first time.
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import streamlit as st
@@ -20,9 +19,11 @@ from core.evaluation.compare import compare
 from core.evaluation.data import evaluation_data
 from core.evaluation.evaluate import evaluate
 from core.evaluation.figures import format_auc, format_number, format_percent
+from core.evaluation.results import Comparison, Evaluation, KFold, Level
+from core.types import Progress
 from ui import resources
 
-Progress = Callable[[int, int], None]
+Result = TypeVar("Result", Evaluation, Comparison)
 
 
 class _Bar:
@@ -44,29 +45,30 @@ class _Bar:
 
 # A process-wide cache shared by every session, like ``st.cache_data``; not ``st.cache_data``
 # itself, which records the progress bar's updates and cannot replay them into a bar made outside.
-_CACHE: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
+# The results are frozen dataclasses, so sessions share them without copies.
+_CACHE: OrderedDict[tuple, Any] = OrderedDict()  # an Evaluation or a Comparison, as the key's first item says
 _CACHE_SIZE = 32
 _LOCK = threading.Lock()
 
 
-def _cached(key: tuple, text: str, work: Callable[[Progress], dict[str, Any]]) -> dict[str, Any]:
+def _cached(key: tuple, text: str, work: Callable[[Progress], Result]) -> Result:
     with _LOCK:  # one evaluation at a time: they share the CPU and often the same models
         if key in _CACHE:
             _CACHE.move_to_end(key)
-            return copy.deepcopy(_CACHE[key])
+            return _CACHE[key]
         with _Bar(text) as bar:
             value = work(bar)
         _CACHE[key] = value
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
-        return copy.deepcopy(value)
+        return value
 
 
-def evaluation(model_id: str, data: str | None = None, windows: int = 0) -> dict[str, Any]:
+def evaluation(model_id: str, data: str | None = None, windows: int = 0) -> Evaluation:
     """A model's evaluation on its held-out split (``data`` None) or a dataset path."""
     card = resources.registry().card(model_id)
 
-    def work(bar: Progress) -> dict[str, Any]:
+    def work(bar: Progress) -> Evaluation:
         model = resources.model(model_id)
         source = evaluation_data(model.card, data) if data else None
         return evaluate(model, source, progress=bar, windows=windows)
@@ -75,11 +77,11 @@ def evaluation(model_id: str, data: str | None = None, windows: int = 0) -> dict
     return _cached(("evaluation", model_id, card.version, card.temperature, data, windows), what, work)
 
 
-def comparison(ids: list[str], data: str | None = None, positive: str = "COVID-19") -> dict[str, Any]:
+def comparison(ids: list[str], data: str | None = None, positive: str = "COVID-19") -> Comparison:
     """The models' AUCs of P(``positive``) on the cases all of them held out (or on ``data``)."""
     cards = [resources.registry().card(i) for i in ids]
 
-    def work(bar: Progress) -> dict[str, Any]:
+    def work(bar: Progress) -> Comparison:
         models = [resources.model(i) for i in ids]
         return compare(models, evaluation_data(models[0].card, data), bar, positive=positive)
 
@@ -87,32 +89,32 @@ def comparison(ids: list[str], data: str | None = None, positive: str = "COVID-1
     return _cached(key, "Comparing the models on the same cases", work)
 
 
-def per_class_frame(level: dict[str, Any], multilabel: bool) -> pd.DataFrame:
+def per_class_frame(level: Level, multilabel: bool) -> pd.DataFrame:
     """The per-class (per-finding) table as text, as a clinician reads it."""
     rows = []
-    for name, s in level["per_class"].items():
+    for name, s in level.per_class.items():
         row = {
             "finding" if multilabel else "class": name,
-            "n" if not multilabel else "positives": s["support"],
-            "precision": format_percent(s["precision"]),
-            "recall (sensitivity)": format_percent(s["recall"]),
-            "specificity": format_percent(s["specificity"]),
-            "F1": format_number(s["f1"]),
-            "AUC (95% CI)": format_auc(s["auc"], s["auc_ci"]),
-            "AP": format_number(s["average_precision"]),
+            "n" if not multilabel else "positives": s.support,
+            "precision": format_percent(s.precision),
+            "recall (sensitivity)": format_percent(s.recall),
+            "specificity": format_percent(s.specificity),
+            "F1": format_number(s.f1),
+            "AUC (95% CI)": format_auc(s.auc, s.auc_ci),
+            "AP": format_number(s.average_precision),
         }
         if multilabel:
-            row["threshold"] = format_number(s.get("threshold"))
+            row["threshold"] = format_number(s.threshold)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def kfold_frame(kfold: dict[str, Any]) -> pd.DataFrame:
+def kfold_frame(kfold: KFold) -> pd.DataFrame:
     """Seed 002's k-fold table: one row per fold and part, the mean rows marked."""
-    frame = pd.DataFrame(kfold["rows"])
+    frame = pd.DataFrame(list(kfold.rows))
     # Seed 002 calls each fold's held-out patients its test set; the training record, validation.
     frame["part"] = frame["part"].replace({"validation": "validation (the fold's test patients)"})
-    kept = kfold.get("kept_fold")
+    kept = kfold.kept_fold
     if kept is not None:
         frame["fold"] = [f"{f} (kept)" if f == str(kept) else f for f in frame["fold"]]
     return frame

@@ -20,7 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from core.cli.common import device_arg, registry_of, weights_arg
+from core.cli.progress import LazyBar
 from core.errors import InsufficientDataError, InvalidInputError
+from core.evaluation.data import evaluation_data
+from core.evaluation.html import performance_report_bytes
+from core.evaluation.results import Comparison, Evaluation
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -99,9 +103,8 @@ def _clean(value: Any) -> Any:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from core.cli.progress import LazyBar
+    # Imported here: scikit-learn, under them, adds about 3 s to every `python -m core` start (measured).
     from core.evaluation.compare import comparable, compare
-    from core.evaluation.data import evaluation_data
     from core.evaluation.evaluate import evaluate
 
     if args.windows < 0 or args.boot < 100:
@@ -113,7 +116,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     ids = list(dict.fromkeys(args.model))
     cards = [registry.card(i) for i in ids]  # unknown ids fail here, before any work
     models = [registry.load(i) for i in ids]
-    evaluations = []
+    evaluations: list[Evaluation] = []
     for model in models:
         data = None
         if args.data is not None or args.split != "test":
@@ -136,82 +139,81 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 comparison = compare(models, data, bar, n_boot=args.boot, seed=args.seed, positive=args.positive)
         except InsufficientDataError as e:  # the evaluations above still stand
             comparison_note = f"not compared: {e}"
-    result = _clean({"evaluations": evaluations, "comparison": comparison, "comparison_note": comparison_note})
     if args.html is not None:
-        from core.evaluation.html import performance_report_bytes
-
         args.html.write_bytes(performance_report_bytes(evaluations, comparison, created=dt.date.today().isoformat()))
     if args.json:
-        print(json.dumps(result))
+        result = {
+            "evaluations": [e.to_json() for e in evaluations],
+            "comparison": None if comparison is None else comparison.to_json(),
+            "comparison_note": comparison_note,
+        }
+        print(json.dumps(_clean(result)))
     else:
-        _print_summary(result)
+        _print_summary(evaluations, comparison, comparison_note)
         if args.html is not None:
             print(f"report written to {args.html}")
     return 0
 
 
-def _fmt(v: Any, percent: bool = False) -> str:
-    if v is None:
+def _fmt(v: float | None, percent: bool = False) -> str:
+    if v is None or not math.isfinite(v):
         return "n/a"
     return f"{100 * v:.1f}%" if percent else f"{v:.3f}"
 
 
-def _print_summary(result: dict[str, Any]) -> None:
-    for ev in result["evaluations"]:
-        model, data = ev["model"], ev["data"]
-        cal = f"T = {model['temperature']:.3f}" if model["temperature_fitted"] else "uncalibrated"
-        print(f"{model['id']} {model['version']} ({cal}) on {data['description']}")
-        for level in ev["levels"]:
-            ci = ""
+def _print_summary(evaluations: list[Evaluation], comparison: Comparison | None, comparison_note: str | None) -> None:
+    for ev in evaluations:
+        model, data = ev.model, ev.data
+        cal = f"T = {model.temperature:.3f}" if model.temperature_fitted else "uncalibrated"
+        print(f"{model.id} {model.version} ({cal}) on {data.description}")
+        for level in ev.levels:
             print(
-                f"  {level['unit']}: n {level['n']}, patients {level['n_patients'] or 'not recorded'}, accuracy "
-                f"{_fmt(level['accuracy'], True)}, macro AUC {_fmt(level['macro_auc'])}{ci}"
+                f"  {level.unit}: n {level.n}, patients {level.n_patients or 'not recorded'}, accuracy "
+                f"{_fmt(level.accuracy, True)}, macro AUC {_fmt(level.macro_auc)}"
             )
-            for name, stats in level["per_class"].items():
-                auc_ci = stats.get("auc_ci")
-                interval = f" ({auc_ci[0]:.3f}-{auc_ci[1]:.3f})" if auc_ci else ""
+            for name, stats in level.per_class.items():
+                interval = f" ({stats.auc_ci[0]:.3f}-{stats.auc_ci[1]:.3f})" if stats.auc_ci else ""
                 print(
-                    f"    {name:28s} precision {_fmt(stats['precision'], True):>6s}  recall "
-                    f"{_fmt(stats['recall'], True):>6s}  specificity {_fmt(stats['specificity'], True):>6s}  "
-                    f"F1 {_fmt(stats['f1'])}  AUC {_fmt(stats['auc'])}{interval}"
+                    f"    {name:28s} precision {_fmt(stats.precision, True):>6s}  recall "
+                    f"{_fmt(stats.recall, True):>6s}  specificity {_fmt(stats.specificity, True):>6s}  "
+                    f"F1 {_fmt(stats.f1)}  AUC {_fmt(stats.auc)}{interval}"
                 )
-            calibration = level.get("calibration")
+            calibration = level.calibration
             if calibration:
-                after = calibration["calibrated"]
+                after = calibration.calibrated
                 print(
-                    f"    ECE {calibration['uncalibrated']['ece']:.3f} uncalibrated"
-                    + (f", {after['ece']:.3f} at T = {calibration['temperature']:.3f}" if after else "")
+                    f"    ECE {calibration.uncalibrated.ece:.3f} uncalibrated"
+                    + (f", {after.ece:.3f} at T = {calibration.temperature:.3f}" if after else "")
                 )
-            op = level.get("operating_point")
+            op = level.operating_point
             if op:
                 print(
-                    f"    threshold {op['threshold']:.3f} on P({op['label']}): sensitivity "
-                    f"{_fmt(op['sensitivity'], True)}, specificity {_fmt(op['specificity'], True)}"
+                    f"    threshold {op.threshold:.3f} on P({op.label}): sensitivity "
+                    f"{_fmt(op.sensitivity, True)}, specificity {_fmt(op.specificity, True)}"
                 )
-        rob = ev.get("robustness")
+        rob = ev.robustness
         if rob:
             print(
-                f"  window robustness: AUC {rob['auc_mean']:.3f} +- {rob['auc_sd']:.3f} over {rob['n_windows']} windows "
-                f"(range {rob['auc_min']:.3f}-{rob['auc_max']:.3f}; training window {rob['auc_training_window']:.3f})"
+                f"  window robustness: AUC {rob.auc_mean:.3f} +- {rob.auc_sd:.3f} over {rob.n_windows} windows "
+                f"(range {rob.auc_min:.3f}-{rob.auc_max:.3f}; training window {rob.auc_training_window:.3f})"
             )
-        for note in ev["notes"]:
+        for note in ev.notes:
             print(f"  note: {note}")
-    comparison = result.get("comparison")
-    if result.get("comparison_note"):
-        print(result["comparison_note"])
+    if comparison_note:
+        print(comparison_note)
     if comparison:
-        print(f"comparison on {comparison['n']} {comparison['unit']}s ({comparison['n_patients']} patients):")
-        for m in comparison["models"]:
-            print(f"  {m['id']:20s} AUC {m['auc']:.3f} ({m['auc_ci'][0]:.3f}-{m['auc_ci'][1]:.3f})")
-        for p in comparison["pairs"]:
+        print(f"comparison on {comparison.n} {comparison.unit}s ({comparison.n_patients} patients):")
+        for m in comparison.models:
+            print(f"  {m.id:20s} AUC {m.auc:.3f} ({m.auc_ci[0]:.3f}-{m.auc_ci[1]:.3f})")
+        for p in comparison.pairs:
             print(
-                f"  {p['a']} - {p['b']}: {p['difference']:+.3f}, DeLong p {p['delong_p']:.3g}, "
-                f"paired bootstrap 95% CI {p['bootstrap_ci'][0]:+.3f} to {p['bootstrap_ci'][1]:+.3f}"
+                f"  {p.a} - {p.b}: {p.difference:+.3f}, DeLong p {p.delong_p:.3g}, "
+                f"paired bootstrap 95% CI {p.bootstrap_ci[0]:+.3f} to {p.bootstrap_ci[1]:+.3f}"
             )
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    from core.cli.progress import LazyBar
+    # Imported here, as in run_evaluate: scikit-learn adds about 3 s to every start (measured).
     from core.evaluation.recalibrate import recalibrate
 
     registry = _registry(args)

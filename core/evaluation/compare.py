@@ -17,8 +17,7 @@ of ROC curves.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.special import expit, softmax
@@ -27,10 +26,12 @@ from core.errors import InsufficientDataError, InvalidInputError
 from core.evaluation import metrics as em
 from core.evaluation.data import EvalData, held_out_for, model_kind
 from core.evaluation.predict import Predictions, predict, read_volumes
+from core.evaluation.results import ComparedModel, Comparison, PairedTest, WindowRobustness
+from core.labels import SLICE_CLASSES
 from core.models.manifest import ModelCard
 from core.models.registry import LoadedModel
+from core.types import Progress
 
-Progress = Callable[[int, int], None]
 #: One SD of the window, (center, width) in HU, when the caller gives none: the spread of lung
 #: windows between scanners and sites (the paper does not state its number).
 DEFAULT_WINDOW_SD = (50.0, 150.0)
@@ -92,7 +93,7 @@ def compare(
     n_boot: int = 1000,
     seed: int = 0,
     positive: str = "COVID-19",
-) -> dict[str, Any]:
+) -> Comparison:
     """AUCs of P(``positive``) of ``models`` on the same cases, with paired tests of every pair
     (``positive`` against the other classes for the 3-class X-ray models; COVID-19 for CT)."""
     if len(models) < 2:
@@ -118,43 +119,47 @@ def compare(
     assert y is not None and groups is not None
     if y.min() == y.max():
         raise InsufficientDataError("The shared cases hold one class only: no AUC to compare.")
-    out_models, rocs = [], {}
+    compared = []
     for model in models:
         p = scores[model.id]
         r = em.roc(y, p)
         ci = em.bootstrap_ci(em.roc_auc, y, p, n_boot=n_boot, seed=seed, groups=groups)
-        out_models.append(
-            {"id": model.id, "version": model.card.version, "auc": float(r.auc), "auc_ci": [ci.low, ci.high]}
+        compared.append(
+            ComparedModel(
+                id=model.id,
+                version=model.card.version,
+                auc=float(r.auc),
+                auc_ci=(ci.low, ci.high),
+                fpr=tuple(r.fpr.round(5).tolist()),
+                tpr=tuple(r.tpr.round(5).tolist()),
+            )
         )
-        rocs[model.id] = {"fpr": r.fpr.round(5).tolist(), "tpr": r.tpr.round(5).tolist(), "auc": float(r.auc)}
     pairs = []
     for a, b in itertools.combinations([m.id for m in models], 2):
         d = em.delong_test(y, scores[a], scores[b])
         boot = em.paired_bootstrap_auc(y, scores[a], scores[b], n_boot=n_boot, seed=seed, groups=groups)
         pairs.append(
-            {
-                "a": a,
-                "b": b,
-                "auc_a": d.auc_a,
-                "auc_b": d.auc_b,
-                "difference": d.difference,
-                "delong_z": d.z,
-                "delong_p": d.p_value,
-                "bootstrap_ci": [boot.low, boot.high],
-                "bootstrap_p": boot.p_value,
-            }
+            PairedTest(
+                a=a,
+                b=b,
+                auc_a=d.auc_a,
+                auc_b=d.auc_b,
+                difference=d.difference,
+                delong_z=d.z,
+                delong_p=d.p_value,
+                bootstrap_ci=(boot.low, boot.high),
+                bootstrap_p=boot.p_value,
+            )
         )
-    unit = "image" if kinds == {"xray"} else "scan"
-    return {
-        "unit": unit,
-        "positive": positive,
-        "n": int(y.size),
-        "n_patients": int(np.unique(groups).size),
-        "data": cases.description,
-        "models": out_models,
-        "roc": rocs,
-        "pairs": pairs,
-    }
+    return Comparison(
+        unit="image" if kinds == {"xray"} else "scan",
+        positive=positive,
+        n=int(y.size),
+        n_patients=int(np.unique(groups).size),
+        data=cases.description,
+        models=tuple(compared),
+        pairs=tuple(pairs),
+    )
 
 
 def window_robustness(
@@ -164,7 +169,7 @@ def window_robustness(
     sd: tuple[float, float] = DEFAULT_WINDOW_SD,
     seed: int = 0,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> WindowRobustness:
     """The AUC of a CT model at ``n_windows`` windows within one SD of its training window."""
     card = model.card
     if model_kind(card) not in ("ct-volume", "ct-slice"):
@@ -196,29 +201,27 @@ def window_robustness(
     perturbed = np.array(aucs[1:])
     band = np.array(curves[1:])
     base = curves[0]
-    return {
-        "unit": "scan",
-        "training_window": [center, width],
-        "sd": [float(sd[0]), float(sd[1])],
-        "n_windows": n_windows,
-        "windows": [[round(c, 1), round(w, 1)] for c, w in windows[1:]],
-        "aucs": perturbed.round(5).tolist(),
-        "auc_training_window": aucs[0],
-        "auc_mean": float(perturbed.mean()),
-        "auc_sd": float(perturbed.std(ddof=1)),
-        "auc_min": float(perturbed.min()),
-        "auc_max": float(perturbed.max()),
-        "roc_band": {
-            "fpr": ROC_GRID.round(3).tolist(),
-            "tpr_low": np.percentile(band, 2.5, axis=0).round(5).tolist(),
-            "tpr_high": np.percentile(band, 97.5, axis=0).round(5).tolist(),
-            "tpr_median": np.median(band, axis=0).round(5).tolist(),
-        },
-        "roc_training_window": {"fpr": ROC_GRID.round(3).tolist(), "tpr": np.round(base, 5).tolist()},
-    }
+    grid = tuple(ROC_GRID.round(3).tolist())
+    return WindowRobustness(
+        unit="scan",
+        training_window=(center, width),
+        sd=(float(sd[0]), float(sd[1])),
+        n_windows=n_windows,
+        windows=tuple((round(c, 1), round(w, 1)) for c, w in windows[1:]),
+        aucs=tuple(perturbed.round(5).tolist()),
+        auc_training_window=aucs[0],
+        auc_mean=float(perturbed.mean()),
+        auc_sd=float(perturbed.std(ddof=1)),
+        auc_min=float(perturbed.min()),
+        auc_max=float(perturbed.max()),
+        fpr=grid,
+        tpr_low=tuple(np.percentile(band, 2.5, axis=0).round(5).tolist()),
+        tpr_high=tuple(np.percentile(band, 97.5, axis=0).round(5).tolist()),
+        tpr_median=tuple(np.median(band, axis=0).round(5).tolist()),
+        fpr_training_window=grid,
+        tpr_training_window=tuple(np.round(base, 5).tolist()),
+    )
 
 
 def _classes(card: ModelCard) -> tuple[str, ...]:
-    from core.labels import SLICE_CLASSES
-
     return SLICE_CLASSES if model_kind(card) == "ct-slice" else ("COVID-19", "Normal", "Viral pneumonia")

@@ -1,4 +1,4 @@
-"""A model's performance on evaluation cases, as one JSON-ready dict.
+"""A model's performance on evaluation cases, as an :class:`~core.evaluation.results.Evaluation`.
 
 :func:`evaluate` runs a model over its held-out split (or a user's dataset) and measures, per
 level of the model (an X-ray image; a CT slice, scan and patient):
@@ -12,15 +12,15 @@ level of the model (an X-ray image; a CT slice, scan and patient):
 
 Multi-class decisions are the arg-max of the probabilities; a binary model calls a case
 positive when P(positive) >= the card's threshold; the findings model each finding at its own
-threshold (0.5 where the card has none). The schema of the dict is documented in
-:mod:`core.evaluation.figures`, which draws it.
+threshold (0.5 where the card has none). :mod:`core.evaluation.results` documents the result
+and its JSON, :mod:`core.evaluation.figures` draws it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -28,10 +28,31 @@ from scipy.special import expit, softmax
 
 from core.errors import InsufficientDataError
 from core.evaluation import metrics as em
-from core.evaluation.data import IMAGE_KINDS, EvalData, model_kind
-from core.evaluation.predict import Predictions, Progress, predict
+from core.evaluation.binary import positive_probability
+from core.evaluation.compare import DEFAULT_WINDOW_SD, window_robustness
+from core.evaluation.data import IMAGE_KINDS, EvalData, evaluation_data, model_kind
+from core.evaluation.predict import Predictions, predict
+from core.evaluation.reports import kfold_table
+from core.evaluation.results import (
+    Calibration,
+    ClassMetrics,
+    Confusion,
+    DataSummary,
+    Evaluation,
+    KFold,
+    Level,
+    ModelSummary,
+    OperatingPoint,
+    PrecisionRecall,
+    Reliability,
+    ReliabilityBin,
+    Roc,
+    Scores,
+)
+from core.labels import SLICE_CLASSES
 from core.models.manifest import ModelCard
 from core.models.registry import LoadedModel
+from core.types import Progress
 
 N_BOOT = 1000
 N_BINS = 10
@@ -69,158 +90,159 @@ def _f(v: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _thin(*arrays: np.ndarray) -> list[list[float]]:
-    """Curves as lists, thinned to at most :data:`MAX_CURVE_POINTS` (ends kept)."""
+def _thin(*arrays: np.ndarray) -> list[tuple[float, ...]]:
+    """Curves as tuples, thinned to at most :data:`MAX_CURVE_POINTS` (ends kept)."""
     n = arrays[0].size
     if n > MAX_CURVE_POINTS:
         idx = np.unique(np.linspace(0, n - 1, MAX_CURVE_POINTS).round().astype(int))
         arrays = tuple(a[idx] for a in arrays)
-    return [[round(float(v), 5) for v in a] for a in arrays]
+    return [tuple(round(float(v), 5) for v in a) for a in arrays]
 
 
-def _auc_ci(y: np.ndarray, score: np.ndarray, groups: np.ndarray, n_boot: int, seed: int) -> list[float] | None:
+def _auc_ci(y: np.ndarray, score: np.ndarray, groups: np.ndarray, n_boot: int, seed: int) -> tuple[float, float] | None:
     try:
         ci = em.bootstrap_ci(em.roc_auc, y, score, n_boot=n_boot, seed=seed, groups=groups)
     except InsufficientDataError:
         return None
-    return [ci.low, ci.high]
+    return ci.low, ci.high
+
+
+def _reliability(y: np.ndarray, p: np.ndarray) -> Reliability:
+    bins = em.reliability_bins(y, p, N_BINS)
+    n = sum(b.count for b in bins)
+    return Reliability(
+        ece=float(sum(b.count / n * abs(b.accuracy - b.mean_confidence) for b in bins)),
+        bins=tuple(ReliabilityBin(b.bin_low, b.bin_high, b.mean_confidence, b.accuracy, b.count) for b in bins),
+    )
 
 
 def _calibration(
     y: np.ndarray, raw: np.ndarray, cal: np.ndarray | None, temperature: float, fitted_on: str | None
-) -> dict:
-    def part(p: np.ndarray) -> dict[str, Any]:
-        bins = em.reliability_bins(y, p, N_BINS)
-        n = sum(b.count for b in bins)
-        return {
-            "ece": float(sum(b.count / n * abs(b.accuracy - b.mean_confidence) for b in bins)),
-            "bins": [
-                {
-                    "lo": b.bin_low,
-                    "hi": b.bin_high,
-                    "confidence": b.mean_confidence,
-                    "accuracy": b.accuracy,
-                    "count": b.count,
-                }
-                for b in bins
-            ],
-        }
-
-    return {
-        "temperature": float(temperature),
-        "fitted_on": fitted_on,
-        "uncalibrated": part(raw),
-        "calibrated": part(cal) if cal is not None else None,
-    }
+) -> Calibration:
+    return Calibration(
+        temperature=float(temperature),
+        fitted_on=fitted_on,
+        uncalibrated=_reliability(y, raw),
+        calibrated=_reliability(y, cal) if cal is not None else None,
+    )
 
 
-def _per_class_from_counts(counts: np.ndarray, labels: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """:func:`core.evaluation.metrics.per_class_rates` with each class's prevalence, and room for
-    its AUC, CI and average precision."""
+def _per_class_from_counts(counts: np.ndarray, labels: Sequence[str]) -> dict[str, ClassMetrics]:
+    """:func:`core.evaluation.metrics.per_class_rates` with each class's prevalence; its AUC, CI
+    and average precision are added where the class has curves."""
     total = counts.sum()
     rates = em.per_class_rates(counts, labels)
     return {
-        name: stats
-        | {
-            "prevalence": float(stats["support"] / total) if total else 0.0,
-            "auc": None,
-            "auc_ci": None,
-            "average_precision": None,
-        }
+        name: ClassMetrics(
+            **stats,
+            prevalence=float(stats["support"] / total) if total else 0.0,
+        )
         for name, stats in rates.items()
     }
 
 
-def _curves(
-    y01: np.ndarray, score: np.ndarray, groups: np.ndarray, n_boot: int, seed: int
-) -> tuple[dict[str, Any], dict[str, Any]] | None:
+Curves = tuple[Roc, PrecisionRecall]
+
+
+def _curves(y01: np.ndarray, score: np.ndarray, groups: np.ndarray, n_boot: int, seed: int) -> Curves | None:
     if y01.min() == y01.max():
         return None
     r = em.roc(y01, score)
     p = em.pr(y01, score)
     fpr, tpr = _thin(r.fpr, r.tpr)
     recall, precision = _thin(p.recall, p.precision)
-    roc = {"fpr": fpr, "tpr": tpr, "auc": float(r.auc), "auc_ci": _auc_ci(y01, score, groups, n_boot, seed)}
-    pr = {
-        "recall": recall,
-        "precision": precision,
-        "average_precision": float(p.average_precision),
-        "prevalence": float(y01.mean()),
-    }
-    return roc, pr
+    roc = Roc(fpr, tpr, float(r.auc), _auc_ci(y01, score, groups, n_boot, seed))
+    return roc, PrecisionRecall(recall, precision, float(p.average_precision), float(y01.mean()))
+
+
+def _with_curves(stats: ClassMetrics, curves: Curves | None) -> ClassMetrics:
+    if curves is None:
+        return stats
+    roc, pr = curves
+    return replace(stats, auc=roc.auc, auc_ci=roc.auc_ci, average_precision=pr.average_precision)
 
 
 def measure_level(
     level: LevelData, temperature: float, fitted_on: str | None, n_boot: int = N_BOOT, seed: int = 0
-) -> dict[str, Any]:
+) -> Level:
     """Every number of one level (see the module docstring)."""
     calibrated = fitted_on is not None and temperature != 1.0
-    out: dict[str, Any] = {
-        "unit": level.unit,
-        "n": int(level.y.shape[0]),
-        "n_patients": int(np.unique(level.groups).size),
-        "labels": list(level.labels),
-        "positive": level.positive,
-        "accuracy": None,
-        "confusion_matrix": None,
-        "per_class": {},
-        "macro_auc": None,
-        "roc": {},
-        "pr": {},
-        "calibration": None,
-        "operating_point": None,
-        "skipped_labels": [],
-        "note": level.note,
-    }
     p = level.p_cal if calibrated else level.p_raw
+    accuracy: float | None = None
+    confusion: Confusion | None = None
+    operating: OperatingPoint | None = None
     if level.task == "multiclass":
         cm = em.confusion_matrix(level.y, p.argmax(axis=1), level.labels)
-        out["accuracy"] = float(np.trace(cm.counts) / cm.counts.sum())
-        out["confusion_matrix"] = _cm_dict(cm)
-        out["per_class"] = _per_class_from_counts(cm.counts, level.labels)
-        for k, name in enumerate(level.labels):
-            curves = _curves((level.y == k).astype(int), p[:, k], level.groups, n_boot, seed + k)
-            _attach(out, name, curves)
-        out["calibration"] = _calibration(
-            level.y, level.p_raw, level.p_cal if calibrated else None, temperature, fitted_on
-        )
+        accuracy, confusion = float(np.trace(cm.counts) / cm.counts.sum()), _confusion(cm)
+        per_class = _per_class_from_counts(cm.counts, level.labels)
+        curves = {
+            name: _curves((level.y == k).astype(int), p[:, k], level.groups, n_boot, seed + k)
+            for k, name in enumerate(level.labels)
+        }
+        calibration = _calibration(level.y, level.p_raw, level.p_cal if calibrated else None, temperature, fitted_on)
     elif level.task == "binary":
         threshold = level.thresholds[0]
-        predicted = (p >= threshold).astype(int)
-        cm = em.confusion_matrix(level.y, predicted, level.labels)
-        out["accuracy"] = float(np.trace(cm.counts) / cm.counts.sum())
-        out["confusion_matrix"] = _cm_dict(cm)
-        out["per_class"] = _per_class_from_counts(cm.counts, level.labels)
-        curves = _curves(level.y, p, level.groups, n_boot, seed)
-        _attach(out, level.labels[1], curves)
-        if curves is not None:  # a binary AUC is the same for the negative class
-            for key in ("auc", "auc_ci"):
-                out["per_class"][level.labels[0]][key] = out["per_class"][level.labels[1]][key]
-        out["operating_point"] = {"label": level.labels[1], **em.operating_point(level.y, p, threshold)}
-        out["calibration"] = _calibration(
-            level.y, level.p_raw, level.p_cal if calibrated else None, temperature, fitted_on
-        )
+        cm = em.confusion_matrix(level.y, (p >= threshold).astype(int), level.labels)
+        accuracy, confusion = float(np.trace(cm.counts) / cm.counts.sum()), _confusion(cm)
+        per_class = _per_class_from_counts(cm.counts, level.labels)
+        negative, positive = level.labels
+        curves = {positive: _curves(level.y, p, level.groups, n_boot, seed)}
+        roc_pr = curves[positive]
+        if roc_pr is not None:  # a binary AUC is the same for the negative class
+            per_class[negative] = replace(per_class[negative], auc=roc_pr[0].auc, auc_ci=roc_pr[0].auc_ci)
+        operating = _operating_point(positive, level.y, p, threshold)
+        calibration = _calibration(level.y, level.p_raw, level.p_cal if calibrated else None, temperature, fitted_on)
     else:  # multilabel: one binary problem per finding
+        per_class, curves = {}, {}
         for j, name in enumerate(level.labels):
             y = level.y[:, j].astype(int)
             pred = (p[:, j] >= level.thresholds[j]).astype(int)
             counts = em.confusion_matrix(y, pred, ("absent", name)).counts
             stats = _per_class_from_counts(counts, ("absent", name))[name]
-            stats["threshold"] = float(level.thresholds[j])
-            out["per_class"][name] = stats
-            curves = _curves(y, p[:, j], level.groups, n_boot, seed + j)
-            _attach(out, name, curves)
-        flat_y = level.y.reshape(-1)
-        out["calibration"] = _calibration(
-            flat_y, level.p_raw.reshape(-1), level.p_cal.reshape(-1) if calibrated else None, temperature, fitted_on
+            per_class[name] = replace(stats, threshold=float(level.thresholds[j]))
+            curves[name] = _curves(y, p[:, j], level.groups, n_boot, seed + j)
+        calibration = _calibration(
+            level.y.reshape(-1),
+            level.p_raw.reshape(-1),
+            level.p_cal.reshape(-1) if calibrated else None,
+            temperature,
+            fitted_on,
         )
-    out["scores"] = _scores(level, p)
-    aucs = [c["auc"] for c in out["roc"].values()]
-    out["macro_auc"] = float(np.mean(aucs)) if aucs else None
-    return out
+    measured = {name: c for name, c in curves.items() if c is not None}
+    aucs = [roc.auc for roc, _ in measured.values()]
+    return Level(
+        unit=level.unit,
+        n=int(level.y.shape[0]),
+        n_patients=int(np.unique(level.groups).size),
+        labels=level.labels,
+        positive=level.positive,
+        accuracy=accuracy,
+        confusion_matrix=confusion,
+        per_class={name: _with_curves(stats, curves.get(name)) for name, stats in per_class.items()},
+        macro_auc=float(np.mean(aucs)) if aucs else None,
+        roc={name: roc for name, (roc, _) in measured.items()},
+        pr={name: pr for name, (_, pr) in measured.items()},
+        calibration=calibration,
+        operating_point=operating,
+        skipped_labels=tuple(name for name, c in curves.items() if c is None),
+        note=level.note,
+        scores=_scores(level, p),
+    )
 
 
-def _scores(level: LevelData, p: np.ndarray) -> dict[str, Any] | None:
+def _operating_point(
+    label: str, y: Sequence[int] | np.ndarray, p: Sequence[float] | np.ndarray, threshold: float
+) -> OperatingPoint:
+    return OperatingPoint(label=label, **em.operating_point(y, p, threshold))
+
+
+def operating_point_at(scores: Scores, threshold: float) -> OperatingPoint:
+    """The decisions ``P(scores.label) >= threshold`` on a level's scored cases, e.g. at a
+    threshold the user moves."""
+    return _operating_point(scores.label, scores.y, scores.p, threshold)
+
+
+def _scores(level: LevelData, p: np.ndarray) -> Scores | None:
     """Each case's truth and P(positive) for a threshold the user moves: the positive class of a
     binary level, COVID-19 (else the last class) against the rest for a multi-class one."""
     if level.task == "binary":
@@ -230,27 +252,15 @@ def _scores(level: LevelData, p: np.ndarray) -> dict[str, Any] | None:
         label, y, score = level.labels[k], (level.y == k).astype(int), p[:, k]
     else:
         return None
-    return {"label": label, "y": [int(v) for v in y], "p": [round(float(v), 6) for v in score]}
+    return Scores(label, tuple(int(v) for v in y), tuple(round(float(v), 6) for v in score))
 
 
-def _cm_dict(cm: em.ConfusionMatrix) -> dict[str, Any]:
-    return {
-        "labels": list(cm.labels),
-        "counts": cm.counts.astype(int).tolist(),
-        "row_percent": [[_f(v) for v in row] for row in cm.row_percent],
-    }
-
-
-def _attach(out: dict[str, Any], name: str, curves: tuple[dict[str, Any], dict[str, Any]] | None) -> None:
-    if curves is None:
-        if name not in out["skipped_labels"]:
-            out["skipped_labels"].append(name)
-        return
-    roc, pr = curves
-    out["roc"][name], out["pr"][name] = roc, pr
-    stats = out["per_class"].get(name)
-    if stats is not None:
-        stats["auc"], stats["auc_ci"], stats["average_precision"] = roc["auc"], roc["auc_ci"], pr["average_precision"]
+def _confusion(cm: em.ConfusionMatrix) -> Confusion:
+    return Confusion(
+        labels=cm.labels,
+        counts=tuple(tuple(int(v) for v in row) for row in cm.counts),
+        row_percent=tuple(tuple(_f(v) for v in row) for row in cm.row_percent),
+    )
 
 
 # ----------------------------------------------------------------------------- levels per model
@@ -309,18 +319,14 @@ def levels_of(card: ModelCard, preds: Predictions) -> tuple[list[LevelData], lis
                 thresholds=thresholds,
             )
         ], notes
-    from core.evaluation.binary import positive_probability as _positive_probability
-
     threshold = float(card.thresholds.get("covid", 0.5))
     y = np.array([int(c.label == "COVID-19") for c in cases])
     levels: list[LevelData] = []
     if kind == "ct-volume":
         labels = ("COVID-", "COVID+")
-        p_raw, p_cal = _positive_probability(preds.logits, 1.0), _positive_probability(preds.logits, T)
+        p_raw, p_cal = positive_probability(preds.logits, 1.0), positive_probability(preds.logits, T)
         scans = LevelData("scan", y, p_raw, p_cal, groups, labels, "binary", "COVID+", (threshold,))
     else:
-        from core.labels import SLICE_CLASSES
-
         labels = SLICE_CLASSES
         assert preds.slice_case is not None and preds.slice_truth is not None
         s_raw, s_cal = preds.slice_probabilities(1.0), preds.slice_probabilities(T)
@@ -356,138 +362,123 @@ def levels_of(card: ModelCard, preds: Predictions) -> tuple[list[LevelData], lis
 # ----------------------------------------------------------------------------- the whole evaluation
 
 
-def kfold_record(card: ModelCard) -> dict[str, Any] | None:
+def kfold_record(card: ModelCard) -> KFold | None:
     """Seed 002's k-fold table (per fold and mean, train and validation) when the model was
     trained with folds."""
-    from core.evaluation.reports import kfold_table
-
     folds = (card.training or {}).get("folds")
     if not folds:
         return None
-    return {"rows": kfold_table(folds), "kept_fold": (card.training or {}).get("kept_fold")}
+    return KFold(tuple(kfold_table(folds)), (card.training or {}).get("kept_fold"))
 
 
 def evaluate_predictions(
     card: ModelCard, data: EvalData, preds: Predictions, n_boot: int = N_BOOT, seed: int = 0
-) -> dict[str, Any]:
-    """The evaluation dict of ``preds`` (a model's outputs on ``data``)."""
+) -> Evaluation:
+    """The evaluation of ``preds`` (a model's outputs on ``data``)."""
     levels, notes = levels_of(card, preds)
     fitted_on = calibration_of(card)
     if preds.skipped:
         notes.append(f"{len(preds.skipped)} cases could not be read and were left out.")
     if fitted_on is None:
         notes.append("No calibration temperature was fitted for this model: its probabilities are raw outputs.")
-    return {
-        "model": _model_record(card, fitted_on),
-        "data": {
-            "split": data.split,
-            "description": data.description,
-            "source": data.source,
-            "n_cases": len(preds.cases),
-            "n_patients": len({c.patient_id for c in preds.cases}),
-        },
-        "task": levels[0].task,
-        "levels": [measure_level(level, card.temperature, fitted_on, n_boot, seed) for level in levels],
-        "kfold": kfold_record(card),
-        "robustness": None,
-        "notes": notes,
-    }
+    return Evaluation(
+        model=_model_summary(card, fitted_on),
+        data=DataSummary(
+            split=data.split,
+            description=data.description,
+            source=data.source,
+            n_cases=len(preds.cases),
+            n_patients=len({c.patient_id for c in preds.cases}),
+        ),
+        task=levels[0].task,
+        levels=tuple(measure_level(level, card.temperature, fitted_on, n_boot, seed) for level in levels),
+        kfold=kfold_record(card),
+        notes=tuple(notes),
+    )
 
 
-def recorded_evaluation(card: ModelCard) -> dict[str, Any]:
+def recorded_evaluation(card: ModelCard) -> Evaluation:
     """The held-out results a series model (survival, prognosis) recorded at training time.
 
     These models read a patient's whole series; their cards keep the confusion matrix,
     per-class table, AUC and operating point on the held-out patients, not the per-case
     outputs, so no curve or bootstrap interval can be drawn from them.
     """
-    held = (card.metrics or {}).get("held_out")
-    if not isinstance(held, dict) or "confusion_matrix" not in held:
+    held = card.recorded_metrics.held_out
+    if held is None or held.confusion_matrix is None:
         raise InsufficientDataError(f"{card.id}'s card records no held-out results.")
-    cm = held["confusion_matrix"]
-    counts = np.asarray(cm["rows_true_columns_predicted"], dtype=int)
-    labels = tuple(cm["labels"])
-    per_class = _per_class_from_counts(counts, labels)
-    auc = _f(held.get("roc_auc"))
-    for stats in per_class.values():
-        stats["auc"] = auc
-    unit = str(held.get("unit") or "patient")
-    threshold = held.get("threshold")
+    counts = np.asarray(held.confusion_matrix, dtype=int)
+    labels = held.labels
+    auc = _f(held.auc)
+    per_class = {name: replace(stats, auc=auc) for name, stats in _per_class_from_counts(counts, labels).items()}
+    unit = held.unit or "patient"
     tn, fp, fn, tp = (int(v) for v in counts.ravel())
     negative, positive = (per_class[name] for name in labels)
     operating = None
-    if threshold is not None:
-        operating = {
-            "label": labels[1],
-            "threshold": float(threshold),
-            "tp": tp,
-            "fp": fp,
-            "tn": tn,
-            "fn": fn,
-            "sensitivity": positive["recall"],
-            "specificity": positive["specificity"],
-            "ppv": positive["precision"],
-            "npv": negative["precision"],
-        }
-    level = {
-        "unit": unit,
-        "n": int(counts.sum()),
-        "n_patients": int(counts.sum()) if unit == "patient" else None,  # a card counts its units only
-        "labels": list(labels),
-        "positive": labels[1],
-        "accuracy": float(np.trace(counts) / counts.sum()),
-        "confusion_matrix": {
-            "labels": list(labels),
-            "counts": counts.tolist(),
-            "row_percent": [[_f(100.0 * v / row.sum()) if row.sum() else None for v in row] for row in counts],
-        },
-        "per_class": per_class,
-        "macro_auc": auc,
-        "roc": {},
-        "pr": {},
-        "calibration": None,
-        "operating_point": operating,
-        "skipped_labels": [],
-        "note": None,
-        "scores": None,
-    }
-    fitted_on = calibration_of(card)
-    return {
-        "model": _model_record(card, fitted_on),
-        "data": {
-            "split": "held-out",
-            "description": "the held-out split, as recorded at training time",
-            "source": str(((card.training or {}).get("data") or {}).get("source", "")),
-            "n_cases": level["n"],
-            "n_patients": level["n_patients"],
-        },
-        "task": "binary",
-        "levels": [level],
-        "kfold": kfold_record(card),
-        "robustness": None,
-        "notes": [
-            note
-            for note in (
-                "Recorded at training time: this model reads a patient's whole series, and its card keeps the "
-                "held-out counts and AUC, not each patient's output, so there are no curves or intervals here.",
-                f"Brier score on the held-out {unit}s: {held['brier']:.3f}." if held.get("brier") is not None else "",
-            )
-            if note
-        ],
-    }
+    if held.threshold is not None:
+        operating = OperatingPoint(
+            label=labels[1],
+            threshold=held.threshold,
+            tp=tp,
+            fp=fp,
+            tn=tn,
+            fn=fn,
+            sensitivity=positive.recall,
+            specificity=positive.specificity,
+            ppv=positive.precision,
+            npv=negative.precision,
+        )
+    n = int(counts.sum())
+    n_patients = n if unit == "patient" else None  # a card counts its units only
+    level = Level(
+        unit=unit,
+        n=n,
+        n_patients=n_patients,
+        labels=labels,
+        positive=labels[1],
+        accuracy=float(np.trace(counts) / counts.sum()),
+        confusion_matrix=Confusion(
+            labels=labels,
+            counts=held.confusion_matrix,
+            row_percent=tuple(tuple(_f(100.0 * v / row.sum()) if row.sum() else None for v in row) for row in counts),
+        ),
+        per_class=per_class,
+        macro_auc=auc,
+        operating_point=operating,
+    )
+    notes = [
+        "Recorded at training time: this model reads a patient's whole series, and its card keeps the "
+        "held-out counts and AUC, not each patient's output, so there are no curves or intervals here."
+    ]
+    if held.brier is not None:
+        notes.append(f"Brier score on the held-out {unit}s: {held.brier:.3f}.")
+    return Evaluation(
+        model=_model_summary(card, calibration_of(card)),
+        data=DataSummary(
+            split="held-out",
+            description="the held-out split, as recorded at training time",
+            source=str(((card.training or {}).get("data") or {}).get("source", "")),
+            n_cases=n,
+            n_patients=n_patients,
+        ),
+        task="binary",
+        levels=(level,),
+        kfold=kfold_record(card),
+        notes=tuple(notes),
+    )
 
 
-def _model_record(card: ModelCard, fitted_on: str | None) -> dict[str, Any]:
-    return {
-        "id": card.id,
-        "version": card.version,
-        "architecture": card.architecture,
-        "input_kind": card.input_kind,
-        "labels": list(card.labels),
-        "temperature": float(card.temperature),
-        "temperature_fitted": fitted_on is not None,
-        "intended_use": card.intended_use,
-    }
+def _model_summary(card: ModelCard, fitted_on: str | None) -> ModelSummary:
+    return ModelSummary(
+        id=card.id,
+        version=card.version,
+        architecture=card.architecture,
+        input_kind=card.input_kind,
+        labels=card.labels,
+        temperature=float(card.temperature),
+        temperature_fitted=fitted_on is not None,
+        intended_use=card.intended_use,
+    )
 
 
 def evaluate(
@@ -499,14 +490,11 @@ def evaluate(
     windows: int = 0,
     window_sd: tuple[float, float] | None = None,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> Evaluation:
     """Everything about one model on ``data`` (default: its recorded held-out split).
 
     ``windows`` > 0 adds, for a CT model, its AUC across that many perturbed windows.
     """
-    from core.evaluation.compare import DEFAULT_WINDOW_SD, window_robustness
-    from core.evaluation.data import evaluation_data
-
     card = model.card
     if model_kind(card) in ("survival", "prognosis"):
         return recorded_evaluation(card)
@@ -514,5 +502,6 @@ def evaluate(
     preds = predict(model, data, progress)
     out = evaluate_predictions(card, data, preds, n_boot=n_boot, seed=seed)
     if windows > 0 and model_kind(card) in ("ct-volume", "ct-slice"):
-        out["robustness"] = window_robustness(model, data, windows, window_sd or DEFAULT_WINDOW_SD, seed, progress)
+        robustness = window_robustness(model, data, windows, window_sd or DEFAULT_WINDOW_SD, seed, progress)
+        out = replace(out, robustness=robustness)
     return out

@@ -1,8 +1,8 @@
 """Plotly figures of the Model performance page and its HTML report.
 
-Each builder takes one part of an evaluation as :mod:`core.evaluation.evaluate` writes it (plain,
-JSON-serialisable dicts and lists) and returns a :class:`plotly.graph_objects.Figure`; nothing
-here computes a metric. Figures share one look: template ``plotly_white``, a title, labelled
+Each builder takes one part of an evaluation or a comparison (the dataclasses of
+:mod:`core.evaluation.results`) and returns a :class:`plotly.graph_objects.Figure`; nothing here
+computes a metric. Figures share one look: template ``plotly_white``, a title, labelled
 axes, a legend outside the plotting area, ROC-like axes 0..1 with equal aspect and a dashed
 chance diagonal.
 
@@ -15,8 +15,8 @@ written as entities, so a label such as ``<b>x</b>`` is not read as plotly's HTM
 
 Examples
 --------
->>> fig = roc_figure(level["roc"], "ROC, image level")
->>> fig = confusion_figure(level["confusion_matrix"], level["unit"])
+>>> fig = roc_figure(level.roc, "ROC, image level")
+>>> fig = confusion_figure(level.confusion_matrix, level.unit)
 >>> format_auc(0.9731, [0.9412, 0.9948])
 '0.973 (0.941-0.995)'
 """
@@ -26,9 +26,19 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import plotly.graph_objects as go
+
+from core.evaluation.results import (
+    Calibration,
+    Comparison,
+    Confusion,
+    PrecisionRecall,
+    Reliability,
+    ReliabilityBin,
+    Roc,
+    WindowRobustness,
+)
 
 __all__ = [
     "TEMPLATE",
@@ -107,15 +117,14 @@ def _colour(i: int) -> str:
 # Confusion matrix
 
 
-def confusion_figure(cm: Mapping[str, Any], unit: str) -> go.Figure:
+def confusion_figure(cm: Confusion, unit: str) -> go.Figure:
     """A confusion matrix as a heatmap coloured by row percent.
 
     Parameters
     ----------
     cm
-        ``{"labels": [str] (K,), "counts": [[int]] (K, K), "row_percent": [[float | None]]
-        (K, K)}``: rows are the true class, columns the predicted one, row percents in 0..100
-        (``None`` for a class with no case).
+        ``labels`` (K,), ``counts`` (K, K) and ``row_percent`` (K, K): rows are the true class,
+        columns the predicted one, row percents in 0..100 (``None`` for a class with no case).
     unit
         What was counted, e.g. ``"image"`` or ``"scan"``.
 
@@ -125,9 +134,9 @@ def confusion_figure(cm: Mapping[str, Any], unit: str) -> go.Figure:
         Rows top to bottom and columns left to right in ``labels`` order; each cell annotated
         ``"count<br>row%"`` (e.g. ``"19<br>95.0%"``), in white on dark cells.
     """
-    labels = [_shown(label) for label in cm["labels"]]
-    counts = cm["counts"]
-    percents = cm["row_percent"]
+    labels = [_shown(label) for label in cm.labels]
+    counts = [list(row) for row in cm.counts]
+    percents = [list(row) for row in cm.row_percent]
     k = len(labels)
     if len(counts) != k or any(len(row) != k for row in counts):
         raise ValueError(f"confusion counts must be {k} x {k}, like its labels")
@@ -157,7 +166,7 @@ def confusion_figure(cm: Mapping[str, Any], unit: str) -> go.Figure:
                 showarrow=False,
                 font=dict(color="white" if _is_number(percent) and percent > _DARK_CELL_PERCENT else "black", size=13),
             )
-    total = sum(sum(row) for row in counts)
+    total = cm.total
     fig.update_xaxes(title_text="Predicted", type="category", side="bottom", showgrid=False)
     fig.update_yaxes(title_text="True", type="category", autorange="reversed", showgrid=False)
     _style(fig, f"Confusion matrix, {_shown(unit)} level (n = {total})", max(_HEIGHT_PX, 120 + 70 * k))
@@ -172,13 +181,13 @@ def _format_row_percent(percent: float | None) -> str:
 # Curves
 
 
-def roc_figure(roc: Mapping[str, Mapping[str, Any]], title: str) -> go.Figure:
+def roc_figure(roc: Mapping[str, Roc], title: str) -> go.Figure:
     """ROC curves, one per label, on equal 0..1 axes with the chance diagonal.
 
     Parameters
     ----------
     roc
-        ``{label: {"fpr": [float], "tpr": [float], "auc": float, "auc_ci": [lo, hi] | None}}``.
+        Each label's curve, in legend order.
     title
         The figure's title.
 
@@ -191,24 +200,20 @@ def roc_figure(roc: Mapping[str, Mapping[str, Any]], title: str) -> go.Figure:
     fig = go.Figure()
     _add_chance_diagonal(fig)
     for i, (label, curve) in enumerate(roc.items()):
-        fig.add_trace(
-            _curve(
-                curve["fpr"], curve["tpr"], f"{_shown(label)} · AUC {format_auc(curve['auc'], curve.get('auc_ci'))}", i
-            )
-        )
+        fig.add_trace(_curve(curve.fpr, curve.tpr, f"{_shown(label)} · AUC {format_auc(curve.auc, curve.auc_ci)}", i))
     _unit_square(fig, "False positive rate (1 - specificity)", "True positive rate (sensitivity)")
     _style(fig, title, _CURVE_HEIGHT_PX)
     return fig
 
 
-def pr_figure(pr: Mapping[str, Mapping[str, Any]], title: str) -> go.Figure:
+def pr_figure(pr: Mapping[str, PrecisionRecall], title: str) -> go.Figure:
     """Precision-recall curves, one per label, drawn as steps (as average precision sums them).
 
     Parameters
     ----------
     pr
-        ``{label: {"recall": [float], "precision": [float], "average_precision": float,
-        "prevalence": float}}``; prevalence in 0..1, the precision of a random ranking.
+        Each label's curve, in legend order; its prevalence (0..1) is the precision of a random
+        ranking.
     title
         The figure's title.
 
@@ -220,13 +225,13 @@ def pr_figure(pr: Mapping[str, Mapping[str, Any]], title: str) -> go.Figure:
     fig = go.Figure()
     for i, (label, curve) in enumerate(pr.items()):
         name = (
-            f"{_shown(label)} · AP {format_number(curve.get('average_precision'))}, "
-            f"prevalence {format_percent(curve.get('prevalence'))}"
+            f"{_shown(label)} · AP {format_number(curve.average_precision)}, "
+            f"prevalence {format_percent(curve.prevalence)}"
         )
         fig.add_trace(
             go.Scatter(
-                x=curve["recall"],
-                y=curve["precision"],
+                x=curve.recall,
+                y=curve.precision,
                 mode="lines",
                 line=dict(color=_colour(i), width=2, shape="hv"),
                 name=name,
@@ -238,15 +243,14 @@ def pr_figure(pr: Mapping[str, Mapping[str, Any]], title: str) -> go.Figure:
     return fig
 
 
-def reliability_figure(calibration: Mapping[str, Any], title: str) -> go.Figure:
+def reliability_figure(calibration: Calibration, title: str) -> go.Figure:
     """A reliability diagram: accuracy against mean confidence per confidence bin.
 
     Parameters
     ----------
     calibration
-        ``{"temperature": float, "fitted_on": str | None, "uncalibrated": {"ece": float,
-        "bins": [...]}, "calibrated": None | {"ece": float, "bins": [...]}}``, each bin
-        ``{"lo", "hi", "confidence", "accuracy", "count"}`` (confidence and accuracy in 0..1).
+        The bins before temperature scaling and, when a temperature was fitted, after it
+        (confidence and accuracy in 0..1).
     title
         The figure's title.
 
@@ -257,23 +261,23 @@ def reliability_figure(calibration: Mapping[str, Any], title: str) -> go.Figure:
         ``"calibrated (T = 1.32)"``, each with its ECE in the legend; marker area grows with the
         bin's count (also in the hover); empty bins are left out.
     """
-    parts = [("uncalibrated (T = 1)", calibration["uncalibrated"])]
-    if calibration.get("calibrated") is not None:
-        parts.append((f"calibrated (T = {format_number(calibration['temperature'], 2)})", calibration["calibrated"]))
-    shown_bins = [[b for b in part["bins"] if _is_filled(b)] for _, part in parts]
-    largest = max((b["count"] for bins in shown_bins for b in bins), default=1)
+    parts: list[tuple[str, Reliability]] = [("uncalibrated (T = 1)", calibration.uncalibrated)]
+    if calibration.calibrated is not None:
+        parts.append((f"calibrated (T = {format_number(calibration.temperature, 2)})", calibration.calibrated))
+    shown_bins = [[b for b in part.bins if _is_filled(b)] for _, part in parts]
+    largest = max((b.count for bins in shown_bins for b in bins), default=1)
     fig = go.Figure()
     _add_chance_diagonal(fig, "perfect calibration")
     for i, ((name, part), bins) in enumerate(zip(parts, shown_bins, strict=True)):
         fig.add_trace(
             go.Scatter(
-                x=[b["confidence"] for b in bins],
-                y=[b["accuracy"] for b in bins],
+                x=[b.confidence for b in bins],
+                y=[b.accuracy for b in bins],
                 mode="markers",  # no line: it would run across empty bins as if they were measured
-                name=f"{name} · ECE {format_number(part.get('ece'))}",
+                name=f"{name} · ECE {format_number(part.ece)}",
                 line=dict(color=_colour(i), width=1.5),
-                marker=dict(color=_colour(i), size=[_marker_px(b["count"], largest) for b in bins], opacity=0.85),
-                customdata=[[b["count"], b["lo"], b["hi"]] for b in bins],
+                marker=dict(color=_colour(i), size=[_marker_px(b.count, largest) for b in bins], opacity=0.85),
+                customdata=[[b.count, b.lo, b.hi] for b in bins],
                 hovertemplate="confidence %{customdata[1]:.2f}-%{customdata[2]:.2f}: mean %{x:.3f}"
                 "<br>accuracy %{y:.3f}<br>%{customdata[0]} cases<extra>" + name + "</extra>",
             )
@@ -283,8 +287,8 @@ def reliability_figure(calibration: Mapping[str, Any], title: str) -> go.Figure:
     return fig
 
 
-def _is_filled(bin_: Mapping[str, Any]) -> bool:
-    return bool(bin_.get("count")) and bin_.get("confidence") is not None and bin_.get("accuracy") is not None
+def _is_filled(bin_: ReliabilityBin) -> bool:
+    return bool(bin_.count) and bin_.confidence is not None and bin_.accuracy is not None
 
 
 def _marker_px(count: int, largest: int) -> float:
@@ -297,17 +301,15 @@ def _marker_px(count: int, largest: int) -> float:
 # Robustness to the CT window
 
 
-def robustness_figure(robustness: Mapping[str, Any]) -> go.Figure:
+def robustness_figure(robustness: WindowRobustness) -> go.Figure:
     """ROC curves over randomly drawn CT windows: the band they span, their median and the
     curve of the training window.
 
     Parameters
     ----------
     robustness
-        The evaluation's ``robustness`` dict: ``roc_band`` (``fpr`` grid 0..1 and ``tpr_low``,
-        ``tpr_high``, ``tpr_median`` on it), ``roc_training_window`` (``fpr``, ``tpr``), the AUC
-        summary (``auc_mean``, ``auc_sd``, ``auc_min``, ``auc_max``, ``auc_training_window``),
-        ``n_windows`` and ``unit``.
+        The evaluation's robustness: the band (``tpr_low``, ``tpr_high``, ``tpr_median`` on the
+        ``fpr`` grid), the training window's curve on the same grid and the AUC summary.
 
     Returns
     -------
@@ -315,62 +317,67 @@ def robustness_figure(robustness: Mapping[str, Any]) -> go.Figure:
         Titled e.g. ``"AUC 0.912 ± 0.011 over 100 windows (range 0.880-0.930); training window
         0.920"``.
     """
-    band = robustness["roc_band"]
-    fpr = list(band["fpr"])
+    fpr = list(robustness.fpr)
     fig = go.Figure()
     _add_chance_diagonal(fig)
     fig.add_trace(
         go.Scatter(
             x=fpr + fpr[::-1],
-            y=list(band["tpr_high"]) + list(band["tpr_low"])[::-1],
+            y=list(robustness.tpr_high) + list(robustness.tpr_low)[::-1],
             mode="lines",
             fill="toself",
             fillcolor="rgba(0, 114, 178, 0.18)",
             line=dict(width=0),
-            name=f"band over {robustness['n_windows']} windows",
+            name=f"band over {robustness.n_windows} windows",
             hoverinfo="skip",
         )
     )
     fig.add_trace(
         go.Scatter(
             x=fpr,
-            y=band["tpr_median"],
+            y=robustness.tpr_median,
             mode="lines",
             line=dict(color=_colour(0), width=1.5, dash="dash"),
             name="median over windows",
             hovertemplate="FPR %{x:.3f}<br>median TPR %{y:.3f}<extra></extra>",
         )
     )
-    training = robustness["roc_training_window"]
     fig.add_trace(
-        _curve(training["fpr"], training["tpr"], f"training window ({_window_text(robustness['training_window'])})", 1)
+        _curve(
+            robustness.fpr_training_window,
+            robustness.tpr_training_window,
+            f"training window ({_window_text(robustness.training_window)})",
+            1,
+        )
     )
     _unit_square(fig, "False positive rate (1 - specificity)", "True positive rate (sensitivity)")
-    title = f"Robustness to the CT window, {_shown(robustness['unit'])} level<br><sup>{_robustness_summary(robustness)}</sup>"
+    title = (
+        f"Robustness to the CT window, {_shown(robustness.unit)} level<br><sup>{_robustness_summary(robustness)}</sup>"
+    )
     _style(fig, title, _HEIGHT_PX)
     return fig
 
 
-def robustness_auc_figure(robustness: Mapping[str, Any]) -> go.Figure:
+def robustness_auc_figure(robustness: WindowRobustness) -> go.Figure:
     """The AUC of each drawn CT window, at its center (x) and width (y), coloured by AUC; the
     training window marked with a star.
 
     Parameters
     ----------
     robustness
-        The evaluation's ``robustness`` dict: ``windows`` ``[[center, width], ...]`` (HU),
-        ``aucs`` (one per window), ``training_window``, ``auc_training_window``, ``sd``.
+        The evaluation's robustness: its ``windows`` (center, width in HU), one AUC per window,
+        the training window with its AUC, and the ``sd`` the windows were drawn with.
 
     Returns
     -------
     go.Figure
         One scatter of the windows with a colour bar "AUC", and the star.
     """
-    windows = robustness["windows"]
-    aucs = robustness["aucs"]
+    windows = robustness.windows
+    aucs = list(robustness.aucs)
     if len(windows) != len(aucs):
         raise ValueError(f"{len(windows)} windows but {len(aucs)} AUCs")
-    center, width = robustness["training_window"]
+    center, width = robustness.training_window
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
@@ -394,12 +401,12 @@ def robustness_auc_figure(robustness: Mapping[str, Any]) -> go.Figure:
             x=[center],
             y=[width],
             mode="markers",
-            name=f"training window · AUC {format_number(robustness.get('auc_training_window'))}",
+            name=f"training window · AUC {format_number(robustness.auc_training_window)}",
             marker=dict(symbol="star", size=20, color="#D55E00", line=dict(width=1, color="black")),
             hovertemplate="training window<br>center %{x:g} HU, width %{y:g} HU<extra></extra>",
         )
     )
-    sd_center, sd_width = robustness["sd"]
+    sd_center, sd_width = robustness.sd
     title = (
         f"ROC AUC per CT window ({len(windows)} windows)<br><sup>drawn around the training window with "
         f"SD {sd_center:g} HU (center) and {sd_width:g} HU (width)</sup>"
@@ -410,11 +417,11 @@ def robustness_auc_figure(robustness: Mapping[str, Any]) -> go.Figure:
     return fig
 
 
-def _robustness_summary(robustness: Mapping[str, Any]) -> str:
+def _robustness_summary(robustness: WindowRobustness) -> str:
     return (
-        f"AUC {format_number(robustness['auc_mean'])} ± {format_number(robustness['auc_sd'])} "
-        f"over {robustness['n_windows']} windows (range {format_number(robustness['auc_min'])}-"
-        f"{format_number(robustness['auc_max'])}); training window {format_number(robustness['auc_training_window'])}"
+        f"AUC {format_number(robustness.auc_mean)} ± {format_number(robustness.auc_sd)} "
+        f"over {robustness.n_windows} windows (range {format_number(robustness.auc_min)}-"
+        f"{format_number(robustness.auc_max)}); training window {format_number(robustness.auc_training_window)}"
     )
 
 
@@ -426,34 +433,29 @@ def _window_text(window: Sequence[float]) -> str:
 # Model comparison
 
 
-def comparison_figure(comparison: Mapping[str, Any]) -> go.Figure:
+def comparison_figure(comparison: Comparison) -> go.Figure:
     """The ROC curves of several models on the same cases, overlaid.
 
     Parameters
     ----------
     comparison
-        ``{"unit", "positive", "n", "n_patients", "models": [{"id", "version", "auc",
-        "auc_ci"}], "roc": {model_id: {"fpr", "tpr", "auc"}}, ...}``.
+        The models, each with its ROC curve, AUC and interval.
 
     Returns
     -------
     go.Figure
-        One curve per model in ``models`` order (then any other in ``roc``), legend entries
-        ``"model · AUC 0.950 (0.910-0.980)"``.
+        One curve per model in ``models`` order, legend entries ``"model · AUC 0.950
+        (0.910-0.980)"``.
     """
-    intervals = {m["id"]: m.get("auc_ci") for m in comparison.get("models", [])}
-    order = [m["id"] for m in comparison.get("models", []) if m["id"] in comparison["roc"]]
-    order += [model_id for model_id in comparison["roc"] if model_id not in order]
     fig = go.Figure()
     _add_chance_diagonal(fig)
-    for i, model_id in enumerate(order):
-        curve = comparison["roc"][model_id]
-        name = f"{_shown(model_id)} · AUC {format_auc(curve['auc'], intervals.get(model_id))}"
-        fig.add_trace(_curve(curve["fpr"], curve["tpr"], name, i))
+    for i, model in enumerate(comparison.models):
+        name = f"{_shown(model.id)} · AUC {format_auc(model.auc, model.auc_ci)}"
+        fig.add_trace(_curve(model.fpr, model.tpr, name, i))
     _unit_square(fig, "False positive rate (1 - specificity)", "True positive rate (sensitivity)")
     title = (
-        f"ROC of {_shown(comparison['positive'])}, {_shown(comparison['unit'])} level"
-        f"<br><sup>same {comparison['n']} cases from {comparison['n_patients']} patients</sup>"
+        f"ROC of {_shown(comparison.positive)}, {_shown(comparison.unit)} level"
+        f"<br><sup>same {comparison.n} cases from {comparison.n_patients} patients</sup>"
     )
     _style(fig, title, _CURVE_HEIGHT_PX)
     return fig

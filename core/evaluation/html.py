@@ -1,7 +1,7 @@
 """A self-contained HTML report of model evaluations, built on :mod:`core.report`.
 
-The report holds, for each evaluation (one model on one data set, as
-:mod:`core.evaluation.evaluate` writes it) and each of its levels (image, slice, scan,
+The report holds, for each evaluation (one model on one data set, an
+:class:`~core.evaluation.results.Evaluation`) and each of its levels (image, slice, scan,
 patient): a summary with the confusion matrix and a per-class table, ROC and precision-recall
 curves, a reliability diagram with the calibration error before and after temperature scaling,
 and the operating point; then the k-fold table and the robustness to the CT window where the
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from core.errors import InvalidInputError
@@ -37,6 +37,15 @@ from core.evaluation.figures import (
     robustness_auc_figure,
     robustness_figure,
     roc_figure,
+)
+from core.evaluation.results import (
+    Calibration,
+    Comparison,
+    Evaluation,
+    KFold,
+    Level,
+    OperatingPoint,
+    WindowRobustness,
 )
 from core.report import CaseReport, ReportSection, report_bytes
 
@@ -72,13 +81,15 @@ _TASK_TEXT = {
 # The report
 
 
-def performance_report(evaluations: list[dict], comparison: dict | None = None, created: str = "") -> CaseReport:
+def performance_report(
+    evaluations: Sequence[Evaluation], comparison: Comparison | None = None, created: str = ""
+) -> CaseReport:
     """The performance report of one or more evaluations, and optionally a model comparison.
 
     Parameters
     ----------
     evaluations
-        Evaluation dicts as :mod:`core.evaluation.evaluate` writes them, in the order to show.
+        In the order to show.
     comparison
         Several models' ROC AUCs on the same cases, with DeLong and paired-bootstrap tests of
         each pair; its section comes last.
@@ -99,13 +110,13 @@ def performance_report(evaluations: list[dict], comparison: dict | None = None, 
     if not evaluations and comparison is None:
         raise InvalidInputError("There is nothing to report: no evaluation and no model comparison.")
     ids = _model_ids(evaluations, comparison)
-    repeated = {i for i in ids if sum(e["model"]["id"] == i for e in evaluations) > 1}
+    repeated = {i for i in ids if sum(e.model.id == i for e in evaluations) > 1}
     sections: list[ReportSection] = []
     for evaluation in evaluations:
-        sections.extend(_evaluation_sections(evaluation, with_split=evaluation["model"]["id"] in repeated))
+        sections.extend(_evaluation_sections(evaluation, with_split=evaluation.model.id in repeated))
     if comparison is not None:
         sections.append(_comparison_section(comparison))
-    intended_use = evaluations[0]["model"].get("intended_use") if evaluations else None
+    intended_use = evaluations[0].model.intended_use if evaluations else None
     extra = {"disclaimer": intended_use} if intended_use else {}
     logger.debug("performance report: %d evaluations, %d sections", len(evaluations), len(sections))
     return CaseReport(
@@ -117,7 +128,9 @@ def performance_report(evaluations: list[dict], comparison: dict | None = None, 
     )
 
 
-def performance_report_bytes(evaluations: list[dict], comparison: dict | None = None, created: str = "") -> bytes:
+def performance_report_bytes(
+    evaluations: Sequence[Evaluation], comparison: Comparison | None = None, created: str = ""
+) -> bytes:
     """:func:`performance_report` rendered as one UTF-8 HTML document, ready for a download."""
     return report_bytes(performance_report(evaluations, comparison, created))
 
@@ -134,10 +147,10 @@ def performance_report_filename(model_ids: list[str]) -> str:
     return f"model-performance-{stem}.html" if stem else "model-performance.html"
 
 
-def _model_ids(evaluations: Sequence[Mapping[str, Any]], comparison: Mapping[str, Any] | None) -> list[str]:
-    ids = [str(e["model"]["id"]) for e in evaluations]
+def _model_ids(evaluations: Sequence[Evaluation], comparison: Comparison | None) -> list[str]:
+    ids = [e.model.id for e in evaluations]
     if comparison is not None:
-        ids += [str(m["id"]) for m in comparison.get("models", [])]
+        ids += [m.id for m in comparison.models]
     return list(dict.fromkeys(ids))
 
 
@@ -145,37 +158,37 @@ def _model_ids(evaluations: Sequence[Mapping[str, Any]], comparison: Mapping[str
 # One evaluation
 
 
-def _evaluation_sections(evaluation: Mapping[str, Any], with_split: bool) -> list[ReportSection]:
-    model = evaluation["model"]
-    name = f"{model['id']} ({evaluation['data']['split']})" if with_split else str(model["id"])
+def _evaluation_sections(evaluation: Evaluation, with_split: bool) -> list[ReportSection]:
+    model = evaluation.model
+    name = f"{model.id} ({evaluation.data.split})" if with_split else model.id
     sections = [ReportSection(f"{name}: model and data", text=_evaluation_text(evaluation))]
-    for level in evaluation["levels"]:
-        sections.extend(_level_sections(level, f"{name}, {level['unit']} level", evaluation["task"]))
-    if evaluation.get("kfold"):
-        sections.append(_kfold_section(evaluation["kfold"], name))
-    if evaluation.get("robustness"):
-        sections.extend(_robustness_sections(evaluation["robustness"], name))
+    for level in evaluation.levels:
+        sections.extend(_level_sections(level, f"{name}, {level.unit} level", evaluation.task))
+    if evaluation.kfold:
+        sections.append(_kfold_section(evaluation.kfold, name))
+    if evaluation.robustness:
+        sections.extend(_robustness_sections(evaluation.robustness, name))
     return sections
 
 
-def _evaluation_text(evaluation: Mapping[str, Any]) -> str:
-    model = evaluation["model"]
-    data = evaluation["data"]
-    split = _SPLIT_TEXT.get(data["split"], f"{data['split']} data")
+def _evaluation_text(evaluation: Evaluation) -> str:
+    model = evaluation.model
+    data = evaluation.data
+    split = _SPLIT_TEXT.get(data.split, f"{data.split} data")
     paragraphs = [
-        f"Model {model['id']}, version {model.get('version', '')}: {model.get('architecture', '')} on "
-        f"{model.get('input_kind', '')} input; task {_TASK_TEXT.get(evaluation['task'], evaluation['task'])}; "
-        f"outputs {', '.join(model.get('labels', []))}.",
-        f"Data: {data.get('description', '')} ({split}). Source: {data.get('source', '')}. "
-        f"{_count(data['n_cases'], 'case')} from {_count(data['n_patients'], 'patient')}.",
-        *evaluation.get("notes", []),
+        f"Model {model.id}, version {model.version}: {model.architecture} on "
+        f"{model.input_kind} input; task {_TASK_TEXT.get(evaluation.task, evaluation.task)}; "
+        f"outputs {', '.join(model.labels)}.",
+        f"Data: {data.description} ({split}). Source: {data.source}. "
+        f"{_count(data.n_cases, 'case')} from {_count(data.n_patients, 'patient')}.",
+        *evaluation.notes,
     ]
     return "\n\n".join(paragraphs)
 
 
-def _level_sections(level: Mapping[str, Any], name: str, task: str) -> list[ReportSection]:
-    unit = level["unit"]
-    cm = level.get("confusion_matrix")
+def _level_sections(level: Level, name: str, task: str) -> list[ReportSection]:
+    unit = level.unit
+    cm = level.confusion_matrix
     sections = [
         ReportSection(
             f"{name}: summary",
@@ -184,24 +197,24 @@ def _level_sections(level: Mapping[str, Any], name: str, task: str) -> list[Repo
             table=per_class_table(level, task),
         )
     ]
-    if level.get("roc"):
+    if level.roc:
         sections.append(
             ReportSection(
                 f"{name}: ROC curves",
                 text=_skipped_text(level),
-                figure_json=roc_figure(level["roc"], f"ROC curves, {unit} level").to_json(),
+                figure_json=roc_figure(level.roc, f"ROC curves, {unit} level").to_json(),
             )
         )
-    if level.get("pr"):
+    if level.pr:
         sections.append(
             ReportSection(
                 f"{name}: precision-recall curves",
                 text="A random ranking has precision equal to the prevalence, given in the legend.",
-                figure_json=pr_figure(level["pr"], f"Precision-recall curves, {unit} level").to_json(),
+                figure_json=pr_figure(level.pr, f"Precision-recall curves, {unit} level").to_json(),
             )
         )
-    if level.get("calibration"):
-        calibration = level["calibration"]
+    if level.calibration:
+        calibration = level.calibration
         sections.append(
             ReportSection(
                 f"{name}: calibration",
@@ -209,8 +222,8 @@ def _level_sections(level: Mapping[str, Any], name: str, task: str) -> list[Repo
                 figure_json=reliability_figure(calibration, f"Reliability diagram, {unit} level").to_json(),
             )
         )
-    if level.get("operating_point"):
-        point = level["operating_point"]
+    if level.operating_point:
+        point = level.operating_point
         sections.append(
             ReportSection(
                 f"{name}: operating point", text=_operating_point_text(point), table=_operating_point_table(point)
@@ -219,79 +232,79 @@ def _level_sections(level: Mapping[str, Any], name: str, task: str) -> list[Repo
     return sections
 
 
-def _level_summary(level: Mapping[str, Any], task: str) -> str:
-    lines = [f"{_count(level['n'], level['unit'])} from {_count(level['n_patients'], 'patient')}."]
-    if level.get("positive"):
-        lines.append(f"Positive class: {level['positive']}.")
-    if level.get("accuracy") is not None:
-        lines.append(f"Accuracy: {format_percent(level['accuracy'])}.")
+def _level_summary(level: Level, task: str) -> str:
+    lines = [f"{_count(level.n, level.unit)} from {_count(level.n_patients, 'patient')}."]
+    if level.positive:
+        lines.append(f"Positive class: {level.positive}.")
+    if level.accuracy is not None:
+        lines.append(f"Accuracy: {format_percent(level.accuracy)}.")
     elif task == "multilabel":
         lines.append("Multi-label: each finding is scored on its own, so there is no accuracy or confusion matrix.")
-    lines.append(f"Macro-average ROC AUC: {format_number(level.get('macro_auc'))}.")
-    lines.append(_temperature_text(level.get("calibration")))
-    if level.get("note"):
-        lines.append(str(level["note"]))
+    lines.append(f"Macro-average ROC AUC: {format_number(level.macro_auc)}.")
+    lines.append(_temperature_text(level.calibration))
+    if level.note:
+        lines.append(level.note)
     skipped = _skipped_text(level)
     return "\n".join(lines) + (f"\n\n{skipped}" if skipped else "")
 
 
-def _temperature_text(calibration: Mapping[str, Any] | None) -> str:
-    if not calibration or calibration.get("calibrated") is None:
+def _temperature_text(calibration: Calibration | None) -> str:
+    if calibration is None or calibration.calibrated is None:
         return "Temperature: none fitted; probabilities are the model's raw outputs."
     return f"Temperature: {_fitted_temperature(calibration)}."
 
 
-def _fitted_temperature(calibration: Mapping[str, Any]) -> str:
+def _fitted_temperature(calibration: Calibration) -> str:
     """E.g. ``"T = 1.32, fitted on dev"``."""
-    fitted_on = calibration.get("fitted_on")
-    where = f", fitted on {fitted_on}" if fitted_on else ""
-    return f"T = {format_number(calibration['temperature'], 2)}{where}"
+    where = f", fitted on {calibration.fitted_on}" if calibration.fitted_on else ""
+    return f"T = {format_number(calibration.temperature, 2)}{where}"
 
 
-def _skipped_text(level: Mapping[str, Any]) -> str:
-    skipped = level.get("skipped_labels") or []
-    if not skipped:
+def _skipped_text(level: Level) -> str:
+    if not level.skipped_labels:
         return ""
-    return f"No ROC curve or AUC for {', '.join(skipped)}: the set has no positive or no negative case of it."
-
-
-def _calibration_text(calibration: Mapping[str, Any]) -> str:
-    before = format_number(calibration["uncalibrated"].get("ece"))
-    text = f"Expected calibration error (ECE, top label): {before} before temperature scaling"
-    if calibration.get("calibrated") is None:
-        return text + "; no temperature was fitted."
-    after = format_number(calibration["calibrated"].get("ece"))
-    return text + f", {after} after it ({_fitted_temperature(calibration)})."
-
-
-def _operating_point_text(point: Mapping[str, Any]) -> str:
-    tp, fp, tn, fn = (int(point[k]) for k in ("tp", "fp", "tn", "fn"))
-    parts = [
-        f"sensitivity {format_percent(point.get('sensitivity'))} ({tp} of {tp + fn})",
-        f"specificity {format_percent(point.get('specificity'))} ({tn} of {tn + fp})",
-        f"PPV {format_percent(point.get('ppv'))} ({tp} of {tp + fp})",
-        f"NPV {format_percent(point.get('npv'))} ({tn} of {tn + fn})",
-    ]
-    return f"{point['label']} called positive at probability ≥ {format_number(point['threshold'])}: {', '.join(parts)}."
-
-
-def _operating_point_table(point: Mapping[str, Any]) -> Table:
-    label = str(point["label"])
     return (
-        ("", f"Predicted {label}", f"Predicted not {label}"),
-        (f"True {label}", f"TP {point['tp']}", f"FN {point['fn']}"),
-        (f"True not {label}", f"FP {point['fp']}", f"TN {point['tn']}"),
+        f"No ROC curve or AUC for {', '.join(level.skipped_labels)}: the set has no positive or no negative case of it."
     )
 
 
-def per_class_table(level: Mapping[str, Any], task: str = "multiclass") -> Table:
+def _calibration_text(calibration: Calibration) -> str:
+    before = format_number(calibration.uncalibrated.ece)
+    text = f"Expected calibration error (ECE, top label): {before} before temperature scaling"
+    if calibration.calibrated is None:
+        return text + "; no temperature was fitted."
+    after = format_number(calibration.calibrated.ece)
+    return text + f", {after} after it ({_fitted_temperature(calibration)})."
+
+
+def _operating_point_text(point: OperatingPoint) -> str:
+    tp, fp, tn, fn = point.tp, point.fp, point.tn, point.fn
+    parts = [
+        f"sensitivity {format_percent(point.sensitivity)} ({tp} of {tp + fn})",
+        f"specificity {format_percent(point.specificity)} ({tn} of {tn + fp})",
+        f"PPV {format_percent(point.ppv)} ({tp} of {tp + fp})",
+        f"NPV {format_percent(point.npv)} ({tn} of {tn + fn})",
+    ]
+    return f"{point.label} called positive at probability ≥ {format_number(point.threshold)}: {', '.join(parts)}."
+
+
+def _operating_point_table(point: OperatingPoint) -> Table:
+    label = point.label
+    return (
+        ("", f"Predicted {label}", f"Predicted not {label}"),
+        (f"True {label}", f"TP {point.tp}", f"FN {point.fn}"),
+        (f"True not {label}", f"FP {point.fp}", f"TN {point.tn}"),
+    )
+
+
+def per_class_table(level: Level, task: str = "multiclass") -> Table:
     """The per-class metrics of one level, in the level's label order, formatted for a report.
 
     Parameters
     ----------
     level
         One level of an evaluation; its ``per_class`` maps each label to precision, recall,
-        specificity, F1, prevalence (proportions in 0..1), support, AUC with ``auc_ci`` and
+        specificity, F1, prevalence (proportions in 0..1), support, AUC with its interval and
         average precision.
     task
         ``"multilabel"`` heads the first column "Finding", otherwise "Class".
@@ -302,8 +315,8 @@ def per_class_table(level: Mapping[str, Any], task: str = "multiclass") -> Table
         The header, then one row per label: proportions as percentages (1 decimal), F1, AUC
         (with its 95% interval) and AP with 3 decimals, missing values as ``"n/a"``.
     """
-    per_class = level["per_class"]
-    labels = [label for label in level.get("labels", []) if label in per_class]
+    per_class = level.per_class
+    labels = [label for label in level.labels if label in per_class]
     labels += [label for label in per_class if label not in labels]
     header = (
         "Finding" if task == "multilabel" else "Class",
@@ -319,14 +332,14 @@ def per_class_table(level: Mapping[str, Any], task: str = "multiclass") -> Table
     rows = [
         (
             str(label),
-            format_percent(m.get("precision")),
-            format_percent(m.get("recall")),
-            format_percent(m.get("specificity")),
-            format_number(m.get("f1")),
-            str(m.get("support", "")),
-            format_percent(m.get("prevalence")),
-            format_auc(m.get("auc"), m.get("auc_ci")),
-            format_number(m.get("average_precision")),
+            format_percent(m.precision),
+            format_percent(m.recall),
+            format_percent(m.specificity),
+            format_number(m.f1),
+            str(m.support),
+            format_percent(m.prevalence),
+            format_auc(m.auc, m.auc_ci),
+            format_number(m.average_precision),
         )
         for label, m in ((label, per_class[label]) for label in labels)
     ]
@@ -337,15 +350,15 @@ def per_class_table(level: Mapping[str, Any], task: str = "multiclass") -> Table
 # k-fold and robustness
 
 
-def kfold_rows_table(kfold: Mapping[str, Any]) -> Table:
+def kfold_rows_table(kfold: KFold) -> Table:
     """The k-fold cross-validation rows as a report table.
 
     Parameters
     ----------
     kfold
-        ``{"rows": [{"fold": "1".."k" | "mean", "part": "train" | "validation", "accuracy",
-        "<class> precision", "<class> recall", "<class> specificity", "ROC AUC"}, ...],
-        "kept_fold": int | None}``; proportions in 0..1.
+        Rows ``{"fold": "1".."k" | "mean", "part": "train" | "validation", "accuracy",
+        "<class> precision", "<class> recall", "<class> specificity", "ROC AUC"}`` and the kept
+        fold; proportions in 0..1.
 
     Returns
     -------
@@ -355,11 +368,11 @@ def kfold_rows_table(kfold: Mapping[str, Any]) -> Table:
         (1 decimal), AUCs with 3 decimals, missing values as ``"n/a"``; the kept fold reads
         e.g. ``"3 (kept)"``.
     """
-    rows = kfold.get("rows", [])
+    rows = kfold.rows
     columns: list[str] = []
     for row in rows:
         columns += [key for key in row if key not in ("fold", "part") and key not in columns]
-    kept = kfold.get("kept_fold")
+    kept = kfold.kept_fold
     header = ("Fold", "Part", *(_column_title(c) for c in columns))
     body = [
         (
@@ -394,22 +407,22 @@ def _kfold_value(column: str, value: Any) -> str:
     return format_number(value)
 
 
-def _kfold_section(kfold: Mapping[str, Any], name: str) -> ReportSection:
-    kept = kfold.get("kept_fold")
+def _kfold_section(kfold: KFold, name: str) -> ReportSection:
+    kept = kfold.kept_fold
     text = "Each fold's model scored on its own training and validation folds; 'mean' rows average the folds." + (
         f" The weights evaluated above are fold {kept}'s." if kept is not None else ""
     )
     return ReportSection(f"{name}: k-fold cross-validation", text=text, table=kfold_rows_table(kfold))
 
 
-def _robustness_sections(robustness: Mapping[str, Any], name: str) -> list[ReportSection]:
-    center, width = robustness["training_window"]
+def _robustness_sections(robustness: WindowRobustness, name: str) -> list[ReportSection]:
+    center, width = robustness.training_window
     text = (
-        f"The {robustness['unit']}-level ROC with the CT window drawn at random {robustness['n_windows']} times "
+        f"The {robustness.unit}-level ROC with the CT window drawn at random {robustness.n_windows} times "
         f"around the training window (center {center:g} HU, width {width:g} HU). "
-        f"AUC {format_number(robustness['auc_mean'])} ± {format_number(robustness['auc_sd'])} "
-        f"(range {format_number(robustness['auc_min'])}-{format_number(robustness['auc_max'])}); "
-        f"{format_number(robustness['auc_training_window'])} with the training window."
+        f"AUC {format_number(robustness.auc_mean)} ± {format_number(robustness.auc_sd)} "
+        f"(range {format_number(robustness.auc_min)}-{format_number(robustness.auc_max)}); "
+        f"{format_number(robustness.auc_training_window)} with the training window."
     )
     return [
         ReportSection(
@@ -423,7 +436,7 @@ def _robustness_sections(robustness: Mapping[str, Any], name: str) -> list[Repor
 # Model comparison
 
 
-def comparison_pairs_table(comparison: Mapping[str, Any]) -> Table:
+def comparison_pairs_table(comparison: Comparison) -> Table:
     """Each pair of compared models: both AUCs, their difference with its paired-bootstrap 95%
     interval, DeLong's z and p, and the bootstrap p (p-values with 3 decimals or ``"<0.001"``)."""
     header = (
@@ -439,36 +452,33 @@ def comparison_pairs_table(comparison: Mapping[str, Any]) -> Table:
     )
     rows = [
         (
-            str(pair["a"]),
-            str(pair["b"]),
-            format_number(pair.get("auc_a")),
-            format_number(pair.get("auc_b")),
-            _signed(pair.get("difference")),
-            _interval(pair.get("bootstrap_ci")),
-            format_number(pair.get("delong_z"), 2),
-            format_p_value(pair.get("delong_p")),
-            format_p_value(pair.get("bootstrap_p")),
+            pair.a,
+            pair.b,
+            format_number(pair.auc_a),
+            format_number(pair.auc_b),
+            _signed(pair.difference),
+            _interval(pair.bootstrap_ci),
+            format_number(pair.delong_z, 2),
+            format_p_value(pair.delong_p),
+            format_p_value(pair.bootstrap_p),
         )
-        for pair in comparison.get("pairs", [])
+        for pair in comparison.pairs
     ]
     return (header, *rows)
 
 
-def _comparison_section(comparison: Mapping[str, Any]) -> ReportSection:
-    unit = comparison["unit"]
-    models = "\n".join(
-        f"{m['id']} (version {m.get('version', '')}): AUC {format_auc(m.get('auc'), m.get('auc_ci'))}"
-        for m in comparison.get("models", [])
-    )
+def _comparison_section(comparison: Comparison) -> ReportSection:
+    unit = comparison.unit
+    models = "\n".join(f"{m.id} (version {m.version}): AUC {format_auc(m.auc, m.auc_ci)}" for m in comparison.models)
     text = (
-        f"ROC AUC of {comparison['positive']} at the {unit} level, every model scored on the same "
-        f"{_count(comparison['n'], unit)} from {_count(comparison['n_patients'], 'patient')} ({comparison['data']})."
+        f"ROC AUC of {comparison.positive} at the {unit} level, every model scored on the same "
+        f"{_count(comparison.n, unit)} from {_count(comparison.n_patients, 'patient')} ({comparison.data})."
         f"\n\n{models}\n\n"
         "DeLong's test compares two AUCs measured on the same cases; the paired bootstrap resamples the cases "
         "once for both models and gives an interval for the difference."
     )
     return ReportSection(
-        f"Model comparison: {comparison['positive']}, {unit} level",
+        f"Model comparison: {comparison.positive}, {unit} level",
         text=text,
         figure_json=comparison_figure(comparison).to_json(),
         table=comparison_pairs_table(comparison),

@@ -1,7 +1,9 @@
 """The model manifest (``weights/manifest.json``): one entry per model, read and written here.
 
 An entry is a JSON object; :class:`ModelCard` is its typed, read-only view. Unknown keys are
-kept in ``extra`` so later features can add fields without breaking older readers.
+kept in ``extra`` so later features can add fields without breaking older readers. The results
+recorded at training time stay the JSON a trainer wrote (``metrics``), read through
+:attr:`ModelCard.recorded_metrics`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import MissingModelError
+from core.models.card_metrics import CardMetrics
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
@@ -102,6 +105,11 @@ class ModelCard:
         "id version architecture architecture_kwargs weights_file sha256 input_kind input "
         "labels gradcam_layer intended_use temperature thresholds training metrics"
     ).split()
+
+    @property
+    def recorded_metrics(self) -> CardMetrics:
+        """The results recorded at training time (:attr:`metrics`), typed."""
+        return CardMetrics.from_json(self.metrics)
 
     @property
     def domain(self) -> str:

@@ -5,6 +5,7 @@ model comparison, the CT window robustness and recalibration after training."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -15,13 +16,17 @@ from scipy.special import expit, softmax
 from sklearn import metrics as skm
 
 from core.ct.analysis import patient_score
+from core.datasets.sources import load_source
 from core.errors import InsufficientDataError, InvalidInputError
 from core.evaluation.compare import compare, comparison_cases, window_robustness
 from core.evaluation.data import EvalCase, EvalData, evaluation_data, held_out_for, model_kind
 from core.evaluation.evaluate import evaluate, evaluate_predictions, recorded_evaluation
 from core.evaluation.predict import Predictions
 from core.evaluation.recalibrate import recalibrate
-from core.labels import XRAY_LABELS
+from core.evaluation.results import Comparison, Evaluation, Level
+from core.inference import predict_xray
+from core.io.images import read_xray
+from core.labels import XRAY_LABELS, canonical_label
 from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
 from core.models.registry import ModelRegistry, sha256_of
 from tests.ct_helpers import register_tiny_ct_model
@@ -60,8 +65,8 @@ def _user_data(cases: tuple[EvalCase, ...]) -> EvalData:
     return EvalData("user", "hand-made cases", "test", cases)
 
 
-def _level(evaluation: dict, unit: str) -> dict:
-    (level,) = [lv for lv in evaluation["levels"] if lv["unit"] == unit]
+def _level(evaluation: Evaluation, unit: str) -> Level:
+    (level,) = [lv for lv in evaluation.levels if lv.unit == unit]
     return level
 
 
@@ -102,36 +107,34 @@ def test_multiclass_metrics_equal_scikit_learn(xray_card: ModelCard, multiclass_
     cases = _cases([XRAY_LABELS[k] for k in y], patients)
     preds = Predictions(xray_card.id, xray_card.version, cases, logits)
     ev = evaluate_predictions(xray_card, _user_data(cases), preds, n_boot=N_BOOT, seed=0)
-    (level,) = ev["levels"]
+    (level,) = ev.levels
     p = softmax(logits, axis=1)
     predicted = p.argmax(axis=1)
 
-    assert ev["task"] == "multiclass" and level["unit"] == "image"
-    assert level["n"] == y.size and level["n_patients"] == 45
-    assert level["accuracy"] == pytest.approx(skm.accuracy_score(y, predicted))
-    counts = np.array(level["confusion_matrix"]["counts"])
+    assert ev.task == "multiclass" and level.unit == "image"
+    assert level.n == y.size and level.n_patients == 45
+    assert level.accuracy == pytest.approx(skm.accuracy_score(y, predicted))
+    counts = np.array(level.confusion_matrix.counts)
     np.testing.assert_array_equal(counts, skm.confusion_matrix(y, predicted, labels=[0, 1, 2]))
     normal, covid = XRAY_LABELS.index("Normal"), XRAY_LABELS.index("COVID-19")
     assert predicted[0] == covid  # rows are the truth, columns the prediction
     assert counts[normal][covid] == int(np.sum((y == normal) & (predicted == covid))) >= 1
-    np.testing.assert_allclose(
-        level["confusion_matrix"]["row_percent"], 100.0 * counts / counts.sum(axis=1, keepdims=True)
-    )
+    np.testing.assert_allclose(level.confusion_matrix.row_percent, 100.0 * counts / counts.sum(axis=1, keepdims=True))
     precision, recall, f1, support = skm.precision_recall_fscore_support(y, predicted, labels=[0, 1, 2])
     for k, name in enumerate(XRAY_LABELS):
-        stats = level["per_class"][name]
-        assert stats["precision"] == pytest.approx(precision[k])
-        assert stats["recall"] == pytest.approx(recall[k])
-        assert stats["f1"] == pytest.approx(f1[k])
-        assert stats["support"] == support[k]
+        stats = level.per_class[name]
+        assert stats.precision == pytest.approx(precision[k])
+        assert stats.recall == pytest.approx(recall[k])
+        assert stats.f1 == pytest.approx(f1[k])
+        assert stats.support == support[k]
         negatives = y != k
-        assert stats["specificity"] == pytest.approx(np.mean(predicted[negatives] != k))
-        assert stats["auc"] == pytest.approx(skm.roc_auc_score(y == k, p[:, k]))
-        assert level["roc"][name]["auc"] == stats["auc"]
-        assert stats["average_precision"] == pytest.approx(skm.average_precision_score(y == k, p[:, k]))
-        low, high = stats["auc_ci"]
-        assert 0.0 <= low <= stats["auc"] <= high <= 1.0
-    assert level["macro_auc"] == pytest.approx(np.mean([skm.roc_auc_score(y == k, p[:, k]) for k in range(3)]))
+        assert stats.specificity == pytest.approx(np.mean(predicted[negatives] != k))
+        assert stats.auc == pytest.approx(skm.roc_auc_score(y == k, p[:, k]))
+        assert level.roc[name].auc == stats.auc
+        assert stats.average_precision == pytest.approx(skm.average_precision_score(y == k, p[:, k]))
+        low, high = stats.auc_ci
+        assert 0.0 <= low <= stats.auc <= high <= 1.0
+    assert level.macro_auc == pytest.approx(np.mean([skm.roc_auc_score(y == k, p[:, k]) for k in range(3)]))
 
 
 def _hand_ece(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:
@@ -157,21 +160,21 @@ def test_temperature_lowers_the_calibration_error_of_an_overconfident_model(xray
         xray_card, temperature=4.0, training={"calibration": {"fitted_on": "dev split (60 images)"}}
     )
     ev = evaluate_predictions(card, _user_data(cases), Predictions(card.id, card.version, cases, logits), n_boot=N_BOOT)
-    calibration = ev["levels"][0]["calibration"]
-    assert calibration["temperature"] == 4.0 and calibration["fitted_on"] == "dev split (60 images)"
-    assert ev["model"]["temperature_fitted"] is True
-    before, after = calibration["uncalibrated"]["ece"], calibration["calibrated"]["ece"]
+    calibration = ev.levels[0].calibration
+    assert calibration.temperature == 4.0 and calibration.fitted_on == "dev split (60 images)"
+    assert ev.model.temperature_fitted is True
+    before, after = calibration.uncalibrated.ece, calibration.calibrated.ece
     assert before == pytest.approx(_hand_ece(y, softmax(logits, axis=1)))
     assert after == pytest.approx(_hand_ece(y, softmax(calibrated_logits, axis=1)))
     assert after < before
-    assert sum(b["count"] for b in calibration["calibrated"]["bins"]) == y.size
+    assert sum(b.count for b in calibration.calibrated.bins) == y.size
 
     raw = evaluate_predictions(
         xray_card, _user_data(cases), Predictions(xray_card.id, xray_card.version, cases, logits), n_boot=N_BOOT
     )
-    assert raw["levels"][0]["calibration"]["calibrated"] is None
-    assert raw["model"]["temperature_fitted"] is False
-    assert any("raw" in note for note in raw["notes"])
+    assert raw.levels[0].calibration.calibrated is None
+    assert raw.model.temperature_fitted is False
+    assert any("raw" in note for note in raw.notes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,34 +211,34 @@ def test_slice_model_is_measured_per_slice_scan_and_patient(tmp_path: Path, slic
     card = register_tiny_ct_model(tmp_path, "ct-slice-tiny", temperature=1.5, thresholds={"covid": 0.4})
     preds = Predictions(card.id, card.version, cases, logits, slice_case=slice_case, slice_truth=truth)
     ev = evaluate_predictions(card, _user_data(cases), preds, n_boot=N_BOOT)
-    assert [lv["unit"] for lv in ev["levels"]] == ["slice", "scan", "patient"]
+    assert [lv.unit for lv in ev.levels] == ["slice", "scan", "patient"]
     s_cal = softmax(logits / 1.5, axis=1)[:, 1]
 
     slices = _level(ev, "slice")
     known = ~np.isnan(truth)
-    assert slices["n"] == int(known.sum())
-    assert slices["roc"]["COVID-19"]["auc"] == pytest.approx(skm.roc_auc_score(truth[known], s_cal[known]))
+    assert slices.n == int(known.sum())
+    assert slices.roc["COVID-19"].auc == pytest.approx(skm.roc_auc_score(truth[known], s_cal[known]))
 
     scans = _level(ev, "scan")
     kept = [i for i, c in enumerate(cases) if c.label != "Viral pneumonia"]
     y = np.array([int(cases[i].label == "COVID-19") for i in kept])
     score = np.array([patient_score(s_cal[slice_case == i]) for i in kept])
-    assert scans["n"] == len(kept) == len(cases) - 1
-    assert scans["scores"]["y"] == y.tolist()
-    np.testing.assert_allclose(scans["scores"]["p"], score, atol=1e-6)
-    assert scans["roc"]["COVID-19"]["auc"] == pytest.approx(skm.roc_auc_score(y, score))
+    assert scans.n == len(kept) == len(cases) - 1
+    assert list(scans.scores.y) == y.tolist()
+    np.testing.assert_allclose(scans.scores.p, score, atol=1e-6)
+    assert scans.roc["COVID-19"].auc == pytest.approx(skm.roc_auc_score(y, score))
     called = score >= 0.4
-    op = scans["operating_point"]
-    assert op["threshold"] == 0.4 and op["label"] == "COVID-19"
-    assert (op["tp"], op["fp"], op["tn"], op["fn"]) == (
+    op = scans.operating_point
+    assert op.threshold == 0.4 and op.label == "COVID-19"
+    assert (op.tp, op.fp, op.tn, op.fn) == (
         int(np.sum(called & (y == 1))),
         int(np.sum(called & (y == 0))),
         int(np.sum(~called & (y == 0))),
         int(np.sum(~called & (y == 1))),
     )
-    assert any("viral pneumonia" in note for note in ev["notes"])
+    assert any("viral pneumonia" in note for note in ev.notes)
     # the scan score is a summary of calibrated slices, and the evaluation says so
-    assert slices["note"] is None and "not this summary" in scans["note"]
+    assert slices.note is None and "not this summary" in scans.note
 
     patients = _level(ev, "patient")
     best: dict[str, tuple[int, float]] = {}
@@ -243,11 +246,32 @@ def test_slice_model_is_measured_per_slice_scan_and_patient(tmp_path: Path, slic
         pid = cases[i].patient_id
         old_y, old_s = best.get(pid, (0, -1.0))
         best[pid] = (max(old_y, int(yi)), max(old_s, float(si)))
-    assert patients["n"] == len(best) == 7  # pe: one normal and one COVID-19 scan -> positive
-    got = sorted(zip(patients["scores"]["y"], patients["scores"]["p"], strict=True))
+    assert patients.n == len(best) == 7  # pe: one normal and one COVID-19 scan -> positive
+    got = sorted(zip(patients.scores.y, patients.scores.p, strict=True))
     want = sorted(best.values())
     assert [g[0] for g in got] == [w[0] for w in want]
     np.testing.assert_allclose([g[1] for g in got], [w[1] for w in want], atol=1e-6)
+
+
+def test_an_evaluation_reads_back_from_the_json_the_cli_prints(tmp_path: Path, slice_toy) -> None:
+    cases, logits, slice_case, truth = slice_toy
+    card = register_tiny_ct_model(tmp_path, "ct-slice-tiny", temperature=1.5, thresholds={"covid": 0.4})
+    preds = Predictions(card.id, card.version, cases, logits, slice_case=slice_case, slice_truth=truth)
+    ev = evaluate_predictions(card, _user_data(cases), preds, n_boot=N_BOOT)
+    doc = json.loads(json.dumps(ev.to_json()))
+
+    assert Evaluation.from_json(doc) == ev
+    assert list(doc) == ["model", "data", "task", "levels", "kfold", "robustness", "notes"]
+    level = doc["levels"][1]
+    assert list(level) == [
+        "unit", "n", "n_patients", "labels", "positive", "accuracy", "confusion_matrix", "per_class", "macro_auc",
+        "roc", "pr", "calibration", "operating_point", "skipped_labels", "note", "scores",
+    ]  # fmt: skip
+    assert level["unit"] == "scan" and level["operating_point"]["threshold"] == 0.4
+    assert list(level["per_class"]["COVID-19"]) == [
+        "precision", "recall", "specificity", "f1", "support", "prevalence", "auc", "auc_ci", "average_precision",
+    ]  # fmt: skip
+    assert list(level["calibration"]["calibrated"]["bins"][0]) == ["lo", "hi", "confidence", "accuracy", "count"]
 
 
 def test_covid3d_is_measured_per_scan_and_patient_with_every_class(tmp_path: Path) -> None:
@@ -256,15 +280,15 @@ def test_covid3d_is_measured_per_scan_and_patient_with_every_class(tmp_path: Pat
     y = np.array([int(c.label == "COVID-19") for c in cases])
     logits = (np.random.default_rng(8).normal(size=y.size) + 1.5 * y)[:, None]
     ev = evaluate_predictions(card, _user_data(cases), Predictions(card.id, card.version, cases, logits), n_boot=N_BOOT)
-    assert [lv["unit"] for lv in ev["levels"]] == ["scan", "patient"]
+    assert [lv.unit for lv in ev.levels] == ["scan", "patient"]
     scans = _level(ev, "scan")
-    assert scans["n"] == len(cases)  # COVID3D tells COVID-19 from everything else, viral included
+    assert scans.n == len(cases)  # COVID3D tells COVID-19 from everything else, viral included
     p = expit(logits[:, 0] / 2.0)
-    assert scans["roc"]["COVID+"]["auc"] == pytest.approx(skm.roc_auc_score(y, p))
-    np.testing.assert_allclose(scans["scores"]["p"], p, atol=1e-6)  # calibrated: sigmoid(logit / T)
-    op = scans["operating_point"]
-    assert (op["tp"], op["fp"]) == (int(np.sum((p >= 0.6) & (y == 1))), int(np.sum((p >= 0.6) & (y == 0))))
-    assert _level(ev, "patient")["n"] == len({c.patient_id for c in cases})
+    assert scans.roc["COVID+"].auc == pytest.approx(skm.roc_auc_score(y, p))
+    np.testing.assert_allclose(scans.scores.p, p, atol=1e-6)  # calibrated: sigmoid(logit / T)
+    op = scans.operating_point
+    assert (op.tp, op.fp) == (int(np.sum((p >= 0.6) & (y == 1))), int(np.sum((p >= 0.6) & (y == 0))))
+    assert _level(ev, "patient").n == len({c.patient_id for c in cases})
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,21 +307,21 @@ def test_findings_use_each_findings_threshold_and_skip_findings_without_positive
     logits = rng.normal(size=findings.shape) + 1.5 * findings - 0.5
     cases = _cases(["Normal"] * 80, [f"p{i // 2}" for i in range(80)], findings)
     ev = evaluate_predictions(card, _user_data(cases), Predictions(card.id, card.version, cases, logits), n_boot=N_BOOT)
-    (level,) = ev["levels"]
-    assert ev["task"] == "multilabel"
-    assert level["skipped_labels"] == [absent]
-    assert absent not in level["roc"] and level["per_class"][absent]["auc"] is None
+    (level,) = ev.levels
+    assert ev.task == "multilabel"
+    assert level.skipped_labels == (absent,)
+    assert absent not in level.roc and level.per_class[absent].auc is None
     p = expit(logits)
     for j, name in enumerate(labels):
         threshold = card.thresholds.get(name, 0.5)
-        stats = level["per_class"][name]
-        assert stats["threshold"] == threshold
+        stats = level.per_class[name]
+        assert stats.threshold == threshold
         called = p[:, j] >= threshold
         truth = findings[:, j] == 1
-        assert stats["specificity"] == pytest.approx(np.mean(~called[~truth]))
+        assert stats.specificity == pytest.approx(np.mean(~called[~truth]))
         if name != absent:
-            assert stats["recall"] == pytest.approx(np.mean(called[truth]))
-            assert level["roc"][name]["auc"] == pytest.approx(skm.roc_auc_score(truth, p[:, j]))
+            assert stats.recall == pytest.approx(np.mean(called[truth]))
+            assert level.roc[name].auc == pytest.approx(skm.roc_auc_score(truth, p[:, j]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -337,18 +361,18 @@ def test_a_survival_model_shows_its_recorded_held_out_counts() -> None:
     card = _survival_card({"held_out": SURVIVAL_HELD_OUT})
     assert model_kind(card) == "survival"
     ev = recorded_evaluation(card)
-    (level,) = ev["levels"]
-    assert level["confusion_matrix"]["counts"] == [[38, 4], [2, 6]]
-    assert level["n"] == 50 and level["accuracy"] == pytest.approx(44 / 50)
-    op = level["operating_point"]
-    assert op["threshold"] == 0.4 and op["label"] == "Died"
-    assert (op["tp"], op["fn"], op["tn"], op["fp"]) == (6, 2, 38, 4)
-    assert op["sensitivity"] == pytest.approx(6 / 8) and op["specificity"] == pytest.approx(38 / 42)
-    assert level["per_class"]["Died"]["precision"] == pytest.approx(6 / 10)
-    assert level["macro_auc"] == 0.87 and level["per_class"]["Died"]["auc"] == 0.87
-    assert level["roc"] == {} and level["pr"] == {} and level["scores"] is None
-    assert any("no curves" in note for note in ev["notes"])
-    assert any("0.061" in note for note in ev["notes"])
+    (level,) = ev.levels
+    assert level.confusion_matrix.counts == ((38, 4), (2, 6))
+    assert level.n == 50 and level.accuracy == pytest.approx(44 / 50)
+    op = level.operating_point
+    assert op.threshold == 0.4 and op.label == "Died"
+    assert (op.tp, op.fn, op.tn, op.fp) == (6, 2, 38, 4)
+    assert op.sensitivity == pytest.approx(6 / 8) and op.specificity == pytest.approx(38 / 42)
+    assert level.per_class["Died"].precision == pytest.approx(6 / 10)
+    assert level.macro_auc == 0.87 and level.per_class["Died"].auc == 0.87
+    assert level.roc == {} and level.pr == {} and level.scores is None
+    assert any("no curves" in note for note in ev.notes)
+    assert any("0.061" in note for note in ev.notes)
     with pytest.raises(InvalidInputError, match="recorded at training time"):
         evaluation_data(card)
     with pytest.raises(InsufficientDataError):
@@ -395,8 +419,6 @@ def test_a_renamed_image_means_the_data_changed(trained: TrainedXray, trained_ca
 
 
 def test_a_demo_dataset_that_is_gone_is_drawn_again(trained: TrainedXray, trained_card: ModelCard, tmp_path) -> None:
-    from core.io.images import read_xray
-
     data = dict(trained_card.training["data"], source=str(tmp_path / "gone" / "manifest.csv"))
     card = dataclasses.replace(trained_card, training=dict(trained_card.training, data=data))
     rebuilt = evaluation_data(card)
@@ -450,10 +472,6 @@ def test_patients_the_slice_model_never_saw_count_as_held_out(ct_weights: Path) 
 
 
 def test_compare_gives_each_models_auc_and_a_symmetric_delong_test(trained: TrainedXray, tiny_weights: Path) -> None:
-    from core.datasets.sources import load_source
-    from core.inference import predict_xray
-    from core.io.images import read_xray
-
     registry = ModelRegistry(tiny_weights, device=CPU)
     models = [registry.load("cxr-custom"), registry.load("cxr-resnet18")]
     data = evaluation_data(models[0].card, trained.dataset)
@@ -473,21 +491,22 @@ def test_compare_gives_each_models_auc_and_a_symmetric_delong_test(trained: Trai
 
     expected = {model.id: expected_auc(model.id, "COVID-19") for model in models}
     result = compare(models, data, n_boot=N_BOOT, seed=0)
-    assert result["n"] == 18 and result["unit"] == "image" and result["positive"] == "COVID-19"
-    for m in result["models"]:
-        assert m["auc"] == pytest.approx(expected[m["id"]], abs=1e-9)
-        assert m["auc_ci"][0] <= m["auc"] <= m["auc_ci"][1]
+    assert result.n == 18 and result.unit == "image" and result.positive == "COVID-19"
+    for m in result.models:
+        assert m.auc == pytest.approx(expected[m.id], abs=1e-9)
+        assert m.auc_ci[0] <= m.auc <= m.auc_ci[1]
     viral = compare(models, data, n_boot=N_BOOT, seed=0, positive="Viral pneumonia")
-    assert viral["positive"] == "Viral pneumonia"
-    for m in viral["models"]:  # another class against the rest
-        assert m["auc"] == pytest.approx(expected_auc(m["id"], "Viral pneumonia"), abs=1e-9)
-    (pair,) = result["pairs"]
-    assert 0.0 <= pair["delong_p"] <= 1.0
-    assert pair["difference"] == pytest.approx(expected[pair["a"]] - expected[pair["b"]])
-    (swapped,) = compare(models[::-1], data, n_boot=N_BOOT, seed=0)["pairs"]
-    assert (swapped["a"], swapped["b"]) == (pair["b"], pair["a"])
-    assert swapped["delong_p"] == pytest.approx(pair["delong_p"])
-    assert swapped["difference"] == pytest.approx(-pair["difference"])
+    assert viral.positive == "Viral pneumonia"
+    for m in viral.models:  # another class against the rest
+        assert m.auc == pytest.approx(expected_auc(m.id, "Viral pneumonia"), abs=1e-9)
+    (pair,) = result.pairs
+    assert 0.0 <= pair.delong_p <= 1.0
+    assert pair.difference == pytest.approx(expected[pair.a] - expected[pair.b])
+    assert Comparison.from_json(json.loads(json.dumps(result.to_json()))) == result
+    (swapped,) = compare(models[::-1], data, n_boot=N_BOOT, seed=0).pairs
+    assert (swapped.a, swapped.b) == (pair.b, pair.a)
+    assert swapped.delong_p == pytest.approx(pair.delong_p)
+    assert swapped.difference == pytest.approx(-pair.difference)
 
 
 def test_an_xray_and_a_ct_model_cannot_be_compared(tiny_weights: Path, ct_weights: Path) -> None:
@@ -515,17 +534,16 @@ def test_window_robustness_scores_windows_around_the_training_window(covid3d, de
     sd = (40.0, 120.0)
     rob = window_robustness(covid3d, demo_ct, n_windows=4, sd=sd, seed=1)
     center, width = covid3d.card.input.window
-    assert rob["training_window"] == [center, width]
-    assert len(rob["windows"]) == len(rob["aucs"]) == rob["n_windows"] == 4
-    for c, w in rob["windows"]:
+    assert rob.training_window == (center, width)
+    assert len(rob.windows) == len(rob.aucs) == rob.n_windows == 4
+    for c, w in rob.windows:
         assert abs(c - center) <= sd[0] + 0.05 and abs(w - width) <= sd[1] + 0.05
-    assert len({tuple(w) for w in rob["windows"]}) == 4
-    band = rob["roc_band"]
-    for low, median, high in zip(band["tpr_low"], band["tpr_median"], band["tpr_high"], strict=True):
+    assert len({tuple(w) for w in rob.windows}) == 4
+    for low, median, high in zip(rob.tpr_low, rob.tpr_median, rob.tpr_high, strict=True):
         assert low <= median <= high
     at_training = evaluate(covid3d, demo_ct, n_boot=N_BOOT)
-    assert rob["auc_training_window"] == pytest.approx(_level(at_training, "scan")["roc"]["COVID+"]["auc"])
-    assert rob["auc_min"] <= rob["auc_mean"] <= rob["auc_max"]
+    assert rob.auc_training_window == pytest.approx(_level(at_training, "scan").roc["COVID+"].auc)
+    assert rob.auc_min <= rob.auc_mean <= rob.auc_max
 
 
 # --------------------------------------------------------------------------------------------
@@ -553,9 +571,6 @@ def test_recalibration_fits_the_temperature_on_the_dev_split_and_keeps_the_weigh
     assert entry["metrics"] == before["metrics"] and not result.thresholds_changed
 
     # The NLLs it records are those of the dev images, run one by one through the app's path.
-    from core.inference import predict_xray
-    from core.io.images import read_xray
-
     model = ModelRegistry(trained.weights, device=CPU).load(TRAINED_ID)
     model = dataclasses.replace(model, card=dataclasses.replace(model.card, temperature=1.0))
     log_p, y = [], []
@@ -574,8 +589,6 @@ def test_recalibration_fits_the_temperature_on_the_dev_split_and_keeps_the_weigh
 
 
 def _label_of(relative_path: str) -> str:
-    from core.labels import canonical_label
-
     return canonical_label(Path(relative_path).parts[0])
 
 
@@ -584,8 +597,8 @@ def test_the_slice_models_scan_levels_use_the_scan_scores_own_threshold(tmp_path
     card = register_tiny_ct_model(tmp_path, "ct-slice-tiny", thresholds={"covid": 0.4, "scan": 0.7})
     preds = Predictions(card.id, card.version, cases, logits, slice_case=slice_case, slice_truth=truth)
     ev = evaluate_predictions(card, _user_data(cases), preds, n_boot=N_BOOT)
-    thresholds = {lv["unit"]: lv["operating_point"]["threshold"] for lv in ev["levels"]}
+    thresholds = {lv.unit: lv.operating_point.threshold for lv in ev.levels}
     assert thresholds == {"slice": 0.4, "scan": 0.7, "patient": 0.7}
     scans = _level(ev, "scan")
-    called = np.array(scans["scores"]["p"]) >= 0.7
-    assert scans["operating_point"]["tp"] + scans["operating_point"]["fp"] == int(called.sum())
+    called = np.array(scans.scores.p) >= 0.7
+    assert scans.operating_point.tp + scans.operating_point.fp == int(called.sum())

@@ -1,7 +1,7 @@
 """The Model performance figures: what a reader sees in each cell, legend and title.
 
-The evaluation dicts below are written by hand to the schema of ``core.evaluation.evaluate``;
-``test_evaluation_html`` reuses them.
+The evaluations below are written by hand as the JSON that ``python -m core evaluate`` prints and
+read with ``from_json`` (:mod:`core.evaluation.results`); ``test_evaluation_html`` reuses them.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from core.evaluation.figures import (
     robustness_figure,
     roc_figure,
 )
+from core.evaluation.results import Calibration, Comparison, Confusion, Evaluation, WindowRobustness
 
 XRAY_LABELS = ["COVID-19", "Normal", "Viral pneumonia"]
 MARKUP_LABEL = "<b>x</b>"
@@ -88,7 +89,7 @@ def xray_confusion() -> dict:
     }
 
 
-def multiclass_evaluation() -> dict:
+def multiclass_evaluation() -> Evaluation:
     """The X-ray model on 60 held-out images, one level."""
     level = {
         "unit": "image",
@@ -122,24 +123,30 @@ def multiclass_evaluation() -> dict:
         "operating_point": None,
         "skipped_labels": [],
     }
-    return {
-        "model": _model("cxr-resnet18", list(XRAY_LABELS), "chest radiograph", "Research demo; not for diagnosis."),
-        "data": {
-            "split": "held-out",
-            "description": "Synthetic radiographs",
-            "source": "phantoms",
-            "n_cases": 60,
-            "n_patients": 52,
-        },
-        "task": "multiclass",
-        "levels": [level],
-        "kfold": None,
-        "robustness": None,
-        "notes": ["Scored with the demo weights."],
-    }
+    return Evaluation.from_json(
+        {
+            "model": _model("cxr-resnet18", list(XRAY_LABELS), "chest radiograph", "Research demo; not for diagnosis."),
+            "data": {
+                "split": "held-out",
+                "description": "Synthetic radiographs",
+                "source": "phantoms",
+                "n_cases": 60,
+                "n_patients": 52,
+            },
+            "task": "multiclass",
+            "levels": [level],
+            "kfold": None,
+            "robustness": None,
+            "notes": ["Scored with the demo weights."],
+        }
+    )
 
 
-def robustness() -> dict:
+def robustness() -> WindowRobustness:
+    return WindowRobustness.from_json(_robustness_json())
+
+
+def _robustness_json() -> dict:
     fpr = [0.0, 0.25, 0.5, 0.75, 1.0]
     return {
         "unit": "scan",
@@ -210,7 +217,7 @@ def _binary_level(unit: str, n: int, n_patients: int, counts: list[list[int]], a
     }
 
 
-def binary_ct_evaluation() -> dict:
+def binary_ct_evaluation() -> Evaluation:
     """The CT slice model on 40 held-out scans: slice and scan levels, k-fold and robustness."""
     labels = ["non-COVID", "COVID-19"]
     kfold_rows = [
@@ -231,27 +238,29 @@ def binary_ct_evaluation() -> dict:
             ("mean", "validation", 0.8625, 0.9077),
         )
     ]
-    return {
-        "model": _model("covid3d-slices", labels, "CT series"),
-        "data": {
-            "split": "held-out",
-            "description": "Synthetic CT scans",
-            "source": "phantoms",
-            "n_cases": 40,
-            "n_patients": 38,
-        },
-        "task": "binary",
-        "levels": [
-            _binary_level("slice", 800, 38, [[340, 60], [40, 360]], 0.9012),
-            _binary_level("scan", 40, 38, [[17, 3], [2, 18]], 0.9351),
-        ],
-        "kfold": {"rows": kfold_rows, "kept_fold": 2},
-        "robustness": robustness(),
-        "notes": [],
-    }
+    return Evaluation.from_json(
+        {
+            "model": _model("covid3d-slices", labels, "CT series"),
+            "data": {
+                "split": "held-out",
+                "description": "Synthetic CT scans",
+                "source": "phantoms",
+                "n_cases": 40,
+                "n_patients": 38,
+            },
+            "task": "binary",
+            "levels": [
+                _binary_level("slice", 800, 38, [[340, 60], [40, 360]], 0.9012),
+                _binary_level("scan", 40, 38, [[17, 3], [2, 18]], 0.9351),
+            ],
+            "kfold": {"rows": kfold_rows, "kept_fold": 2},
+            "robustness": _robustness_json(),
+            "notes": [],
+        }
+    )
 
 
-def multilabel_evaluation() -> dict:
+def multilabel_evaluation() -> Evaluation:
     """A findings model: one finding with a markup-like name, one without positives."""
     labels = ["Consolidation", MARKUP_LABEL, "Pneumothorax"]
     level = {
@@ -290,52 +299,56 @@ def multilabel_evaluation() -> dict:
         "operating_point": None,
         "skipped_labels": ["Pneumothorax"],
     }
-    return {
-        "model": _model("cxr-findings", labels, "chest radiograph"),
-        "data": {
-            "split": "dev",
-            "description": "Synthetic radiographs with findings",
-            "source": "phantoms",
-            "n_cases": 30,
-            "n_patients": 30,
-        },
-        "task": "multilabel",
-        "levels": [level],
-        "kfold": None,
-        "robustness": None,
-        "notes": [],
-    }
-
-
-def comparison() -> dict:
-    return {
-        "unit": "scan",
-        "positive": "COVID-19",
-        "n": 40,
-        "n_patients": 38,
-        "data": "held-out CT scans",
-        "models": [
-            {"id": "covid3d-slices", "version": "2024-05", "auc": 0.9351, "auc_ci": [0.85, 0.99]},
-            {"id": "covid3d", "version": "2024-02", "auc": 0.8712, "auc_ci": [0.76, 0.95]},
-        ],
-        "roc": {
-            "covid3d": {"fpr": [0.0, 0.3, 1.0], "tpr": [0.0, 0.8, 1.0], "auc": 0.8712},
-            "covid3d-slices": {"fpr": [0.0, 0.15, 1.0], "tpr": [0.0, 0.9, 1.0], "auc": 0.9351},
-        },
-        "pairs": [
-            {
-                "a": "covid3d-slices",
-                "b": "covid3d",
-                "auc_a": 0.9351,
-                "auc_b": 0.8712,
-                "difference": 0.0639,
-                "delong_z": 2.154,
-                "delong_p": 0.0312,
-                "bootstrap_ci": [0.004, 0.121],
-                "bootstrap_p": 0.0004,
+    return Evaluation.from_json(
+        {
+            "model": _model("cxr-findings", labels, "chest radiograph"),
+            "data": {
+                "split": "dev",
+                "description": "Synthetic radiographs with findings",
+                "source": "phantoms",
+                "n_cases": 30,
+                "n_patients": 30,
             },
-        ],
-    }
+            "task": "multilabel",
+            "levels": [level],
+            "kfold": None,
+            "robustness": None,
+            "notes": [],
+        }
+    )
+
+
+def comparison() -> Comparison:
+    return Comparison.from_json(
+        {
+            "unit": "scan",
+            "positive": "COVID-19",
+            "n": 40,
+            "n_patients": 38,
+            "data": "held-out CT scans",
+            "models": [
+                {"id": "covid3d-slices", "version": "2024-05", "auc": 0.9351, "auc_ci": [0.85, 0.99]},
+                {"id": "covid3d", "version": "2024-02", "auc": 0.8712, "auc_ci": [0.76, 0.95]},
+            ],
+            "roc": {
+                "covid3d": {"fpr": [0.0, 0.3, 1.0], "tpr": [0.0, 0.8, 1.0], "auc": 0.8712},
+                "covid3d-slices": {"fpr": [0.0, 0.15, 1.0], "tpr": [0.0, 0.9, 1.0], "auc": 0.9351},
+            },
+            "pairs": [
+                {
+                    "a": "covid3d-slices",
+                    "b": "covid3d",
+                    "auc_a": 0.9351,
+                    "auc_b": 0.8712,
+                    "difference": 0.0639,
+                    "delong_z": 2.154,
+                    "delong_p": 0.0312,
+                    "bootstrap_ci": [0.004, 0.121],
+                    "bootstrap_p": 0.0004,
+                },
+            ],
+        }
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,7 +384,7 @@ def test_numbers_are_written_plainly_and_missing_ones_as_n_a() -> None:
 
 
 def test_confusion_cells_show_count_and_row_percent_with_true_classes_as_rows() -> None:
-    fig = confusion_figure(xray_confusion(), "image")
+    fig = confusion_figure(Confusion.from_json(xray_confusion()), "image")
 
     cells = _cell_texts(fig)
     assert len(cells) == 9
@@ -386,7 +399,9 @@ def test_confusion_cells_show_count_and_row_percent_with_true_classes_as_rows() 
 
 
 def test_confusion_text_is_white_on_dark_cells_and_an_empty_row_reads_n_a() -> None:
-    cm = {"labels": ["A", "B"], "counts": [[9, 1], [0, 0]], "row_percent": [[90.0, 10.0], [None, None]]}
+    cm = Confusion.from_json(
+        {"labels": ["A", "B"], "counts": [[9, 1], [0, 0]], "row_percent": [[90.0, 10.0], [None, None]]}
+    )
 
     fig = confusion_figure(cm, "scan")
 
@@ -397,7 +412,9 @@ def test_confusion_text_is_white_on_dark_cells_and_an_empty_row_reads_n_a() -> N
 
 def test_confusion_figure_rejects_counts_that_do_not_match_its_labels() -> None:
     with pytest.raises(ValueError):
-        confusion_figure({"labels": ["A", "B"], "counts": [[1, 2]], "row_percent": [[33.3, 66.7]]}, "image")
+        confusion_figure(
+            Confusion.from_json({"labels": ["A", "B"], "counts": [[1, 2]], "row_percent": [[33.3, 66.7]]}), "image"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -405,7 +422,7 @@ def test_confusion_figure_rejects_counts_that_do_not_match_its_labels() -> None:
 
 
 def test_roc_legend_gives_each_auc_with_its_interval_when_known() -> None:
-    roc = multiclass_evaluation()["levels"][0]["roc"]
+    roc = multiclass_evaluation().levels[0].roc
 
     fig = roc_figure(roc, "ROC curves, image level")
 
@@ -422,7 +439,7 @@ def test_roc_legend_gives_each_auc_with_its_interval_when_known() -> None:
 
 
 def test_a_markup_like_label_is_shown_literally() -> None:
-    roc = multilabel_evaluation()["levels"][0]["roc"]
+    roc = multilabel_evaluation().levels[0].roc
 
     names = [t.name for t in _curves(roc_figure(roc, "ROC"))]
 
@@ -431,7 +448,7 @@ def test_a_markup_like_label_is_shown_literally() -> None:
 
 
 def test_pr_legend_gives_average_precision_and_prevalence() -> None:
-    pr = multiclass_evaluation()["levels"][0]["pr"]
+    pr = multiclass_evaluation().levels[0].pr
 
     fig = pr_figure(pr, "Precision-recall")
 
@@ -441,7 +458,7 @@ def test_pr_legend_gives_average_precision_and_prevalence() -> None:
 
 
 def test_reliability_shows_both_calibrations_with_their_ece_and_skips_empty_bins() -> None:
-    fig = reliability_figure(_calibration(calibrated=True), "Reliability")
+    fig = reliability_figure(Calibration.from_json(_calibration(calibrated=True)), "Reliability")
 
     before, after = _curves(fig)
     assert before.name == "uncalibrated (T = 1) · ECE 0.081"
@@ -452,7 +469,7 @@ def test_reliability_shows_both_calibrations_with_their_ece_and_skips_empty_bins
 
 
 def test_reliability_without_a_fitted_temperature_has_one_trace() -> None:
-    fig = reliability_figure(_calibration(calibrated=False), "Reliability")
+    fig = reliability_figure(Calibration.from_json(_calibration(calibrated=False)), "Reliability")
 
     assert [t.name for t in _curves(fig)] == ["uncalibrated (T = 1) · ECE 0.081"]
 
@@ -467,7 +484,7 @@ def test_robustness_figure_has_the_band_the_median_and_the_training_window() -> 
     fig = robustness_figure(data)
 
     band = next(t for t in fig.data if t.fill == "toself")
-    assert max(band.y) == 1.0 and list(band.x) == data["roc_band"]["fpr"] + data["roc_band"]["fpr"][::-1]
+    assert max(band.y) == 1.0 and list(band.x) == list(data.fpr) + list(data.fpr)[::-1]
     training = next(t for t in fig.data if t.name.startswith("training window"))
     assert list(training.x) == [0.0, 0.2, 1.0] and list(training.y) == [0.0, 0.8, 1.0]
     assert any(t.name == "median over windows" for t in fig.data)
@@ -480,7 +497,7 @@ def test_robustness_auc_figure_colours_windows_by_auc_and_stars_the_training_win
     fig = robustness_auc_figure(data)
 
     windows, star = fig.data
-    assert list(windows.marker.color) == data["aucs"] and list(windows.x) == [w[0] for w in data["windows"]]
+    assert list(windows.marker.color) == list(data.aucs) and list(windows.x) == [w[0] for w in data.windows]
     assert star.marker.symbol == "star" and (star.x[0], star.y[0]) == (-600, 1500)
     assert star.name == "training window · AUC 0.920"
 
@@ -496,12 +513,13 @@ def test_comparison_figure_overlays_each_model_with_auc_and_interval() -> None:
 
 
 def test_all_figures_of_an_evaluation_serialise_and_read_back() -> None:
-    level = binary_ct_evaluation()["levels"][1]
+    level = binary_ct_evaluation().levels[1]
+    assert level.confusion_matrix is not None and level.calibration is not None
     figures = [
-        confusion_figure(level["confusion_matrix"], level["unit"]),
-        roc_figure(level["roc"], "ROC"),
-        pr_figure(level["pr"], "PR"),
-        reliability_figure(level["calibration"], "Reliability"),
+        confusion_figure(level.confusion_matrix, level.unit),
+        roc_figure(level.roc, "ROC"),
+        pr_figure(level.pr, "PR"),
+        reliability_figure(level.calibration, "Reliability"),
         robustness_figure(robustness()),
         robustness_auc_figure(robustness()),
         comparison_figure(comparison()),

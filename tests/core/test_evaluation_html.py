@@ -3,6 +3,7 @@ expects (and none that has no data)."""
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 
@@ -17,6 +18,7 @@ from core.evaluation.html import (
     performance_report_bytes,
     performance_report_filename,
 )
+from core.evaluation.results import Comparison, Evaluation
 from core.report import render_report
 from tests.core.test_evaluation_figures import (
     MARKUP_LABEL,
@@ -37,7 +39,7 @@ def full_html() -> str:
     return performance_report_bytes(evaluations, comparison(), created=CREATED).decode("utf-8")
 
 
-def _titles(evaluations: list[dict], comparison_: dict | None = None) -> list[str]:
+def _titles(evaluations: list[Evaluation], comparison_: Comparison | None = None) -> list[str]:
     return [s.title for s in performance_report(evaluations, comparison_, created=CREATED).sections]
 
 
@@ -120,7 +122,7 @@ def test_summary_gives_counts_accuracy_macro_auc_and_temperature() -> None:
 
 
 def test_per_class_table_gives_each_metric_formatted(full_html: str) -> None:
-    table = per_class_table(multiclass_evaluation()["levels"][0])
+    table = per_class_table(multiclass_evaluation().levels[0])
 
     assert table[0] == (
         "Class",
@@ -143,7 +145,7 @@ def test_a_finding_without_positives_reads_n_a_and_has_no_roc() -> None:
     evaluation = multilabel_evaluation()
     report = performance_report([evaluation], created=CREATED)
 
-    table = per_class_table(evaluation["levels"][0], "multilabel")
+    table = per_class_table(evaluation.levels[0], "multilabel")
     assert table[0][0] == "Finding"
     assert table[3] == ("Pneumothorax", "n/a", "n/a", "100.0%", "n/a", "0", "0.0%", "n/a", "n/a")
     roc = next(s for s in report.sections if s.title.endswith("ROC curves"))
@@ -172,7 +174,9 @@ def test_operating_point_gives_the_four_rates_with_their_counts() -> None:
 
 
 def test_kfold_table_is_formatted_and_marks_the_kept_fold() -> None:
-    table = kfold_rows_table(binary_ct_evaluation()["kfold"])
+    kfold = binary_ct_evaluation().kfold
+    assert kfold is not None
+    table = kfold_rows_table(kfold)
 
     assert table[0] == (
         "Fold",
@@ -219,8 +223,8 @@ def test_comparison_section_gives_the_pairs_with_delong_p(full_html: str) -> Non
 
 
 def test_an_evaluation_repeated_on_two_data_sets_keeps_its_sections_apart() -> None:
-    user = multiclass_evaluation()
-    user["data"]["split"] = "user"
+    held_out = multiclass_evaluation()
+    user = dataclasses.replace(held_out, data=dataclasses.replace(held_out.data, split="user"))
 
     titles = _titles([multiclass_evaluation(), user])
 

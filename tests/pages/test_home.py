@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.models.registry import ModelRegistry
+from core.training.ct import CtTrainConfig, train_ct
 from tests.helpers import ROOT
 
 
@@ -42,10 +45,6 @@ def test_navigation_reaches_the_xray_page(app_env) -> None:
 
 
 def test_a_ct_model_card_shows_its_fold_table_and_per_fold_curves(monkeypatch, tiny_weights: Path, tmp_path) -> None:
-    import shutil
-
-    from core.training.ct import CtTrainConfig, train_ct
-
     weights = tmp_path / "weights"
     shutil.copytree(tiny_weights, weights)
     config = CtTrainConfig(
@@ -63,3 +62,23 @@ def test_a_ct_model_card_shows_its_fold_table_and_per_fold_curves(monkeypatch, t
     assert {"COVID+ recall", "COVID+ specificity", "COVID- precision"} <= set(table.value.columns)
     curves = [c for c in at.get("plotly_chart") if "fold 1" in str(c.proto.spec)]
     assert curves  # the learning curves, one line pair per fold
+
+
+@pytest.mark.demo_weights
+def test_the_shipped_cards_show_what_they_recorded_on_their_held_out_split() -> None:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    assert not at.exception
+    registry = ModelRegistry()
+    titles = {e.label.split("**")[1]: e.label for e in at.expander if e.label.startswith("**")}
+    held = registry.card("cxr-resnet18").recorded_metrics.held_out
+    assert held is not None and held.accuracy is not None
+    assert f"held-out accuracy {held.accuracy:.1%}" in titles["cxr-resnet18"]
+    findings = registry.card("cxr-findings").recorded_metrics.held_out
+    assert findings is not None and findings.mean_auc is not None
+    assert f"held-out mean AUC {findings.mean_auc:.3f} over findings" in titles["cxr-findings"]
+    captions = " ".join(c.value for c in at.caption)
+    per_scan = registry.card("ct-slice-resnet18").recorded_metrics.held_out_per_scan
+    assert per_scan is not None and f"Per scan ({per_scan.n} held-out scans" in captions
+    assert "Held-out Kaplan-Meier of the model's groups" in captions
+    survival = registry.card("survival-cnn-lstm").recorded_metrics.held_out
+    assert survival is not None and survival.brier is not None and f"Brier score {survival.brier:.3f}" in captions
