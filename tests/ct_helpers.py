@@ -14,7 +14,7 @@ from core.models.architectures import build_model
 from core.models.ct_slice import CT_SLICE_LABELS
 from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
 from core.models.registry import sha256_of
-from core.training.xray import save_half
+from core.training.publish import save_half
 from core.types import CtVolume
 
 #: id -> (architecture, kwargs, input kind, input spec, labels). Inputs are small: COVID3D

@@ -10,7 +10,8 @@ from core.labels import XRAY_LABELS
 from core.models.architectures import build_model
 from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
 from core.models.registry import sha256_of
-from core.training.xray import IMAGENET_MEAN, IMAGENET_STD, save_half
+from core.training.publish import save_half
+from core.training.xray import IMAGENET_MEAN, IMAGENET_STD
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,8 @@
 """Figures of binary models and of per-finding (multi-label) models: the held-out report of one
-probability against a threshold, the operating threshold at Youden's J, and P(positive) from a
-model's logits at a temperature. Trainers and evaluations share them, so a card's training-time
-figures and a later ``evaluate`` are the same computation.
+probability against a threshold (:func:`binary_report`, in two card layouts), the operating
+threshold at Youden's J, and P(positive) from a model's logits at a temperature. Trainers and
+evaluations share them, so a card's training-time figures and a later ``evaluate`` are the same
+computation.
 """
 
 from __future__ import annotations
@@ -22,39 +23,29 @@ DEFAULT_THRESHOLD = 0.5
 
 
 def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float, classes: tuple[str, str]) -> dict[str, Any]:
-    """Held-out numbers of a binary model: accuracy, sensitivity, specificity, ROC AUC, Brier
-    score and the confusion matrix (rows true, columns predicted) at ``threshold`` on P(positive)."""
+    """Held-out numbers of a binary model in the survival and prognosis cards' layout: accuracy,
+    sensitivity and specificity (``None`` without a case to measure them on), ROC AUC (``None``
+    with one class), Brier score, and :func:`binary_report`'s confusion matrix (rows true,
+    columns predicted) and per-class rates, all at ``threshold`` on P(positive)."""
     # sklearn.metrics costs about 1 s of the CLI's start-up (measured): imported where used.
-    from sklearn.metrics import brier_score_loss, confusion_matrix, precision_recall_fscore_support, roc_auc_score
+    from sklearn.metrics import brier_score_loss
 
     y = np.asarray(y, dtype=int)
     p = np.asarray(p, dtype=np.float64)
-    pred = (p >= threshold).astype(int)
-    cm = confusion_matrix(y, pred, labels=[0, 1])
-    tn, fp, fn, tp = (int(v) for v in cm.ravel())
-    both = len(set(y.tolist())) == 2
-    precision, recall, f1, support = precision_recall_fscore_support(y, pred, labels=[0, 1], zero_division=0)
-    per_class = {
-        name: {
-            "precision": float(precision[i]),
-            "recall": float(recall[i]),
-            "specificity": float(recall[1 - i]),  # with two classes, one's specificity is the other's recall
-            "f1": float(f1[i]),
-            "support": int(support[i]),
-        }
-        for i, name in enumerate(classes)
-    }
+    report = binary_report(y, p, classes, threshold)
+    (tn, fp), (fn, tp) = report["confusion_matrix"]["rows_true_columns_predicted"]
+    auc = report["roc_auc_ovr"]
     return {
-        "n": int(len(y)),
+        "n": report["n"],
         "positives": int(y.sum()),
         "threshold": float(threshold),
         "accuracy": float((tp + tn) / max(len(y), 1)),
         "sensitivity": float(tp / (tp + fn)) if tp + fn else None,
         "specificity": float(tn / (tn + fp)) if tn + fp else None,
-        "roc_auc": float(roc_auc_score(y, p)) if both else None,
+        "roc_auc": None if np.isnan(auc) else auc,
         "brier": float(brier_score_loss(y, p)) if len(y) else None,
-        "confusion_matrix": {"labels": list(classes), "rows_true_columns_predicted": cm.tolist()},
-        "per_class": per_class,
+        "confusion_matrix": report["confusion_matrix"],
+        "per_class": report["per_class"],
     }
 
 
@@ -81,8 +72,10 @@ def positive_probability(logits: np.ndarray, temperature: float = 1.0) -> np.nda
 
 
 def binary_report(y: np.ndarray, p: np.ndarray, classes: tuple[str, str], threshold: float = 0.5) -> dict[str, Any]:
-    """:func:`core.evaluation.reports.classification_report` for a binary model: P(positive) -> 2
-    columns, positive when P >= ``threshold`` (the report records the threshold)."""
+    """The one report of a binary model at an operating threshold, in the CT cards' layout
+    (:func:`core.evaluation.reports.classification_report`): P(positive) -> 2 columns, positive when
+    P >= ``threshold`` (the report records the threshold). :func:`binary_metrics` lays it out
+    for the survival and prognosis cards."""
     report = classification_report(
         y.astype(int).tolist(), np.stack([1 - p, p], axis=1), classes, y_pred=(p >= threshold).astype(int)
     )

@@ -8,15 +8,18 @@ error (ECE, :func:`core.evaluation.metrics.expected_calibration_error`).
 
 The model's outputs decide the fit:
 
-- ``"softmax"``: logits (N, K), targets (N,) class indices; P = softmax(logits / T), T from
-  :func:`core.evaluation.metrics.fit_temperature_multiclass`; NLL of the true class, top-label ECE.
-- ``"sigmoid"``: one logit per case, (N,) or (N, 1), targets (N,) 0/1; P = sigmoid(logit / T),
-  T from :func:`core.training.loop.fit_temperature`; binary cross-entropy, ECE of P(positive).
+- ``"softmax"``: logits (N, K), targets (N,) class indices; P = softmax(logits / T); NLL of the
+  true class, top-label ECE.
+- ``"sigmoid"``: one logit per case, (N,) or (N, 1), targets (N,) 0/1; P = sigmoid(logit / T);
+  binary cross-entropy, ECE of P(positive).
 - ``"multilabel"``: logits (N, L), targets (N, L) 0/1, one sigmoid per label sharing one T.
   Only labels with both classes among the N cases count: T minimises the mean unweighted
   binary cross-entropy over their (case, label) pairs, and NLL and ECE are measured on those
   pairs as binary P(positive). A label present in no case (or in all) says nothing about
   calibration and would only pull T towards making its logits more extreme.
+
+Every kind is fitted by one search (:func:`fit_temperature`): T minimising the NLL, on log T
+within the kind's bounds (:data:`TEMPERATURE_BOUNDS`).
 
 T = 1 leaves the probabilities as the network gives them; a split with one class (or no usable
 label) leaves T at 1. Temperature scaling never changes which class scores highest, nor the
@@ -43,7 +46,8 @@ from scipy.optimize import minimize_scalar
 from scipy.special import expit, log_softmax
 
 from core.errors import InvalidInputError
-from core.evaluation.metrics import apply_temperature, expected_calibration_error, fit_temperature_multiclass
+from core.evaluation.metrics import TEMPERATURE_BOUNDS as SOFTMAX_BOUNDS
+from core.evaluation.metrics import apply_temperature, expected_calibration_error
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +55,14 @@ logger = logging.getLogger(__name__)
 OUTPUTS: tuple[str, ...] = ("softmax", "sigmoid", "multilabel")
 #: How the temperature is fitted, as the model card records it.
 METHOD = "temperature scaling (Guo et al. 2017): T minimising the negative log-likelihood"
+#: The range T is searched in, per kind of output. The softmax range is the evaluation's
+#: (:data:`core.evaluation.metrics.TEMPERATURE_BOUNDS`); the sigmoid range, narrower, is the one
+#: the survival and prognosis cards were fitted in from the start.
+TEMPERATURE_BOUNDS: dict[str, tuple[float, float]] = {
+    "softmax": SOFTMAX_BOUNDS,
+    "sigmoid": (0.2, 10.0),
+    "multilabel": (0.2, 10.0),
+}
 
 
 @dataclass(frozen=True)
@@ -190,14 +202,11 @@ def fit_calibration(logits: npt.ArrayLike, targets: npt.ArrayLike, output: str, 
         Shapes that do not fit ``output``, targets outside its classes, non-finite logits, or an
         unknown ``output``.
     """
-    # The sigmoid fit is the survival and prognosis trainers' own; core.training.loop imports
-    # torch, which nothing else here needs, hence the import in the function.
     nll: Callable[[float], float]
     probs: Callable[[float], np.ndarray]
     if output == "softmax":
         z, y = _softmax_inputs(logits, targets)
         n = int(y.size)
-        temperature = fit_temperature_multiclass(z, y) if n else 1.0
 
         def nll(t: float) -> float:
             return _softmax_nll(z, y, t)
@@ -210,7 +219,6 @@ def fit_calibration(logits: npt.ArrayLike, targets: npt.ArrayLike, output: str, 
             n = int(y.size)
         else:
             z, y, n = _multilabel_inputs(logits, targets)
-        temperature = fit_temperature(z, y)
 
         def nll(t: float) -> float:
             return _binary_nll(z, y, t)
@@ -224,6 +232,7 @@ def fit_calibration(logits: npt.ArrayLike, targets: npt.ArrayLike, output: str, 
         logger.info("Temperature left at 1.0: %s holds nothing to calibrate on.", fitted_on)
         nan = float("nan")
         return Calibration(1.0, fitted_on, n, nan, nan, nan, nan)
+    temperature = _minimise(nll, TEMPERATURE_BOUNDS[output]) if np.unique(y).size > 1 else 1.0
     return Calibration(
         temperature=float(temperature),
         fitted_on=fitted_on,
@@ -235,17 +244,14 @@ def fit_calibration(logits: npt.ArrayLike, targets: npt.ArrayLike, output: str, 
     )
 
 
-def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
-    """The temperature T in [0.2, 10] minimising the BCE of sigmoid(logit / T) on a dev split (Guo et al.
-    2017's temperature scaling, for one logit); 1.0 when the split holds one class only."""
-    z = np.asarray(logits, dtype=np.float64).reshape(-1)
-    y = np.asarray(targets, dtype=np.float64).reshape(-1)
-    if z.size == 0 or len(set(y.tolist())) < 2:
-        return 1.0
-
-    def nll(log_t: float) -> float:
-        s = z / math.exp(log_t)
-        return float(np.mean(np.logaddexp(0.0, s) - y * s))
-
-    res = minimize_scalar(nll, bounds=(math.log(0.2), math.log(10.0)), method="bounded")
+def _minimise(nll: Callable[[float], float], bounds: tuple[float, float]) -> float:
+    """The T within ``bounds`` minimising ``nll(T)``, searched on log T (bounded Brent)."""
+    low, high = bounds
+    res = minimize_scalar(lambda log_t: nll(math.exp(log_t)), bounds=(math.log(low), math.log(high)), method="bounded")
     return float(math.exp(res.x))
+
+
+def fit_temperature(logits: npt.ArrayLike, targets: npt.ArrayLike, output: str = "sigmoid") -> float:
+    """The temperature alone of :func:`fit_calibration` (1.0 when the split holds one class
+    only); by default of one logit per case, T in [0.2, 10] minimising the BCE of sigmoid(logit / T)."""
+    return fit_calibration(logits, targets, output, fitted_on="").temperature

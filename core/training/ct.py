@@ -27,30 +27,34 @@ applies (:func:`core.ct.analysis.patient_score`).
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
+from core.ct.analysis import patient_score
+from core.ct.preprocess import LUNG_WINDOW, prepare_slices, prepare_volume
 from core.datasets.ct_sources import VISIBLE_LESION_FRACTION, CtScan, describe_ct_source, load_ct_source, read_scans
 from core.datasets.splits import patient_split
 from core.errors import InsufficientDataError, InvalidInputError
-from core.evaluation.binary import binary_report, positive_probability
-from core.evaluation.calibration import fit_calibration
+from core.evaluation.binary import binary_report, positive_probability, youden_threshold
 from core.labels import SLICE_CLASSES
 from core.models.architectures import build_model
 from core.models.covid3d import COVID3D_GRADCAM_LAYER, DEMO_COVID3D
 from core.models.ct_slice import CT_SLICE_GRADCAM_LAYER, DEMO_CT_SLICE
-from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
-from core.models.registry import load_state_dict, select_device, sha256_of
-from core.training.xray import DEMO_INTENDED_USE, card_version, provenance, save_half
+from core.models.manifest import InputSpec
+from core.training import loop
+from core.training.loop import FitResult, Record, StepLoss, device_batches, predict_logits, seeded_device
+from core.training.publish import DEMO_INTENDED_USE, CardDraft, DevSplit, Measured, TrainResult, publish
 
 logger = logging.getLogger(__name__)
 
@@ -117,8 +121,6 @@ class CtTrainConfig:
         return "covid3d" if self.kind == "covid3d" else "ct-resnet"
 
     def input_spec(self) -> InputSpec:
-        from core.ct.preprocess import LUNG_WINDOW
-
         if self.kind == "covid3d":
             return InputSpec(
                 self.size,
@@ -140,10 +142,10 @@ class CtTrainConfig:
 
 
 @dataclass
-class CtTrainResult:
-    card: ModelCard
-    weights_path: Path
-    folds: list[dict[str, Any]] = field(default_factory=list)
+class CtTrainResult(TrainResult):
+    """:class:`core.training.publish.TrainResult` (``history``: every fold's curves) with each fold's record."""
+
+    folds: list[dict[str, Any]]
 
 
 # ----------------------------------------------------------------------------- the split
@@ -166,8 +168,6 @@ class _Data:
 
 
 def _prepare_volumes(scans: list[CtScan], spec: InputSpec, progress: bool) -> tuple[_Data, list[CtScan]]:
-    from core.ct.preprocess import prepare_volume
-
     xs, ys, pids, kept = [], [], [], []
     for scan, hu, _ in read_scans(scans, progress):
         xs.append(prepare_volume(hu, spec)[0].to(torch.float16))
@@ -183,8 +183,6 @@ def _prepare_slices(
     scans: list[CtScan], spec: InputSpec, max_per_scan: int, test_patients: set[str], seed: int, progress: bool
 ) -> tuple[_Data, dict[str, tuple[torch.Tensor, int, str]]]:
     """Training slices (COVID-19 vs Normal), and every slice of each held-out test scan."""
-    from core.ct.preprocess import prepare_slices
-
     rng = np.random.default_rng(seed)
     xs, ys, pids = [], [], []
     whole_test_scans: dict[str, tuple[torch.Tensor, int, str]] = {}
@@ -233,26 +231,16 @@ def _augment(x: torch.Tensor, gen: torch.Generator, flips: bool) -> torch.Tensor
     return out
 
 
-@torch.inference_mode()
-def predict_logits(model: nn.Module, x: torch.Tensor, device: torch.device, batch: int = 16) -> np.ndarray:
-    """float32 (N, C) logits of prepared inputs ``x`` (N, ...): C = 1 for COVID3D, 2 for the slice model."""
-    model.eval()
-    out = [model(x[i : i + batch].to(device, torch.float32)).float().cpu() for i in range(0, x.shape[0], batch)]
-    return torch.cat(out).numpy() if out else np.zeros((0, 1), dtype=np.float32)
-
-
 def predict_positive(
     model: nn.Module, x: torch.Tensor, device: torch.device, batch: int = 16, temperature: float = 1.0
 ) -> np.ndarray:
     """(N,) P(positive class) of prepared inputs ``x``, at ``temperature`` (1.0: as the network gives it)."""
-    return positive_probability(predict_logits(model, x, device, batch), temperature)
+    return positive_probability(predict_logits(model, device_batches(x, batch, device)), temperature)
 
 
 def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, device: torch.device, batch: int = 16) -> None:
     """Reset BatchNorm running statistics and recompute them as exact averages over ``x``
     (torch.optim.swa_utils.update_bn)."""
-    from torch.optim.swa_utils import update_bn
-
     if x.shape[0] < 2:
         return  # one sample gives no variance to average
     # Near-equal chunks of at most ``batch``: never a last batch of one, which BatchNorm refuses
@@ -262,6 +250,7 @@ def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, device: torch.devic
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    # sklearn.metrics costs about 1 s of the CLI's start-up (measured): imported where used.
     from sklearn.metrics import roc_auc_score
 
     return float(roc_auc_score(y, p)) if len(set(y.tolist())) == 2 else float("nan")
@@ -274,10 +263,6 @@ def scan_threshold(
     of the calibrated slice probabilities) at Youden's J on ``scans``, its dev patients' scans of
     the two classes. The slice threshold does not carry over: a summary of a scan's top slices
     sits higher than one slice's probability."""
-    from core.ct.analysis import patient_score
-    from core.ct.preprocess import prepare_slices
-    from core.evaluation.binary import youden_threshold
-
     y, score = [], []
     for scan, hu, _ in read_scans([s for s in scans if s.label in SLICE_CLASSES], progress=False):
         score.append(patient_score(predict_positive(model, prepare_slices(hu, spec), device, temperature=temperature)))
@@ -285,16 +270,20 @@ def scan_threshold(
     return youden_threshold(y, score)
 
 
-def _fit(
-    config: CtTrainConfig, train: _Data, val: _Data, device: torch.device, fold: int, progress: bool
-) -> tuple[dict[str, torch.Tensor], list[dict[str, float]], int]:
-    """Train one fold's model; return the state of the epoch with the best validation AUC."""
-    from tqdm import tqdm
+def _higher_val_auc(record: Record, best: Record | None) -> bool:
+    """An epoch is better with a higher validation AUC (an undefined AUC counts as -1), then a lower validation loss."""
 
+    def key(r: Record) -> tuple[float, float]:
+        return (r["val_auc"] if not math.isnan(r["val_auc"]) else -1.0, -r["val_loss"])
+
+    return best is None or key(record) > key(best)
+
+
+def _fit(config: CtTrainConfig, train: _Data, val: _Data, device: torch.device, fold: int, progress: bool) -> FitResult:
+    """Train one fold's model; keep the state of the epoch with the best validation AUC."""
     torch.manual_seed(config.seed + fold)
     gen = torch.Generator().manual_seed(config.seed + fold)
     model = build_model(config.architecture, **config.architecture_kwargs()).to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     covid3d = config.kind == "covid3d"
     # Classes weighted by inverse frequency in this fold's training set: the demo cohort, like
     # the hospital data it stands for, holds far more COVID-19 scans than others.
@@ -304,56 +293,48 @@ def _fit(
         if covid3d
         else nn.CrossEntropyLoss(weight=(counts.sum() / (2 * counts)).to(device))
     )
-    history: list[dict[str, float]] = []
-    best: tuple[float, float] = (-math.inf, -math.inf)
-    best_state: dict[str, torch.Tensor] | None = None
-    best_epoch = 0
     y_val = val.y.numpy()
-    for epoch in range(1, config.epochs + 1):
-        model.train()
+
+    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = torch.randperm(train.x.shape[0], generator=gen)
-        total, n = 0.0, 0
-        batches = range(0, len(order), config.batch_size)
-        bar = tqdm(batches, desc=f"fold {fold} epoch {epoch}/{config.epochs}", unit="batch", disable=not progress)
-        for start in bar:
+        for start in range(0, len(order), config.batch_size):
             idx = order[start : start + config.batch_size]
             if len(idx) < 2 <= len(order):
                 continue  # BatchNorm cannot train on a batch of one; the sample is seen next epoch
             x = train.x[idx].float()
             if config.augment:
                 x = _augment(x, gen, flips=not covid3d)
-            x, y = x.to(device), train.y[idx].to(device)
-            optimiser.zero_grad(set_to_none=True)
-            logits = model(x)
-            loss = loss_fn(logits[:, 0], y.float()) if covid3d else loss_fn(logits, y)
-            loss.backward()
-            optimiser.step()
-            total += float(loss.detach()) * len(idx)
-            n += len(idx)
-            bar.set_postfix(loss=f"{total / n:.4f}")
+            yield x.to(device), train.y[idx].to(device)
+
+    def step(batch: tuple[torch.Tensor, torch.Tensor]) -> StepLoss:
+        x, y = batch
+        logits = model(x)
+        return StepLoss(loss_fn(logits[:, 0], y.float()) if covid3d else loss_fn(logits, y), len(y))
+
+    def validate() -> Record:
         # BatchNorm's running statistics, averaged with momentum over small augmented batches
         # of fast-moving weights, lag the weights: in eval mode the logits drift (a first demo
         # run kept a good ranking, AUC 0.95, but put most COVID- scans above 0.5). Recompute
         # them over the un-augmented training set with the epoch's final weights.
         recalibrate_batchnorm(model, train.x, device)
         p_val = predict_positive(model, val.x, device)
-        auc = _auc(y_val, p_val)
         eps = 1e-7
         val_loss = float(-np.mean(y_val * np.log(p_val + eps) + (1 - y_val) * np.log(1 - p_val + eps)))
-        history.append({"fold": fold, "epoch": epoch, "train_loss": total / n, "val_loss": val_loss, "val_auc": auc})
-        if progress:
-            tqdm.write(f"fold {fold} epoch {epoch}: train loss {total / n:.4f} | val loss {val_loss:.4f} AUC {auc:.3f}")
-        key = (auc if not math.isnan(auc) else -1.0, -val_loss)
-        if key > best:
-            best, best_state, best_epoch = key, copy.deepcopy(model.state_dict()), epoch
-    assert best_state is not None
-    return best_state, history, best_epoch
+        return {"val_loss": val_loss, "val_auc": _auc(y_val, p_val)}
 
-
-def _load(config: CtTrainConfig, state: dict[str, torch.Tensor], device: torch.device) -> nn.Module:
-    model = build_model(config.architecture, **config.architecture_kwargs())
-    model.load_state_dict(state)
-    return model.to(device).eval()
+    fit = loop.fit(
+        model,
+        torch.optim.Adam(model.parameters(), lr=config.lr),
+        batches,
+        step,
+        validate,
+        max_epochs=config.epochs,
+        improved=_higher_val_auc,
+        progress=progress,
+        desc=f"fold {fold} ",
+    )
+    fit.history = [{"fold": fold} | record for record in fit.history]
+    return fit
 
 
 def _summary(reports: list[dict[str, Any]]) -> dict[str, float]:
@@ -367,7 +348,7 @@ def _summary(reports: list[dict[str, Any]]) -> dict[str, float]:
 def train_ct(source: str | Path, out_dir: str | Path, config: CtTrainConfig, progress: bool = True) -> CtTrainResult:
     """Train COVID3D or the slice model on ``source`` (see :mod:`core.datasets.ct_sources`) with
     patient-level k-fold cross-validation; write the kept fold's weights and manifest entry."""
-    device = select_device(config.device)
+    device = seeded_device(config.seed, config.device)
     spec = config.input_spec()
     scans = load_ct_source(source, seed=config.seed)
     covid3d = config.kind == "covid3d"
@@ -401,59 +382,47 @@ def train_ct(source: str | Path, out_dir: str | Path, config: CtTrainConfig, pro
     curves: list[dict[str, float]] = []
     for k, val_patients in enumerate(fold_patients, start=1):
         train, val = data.subset(pool_patients - val_patients), data.subset(val_patients)
-        state, history, best_epoch = _fit(config, train, val, device, k, progress)
-        model = _load(config, state, device)
+        fit = _fit(config, train, val, device, k, progress)
+        model = _network(config, fit.state).to(device).eval()
         folds.append(
             {
                 "fold": k,
-                "best_epoch": best_epoch,
+                "best_epoch": fit.best_epoch,
                 "patients": {"train": len(pool_patients - val_patients), "validation": len(val_patients)},
                 "train": binary_report(train.y.numpy(), predict_positive(model, train.x, device), classes),
                 "validation": binary_report(val.y.numpy(), predict_positive(model, val.x, device), classes),
             }
         )
-        states.append(state)
-        curves.extend(history)
+        states.append(fit.state)
+        curves.extend(fit.history)
     best_fold = int(np.nanargmax([f["validation"]["roc_auc_ovr"] for f in folds]))
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    weights_path = out / f"{config.id}.pt"
-    save_half(states[best_fold], weights_path)
-    shipped = _load(config, load_state_dict(weights_path), device)
     # The kept fold's validation patients are its dev split: the temperature is fitted there.
     dev = data.subset(fold_patients[best_fold])
     unit = "scan" if covid3d else "slice"
-    calibration = fit_calibration(
-        predict_logits(shipped, dev.x, device),
-        dev.y.numpy(),
-        "sigmoid" if covid3d else "softmax",
-        fitted_on=f"validation patients of the kept fold ({dev.x.shape[0]} {unit}s)",
-    )
-    temperature = calibration.temperature
-    held_out = binary_report(
-        test.y.numpy(), predict_positive(shipped, test.x, device, temperature=temperature), classes
-    )
-    metrics: dict[str, Any] = {"held_out": held_out}
-    thresholds = {"covid": 0.5}
-    if not covid3d:
-        dev_scans = [s for s in labelled if s.patient_id in fold_patients[best_fold]]
-        thresholds["scan"] = scan_threshold(shipped, dev_scans, spec, device, temperature)
-    if not covid3d and whole_test:
-        from core.ct.analysis import patient_score
 
-        y_scan = np.array([t for _, t, _ in whole_test.values()])
-        s_scan = np.array(
-            [
-                patient_score(predict_positive(shipped, x, device, temperature=temperature))
-                for x, _, _ in whole_test.values()
-            ]
+    def measure(shipped: nn.Module, temperature: float, _: np.ndarray) -> Measured:
+        held_out = binary_report(
+            test.y.numpy(), predict_positive(shipped, test.x, device, temperature=temperature), classes
         )
-        metrics["held_out_per_scan"] = binary_report(y_scan, s_scan, classes, thresholds["scan"])
-        metrics["held_out"]["unit"] = "slice"
-        metrics["held_out_per_scan"]["unit"] = "scan (patient-level score over all its slices)"
+        metrics: dict[str, Any] = {"held_out": held_out}
+        thresholds = {"covid": 0.5}
+        if not covid3d:
+            dev_scans = [s for s in labelled if s.patient_id in fold_patients[best_fold]]
+            thresholds["scan"] = scan_threshold(shipped, dev_scans, spec, device, temperature)
+        if not covid3d and whole_test:
+            y_scan = np.array([t for _, t, _ in whole_test.values()])
+            s_scan = np.array(
+                [
+                    patient_score(predict_positive(shipped, x, device, temperature=temperature))
+                    for x, _, _ in whole_test.values()
+                ]
+            )
+            metrics["held_out_per_scan"] = binary_report(y_scan, s_scan, classes, thresholds["scan"])
+            metrics["held_out"]["unit"] = "slice"
+            metrics["held_out_per_scan"]["unit"] = "scan (patient-level score over all its slices)"
+        return Measured(metrics, thresholds=thresholds)
 
-    digest = sha256_of(weights_path)
     counts = {
         part: dict(Counter(classes[int(v)] for v in d.y.tolist()))
         for part, d in (("cross-validation", data.subset(pool_patients)), ("test", test))
@@ -480,25 +449,32 @@ def train_ct(source: str | Path, out_dir: str | Path, config: CtTrainConfig, pro
         "kept_because": "highest validation ROC AUC across the folds (seed 003)",
         "config": asdict(config) | {"device": str(device)},
         "learning_curves": curves,
-        "calibration": calibration.to_record(),
-        **provenance(),
     }
-    card = ModelCard(
+    draft = CardDraft(
         id=config.id,
-        version=card_version(digest),
         architecture=config.architecture,
         architecture_kwargs=config.architecture_kwargs(),
-        weights_file=weights_path.name,
-        sha256=digest,
         input_kind="ct-volume" if covid3d else "ct-slice",
         input=spec,
         labels=("COVID-19",) if covid3d else SLICE_CLASSES,
         gradcam_layer=COVID3D_GRADCAM_LAYER if covid3d else CT_SLICE_GRADCAM_LAYER,
         intended_use=config.intended_use,
-        temperature=temperature,
-        thresholds=thresholds,
-        training=training,
-        metrics=metrics,
     )
-    write_manifest_entry(out, card)
-    return CtTrainResult(card=card, weights_path=weights_path, folds=folds)
+    dev_split = DevSplit(
+        lambda shipped: predict_logits(shipped, device_batches(dev.x, 16, device)),
+        dev.y.numpy(),
+        "sigmoid" if covid3d else "softmax",
+        f"validation patients of the kept fold ({dev.x.shape[0]} {unit}s)",
+    )
+    published = publish(
+        states[best_fold], partial(_network, config), device, out_dir, draft, dev_split, measure, training
+    )
+    return CtTrainResult(published.card, published.weights_path, curves, folds)
+
+
+def _network(config: CtTrainConfig, state: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """A network of ``config``'s architecture, with ``state`` loaded when given."""
+    model = build_model(config.architecture, **config.architecture_kwargs())
+    if state is not None:
+        model.load_state_dict(state)
+    return model

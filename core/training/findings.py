@@ -23,10 +23,9 @@ split go in it too.
 
 from __future__ import annotations
 
-import copy
-import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ import torch
 from scipy.special import expit
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from core.datasets.findings import (
     DEMO_COHORT_SEED,
@@ -47,21 +47,14 @@ from core.datasets.sources import Sample, split_by_patient
 from core.demo.xray_phantom import FINDINGS
 from core.errors import DashboardError, InsufficientDataError, InvalidInputError
 from core.evaluation.binary import DEFAULT_THRESHOLD, finding_metrics, operating_thresholds
-from core.evaluation.calibration import fit_calibration
 from core.io.images import read_xray
 from core.models.architectures import build_model
-from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
-from core.models.registry import load_state_dict, select_device, sha256_of
-from core.preprocess import normalise, to_unit_square
-from core.training.xray import (
-    DEMO_INTENDED_USE,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    _ImageSet,
-    card_version,
-    provenance,
-    save_half,
-)
+from core.models.manifest import InputSpec
+from core.preprocess import to_unit_square
+from core.training import loop
+from core.training.loop import StepLoss, evaluate, seeded_device
+from core.training.publish import DEMO_INTENDED_USE, CardDraft, DevSplit, Measured, TrainResult, publish
+from core.training.xray import IMAGENET_MEAN, IMAGENET_STD, _ImageSet, image_logits
 
 #: The manifest marks multi-label models so pages never read them as 3-class classifiers.
 MULTI_LABEL_TASK = "multi-label"
@@ -96,16 +89,7 @@ class FindingsTrainConfig:
         return {"num_classes": len(FINDINGS), "in_channels": 3, "dropout": 0.0}
 
 
-@dataclass
-class FindingsTrainResult:
-    card: ModelCard
-    weights_path: Path
-    history: list[dict[str, float]] = field(default_factory=list)
-
-
 def _load(samples: list[Sample], size: int, progress: bool) -> tuple[torch.Tensor, list[int]]:
-    from tqdm import tqdm
-
     images, kept = [], []
     for i, s in enumerate(tqdm(samples, desc="reading images", unit="img", disable=not progress)):
         try:
@@ -121,8 +105,6 @@ def _load(samples: list[Sample], size: int, progress: bool) -> tuple[torch.Tenso
 
 def demo_images(n_patients: int, size: int, seed: int, progress: bool) -> tuple[list[Sample], torch.Tensor, np.ndarray]:
     """The X-rays of a simulated cohort, drawn in memory: samples, (N, 1, S, S) uint8, targets."""
-    from tqdm import tqdm
-
     xrays = demo_xrays(n_patients, seed)
     images, targets = [], []
     for xray in tqdm(xrays, desc="drawing demo X-rays", unit="img", disable=not progress):
@@ -141,40 +123,16 @@ def positive_weights(targets: np.ndarray) -> torch.Tensor:
     return torch.tensor(np.clip(w, 1.0, MAX_POS_WEIGHT), dtype=torch.float32)
 
 
-@torch.inference_mode()
-def _predict_logits(model: nn.Module, images: torch.Tensor, spec: InputSpec, device: torch.device) -> np.ndarray:
-    """float32 (N, findings) logits of uint8 images (N, 1, S, S), in batches of 64."""
-    model.eval()
-    out = []
-    for start in range(0, images.shape[0], 64):
-        x = normalise(images[start : start + 64].float() / 255.0, spec).to(device)
-        out.append(model(x).float().cpu())
-    return torch.cat(out).numpy()
-
-
-def _dev_loss(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, device: torch.device) -> float:
-    model.eval()
-    total, n = 0.0, 0
-    with torch.inference_mode():
-        for x, y in loader:
-            total += float(loss_fn(model(x.to(device)), y.to(device))) * len(y)
-            n += len(y)
-    return total / max(n, 1)
-
-
 def train_findings(
     source: str | Path,
     out_dir: str | Path,
     config: FindingsTrainConfig,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
-) -> FindingsTrainResult:
-    """Train on ``source`` (a CheXpert-style CSV, or ``"demo"``); write weights and the manifest entry."""
-    from tqdm import tqdm
-
-    say = log or (lambda line: tqdm.write(line) if progress else None)
-    torch.manual_seed(config.seed)
-    device = select_device(config.device)
+) -> TrainResult:
+    """Train on ``source`` (a CheXpert-style CSV, or ``"demo"``); write weights and the manifest entry.
+    ``log`` takes the per-epoch lines (default: printed above the progress bar when ``progress``)."""
+    device = seeded_device(config.seed, config.device)
     spec = config.input_spec()
     problems: list[str] = []
     if str(source) == "demo":
@@ -204,62 +162,40 @@ def train_findings(
     dev_loader = DataLoader(sets["dev"], batch_size=64)
 
     model = build_model("densenet121", **config.architecture_kwargs()).to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight.to(device))
-    history: list[dict[str, float]] = []
-    best_loss, best_state, best_epoch, stale = math.inf, None, 0, 0
-    for epoch in range(1, config.max_epochs + 1):
-        model.train()
-        total, n = 0.0, 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{config.max_epochs}", unit="batch", disable=not progress)
-        for x, y in bar:
-            x, y = x.to(device), y.to(device)
-            optimiser.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            optimiser.step()
-            total += loss.item() * len(y)
-            n += len(y)
-            bar.set_postfix(loss=f"{total / n:.4f}")
-        dev_loss = _dev_loss(model, dev_loader, loss_fn, device)
-        history.append({"epoch": epoch, "train_loss": total / n, "dev_loss": dev_loss})
-        say(f"epoch {epoch}: train loss {total / n:.4f} | dev loss {dev_loss:.4f}")
-        if dev_loss < best_loss - 1e-4:
-            best_loss, best_state, best_epoch, stale = dev_loss, copy.deepcopy(model.state_dict()), epoch, 0
-        else:
-            stale += 1
-            if stale >= config.patience:
-                say(f"early stopping: dev loss has not improved for {config.patience} epochs")
-                break
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    weights_path = out / f"{config.model_id}.pt"
-    assert best_state is not None
-    save_half(best_state, weights_path)
-    shipped = build_model("densenet121", **config.architecture_kwargs())
-    shipped.load_state_dict(load_state_dict(weights_path))
-    shipped.to(device)
-    logits = {part: _predict_logits(shipped, images[rows[part]], spec, device) for part in ("test", "dev")}
-    calibration = fit_calibration(
-        logits["dev"], targets[rows["dev"]], "multilabel", fitted_on=f"dev split ({len(rows['dev'])} images)"
+    def step(batch: tuple[torch.Tensor, torch.Tensor]) -> StepLoss:
+        x, y = batch[0].to(device), batch[1].to(device)
+        return StepLoss(loss_fn(model(x), y), len(y))
+
+    fit = loop.fit(
+        model,
+        torch.optim.Adam(model.parameters(), lr=config.lr),
+        lambda epoch: train_loader,
+        step,
+        lambda: evaluate(model, dev_loader, step),
+        max_epochs=config.max_epochs,
+        patience=config.patience,
+        progress=progress,
+        say=log,
     )
-    probs = {part: expit(z / calibration.temperature) for part, z in logits.items()}
-    thresholds = operating_thresholds(targets[rows["dev"]], probs["dev"])
-    metrics = {part: finding_metrics(targets[rows[part]], probs[part], thresholds) for part in ("test", "dev")}
-    digest = sha256_of(weights_path)
+
+    def measure(shipped: nn.Module, temperature: float, dev_logits: np.ndarray) -> Measured:
+        logits = {"test": image_logits(shipped, images[rows["test"]], spec, device), "dev": dev_logits}
+        probs = {part: expit(z / temperature) for part, z in logits.items()}
+        thresholds = operating_thresholds(targets[rows["dev"]], probs["dev"])
+        metrics = {part: finding_metrics(targets[rows[part]], probs[part], thresholds) for part in ("test", "dev")}
+        return Measured({"held_out": metrics["test"], "dev": metrics["dev"]}, thresholds=thresholds)
+
     untrainable = [f for f, w in zip(FINDINGS, train_t.sum(axis=0), strict=True) if w == 0]
+    note = (
+        config.data_note.strip().rstrip(".") + "." if config.data_note.strip() else "",
+        f"No positive training example for: {', '.join(untrainable)}." if untrainable else "",
+    )
     training = {
         "data": {
             "source": data_desc,
-            "note": " ".join(
-                part
-                for part in (
-                    config.data_note.strip().rstrip(".") + "." if config.data_note.strip() else "",
-                    f"No positive training example for: {', '.join(untrainable)}." if untrainable else "",
-                )
-                if part
-            ),
+            "note": " ".join(part for part in note if part),
             "images": {p: len(idx) for p, idx in rows.items()},
             "positives_in_train": {f: int(v) for f, v in zip(FINDINGS, train_t.sum(axis=0), strict=True)},
             "skipped_rows": len(problems),
@@ -269,33 +205,29 @@ def train_findings(
         "loss": "BCE with logits, positives weighted by negatives / positives per finding (clipped to [1, 50])",
         "pos_weight": [float(v) for v in pos_weight],
         "config": asdict(config) | {"device": str(device)},
-        "epochs_run": len(history),
-        "best_epoch": best_epoch,
-        "learning_curves": history,
-        "calibration": calibration.to_record(),
+        **fit.to_record(),
         "operating_thresholds": (
             "per finding with both classes in the dev split: Youden's J on its calibrated P(present); "
             f"{DEFAULT_THRESHOLD} for the others"
         ),
-        **provenance(),
     }
-    card = ModelCard(
+    draft = CardDraft(
         id=config.model_id,
-        version=card_version(digest),
         architecture="densenet121",
         architecture_kwargs=config.architecture_kwargs(),
-        weights_file=weights_path.name,
-        sha256=digest,
         input_kind="xray",
         input=spec,
         labels=FINDINGS,
-        gradcam_layer=str(shipped.gradcam_layer),
+        gradcam_layer=str(model.gradcam_layer),
         intended_use=config.intended_use,
-        temperature=calibration.temperature,
-        thresholds=thresholds,
-        training=training,
-        metrics={"held_out": metrics["test"], "dev": metrics["dev"]},
         extra={"task": MULTI_LABEL_TASK, "outputs": "sigmoid per finding"},
     )
-    write_manifest_entry(out, card)
-    return FindingsTrainResult(card=card, weights_path=weights_path, history=history)
+    dev = DevSplit(
+        lambda shipped: image_logits(shipped, images[rows["dev"]], spec, device),
+        targets[rows["dev"]],
+        "multilabel",
+        f"dev split ({len(rows['dev'])} images)",
+    )
+    network = partial(build_model, "densenet121", **draft.architecture_kwargs)
+    published = publish(fit.state, network, device, out_dir, draft, dev, measure, training)
+    return TrainResult(published.card, published.weights_path, fit.history)

@@ -23,24 +23,28 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import expit
+from sklearn.linear_model import LogisticRegression
 from torch import nn
+from tqdm import tqdm
 
+from core.ct.preprocess import prepare_volume
 from core.datasets.splits import split_patients
 from core.errors import InsufficientDataError
 from core.evaluation.binary import binary_metrics, youden_threshold
-from core.evaluation.calibration import fit_calibration
-from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
+from core.models.manifest import InputSpec
 from core.models.prognosis import HIGH_RISK_DAYS, Covid3DPrognosis
-from core.models.registry import ModelRegistry, load_state_dict, select_device, sha256_of
+from core.models.registry import ModelRegistry
 from core.survival.analysis import risk_groups_km
 from core.survival.cohort import OutcomePatient, Scan, clinical_design
-from core.training.loop import Batch, balanced_weights, fit_binary
-from core.training.xray import card_version, provenance, save_half
+from core.training.loop import Batch, balanced_weights, fit_binary, predict_logits, seeded_device
+from core.training.publish import DEMO_INTENDED_USE, CardDraft, DevSplit, Measured, TrainResult, publish
 
 PROGNOSIS_LABELS = ("High risk",)
 SPLIT = (0.7, 0.1, 0.2)
@@ -63,18 +67,11 @@ class PrognosisTrainConfig:
     seed: int = 0
     device: str | None = None
     data_note: str = ""
-    intended_use: str = "Demo weights trained on synthetic phantoms; not for clinical use."
+    intended_use: str = DEMO_INTENDED_USE
 
     @property
     def id(self) -> str:
         return f"covid3d-prognosis-{self.scans}scan"
-
-
-@dataclass
-class PrognosisTrainResult:
-    card: ModelCard
-    weights_path: Path
-    history: list[dict[str, float]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -134,10 +131,6 @@ class _Tail(nn.Module):
 def _trunk_outputs(
     model: Covid3DPrognosis, items: list[Item], start: int, spec: InputSpec, device: torch.device, progress: bool
 ) -> dict[str, torch.Tensor]:
-    from tqdm import tqdm
-
-    from core.ct.preprocess import prepare_volume
-
     model.eval()
     trunk = model.backbone.features[:start]
     scans = {s.ref: s for it in items for s in it.scans}
@@ -173,12 +166,11 @@ def _batches(
         )
 
 
-@torch.inference_mode()
 def _logits(tail: _Tail, items: list[Item], cache: dict[str, torch.Tensor], device: torch.device) -> np.ndarray:
-    tail.eval()
+    """(N,) high-risk logits of ``items``, in batches of 32."""
     zeros = np.zeros(len(items))
-    out = [x for x, _, _ in _batches(items, cache, zeros, zeros + 1, 32, device, None)]
-    return torch.cat([tail(*x).float().cpu().reshape(-1) for x in out]).numpy() if out else np.zeros(0)
+    batches = (x for x, _, _ in _batches(items, cache, zeros, zeros + 1, 32, device, None))
+    return predict_logits(tail, batches).reshape(-1) if items else np.zeros(0)
 
 
 def train_prognosis(
@@ -188,13 +180,9 @@ def train_prognosis(
     *,
     source: str,
     progress: bool = True,
-) -> PrognosisTrainResult:
+) -> TrainResult:
     """Fine-tune COVID3D for prognosis on ``patients`` (see the module docstring)."""
-    from scipy.special import expit
-    from sklearn.linear_model import LogisticRegression
-
-    torch.manual_seed(config.seed)
-    device = select_device(config.device)
+    device = seeded_device(config.seed, config.device)
     out_dir = Path(out_dir)
     registry = ModelRegistry(config.init_weights_dir or out_dir, device=torch.device("cpu"))
     base = registry.card(config.init)
@@ -248,38 +236,25 @@ def train_prognosis(
         max_epochs=config.max_epochs,
         patience=config.patience,
         progress=progress,
-        desc=f"fine-tuning COVID3D ({config.scans} scan{'s' if config.scans == 2 else ''})",
+        desc=f"fine-tuning COVID3D ({config.scans} scan{'s' if config.scans == 2 else ''}): ",
     )
     tail.load_state_dict(fit.state)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    weights_path = out_dir / f"{config.id}.pt"
-    save_half(model.state_dict(), weights_path)
-    model.load_state_dict(load_state_dict(weights_path))  # measure what ships
-
-    dev_logits = _logits(tail, items["dev"], cache, device)
     unit = "CT pair" if config.scans == 2 else "CT scan"
-    calibration = fit_calibration(dev_logits, y["dev"], "sigmoid", fitted_on=f"dev split ({len(items['dev'])} {unit}s)")
-    temperature = calibration.temperature
-    threshold = youden_threshold(y["dev"], expit(dev_logits / temperature))  # the dev split's operating point
-    p_test = expit(_logits(tail, items["test"], cache, device) / temperature)
-    held_out = binary_metrics(y["test"], p_test, threshold, ("Low risk", "High risk"))
-    held_out["unit"] = unit
-    km_p = expit(_logits(tail, km_items, cache, device) / temperature)
-    days = {it.patient_id: it.day for it in km_items}
-    high = {it.patient_id: bool(p >= threshold) for it, p in zip(km_items, km_p, strict=True)}
-    held_out["km"] = risk_groups_km(test_patients, high, "discharge", days)
 
-    # Clinical factors only (seed 003's baseline): age and sex, fitted on the training items' patients.
-    train_rows = [by_id[it.patient_id] for it in items["train"]]
-    km_patients = [by_id[it.patient_id] for it in km_items]
-    if len(set(y["train"].tolist())) == 2 and km_patients:
-        clinical = LogisticRegression().fit(clinical_design(train_rows), y["train"])
-        p_clin = clinical.predict_proba(clinical_design(km_patients))[:, 1]
-        base_rate = float(y["train"].mean())  # high risk when the predicted risk is above the average
-        high = {p.patient_id: bool(q >= base_rate) for p, q in zip(km_patients, p_clin, strict=True)}
-        held_out["km_clinical"] = risk_groups_km(km_patients, high, "discharge", days)
+    def measure(shipped: nn.Module, temperature: float, dev_logits: np.ndarray) -> Measured:
+        threshold = youden_threshold(y["dev"], expit(dev_logits / temperature))  # the dev split's operating point
+        p_test = expit(_logits(tail, items["test"], cache, device) / temperature)
+        held_out = binary_metrics(y["test"], p_test, threshold, ("Low risk", "High risk"))
+        held_out["unit"] = unit
+        km_p = expit(_logits(tail, km_items, cache, device) / temperature)
+        days = {it.patient_id: it.day for it in km_items}
+        high = {it.patient_id: bool(p >= threshold) for it, p in zip(km_items, km_p, strict=True)}
+        held_out["km"] = risk_groups_km(test_patients, high, "discharge", days)
+        clinical = _clinical_km(items["train"], y["train"], km_items, by_id, days)
+        if clinical is not None:
+            held_out["km_clinical"] = clinical
+        return Measured({"held_out": held_out}, thresholds={"high risk": threshold})
 
-    digest = sha256_of(weights_path)
     training = {
         "data": {
             "source": source,
@@ -293,33 +268,51 @@ def train_prognosis(
         },
         "fine_tuned_from": f"{base.id} {base.version}; layers before {TRAINABLE_FROM} frozen",
         "config": asdict(config) | {"device": str(device)},
-        "epochs_run": len(fit.history),
-        "best_epoch": fit.best_epoch,
-        "learning_curves": fit.history,
-        "calibration": calibration.to_record(),
-        **provenance(),
+        **fit.to_record(),
     }
-    card = ModelCard(
+    draft = CardDraft(
         id=config.id,
-        version=card_version(digest),
         architecture="covid3d-prognosis",
         architecture_kwargs={"width": width, "scans": config.scans, "dropout": config.dropout},
-        weights_file=weights_path.name,
-        sha256=digest,
         input_kind="ct-volume-series",
         input=base.input,
         labels=PROGNOSIS_LABELS,
         gradcam_layer=Covid3DPrognosis.gradcam_layer,
         intended_use=config.intended_use,
-        temperature=temperature,
-        thresholds={"high risk": threshold},
-        training=training,
-        metrics={"held_out": held_out},
         extra={
             "task": "prognosis",
             "scans": config.scans,
             "outputs": "one logit: P(high risk) = sigmoid(logit / temperature); high risk = remaining stay >= 7 days",
         },
     )
-    write_manifest_entry(out_dir, card)
-    return PrognosisTrainResult(card, weights_path, fit.history)
+    dev = DevSplit(
+        lambda shipped: _logits(tail, items["dev"], cache, device),
+        y["dev"],
+        "sigmoid",
+        f"dev split ({len(items['dev'])} {unit}s)",
+    )
+    # The whole network is saved and loaded back into itself; ``tail`` reads the cached trunk
+    # outputs through its last blocks and head.
+    published = publish(model.state_dict(), lambda: model, device, out_dir, draft, dev, measure, training)
+    return TrainResult(published.card, published.weights_path, fit.history)
+
+
+def _clinical_km(
+    train_items: list[Item],
+    y_train: np.ndarray,
+    km_items: list[Item],
+    by_id: dict[str, OutcomePatient],
+    days: dict[str, float],
+) -> dict[str, Any] | None:
+    """Clinical factors only (seed 003's baseline): a logistic regression on age and sex fitted on
+    the training items' patients, high risk above the training items' average risk; the KM
+    stratification of the held-out patients by it (None without both classes or a patient)."""
+    km_patients = [by_id[it.patient_id] for it in km_items]
+    if len(set(y_train.tolist())) < 2 or not km_patients:
+        return None
+    train_rows = [by_id[it.patient_id] for it in train_items]
+    clinical = LogisticRegression().fit(clinical_design(train_rows), y_train)
+    p_clin = clinical.predict_proba(clinical_design(km_patients))[:, 1]
+    base_rate = float(y_train.mean())  # high risk when the predicted risk is above the average
+    high = {p.patient_id: bool(q >= base_rate) for p, q in zip(km_patients, p_clin, strict=True)}
+    return risk_groups_km(km_patients, high, "discharge", days)

@@ -18,26 +18,28 @@ the FC-1024 and the LSTM train: minutes on a CPU. ``--finetune-cnn`` trains it e
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import expit
+from torch import nn
+from tqdm import tqdm
 
 from core.datasets.splits import split_patients
 from core.errors import InsufficientDataError
 from core.evaluation.binary import binary_metrics, youden_threshold
-from core.evaluation.calibration import fit_calibration
-from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
-from core.models.registry import ModelRegistry, load_state_dict, select_device, sha256_of
+from core.models.manifest import InputSpec
+from core.models.registry import ModelRegistry
 from core.models.survival import CnnLstmSurvival
 from core.preprocess import normalise, to_unit_square
 from core.survival.analysis import risk_groups_km
 from core.survival.cohort import OutcomePatient
-from core.training.loop import Batch, balanced_weights, fit_binary
-from core.training.xray import card_version, provenance, save_half
+from core.training.loop import Batch, balanced_weights, fit_binary, predict_logits, seeded_device
+from core.training.publish import DEMO_INTENDED_USE, CardDraft, DevSplit, Measured, TrainResult, publish
 
 SURVIVAL_LABELS = ("Survival",)
 SPLIT = (0.7, 0.1, 0.2)
@@ -66,17 +68,10 @@ class SurvivalTrainConfig:
     seed: int = 0
     device: str | None = None
     data_note: str = ""
-    intended_use: str = "Demo weights trained on synthetic phantoms; not for clinical use."
+    intended_use: str = DEMO_INTENDED_USE
 
     def architecture_kwargs(self) -> dict[str, Any]:
         return {"in_channels": 3, "fc_features": self.fc_features, "hidden": self.hidden, "dropout": self.dropout}
-
-
-@dataclass
-class SurvivalTrainResult:
-    card: ModelCard
-    weights_path: Path
-    history: list[dict[str, float]] = field(default_factory=list)
 
 
 def series_tensor(images: list[np.ndarray], size: int) -> torch.Tensor:
@@ -101,8 +96,6 @@ def pad_batch(items: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 def _read_series(
     patients: list[OutcomePatient], config: SurvivalTrainConfig, progress: bool
 ) -> dict[str, torch.Tensor]:
-    from tqdm import tqdm
-
     out: dict[str, torch.Tensor] = {}
     for p in tqdm(patients, desc="reading X-ray series", unit="patient", disable=not progress):
         images = []
@@ -156,13 +149,19 @@ def _batches(
         )
 
 
-@torch.inference_mode()
-def _logits(forward, ids: list[str], inputs: dict[str, torch.Tensor], device: torch.device) -> np.ndarray:  # noqa: ANN001
-    out = []
-    for i in range(0, len(ids), 32):
-        x, lengths = pad_batch([inputs[p] for p in ids[i : i + 32]])
-        out.append(forward(x.to(device), lengths).float().cpu().reshape(-1))
-    return torch.cat(out).numpy() if out else np.zeros(0)
+def _logits(
+    forward: Callable[..., torch.Tensor],
+    module: nn.Module,
+    ids: list[str],
+    inputs: dict[str, torch.Tensor],
+    device: torch.device,
+) -> np.ndarray:
+    """(N,) survival logits of the patients ``ids``, in batches of 32."""
+    batches = (
+        (x.to(device), lengths)
+        for x, lengths in (pad_batch([inputs[p] for p in ids[i : i + 32]]) for i in range(0, len(ids), 32))
+    )
+    return predict_logits(module, batches, forward).reshape(-1) if ids else np.zeros(0)
 
 
 def train_survival(
@@ -172,12 +171,9 @@ def train_survival(
     *,
     source: str,
     progress: bool = True,
-) -> SurvivalTrainResult:
+) -> TrainResult:
     """Train the CNN-LSTM on ``patients`` (see the module docstring); write weights and the manifest entry."""
-    from scipy.special import expit
-
-    torch.manual_seed(config.seed)
-    device = select_device(config.device)
+    device = seeded_device(config.seed, config.device)
     out_dir = Path(out_dir)
     eligible = [p for p in patients if (p.label in config.labels) and p.xrays() and p.death_endpoint() is not None]
     strata = {p.patient_id: str(p.outcome) for p in eligible}
@@ -200,8 +196,6 @@ def train_survival(
 
     series = _read_series(eligible, config, progress)
     if config.freeze_cnn:
-        from tqdm import tqdm
-
         inputs = {
             pid: cnn_features(model, s, spec, device)
             for pid, s in tqdm(series.items(), desc="DenseNet features", unit="patient", disable=not progress)
@@ -233,38 +227,28 @@ def train_survival(
         max_epochs=config.max_epochs,
         patience=config.patience,
         progress=progress,
-        desc="training the FC and LSTM" if config.freeze_cnn else "training the CNN-LSTM",
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    weights_path = out_dir / f"{config.id}.pt"
-    save_half(fit.state, weights_path)
-
-    # Measure what ships: the saved half-precision weights.
-    model.load_state_dict(load_state_dict(weights_path))
-    model.eval()
-    dev_logits = _logits(forward, dev, inputs, device)
-    calibration = fit_calibration(
-        dev_logits, np.array([y[p] for p in dev]), "sigmoid", fitted_on=f"dev split ({len(dev)} patients)"
-    )
-    temperature = calibration.temperature
-    # The operating point: Youden's J on the dev split's calibrated P(death).
-    threshold = youden_threshold([1 - y[p] for p in dev], 1.0 - expit(dev_logits / temperature))
-    test_all = sorted(pid for pid in parts["test"] if pid in by_id)
-    test_known = [pid for pid in test_all if pid in known]
-    logits = dict(zip(test_all, _logits(forward, test_all, inputs, device), strict=False))
-    p_death = {pid: 1.0 - float(expit(logits[pid] / temperature)) for pid in test_all}
-    held_out = binary_metrics(
-        np.array([1 - y[p] for p in test_known]),
-        np.array([p_death[p] for p in test_known]),
-        threshold,
-        ("Survived", "Died"),
-    )
-    held_out["unit"] = "patient"
-    held_out["km"] = risk_groups_km(
-        [by_id[p] for p in test_all], {pid: p_death[pid] >= threshold for pid in test_all}, "death"
+        desc="training the FC and LSTM: " if config.freeze_cnn else "training the CNN-LSTM: ",
     )
 
-    digest = sha256_of(weights_path)
+    def measure(shipped: nn.Module, temperature: float, dev_logits: np.ndarray) -> Measured:
+        # The operating point: Youden's J on the dev split's calibrated P(death).
+        threshold = youden_threshold([1 - y[p] for p in dev], 1.0 - expit(dev_logits / temperature))
+        test_all = sorted(pid for pid in parts["test"] if pid in by_id)
+        test_known = [pid for pid in test_all if pid in known]
+        logits = dict(zip(test_all, _logits(forward, shipped, test_all, inputs, device), strict=False))
+        p_death = {pid: 1.0 - float(expit(logits[pid] / temperature)) for pid in test_all}
+        held_out = binary_metrics(
+            np.array([1 - y[p] for p in test_known]),
+            np.array([p_death[p] for p in test_known]),
+            threshold,
+            ("Survived", "Died"),
+        )
+        held_out["unit"] = "patient"
+        held_out["km"] = risk_groups_km(
+            [by_id[p] for p in test_all], {pid: p_death[pid] >= threshold for pid in test_all}, "death"
+        )
+        return Measured({"held_out": held_out}, thresholds={"death": threshold})
+
     count = Counter(str(by_id[p].outcome) for p in by_id)
     training = {
         "data": {
@@ -274,36 +258,33 @@ def train_survival(
             "xrays": int(sum(s.shape[0] for s in series.values())),
             "split": f"patient-level {int(SPLIT[0] * 100)}/{int(SPLIT[1] * 100)}/{int(SPLIT[2] * 100)}, "
             f"stratified by outcome, seed {config.seed}; patients still in hospital only in the test split's KM",
-            "held_out_patients": test_all,
+            "held_out_patients": sorted(pid for pid in parts["test"] if pid in by_id),
         },
         "cnn_init": init_note,
         "config": asdict(config) | {"device": str(device)},
-        "epochs_run": len(fit.history),
-        "best_epoch": fit.best_epoch,
-        "learning_curves": fit.history,
-        "calibration": calibration.to_record(),
-        **provenance(),
+        **fit.to_record(),
     }
-    card = ModelCard(
+    draft = CardDraft(
         id=config.id,
-        version=card_version(digest),
         architecture="cnn-lstm",
         architecture_kwargs=config.architecture_kwargs(),
-        weights_file=weights_path.name,
-        sha256=digest,
         input_kind="xray-series",
         input=spec,
         labels=SURVIVAL_LABELS,
         gradcam_layer=CnnLstmSurvival.gradcam_layer,
         intended_use=config.intended_use,
-        temperature=temperature,
-        thresholds={"death": threshold},
-        training=training,
-        metrics={"held_out": held_out},
         extra={
             "task": "survival",
             "outputs": "one logit: P(survival) = sigmoid(logit / temperature); high risk when P(death) >= the death threshold",
         },
     )
-    write_manifest_entry(out_dir, card)
-    return SurvivalTrainResult(card, weights_path, fit.history)
+    dev_split = DevSplit(
+        lambda shipped: _logits(forward, shipped, dev, inputs, device),
+        np.array([y[p] for p in dev]),
+        "sigmoid",
+        f"dev split ({len(dev)} patients)",
+    )
+    # The network trained is the one the file is loaded back into: the frozen CNN's features
+    # were read once, before training, and ``forward`` reads them through this network's head.
+    published = publish(fit.state, lambda: model, device, out_dir, draft, dev_split, measure, training)
+    return TrainResult(published.card, published.weights_path, fit.history)

@@ -11,44 +11,49 @@ stopping on the dev loss (the best dev-loss weights are kept), optional balanced
 (appendix D), augmentation, and a seeded patient-level 80/10/10 split. The held-out test
 metrics are measured on the weights exactly as shipped (after the half-precision round trip),
 with the calibration temperature fitted on the dev split (:mod:`core.evaluation.calibration`)
-that the card stores and every prediction applies.
+that the card stores and every prediction applies: the loop is :func:`core.training.loop.fit`,
+saving, measuring and registering :func:`core.training.publish.publish`.
 """
 
 from __future__ import annotations
 
-import copy
 import csv
-import datetime as dt
+import json
 import logging
 import math
 import re
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from tqdm import tqdm
 
+from core.ct.preprocess import LUNG_WINDOW
 from core.datasets.sources import Sample, label_set, load_source, split_by_patient
 from core.errors import DashboardError, InsufficientDataError, InvalidInputError
-from core.evaluation.calibration import fit_calibration
 from core.evaluation.metrics import apply_temperature
 from core.evaluation.ood import LOOKALIKE, lookalike_features
 from core.evaluation.reports import classification_report
 from core.io.images import read_xray
 from core.models.architectures import build_model
-from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
-from core.models.registry import load_state_dict, select_device, sha256_of
+from core.models.manifest import InputSpec
 from core.ood import fit_reference, layer_features, write_reference
 from core.preprocess import normalise, to_unit_square
+from core.torchvision_compat import ensure_torchvision
+from core.training import loop
+from core.training.loop import Record, StepLoss, evaluate, predict_logits, seeded_device
+from core.training.publish import DEMO_INTENDED_USE, CardDraft, DevSplit, Measured, TrainResult, publish
 
 logger = logging.getLogger(__name__)
 
-DEMO_INTENDED_USE = "Demo weights trained on synthetic phantoms; not for clinical use."
 #: Marker file a synthetic dataset carries (``python -m core demo xray-dataset`` writes it).
 SYNTHETIC_MARKER = "dataset.json"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -132,8 +137,6 @@ class XrayTrainConfig:
 
     def input_spec(self) -> InputSpec:
         if self.kind == "ct-slice":
-            from core.ct.preprocess import LUNG_WINDOW
-
             return InputSpec(
                 self.size,
                 1,
@@ -172,8 +175,6 @@ def data_domain(source: str | Path, requested: str | None = None) -> str:
     base = root if root.is_dir() else root.parent
     marker = base / SYNTHETIC_MARKER
     if marker.is_file():
-        import json
-
         try:
             return "demo" if json.loads(marker.read_text(encoding="utf-8")).get("synthetic") else "real"
         except (OSError, ValueError, AttributeError):
@@ -193,11 +194,10 @@ def intended_use_for(domain: str, kind: str, n_images: int, source: str | Path) 
 
 
 @dataclass
-class TrainResult:
-    card: ModelCard
-    weights_path: Path
+class XrayTrainResult(TrainResult):
+    """:class:`core.training.publish.TrainResult` with the learning curves' CSV file."""
+
     curves_path: Path
-    history: list[dict[str, float]] = field(default_factory=list)
 
 
 class _ImageSet(Dataset):
@@ -209,10 +209,8 @@ class _ImageSet(Dataset):
         self.images, self.targets, self.spec, self.strong = images, targets, spec, strong and augment
         self.transform: Callable[[torch.Tensor], torch.Tensor] | None = None
         if augment:
-            from core.torchvision_compat import ensure_torchvision
-
             ensure_torchvision()
-            from torchvision.transforms import v2
+            from torchvision.transforms import v2  # only after ensure_torchvision (core.torchvision_compat)
 
             # No horizontal flips: the heart is on the left, and a flipped chest is not a chest.
             if self.strong:
@@ -240,8 +238,6 @@ def _strong_augment(x: torch.Tensor) -> torch.Tensor:
     resampling texture (a blur, or a down-and-up resample, each half the time), burned-in markers
     and black frames at the edges (each border blanked, a third of the time, by up to 15%), and
     processing (a gamma in [0.7, 1.4])."""
-    import torch.nn.functional as F
-
     size = x.shape[-1]
     r = torch.rand(4)
     if r[0] < 0.25:
@@ -271,8 +267,6 @@ def _strong_augment(x: torch.Tensor) -> torch.Tensor:
 def _load_images(
     samples: list[Sample], size: int, progress: bool, labels: tuple[str, ...]
 ) -> tuple[torch.Tensor, torch.Tensor, list[Sample], int]:
-    from tqdm import tqdm
-
     images, targets, kept, skipped = [], [], [], 0
     for s in tqdm(samples, desc="reading images", unit="img", disable=not progress):
         try:
@@ -311,53 +305,63 @@ def _init_from_imagenet(model: nn.Module, architecture: str, state: dict[str, to
     logger.info("ImageNet init: %d missing (the new head), %d unexpected keys", len(missing), len(unexpected))
 
 
-@torch.inference_mode()
-def _predict_logits(model: nn.Module, images: torch.Tensor, spec: InputSpec, device: torch.device) -> np.ndarray:
-    """float32 (N, K) logits of uint8 images (N, 1, S, S), in batches of 64."""
-    model.eval()
-    out = []
-    for start in range(0, images.shape[0], 64):
-        x = normalise(images[start : start + 64].float() / 255.0, spec).to(device)
-        out.append(model(x).float().cpu())
-    return torch.cat(out).numpy()
-
-
-def _normalised_batches(images: torch.Tensor, spec: InputSpec, size: int = 64):
+def _normalised_batches(images: torch.Tensor, spec: InputSpec, size: int = 64) -> Iterator[torch.Tensor]:
     """Model inputs of uint8 images (N, 1, S, S), in batches."""
     for start in range(0, images.shape[0], size):
         yield normalise(images[start : start + size].float() / 255.0, spec)
 
 
-def _epoch_loss(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, device: torch.device) -> tuple[float, float]:
-    model.eval()
-    total, correct, n = 0.0, 0, 0
-    with torch.inference_mode():
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            logits = model(x)
-            total += float(loss_fn(logits, y)) * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            n += len(y)
-    return total / n, correct / n
+def image_logits(model: nn.Module, images: torch.Tensor, spec: InputSpec, device: torch.device) -> np.ndarray:
+    """float32 (N, outputs) logits of uint8 images (N, 1, S, S), in batches of 64."""
+    return predict_logits(model, ((x.to(device),) for x in _normalised_batches(images, spec)))
 
 
-def save_half(state: dict[str, torch.Tensor], path: Path) -> None:
-    """Save a state dict with floating tensors in half precision (storage only)."""
-    torch.save({k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}, path)
+def _cosine_schedule(
+    optimiser: torch.optim.Optimizer, max_epochs: int, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """One warm-up epoch, then cosine decay to 0 over the remaining steps."""
+    total_steps = max(1, max_epochs * steps_per_epoch)
+    warmup = min(steps_per_epoch, total_steps // 2)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimiser, factor)
 
 
-def provenance() -> dict[str, str]:
-    """When and with what a model was trained, for the model card's ``training`` record."""
-    return {
-        "trained_on": dt.date.today().isoformat(),
-        "torch": torch.__version__,
-        "stored_as": "float16 (loaded as float32)",
-    }
+def _split(samples: list[Sample], config: XrayTrainConfig) -> tuple[dict[str, list[Sample]], int]:
+    """The patient-level split, and the block size it used: image by image (block 1) when the
+    data are too few for blocks of ``config.block`` (a small dataset), with a warning."""
+    try:
+        return split_by_patient(samples, seed=config.seed, block=config.block), config.block
+    except InsufficientDataError:
+        if config.block == 1:
+            raise
+        logger.warning("too few images for split blocks of %d; splitting image by image", config.block)
+        return split_by_patient(samples, seed=config.seed, block=1), 1
 
 
-def card_version(digest: str) -> str:
-    """A model version: the training date and the start of the weights' sha256."""
-    return f"{dt.date.today():%Y%m%d}-{digest[:8]}"
+def _split_words(samples: list[Sample], seed: int, block: int) -> str:
+    anonymous = sum(s.anonymous for s in samples)
+    words = f"patient-level 80/10/10, stratified by label, seed {seed}"
+    if anonymous and block > 1:
+        words += (
+            f"; the {anonymous} images without a patient id are kept together in blocks of {block} "
+            "neighbouring file numbers (neighbours are often one patient or one scan), so a patient can still "
+            "straddle two blocks"
+        )
+    elif anonymous:
+        words += f"; the {anonymous} images without a patient id are split image by image"
+    return words
+
+
+def _write_curves(path: Path, history: list[Record]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
 
 
 def train_xray(
@@ -365,12 +369,9 @@ def train_xray(
     out_dir: str | Path,
     config: XrayTrainConfig,
     progress: bool = True,
-) -> TrainResult:
+) -> XrayTrainResult:
     """Train on ``source`` (class folders or CSV manifest), write weights + manifest entry in ``out_dir``."""
-    from tqdm import tqdm
-
-    torch.manual_seed(config.seed)
-    device = select_device(config.device)
+    device = seeded_device(config.seed, config.device)
     spec = config.input_spec()
     # Fail before reading a whole dataset when the ImageNet checkpoint is not on disk.
     imagenet = _imagenet_state(config.architecture) if config.init == "imagenet" else None
@@ -379,16 +380,7 @@ def train_xray(
     if len(labels) < 2:
         raise InsufficientDataError(f"The data hold one class only ({', '.join(labels)}); training needs two.")
     domain = data_domain(source, config.domain)
-    block = config.block
-    try:
-        parts = split_by_patient(samples, seed=config.seed, block=block)
-    except InsufficientDataError:
-        if block == 1:
-            raise
-        # Too few images for blocks of this size (a small dataset): split image by image, and say so.
-        logger.warning("too few images for split blocks of %d; splitting image by image", block)
-        block = 1
-        parts = split_by_patient(samples, seed=config.seed, block=block)
+    parts, block = _split(samples, config)
     loaded = {name: _load_images(items, spec.size, progress, labels) for name, items in parts.items()}
     sets = {
         name: _ImageSet(imgs, tgts, spec, augment=config.augment and name == "train", strong=config.strong_augment)
@@ -419,111 +411,40 @@ def train_xray(
         if config.weight_decay
         else torch.optim.Adam(trainable, lr=config.lr)
     )
-    steps_per_epoch = len(train_loader)
-    scheduler = None
-    if config.schedule == "cosine":
-        total_steps = max(1, config.max_epochs * steps_per_epoch)
-        warmup = min(steps_per_epoch, total_steps // 2)
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, factor)
+    scheduler = (
+        _cosine_schedule(optimiser, config.max_epochs, len(train_loader)) if config.schedule == "cosine" else None
+    )
     loss_fn = nn.CrossEntropyLoss()
 
-    history: list[dict[str, float]] = []
-    best_loss, best_state, best_epoch, stale = math.inf, None, 0, 0
-    for epoch in range(1, config.max_epochs + 1):
-        model.train()
-        total, correct, n = 0.0, 0, 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{config.max_epochs}", unit="batch", disable=not progress)
-        for x, y in bar:
-            x, y = x.to(device, memory_format=torch.channels_last), y.to(device)
-            optimiser.zero_grad(set_to_none=True)
-            logits = model(x)
-            loss = loss_fn(logits, y)
-            loss.backward()
-            optimiser.step()
-            if scheduler is not None:
-                scheduler.step()
-            total += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            n += len(y)
-            bar.set_postfix(loss=f"{total / n:.4f}")
-        dev_loss, dev_acc = _epoch_loss(model, dev_loader, loss_fn, device)
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": total / n,
-                "train_accuracy": correct / n,
-                "dev_loss": dev_loss,
-                "dev_accuracy": dev_acc,
-            }
-        )
-        if progress:
-            tqdm.write(
-                f"epoch {epoch}: train loss {total / n:.4f} acc {correct / n:.3f} | dev loss {dev_loss:.4f} acc {dev_acc:.3f}"
-            )
-        if dev_loss < best_loss - 1e-4:
-            best_loss, best_state, best_epoch, stale = dev_loss, copy.deepcopy(model.state_dict()), epoch, 0
-        else:
-            stale += 1
-            if stale >= config.patience:
-                if progress:
-                    tqdm.write(f"early stopping: dev loss has not improved for {config.patience} epochs")
-                break
+    def step(batch: tuple[torch.Tensor, torch.Tensor], layout: torch.memory_format = torch.channels_last) -> StepLoss:
+        x, y = batch[0].to(device, memory_format=layout), batch[1].to(device)
+        logits = model(x)
+        return StepLoss(loss_fn(logits, y), len(y), int((logits.argmax(1) == y).sum()))
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    weights_path = out_dir / f"{config.id}.pt"
-    assert best_state is not None
-    save_half(best_state, weights_path)
-
-    # Measure what ships: rebuild from the saved half-precision file.
-    shipped = build_model(config.architecture, **arch_kwargs)
-    shipped.load_state_dict(load_state_dict(weights_path))
-    shipped.to(device)
-    logits = {part: _predict_logits(shipped, loaded[part][0], spec, device) for part in ("test", "dev")}
-    calibration = fit_calibration(
-        logits["dev"], loaded["dev"][1].numpy(), "softmax", fitted_on=f"dev split ({len(loaded['dev'][1])} images)"
-    )
-    metrics = {
-        part: classification_report(
-            loaded[part][1].tolist(), apply_temperature(logits[part], calibration.temperature), labels
-        )
-        for part in ("test", "dev")
-    }
-
-    # The OOD reference (core.ood): the shipped model's features of the training images (not
-    # augmented), the threshold accepting 95% of the dev images.
-    layers = list(shipped.ood_layers)
-    feats = {
-        part: layer_features(shipped, _normalised_batches(loaded[part][0], spec), device, layers)
-        for part in ("train", "dev")
-    }
-    n_train, n_dev = len(loaded["train"][1]), len(loaded["dev"][1])
-    reference = fit_reference(feats["train"], loaded["train"][1].numpy(), feats["dev"], layers)
-    if domain == "real":  # the demo's phantoms are the look-alike a real-data model must refuse
-        look = lookalike_features(shipped, spec, config.kind == "ct-slice", device, layers)
-        reference = reference.with_lookalike(LOOKALIKE, look[-1], feats["dev"][-1])
-    ood = write_reference(
-        out_dir,
-        config.id,
-        reference,
-        f"training split ({n_train} images), threshold on the dev split ({n_dev} images)",
-        n_train,
-        n_dev,
+    fit = loop.fit(
+        model,
+        optimiser,
+        lambda epoch: train_loader,
+        step,
+        lambda: evaluate(model, dev_loader, partial(step, layout=torch.preserve_format)),
+        max_epochs=config.max_epochs,
+        patience=config.patience,
+        scheduler=scheduler,
+        progress=progress,
     )
 
-    curves_path = out_dir / f"{config.id}.learning-curves.csv"
-    with curves_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
+    def measure(shipped: nn.Module, temperature: float, dev_logits: np.ndarray) -> Measured:
+        logits = {"test": image_logits(shipped, loaded["test"][0], spec, device), "dev": dev_logits}
+        metrics = {
+            part: classification_report(loaded[part][1].tolist(), apply_temperature(z, temperature), labels)
+            for part, z in logits.items()
+        }
+        return Measured(
+            {"held_out": metrics["test"], "dev": metrics["dev"]},
+            thresholds={"covid": 0.5} if config.kind == "ct-slice" else {},
+            extra={"ood": _fit_ood(shipped, loaded, spec, device, domain == "real", config, out_dir)},
+        )
 
-    digest = sha256_of(weights_path)
     root = Path(source)
     base = root if root.is_dir() else root.parent
 
@@ -533,16 +454,6 @@ def train_xray(
         except ValueError:
             return str(s.path)
 
-    anonymous = sum(s.anonymous for s in samples)
-    split_words = f"patient-level 80/10/10, stratified by label, seed {config.seed}"
-    if anonymous and block > 1:
-        split_words += (
-            f"; the {anonymous} images without a patient id are kept together in blocks of {block} "
-            "neighbouring file numbers (neighbours are often one patient or one scan), so a patient can still "
-            "straddle two blocks"
-        )
-    elif anonymous:
-        split_words += f"; the {anonymous} images without a patient id are split image by image"
     training = {
         "data": {
             "source": str(source),
@@ -551,34 +462,65 @@ def train_xray(
             "licences": config.licences,
             "images": {p: dict(Counter(s.label for s in loaded[p][2])) for p in ("train", "dev", "test")},
             "skipped_unreadable": sum(v[3] for v in loaded.values()),
-            "split": split_words,
+            "split": _split_words(samples, config.seed, block),
             "test_files": sorted(rel(s) for s in loaded["test"][2]),
             "dev_files": sorted(rel(s) for s in loaded["dev"][2]),
         },
         "config": asdict(config) | {"device": str(device), "block": block},
-        "epochs_run": len(history),
-        "best_epoch": best_epoch,
-        "learning_curves": history,
-        "calibration": calibration.to_record(),
-        **provenance(),
+        **fit.to_record(),
     }
-    card = ModelCard(
+    draft = CardDraft(
         id=config.id,
-        version=card_version(digest),
         architecture=config.architecture,
         architecture_kwargs=arch_kwargs,
-        weights_file=weights_path.name,
-        sha256=digest,
         input_kind=config.kind,
         input=spec,
         labels=labels,
-        gradcam_layer=str(shipped.gradcam_layer),
+        gradcam_layer=str(model.gradcam_layer),
         intended_use=config.intended_use or intended_use_for(domain, config.kind, len(samples), source),
-        temperature=calibration.temperature,
-        thresholds={"covid": 0.5} if config.kind == "ct-slice" else {},
-        training=training,
-        metrics={"held_out": metrics["test"], "dev": metrics["dev"]},
-        extra={"domain": domain, "ood": ood} | ({"caveats": config.caveats} if config.caveats else {}),
+        extra={"domain": domain} | ({"caveats": config.caveats} if config.caveats else {}),
     )
-    write_manifest_entry(out_dir, card)
-    return TrainResult(card=card, weights_path=weights_path, curves_path=curves_path, history=history)
+    n_dev = len(loaded["dev"][1])
+    dev = DevSplit(
+        lambda shipped: image_logits(shipped, loaded["dev"][0], spec, device),
+        loaded["dev"][1].numpy(),
+        "softmax",
+        f"dev split ({n_dev} images)",
+    )
+    network = partial(build_model, config.architecture, **arch_kwargs)
+    published = publish(fit.state, network, device, out_dir, draft, dev, measure, training)
+    curves_path = Path(out_dir) / f"{config.id}.learning-curves.csv"
+    _write_curves(curves_path, fit.history)
+    return XrayTrainResult(published.card, published.weights_path, fit.history, curves_path)
+
+
+def _fit_ood(
+    shipped: nn.Module,
+    loaded: dict[str, tuple[torch.Tensor, torch.Tensor, list[Sample], int]],
+    spec: InputSpec,
+    device: torch.device,
+    real: bool,
+    config: XrayTrainConfig,
+    out_dir: str | Path,
+) -> dict[str, Any]:
+    """The OOD reference (core.ood): the shipped model's features of the training images (not
+    augmented), the threshold accepting 95% of the dev images; a real-data model must also refuse
+    its look-alike, the demo's phantoms. Written beside the weights; returns the card's record."""
+    layers = list(shipped.ood_layers)
+    feats = {
+        part: layer_features(shipped, _normalised_batches(loaded[part][0], spec), device, layers)
+        for part in ("train", "dev")
+    }
+    n_train, n_dev = len(loaded["train"][1]), len(loaded["dev"][1])
+    reference = fit_reference(feats["train"], loaded["train"][1].numpy(), feats["dev"], layers)
+    if real:
+        look = lookalike_features(shipped, spec, config.kind == "ct-slice", device, layers)
+        reference = reference.with_lookalike(LOOKALIKE, look[-1], feats["dev"][-1])
+    return write_reference(
+        out_dir,
+        config.id,
+        reference,
+        f"training split ({n_train} images), threshold on the dev split ({n_dev} images)",
+        n_train,
+        n_dev,
+    )

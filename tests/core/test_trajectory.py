@@ -37,7 +37,7 @@ from core.models.architectures import build_model
 from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
 from core.models.registry import LoadedModel, ModelRegistry, sha256_of
 from core.search.embeddings import read_stored_xray
-from core.training.xray import save_half
+from core.training.publish import save_half
 from core.trajectory.curves import (
     FEATURE_COLUMNS,
     Point,
