@@ -37,8 +37,8 @@ def main() -> int:
     from core.models.registry import ModelRegistry
     from core.survival.analysis import model_role_ids
     from core.survival.km import km_analysis
+    from core.survival.km_figure import km_figure
     from core.survival.predict import predict_prognosis, predict_survival
-    from ui.km_figure import km_figure
 
     registry = ModelRegistry(args.weights, device=torch.device("cpu"))
     roles = model_role_ids(registry)

@@ -22,6 +22,7 @@ True
 from __future__ import annotations
 
 import base64
+import datetime
 import html
 import logging
 import re
@@ -198,6 +199,12 @@ def report_filename_for(pseudonym: str) -> str:
     and the stem is cut at 80 characters, so the name is safe on any file system."""
     stem = _UNSAFE_FILENAME_CHARS.sub("-", pseudonym).strip("._-")[:_MAX_FILENAME_STEM].strip("._-")
     return f"case-report-{stem}.html" if stem else "case-report.html"
+
+
+def today() -> str:
+    """Today's date in ISO form, for :attr:`CaseReport.created` (the caller reads the clock, so
+    :func:`render_report` never does)."""
+    return datetime.date.today().isoformat()
 
 
 def _esc(text: str) -> str:

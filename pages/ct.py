@@ -10,6 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.case_reports.ct import ct_case_report, ct_identifier_rows, ct_pseudonym, is_dicom_series
 from core.ct.analysis import analyse_ct, slice_cam
 from core.ct.views import (
     PLANES,
@@ -21,24 +22,17 @@ from core.ct.views import (
     signed_overlay,
     take_slice,
 )
+from core.demo.images import DEMO_CTS, demo_ct
 from core.errors import DashboardError
+from core.explain.figures import IMAGE_CONFIG, image_figure
 from core.explain.overlay import render_overlay
 from core.report import report_filename_for
+from core.text import DISCLAIMER
 from ui import resources
-from ui.demo_images import DEMO_CTS, demo_ct
-from ui.figures import IMAGE_CONFIG, image_figure
 from ui.model_card import model_label
 from ui.navigation import use_app_navigation
-from ui.report import (
-    IDENTIFIERS_LABEL,
-    ct_case_report,
-    ct_identifier_rows,
-    ct_pseudonym,
-    is_dicom_series,
-    report_download,
-)
+from ui.report import IDENTIFIERS_LABEL, report_download
 from ui.session import digest, memo
-from ui.text import DISCLAIMER
 
 CAM_OFF = "Off"
 CAM_UNSIGNED = "COVID3D Grad-CAM (where COVID3D looked)"

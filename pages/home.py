@@ -7,12 +7,12 @@ import streamlit as st
 
 from core.errors import DashboardError
 from core.models.card_metrics import RecordedSplit
+from core.text import DISCLAIMER, describe_input_grid, km_summary
+from core.training.figures import learning_curves_figure
 from ui import resources
-from ui.figures import learning_curves_figure
 from ui.library import library
 from ui.model_card import domain_badge, ood_detector, provenance, shortcut_checks
 from ui.navigation import use_app_navigation
-from ui.text import DISCLAIMER, describe_input_grid, km_summary
 
 use_app_navigation()
 st.title("COVID-19 chest imaging dashboard")

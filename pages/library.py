@@ -12,9 +12,9 @@ import streamlit as st
 from core.errors import DashboardError
 from core.labels import XRAY_LABELS
 from core.library.records import OUTCOMES, Patient, PatientFilter
+from core.text import DISCLAIMER, describe_outcome, describe_study_time
 from ui.library import library_or_stop, show_full_size
 from ui.navigation import use_app_navigation
-from ui.text import DISCLAIMER, describe_outcome, describe_study_time
 
 UNLABELLED = "Unlabelled"
 IMPORT_FORMATS = {

@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from core.demo.images import demo_xrays
 from core.errors import DashboardError
+from core.explain.figures import IMAGE_CONFIG, side_by_side_figure
 from core.explain.overlay import render_overlay, resize_unit
 from core.inference import analyse_xray, xray_ood
 from core.io.images import read_xray
@@ -17,15 +19,13 @@ from core.labels import XRAY_LABELS
 from core.library.records import OUTCOMES, PatientFilter, Study
 from core.search.embeddings import REFERENCE_MODEL, check_embeddable, read_stored_xray
 from core.search.similar import UNLABELLED, SearchFilter, SearchResults, find_similar
+from core.text import DISCLAIMER, describe_outcome, describe_study_time
 from ui import resources
-from ui.demo_images import demo_xrays
-from ui.figures import IMAGE_CONFIG, side_by_side_figure
 from ui.library import library_or_stop, show_full_size
 from ui.model_card import model_label
 from ui.navigation import use_app_navigation
 from ui.search import evaluation, index_missing, library_index, missing_embeddings
 from ui.session import digest, memo, share_xrays, shared_xrays
-from ui.text import DISCLAIMER, describe_outcome, describe_study_time
 
 UPLOAD, CASE = "An X-ray (upload)", "A library case"
 ANY_MODALITY = "Any modality"

@@ -8,11 +8,14 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from core.case_reports.survival import PatientView
+from core.demo.images import DEMO_FOLLOW_UP, demo_follow_up_xrays
 from core.errors import DashboardError, InsufficientDataError
 from core.explain.overlay import render_overlay
 from core.io.images import read_xray
 from core.survival.analysis import GROUPINGS, HIGH, model_role_ids, role_of
 from core.survival.cohort import OutcomePatient, library_patients
+from core.survival.km_figure import GROUPING_LABELS, km_figure, y_title
 from core.survival.predict import (
     PrognosisPrediction,
     SurvivalPrediction,
@@ -22,24 +25,13 @@ from core.survival.predict import (
     prognosis_threshold,
     survival_threshold,
 )
+from core.survival.risk_check import calibration_figure, model_check_rows
+from core.text import DISCLAIMER, describe_outcome, percent
 from ui import resources
-from ui.demo_images import DEMO_FOLLOW_UP, demo_follow_up_xrays
-from ui.km_figure import km_figure
 from ui.library import library_or_stop
 from ui.navigation import use_app_navigation
 from ui.session import digest, memo, shared_xrays
-from ui.survival import (
-    ENDPOINT_LABELS,
-    GROUPING_LABELS,
-    PatientView,
-    calibration_figure,
-    case_report,
-    grouped_cohort,
-    model_check_rows,
-    patient_choices,
-    y_title,
-)
-from ui.text import DISCLAIMER, describe_outcome, percent
+from ui.survival import ENDPOINT_LABELS, case_report, grouped_cohort, patient_choices
 
 ROLE_NAMES = {
     "prognosis-2": "2-scan prognosis model",

@@ -8,11 +8,14 @@ import pandas as pd
 import streamlit as st
 
 from core.ct.views import signed_overlay
+from core.demo.images import demo_follow_up_cts, demo_follow_up_xrays
 from core.errors import DashboardError
 from core.io.ct_input import read_ct_upload
 from core.io.images import read_xray
 from core.labels import XRAY_LABELS
 from core.library.records import PatientFilter
+from core.text import DISCLAIMER, describe_outcome, describe_study_time
+from core.trajectory.changes import findings_changes, point_rows
 from core.trajectory.curves import (
     cohort_curve,
     cohort_points,
@@ -22,11 +25,10 @@ from core.trajectory.curves import (
     patient_trajectory,
 )
 from core.trajectory.explain import UploadedScan, scaled_maps, upload_trajectory, upload_verdicts
+from core.trajectory.figures import change_box_figure, cohort_figure, findings_heatmap, trajectory_figure
 from core.trajectory.findings_change import (
     CATEGORIES,
     CHANGE_RULE,
-    category_from_change,
-    category_from_note,
     change_statistics,
     patient_findings,
     predict_worse_vs_improved,
@@ -42,13 +44,10 @@ from core.trajectory.scores import (
     scored_refs,
 )
 from ui import resources
-from ui.demo_images import demo_follow_up_cts, demo_follow_up_xrays
-from ui.figures import change_box_figure, cohort_figure, findings_heatmap, trajectory_figure
 from ui.library import library_or_stop, show_full_size
 from ui.model_card import model_label
 from ui.navigation import use_app_navigation
 from ui.session import digest, memo, shared_xrays
-from ui.text import DISCLAIMER, describe_outcome, describe_study_time
 
 CT_SERIES, XRAY_SERIES = "CT: COVID3D s(t)", "X-ray: P(COVID-19)"
 LIBRARY_PATIENT, MY_UPLOADS = "A library patient", "My uploads (this session)"
@@ -291,18 +290,8 @@ m2.metric("Peak", f"{f.peak:.2f}", help="The highest score of the series.")
 m3.metric("Day of peak", f"{f.peak_day:g}")
 m4.metric("Last", f"{f.last:.2f}")
 m5.metric("Area under s(t)" if score == CT_SCORE else "Area under P(t)", "-" if f.auc is None else f"{f.auc:.1f}")
-table = pd.DataFrame(
-    {
-        "day": [p.day for p in points],
-        "score": [p.value for p in points],
-        "P(COVID+)": [p.probability for p in points],
-        "slope to next (per day)": [*f.slopes, float("nan")],
-        "1st derivative": list(f.first_derivative) or [None] * len(points),
-        "2nd derivative": list(f.second_derivative) or [None] * len(points),
-    }
-)
-if len(table) == len(points):
-    st.dataframe(table.style.format(precision=3, na_rep="-"), hide_index=True, key="traj_points")
+table = pd.DataFrame(point_rows(trajectory))
+st.dataframe(table.style.format(precision=3, na_rep="-"), hide_index=True, key="traj_points")
 st.caption(
     "Slopes between consecutive scans; derivatives at each scan by second-order finite differences on the "
     "uneven days (the 2nd derivative needs three scans). "
@@ -380,18 +369,10 @@ if modality == "X-ray" and uploaded is None and findings_ids:
             key="traj_findings",
         )
         notes = {s.id: s.note for s in library.patient(pick).studies}
-        rows = []
-        for (_, a_day, a), (b_id, b_day, b) in zip(per_xray, per_xray[1:], strict=False):
-            change = {f: b[f] - a[f] for f in a}
-            from_note = category_from_note(notes.get(b_id))
-            rows.append(
-                {
-                    "pair": f"day {a_day:g} -> {b_day:g}",
-                    "category": from_note or category_from_change(change),
-                    "from": "note" if from_note else "rule",
-                    **{f: change[f] for f in a},
-                }
-            )
+        rows = [
+            {"pair": c.pair, "category": c.category, "from": c.category_from, **c.change}
+            for c in findings_changes(per_xray, notes)
+        ]
         if rows:
             st.markdown("Change of each finding's probability between sequential X-rays (second minus first):")
             st.dataframe(

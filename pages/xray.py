@@ -8,22 +8,24 @@ import functools
 import pandas as pd
 import streamlit as st
 
+from core.case_reports.common import upload_pseudonym
+from core.case_reports.xray import xray_case_report
+from core.demo.images import demo_xrays
 from core.errors import DashboardError
 from core.explain.attributions import GRAD_CAM, METHODS
+from core.explain.figures import IMAGE_CONFIG, image_figure
 from core.explain.overlay import COLORMAPS, png_bytes, render_overlay
 from core.findings import predict_findings
 from core.inference import Reading, analyse_xray, predict_xray, summarise, xray_ood
 from core.io.images import read_xray
 from core.report import report_filename_for
+from core.text import DISCLAIMER, describe_image
 from ui import resources
-from ui.demo_images import demo_xrays
-from ui.figures import IMAGE_CONFIG, image_figure
 from ui.model_card import model_label
 from ui.navigation import use_app_navigation
 from ui.readings import headline, ood_warnings, probability_table
-from ui.report import IDENTIFIERS_LABEL, report_download, upload_pseudonym, xray_case_report
+from ui.report import IDENTIFIERS_LABEL, report_download
 from ui.session import digest, memo, share_xrays
-from ui.text import DISCLAIMER, describe_image
 
 PREDICTED = "Predicted class"
 LEADING = "the leading model"

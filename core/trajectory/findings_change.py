@@ -79,6 +79,13 @@ def category_from_change(change: dict[str, float]) -> str:
     return "Worse" if delta > _RULE_DELTA else "Improved" if delta < -_RULE_DELTA else "Stable"
 
 
+def categorise(change: dict[str, float], note: str | None) -> tuple[str, str]:
+    """(category, "note" or "rule") of a pair: from the second study's note where it compares
+    with the prior, else by :data:`CHANGE_RULE` from the change of each finding."""
+    from_note = category_from_note(note)
+    return (from_note, "note") if from_note else (category_from_change(change), "rule")
+
+
 def score_findings(library: CaseLibrary, model: LoadedModel, *, progress: Progress | None = None) -> int:
     """Store the findings model's probabilities for every X-ray study without them, and its
     features (embeddings) for every X-ray; return how many studies were scored (unreadable
@@ -155,7 +162,7 @@ def xray_pairs(library: CaseLibrary, model: LoadedModel) -> list[XrayPair]:
         ]
         for a, b in zip(studies, studies[1:], strict=False):
             change = {f: probs[f][b.id] - probs[f][a.id] for f in model.card.labels}
-            from_note = category_from_note(b.note)
+            category, category_from = categorise(change, b.note)
             pairs.append(
                 XrayPair(
                     patient=pseudonym,
@@ -165,8 +172,8 @@ def xray_pairs(library: CaseLibrary, model: LoadedModel) -> list[XrayPair]:
                     second_image=first_image[b.id],
                     first_day=float(a.day),  # type: ignore[arg-type]
                     second_day=float(b.day),  # type: ignore[arg-type]
-                    category=from_note or category_from_change(change),
-                    category_from="note" if from_note else "rule",
+                    category=category,
+                    category_from=category_from,
                     change=change,
                 )
             )

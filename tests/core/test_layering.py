@@ -37,6 +37,8 @@ LAYERS: tuple[str, ...] = (
     "trajectory",
     "evaluation",  # metrics, calibration, and a model's figures on its test split (uses ct's patient score)
     "survival",  # its risk check reports evaluation's binary metrics
+    "text",  # the pages' wording; km_summary writes p-values as the survival figures do
+    "case_reports",  # a page's case report, assembled from the analyses above and written by report
     "training",  # a trainer fits, then evaluates what it ships
     "cli",
     "__main__",

@@ -32,10 +32,10 @@ from core.models.registry import ModelRegistry
 from core.survival.analysis import stratify
 from core.survival.cohort import OutcomePatient, library_patients
 from core.survival.predict import predict_survival
+from core.text import percent
 from tests.helpers import ROOT
 from tests.report_helpers import Deferred, downloaded, without_bundle
 from tests.survival_helpers import PROGNOSIS_IDS, SURVIVAL_ID, load_role_models, survival_weights  # noqa: F401
-from ui.text import percent
 
 PAGE = str(ROOT / "pages" / "survival.py")
 #: The first 26 patients of the demo cohort (seed 0): 5 women and 8 men with COVID-19 and two CTs.
@@ -214,7 +214,7 @@ def test_grouping_by_sex_shows_what_stratify_gives_and_the_death_endpoint_change
 ) -> None:
     from lifelines.statistics import logrank_test
 
-    from ui.km_figure import format_p
+    from core.survival.km_figure import format_p
 
     app.run()
     assert not app.exception, app.exception
@@ -351,9 +351,9 @@ def test_the_case_report_of_a_library_patient(
 def test_the_case_report_of_a_patient_whose_group_is_too_small_for_a_curve(km_library: Path) -> None:
     """A Kaplan-Meier analysis leaves out a group of fewer than 5 patients (the page says so);
     the case report of a patient in that group must still be made, and say why there is no curve."""
+    from core.case_reports.survival import PatientView, survival_case_report
     from core.report import render_report
     from core.survival.analysis import GroupedCohort
-    from ui.survival import PatientView, _build_report
 
     library = open_library(km_library, create=False)
     pseudonym = library.patients()[0].pseudonym
@@ -367,7 +367,7 @@ def test_the_case_report_of_a_patient_whose_group_is_too_small_for_a_curve(km_li
     analysis = cohort.analyse()
     assert [g.name for g in analysis.groups] == ["Low risk"]  # the 2-patient group is left out
 
-    document = render_report(_build_report(view, {"clinical": (cohort, analysis)}, None, 0.5))
+    document = render_report(survival_case_report(view, {"clinical": (cohort, analysis)}, None, 0.5))
     assert f"<title>Case review: {pseudonym}</title>" in document
     assert "in the group &#x27;High risk&#x27;: 2 patients, too few for a curve" in document
     assert_no_source_identifier(document, library)

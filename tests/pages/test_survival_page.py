@@ -17,9 +17,9 @@ from core.library.store import open_library
 from core.models.registry import ModelRegistry
 from core.survival.cohort import library_patients
 from core.survival.predict import predict_prognosis, predict_survival
+from core.text import percent
 from tests.helpers import ROOT
 from tests.survival_helpers import PROGNOSIS_IDS, SURVIVAL_ID, survival_weights  # noqa: F401
-from ui.text import percent
 
 PAGE = str(ROOT / "pages" / "survival.py")
 UPLOADS = "My uploads (this session)"
@@ -149,8 +149,8 @@ def test_kaplan_meier_tab_on_six_patients_shows_no_error(app: AppTest, endpoint:
 
 def demo_series() -> tuple[list[str], list[np.ndarray]]:
     """The demo follow-up X-rays' names and windowed images, in the order of their days."""
+    from core.demo.images import demo_follow_up_xrays
     from core.io.images import read_xray
-    from ui.demo_images import demo_follow_up_xrays
 
     demo = sorted(demo_follow_up_xrays(), key=lambda item: item[1])
     return [f"day {day:g}" for _, day, _ in demo], [read_xray(data).windowed() for _, _, data in demo]

@@ -110,7 +110,7 @@ def test_uploads_with_their_days(app: AppTest) -> None:
     assert any("Upload two or more CT scans" in i.value for i in app.info)
     app.button(key="traj_demo_CT").click().run()
     assert not app.exception, app.exception
-    from ui.demo_images import DEMO_FOLLOW_UP
+    from core.demo.images import DEMO_FOLLOW_UP
 
     days = [float(d) for d, _ in DEMO_FOLLOW_UP]
     assert list(app.dataframe[0].value["day"]) == days  # the per-scan table, in time order

@@ -1,9 +1,11 @@
-"""Demo radiographs made on the fly (in memory), for a presentation without patient data."""
+"""Demo radiographs and CT volumes made on the fly (in memory), for a presentation without
+patient data: one image per class, and one phantom patient's follow-up scans."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from core.demo.ct_phantom import generate_ct
 from core.demo.xray_phantom import generate_xray
 from core.labels import XRAY_LABELS
 from core.types import CtVolume
@@ -30,8 +32,6 @@ DEMO_CTS: dict[str, tuple[float, int]] = {
 
 def demo_ct(label: str) -> CtVolume:
     """A demo CT phantom of ``label`` as a volume, as if read from its DICOM series."""
-    from core.demo.ct_phantom import generate_ct
-
     severity, seed = DEMO_CTS[label]
     ct = generate_ct(label, severity, seed)
     return CtVolume(
@@ -52,8 +52,6 @@ _FOLLOW_UP_SEED = 2102
 
 def demo_follow_up_cts() -> list[tuple[str, float, CtVolume]]:
     """(name, day, volume) of a demo patient's follow-up CTs (one anatomy, sessions over time)."""
-    from core.demo.ct_phantom import generate_ct
-
     out = []
     for session, (day, severity) in enumerate(DEMO_FOLLOW_UP):
         ct = generate_ct("COVID-19", severity, _FOLLOW_UP_SEED, session=session)

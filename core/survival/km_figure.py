@@ -23,6 +23,16 @@ KM_COLOURS: tuple[str, ...] = (
     "#F0E442",
 )
 
+#: How each grouping of :data:`core.survival.analysis.GROUPINGS` is named on the page and in reports.
+GROUPING_LABELS: dict[str, str] = {
+    "model": "Model risk",
+    "model-1scan": "Model risk, 1 scan",
+    "clinical": "Clinical factors (age, sex)",
+    "age": "Age band",
+    "sex": "Sex",
+    "s": "Threshold on s(t)",
+}
+
 _BAND_OPACITY = 0.18
 _FONT_SIZE = 13
 
@@ -98,6 +108,11 @@ def km_figure(
     )
     _layout(fig, analysis, title, height, y_title, x_title)
     return fig
+
+
+def y_title(endpoint: str) -> str:
+    """The curves' axis title for an endpoint of :data:`core.survival.analysis.ENDPOINTS`."""
+    return "Proportion still in hospital" if endpoint == "discharge" else "Proportion alive"
 
 
 def comparison_text(analysis: KMAnalysis) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ui.text import percent
+from core.text import percent
 
 
 def test_percent_never_rounds_to_certainty() -> None:

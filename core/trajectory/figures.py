@@ -1,153 +1,10 @@
-"""Plotly figures used by several pages."""
+"""Plotly figures of trajectories: one patient's score over time, the cohort's lines with their
+median course, finding probabilities per X-ray, and the change of a finding per category."""
 
 from __future__ import annotations
 
-import base64
-
-import numpy as np
 import plotly.graph_objects as go
-
-from core.explain.overlay import downsample_for_display, png_bytes
-
-
-def image_figure(
-    rgb: np.ndarray,
-    colorscale: str | None = None,
-    colorbar_title: str = "",
-    height: int = 560,
-    pixel_mm: tuple[float, float] = (1.0, 1.0),
-) -> go.Figure:
-    """A zoomable, pannable image (RGB uint8 (H, W, 3)); with ``colorscale``, a colour bar 0-1.
-
-    The image travels as one PNG (not a heatmap of numbers), so a 2048 px radiograph stays
-    light in the browser. Axes are in original pixels times ``pixel_mm`` (row height, column
-    width): with a CT slice's spacing, the slice keeps its physical aspect ratio.
-    """
-    h, w = rgb.shape[:2]
-    row_mm, col_mm = pixel_mm
-    shown = downsample_for_display(rgb)
-    uri = "data:image/png;base64," + base64.b64encode(png_bytes(shown)).decode("ascii")
-    fig = go.Figure(
-        go.Image(
-            source=uri,
-            x0=0,
-            y0=0,
-            dx=col_mm * w / shown.shape[1],
-            dy=row_mm * h / shown.shape[0],
-            hoverinfo="skip",
-        )
-    )
-    if colorscale:
-        fig.add_trace(
-            go.Scatter(
-                x=[None],
-                y=[None],
-                mode="markers",
-                showlegend=False,
-                hoverinfo="skip",
-                marker=dict(
-                    colorscale=colorscale,
-                    cmin=0.0,
-                    cmax=1.0,
-                    color=[0.0],
-                    showscale=True,
-                    colorbar=dict(
-                        title=dict(text=colorbar_title, side="right"),
-                        thickness=14,
-                        tickvals=[0, 0.5, 1],
-                        ticktext=["low", "0.5", "high"],
-                    ),
-                ),
-            )
-        )
-    fig.update_xaxes(visible=False, range=[0, w * col_mm])
-    fig.update_yaxes(visible=False, range=[h * row_mm, 0], scaleanchor="x")
-    fig.update_layout(height=height, margin=dict(l=0, r=0, t=0, b=0), dragmode="pan")
-    return fig
-
-
-#: Browser-side options: scroll to zoom, drag to pan, double-click to reset.
-IMAGE_CONFIG = {"scrollZoom": True, "displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
-
-
-def learning_curves_figure(curves: list[dict], training: dict) -> go.Figure:
-    """Loss per epoch from a model card's ``learning_curves``. A single run (X-ray: train and
-    dev loss, the kept epoch marked) or k-fold (CT: each fold's train and validation loss, the
-    kept fold drawn bold, its kept epoch marked)."""
-    import pandas as pd
-
-    df = pd.DataFrame(curves)
-    fig = go.Figure()
-    if "fold" not in df:
-        for col, name in (("train_loss", "train loss"), ("dev_loss", "dev loss")):
-            if col in df:
-                fig.add_trace(go.Scatter(x=df["epoch"], y=df[col], mode="lines+markers", name=name))
-        best = training.get("best_epoch")
-        if best:
-            fig.add_vline(x=best, line_dash="dot", annotation_text=f"weights kept (epoch {best})")
-    else:
-        kept = training.get("kept_fold")
-        palette = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
-        for i, (fold, part) in enumerate(df.groupby("fold")):
-            colour = palette[i % len(palette)]
-            width = 3 if fold == kept else 1
-            label = f"fold {fold}" + (" (kept)" if fold == kept else "")
-            fig.add_trace(
-                go.Scatter(
-                    x=part["epoch"],
-                    y=part["train_loss"],
-                    mode="lines",
-                    line=dict(color=colour, width=width, dash="dot"),
-                    name=f"{label} train",
-                    legendgroup=str(fold),
-                )
-            )
-            fig.add_trace(
-                go.Scatter(
-                    x=part["epoch"],
-                    y=part["val_loss"],
-                    mode="lines+markers",
-                    line=dict(color=colour, width=width),
-                    name=f"{label} validation",
-                    legendgroup=str(fold),
-                )
-            )
-        folds = training.get("folds") or []
-        best = next((f.get("best_epoch") for f in folds if f.get("fold") == kept), None)
-        if best:
-            fig.add_vline(x=best, line_dash="dot", annotation_text=f"fold {kept}: weights kept (epoch {best})")
-    fig.update_layout(
-        height=300,
-        margin=dict(l=10, r=10, t=30, b=10),
-        title="Learning curves" + (" (dotted: train, solid: validation)" if "fold" in df else ""),
-        xaxis_title="epoch",
-        yaxis_title="loss",
-    )
-    return fig
-
-
-def side_by_side_figure(left: np.ndarray, right: np.ndarray, titles: tuple[str, str], height: int = 520) -> go.Figure:
-    """Two RGB images (H, W, 3) of the same shape side by side with linked zoom and pan."""
-    from plotly.subplots import make_subplots
-
-    if left.shape != right.shape:
-        raise ValueError(f"images differ in shape: {left.shape} vs {right.shape}")
-    h, w = left.shape[:2]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=titles, horizontal_spacing=0.02)
-    for col, rgb in ((1, left), (2, right)):
-        shown = downsample_for_display(rgb)
-        uri = "data:image/png;base64," + base64.b64encode(png_bytes(shown)).decode("ascii")
-        fig.add_trace(
-            go.Image(source=uri, x0=0, y0=0, dx=w / shown.shape[1], dy=h / shown.shape[0], hoverinfo="skip"),
-            row=1,
-            col=col,
-        )
-    # One zoom for both: the second panel's axes follow the first's.
-    fig.update_xaxes(visible=False, range=[0, w], matches="x")
-    fig.update_yaxes(visible=False, range=[h, 0], matches="y", scaleanchor="x")
-    fig.update_layout(height=height, margin=dict(l=0, r=0, t=30, b=0), dragmode="pan")
-    return fig
-
+from plotly.colors import sample_colorscale
 
 #: Colours of outcomes on cohort plots (colour-blind-safe Okabe-Ito hues).
 OUTCOME_COLOURS = {"discharged": "#009E73", "died": "#D55E00", "in hospital": "#0072B2", None: "#999999"}
@@ -247,8 +104,6 @@ def cohort_figure(
             show = outcome not in shown_outcomes
             shown_outcomes.add(outcome)
         else:
-            from plotly.colors import sample_colorscale
-
             colour = sample_colorscale("Viridis", [min((stay or 0.0) / top, 1.0)])[0]
             legend, show = "", False
         fig.add_trace(

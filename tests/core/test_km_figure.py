@@ -1,4 +1,4 @@
-"""ui.km_figure: what a reader of the Kaplan-Meier figure sees: one curve, band and set of censor
+"""core.survival.km_figure: what a reader of the Kaplan-Meier figure sees: one curve, band and set of censor
 marks per group, the at-risk table's numbers, the p-value and hazard ratio, the legend."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import pytest
 
 from core.survival.km import KMAnalysis, km_analysis
-from ui.km_figure import KM_COLOURS, comparison_text, format_p, km_figure
+from core.survival.km_figure import KM_COLOURS, comparison_text, format_p, km_figure
 
 
 def synthetic(seed: int, sizes: dict[str, int], scales_days: dict[str, float]):

@@ -1,9 +1,11 @@
-"""Wording shown on several pages."""
+"""Wording shown on several pages and in case reports: the disclaimer, and one line about an
+image, a stay, a study's date, a model's input grid, a Kaplan-Meier analysis or a probability."""
 
 from __future__ import annotations
 
 from core.library.records import PatientSummary, Study
 from core.models.manifest import InputSpec
+from core.survival.km_figure import format_p
 from core.types import XrayImage
 
 DISCLAIMER = (
@@ -66,8 +68,6 @@ def describe_input_grid(spec: InputSpec) -> str:
 
 def km_summary(km: dict) -> str:
     """One line from a stored Kaplan-Meier analysis (``KMAnalysis.to_dict()`` or ``{"message": ...}``)."""
-    from ui.km_figure import format_p
-
     if "message" in km:
         return str(km["message"])
     parts = []
