@@ -4,7 +4,9 @@
 - ``--device auto|cpu|cuda``: where models run, ``auto`` = CUDA when present (:func:`device_arg`,
   :func:`registry_of`);
 - ``--library``: the case library (:func:`library_arg`, :func:`open_existing`);
-- ``--model`` of the search embeddings (:func:`embedding_model_arg`, :func:`load_embedding_model`).
+- ``--model`` of the search embeddings (:func:`embedding_model_arg`, :func:`load_embedding_model`);
+- ``--model`` of trajectories, the model that scores each scan (:func:`score_model_arg`,
+  :func:`load_score_model`).
 
 Command modules import from here, never from each other.
 """
@@ -18,9 +20,13 @@ from core.errors import InvalidInputError
 from core.library.store import LibraryError, open_library
 from core.models.registry import DEFAULT_WEIGHTS_DIR, ModelRegistry, select_device
 from core.search.embeddings import REFERENCE_MODEL, check_embeddable
+from core.trajectory.scores import score_name
 
 #: The choices of ``--device``.
 DEVICES = ("auto", "cpu", "cuda")
+
+#: The default ``--model`` of trajectories.
+DEFAULT_SCORE_MODEL = "covid3d"
 
 
 def weights_arg(p: argparse.ArgumentParser) -> None:
@@ -69,4 +75,21 @@ def embedding_model_arg(p: argparse.ArgumentParser) -> None:
 def load_embedding_model(args: argparse.Namespace):
     model = registry_of(args).load(args.model)
     check_embeddable(model)
+    return model
+
+
+def score_model_arg(p: argparse.ArgumentParser) -> None:
+    """``--model`` (the model whose score trajectories follow), ``--weights`` and ``--device``."""
+    p.add_argument(
+        "--model",
+        default=DEFAULT_SCORE_MODEL,
+        help=f"CT volume model (default {DEFAULT_SCORE_MODEL}) or an X-ray model",
+    )
+    weights_arg(p)
+    device_arg(p)
+
+
+def load_score_model(args: argparse.Namespace):
+    model = registry_of(args).load(args.model)
+    score_name(model)  # a plain error for a model that gives no COVID score
     return model

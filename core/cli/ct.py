@@ -7,16 +7,26 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from core.cli.common import device_arg, registry_of, weights_arg
 from core.cli.xray import add_image_training_options
+from core.cli.xray import run_train as run_image_train
+from core.ct.analysis import analyse_ct, slice_cam
+from core.ct.preprocess import LUNG_WINDOW, window_hu
+from core.datasets.sources import is_image_source
+from core.errors import InvalidInputError, MissingModelError
+from core.evaluation.reports import kfold_table
+from core.explain.overlay import png_bytes, render_overlay
+from core.io.ct_input import read_ct_path
+from core.models.covid3d import DEMO_COVID3D
+from core.models.ct_slice import DEMO_CT_SLICE
 from core.models.registry import DEFAULT_WEIGHTS_DIR
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from core.models.covid3d import DEMO_COVID3D
-    from core.models.ct_slice import DEMO_CT_SLICE
-
-    p = sub.add_parser("predict-ct", help="COVID3D and slice-model predictions for one CT series")
+    p = sub.add_parser("predict-ct")
     p.add_argument("path", metavar="PATH", help="a folder of DICOM slices, a zip, a NIfTI file or a single DICOM")
     p.add_argument("--series", help="SeriesInstanceUID to read when PATH holds several series")
     p.add_argument("--model", default=None, help="COVID3D model id (default: the first ct-volume model)")
@@ -34,15 +44,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     device_arg(p)
     p.set_defaults(func=run_predict)
 
-    for name, kind, helptext in (
-        ("train-ct3d", "covid3d", "train COVID3D (3D CNN on whole volumes) with patient-level k-fold CV"),
-        (
-            "train-ct-slice",
-            "ct-slice",
-            "train the 2D slice model (ResNet, COVID vs normal) with patient-level k-fold CV",
-        ),
-    ):
-        t = sub.add_parser(name, help=helptext)
+    for name, kind in (("train-ct3d", "covid3d"), ("train-ct-slice", "ct-slice")):
+        t = sub.add_parser(name)
         t.add_argument("--data", required=True, help="demo, demo:N, a folder with metadata.csv, or a CSV manifest")
         t.add_argument("--out", default=str(DEFAULT_WEIGHTS_DIR), help="weights folder (default: weights/)")
         t.add_argument("--id", dest="model_id", help="model id")
@@ -129,13 +132,6 @@ def _ood_line(fields: dict) -> str:
 
 def _write_slice_cam(args: argparse.Namespace, volume, model, result) -> dict:
     """The slice model's Grad-CAM overlay of one axial slice as a PNG in ``args.cam_dir``."""
-    import numpy as np
-
-    from core.ct.analysis import slice_cam
-    from core.ct.preprocess import LUNG_WINDOW, window_hu
-    from core.errors import InvalidInputError
-    from core.explain.overlay import png_bytes, render_overlay
-
     n = volume.hu.shape[0]
     if args.cam_slice is None:
         read = np.flatnonzero(result.slices_read)
@@ -152,14 +148,8 @@ def _write_slice_cam(args: argparse.Namespace, volume, model, result) -> dict:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from core.ct.analysis import analyse_ct
-    from core.errors import MissingModelError
-    from core.io.ct_input import read_ct_path
-
     path = Path(args.path)
     if not path.exists():
-        from core.errors import InvalidInputError
-
         raise InvalidInputError(f"{args.path} does not exist.")
     volume = read_ct_path(path, series_uid=args.series)
     registry = registry_of(args)
@@ -239,8 +229,6 @@ def run_predict(args: argparse.Namespace) -> int:
 def _train_on_slice_images(args: argparse.Namespace) -> int:
     """train-ct-slice on 2D slice images (class folders or a CSV of PNGs): the 2D image trainer,
     one seeded train/dev/test split (no k-fold: the images are slices, not series)."""
-    from core.cli.xray import run_train as run_image_train
-
     if args.resnet_depth != 18:
         print("error: on slice images the slice model is a ResNet-18", file=sys.stderr)
         return 2
@@ -251,9 +239,7 @@ def _train_on_slice_images(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    import torch
-
-    from core.datasets.sources import is_image_source
+    # Here, not at the top: they cost 1.3-1.5 s of import (python -X importtime) that predict-ct need not pay.
     from core.training.ct import CtTrainConfig, train_ct
     from core.training.xray import DEMO_INTENDED_USE
 
@@ -288,8 +274,6 @@ def run_train(args: argparse.Namespace) -> int:
         f"{result.card.training['kept_fold']}; held-out accuracy {held['accuracy']:.3f}, "
         f"ROC AUC {held['roc_auc_ovr']:.3f} on {held['n']} {result.card.training['data']['unit']}s"
     )
-    from core.evaluation.reports import kfold_table
-
     positive = result.card.training["folds"][0]["validation"]["confusion_matrix"]["labels"][1]
     print(
         f"{'part':10s} {'fold':>4s} {'accuracy':>8s} {'sensitivity':>11s} {'specificity':>11s} {'precision':>9s} {'AUC':>6s}"

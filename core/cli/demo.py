@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from core.cli.progress import LazyBar
+from core.demo.build import build_demo_cohort
+from core.demo.cohort import DEFAULT_PATIENTS
+from core.demo.xray_phantom import write_xray_dataset
+from core.errors import InvalidInputError
+
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="synthetic demo data")
+    p = sub.add_parser("demo")
     demo_sub = p.add_subparsers(dest="demo_command", required=True, metavar="DEMO_COMMAND")
     x = demo_sub.add_parser("xray-dataset", help="write chest X-ray phantoms as class folders + manifest.csv")
     x.add_argument("--out", type=Path, required=True)
@@ -24,9 +30,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def run_xray_dataset(args: argparse.Namespace) -> int:
-    from core.demo.xray_phantom import write_xray_dataset
-    from core.errors import InvalidInputError
-
     if args.per_class < 3:
         raise InvalidInputError("--per-class must be at least 3 (train, dev and test need one patient each).")
     out = write_xray_dataset(args.out, n_per_class=args.per_class, seed=args.seed, size=args.size)
@@ -35,11 +38,6 @@ def run_xray_dataset(args: argparse.Namespace) -> int:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from core.cli.progress import LazyBar
-    from core.demo.build import build_demo_cohort
-    from core.demo.cohort import DEFAULT_PATIENTS
-    from core.errors import InvalidInputError
-
     n = DEFAULT_PATIENTS if args.patients is None else args.patients
     with LazyBar("generating", "patient") as bar:
         try:

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
-from core.cli.common import device_arg, registry_of, weights_arg
-from core.errors import InvalidInputError
+import torch
+
+from core.cli.common import device_arg, library_arg, open_existing, registry_of, weights_arg
+from core.cli.progress import LazyBar
+from core.errors import DashboardError, InvalidInputError
+from core.findings import check_findings_model
 from core.models.registry import DEFAULT_WEIGHTS_DIR
+from core.trajectory.findings_change import (
+    CATEGORIES,
+    CHANGE_RULE,
+    change_statistics,
+    predict_worse_vs_improved,
+    score_findings,
+    xray_pairs,
+)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    t = sub.add_parser(
-        "train-findings",
-        help="train cxr-findings (DenseNet-121, one sigmoid per finding) on a CheXpert-style CSV or the demo cohort",
-    )
+    t = sub.add_parser("train-findings")
     t.add_argument(
         "--data", required=True, help="a CSV with a Path column and finding columns (1/0/-1/blank), or 'demo'"
     )
@@ -33,12 +43,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--note", default="", help="a line about the data for the model card")
     t.set_defaults(func=run_train)
 
-    from core.cli.common import library_arg
-
-    c = sub.add_parser(
-        "findings-change",
-        help="finding changes between sequential X-rays: Worse / Stable / Improved statistics and predictor (seed 004)",
-    )
+    c = sub.add_parser("findings-change")
     c.add_argument("--model", default="cxr-findings", help="the findings model (default cxr-findings)")
     weights_arg(c)
     device_arg(c)
@@ -49,13 +54,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    # Here, not at the top: it costs 1.3-1.5 s of import (python -X importtime) that findings-change need not pay.
     from core.training.findings import FindingsTrainConfig, train_findings
 
     if args.data != "demo" and not Path(args.data).is_file():
         raise InvalidInputError(f"There is no CSV file at {args.data} (or use --data demo).")
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
     config = FindingsTrainConfig(
         model_id=args.model_id,
@@ -87,21 +91,6 @@ def _ci(m: dict) -> str:
 
 
 def run_change(args: argparse.Namespace) -> int:
-    import json
-
-    from core.cli.common import open_existing
-    from core.cli.progress import LazyBar
-    from core.errors import DashboardError
-    from core.findings import check_findings_model
-    from core.trajectory.findings_change import (
-        CATEGORIES,
-        CHANGE_RULE,
-        change_statistics,
-        predict_worse_vs_improved,
-        score_findings,
-        xray_pairs,
-    )
-
     if args.k < 1:
         raise InvalidInputError("--k must be at least 1.")
     library = open_existing(args)

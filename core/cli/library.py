@@ -7,13 +7,28 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from core.cli.common import embedding_model_arg, library_arg, load_embedding_model, open_existing, open_library_of
+from core.cli.common import (
+    embedding_model_arg,
+    library_arg,
+    load_embedding_model,
+    load_score_model,
+    open_existing,
+    open_library_of,
+    score_model_arg,
+)
 from core.cli.progress import LazyBar
+from core.demo.cohort import DEFAULT_PATIENTS
 from core.errors import InvalidInputError
+from core.labels import canonical_label
+from core.library.demo import build_demo_library
+from core.library.importers import import_source
+from core.library.records import PatientFilter
+from core.search.embeddings import index_library
+from core.trajectory.scores import score_library
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("library", help="the case library: import, list, show")
+    p = sub.add_parser("library")
     lib = p.add_subparsers(dest="library_command", required=True, metavar="LIBRARY_COMMAND")
 
     imp = lib.add_parser("import", help="import a dataset (de-identified)")
@@ -59,11 +74,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     score = lib.add_parser("score", help="score every scan with a model for trajectories (incremental)")
     score.add_argument("--json", action="store_true", help="print the report as JSON")
-    from core.cli import trajectory
-
-    trajectory.model_arg(score)
+    score_model_arg(score)
     library_arg(score)
-    score.set_defaults(func=trajectory.run_score)
+    score.set_defaults(func=run_score)
 
     stats = lib.add_parser("stats", help="how many patients, studies and images")
     stats.add_argument("--json", action="store_true")
@@ -72,8 +85,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def run_index(args: argparse.Namespace) -> int:
-    from core.search.embeddings import index_library
-
     library = open_existing(args)
     model = load_embedding_model(args)
     with LazyBar(f"embedding ({model.id} on {model.device.type})", "image") as bar:
@@ -91,9 +102,21 @@ def run_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_import(args: argparse.Namespace) -> int:
-    from core.library.importers import import_source
+def run_score(args: argparse.Namespace) -> int:
+    library = open_existing(args)
+    model = load_score_model(args)
+    with LazyBar(f"scoring ({model.id} on {model.device.type})", "scan") as bar:
+        report = score_library(library, model, progress=bar)
+    if args.json:
+        print(json.dumps(report.as_dict()))
+    else:
+        print(f"{report.added} scans scored, {report.already} already had {model.id} scores ({report.total} in all)")
+        for problem in report.problems:
+            print(f"  skipped {problem}")
+    return 0
 
+
+def run_import(args: argparse.Namespace) -> int:
     if not Path(args.src).exists():
         raise InvalidInputError(f"{args.src} does not exist.")
     library = open_library_of(args, create=True)
@@ -118,9 +141,6 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_build_demo(args: argparse.Namespace) -> int:
-    from core.demo.cohort import DEFAULT_PATIENTS
-    from core.library.demo import build_demo_library
-
     n = args.patients or DEFAULT_PATIENTS
     with LazyBar("building", "patient") as bar:
         try:
@@ -136,9 +156,6 @@ def run_build_demo(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from core.labels import canonical_label
-    from core.library.records import PatientFilter
-
     library = open_existing(args)
     labels = tuple(canonical_label(x) for x in args.label) if args.label else None
     where = PatientFilter(

@@ -7,6 +7,7 @@ status, never a traceback (``--debug`` shows it).
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -14,32 +15,68 @@ from collections.abc import Sequence
 
 from core.errors import DashboardError
 
+#: Every command, in the order ``--help`` lists them: the module of ``core.cli`` that defines it
+#: (its ``add_commands``), and the line ``--help`` shows for it. Only the module of the command
+#: given is imported: together the command modules import torch, scikit-learn and scipy
+#: (``python -X importtime``: 1.2 s before this table, 4.6 s with every import at the top of its
+#: module), and ``python -m core --help`` needs none of them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "predict-xray": ("xray", "3-class probabilities (and overlays) for chest X-ray files"),
+    "train-xray": ("xray", "train an X-ray classifier (the data's classes) and register it"),
+    "models": ("models", "list the models in the manifest"),
+    "demo": ("demo", "synthetic demo data"),
+    "library": ("library", "the case library: import, list, show"),
+    "predict-ct": ("ct", "COVID3D and slice-model predictions for one CT series"),
+    "train-ct3d": ("ct", "train COVID3D (3D CNN on whole volumes) with patient-level k-fold CV"),
+    "train-ct-slice": ("ct", "train the 2D slice model (ResNet, COVID vs normal) with patient-level k-fold CV"),
+    "similar": ("search", "the patients most similar to an X-ray file or a library case"),
+    "evaluate-retrieval": ("search", "precision@k by label and same-patient hit rate of the search"),
+    "trajectory": ("trajectory", "s(t): a model's score over a patient's scans, or the cohort's course"),
+    "train-findings": (
+        "findings",
+        "train cxr-findings (DenseNet-121, one sigmoid per finding) on a CheXpert-style CSV or the demo cohort",
+    ),
+    "findings-change": (
+        "findings",
+        "finding changes between sequential X-rays: Worse / Stable / Improved statistics and predictor (seed 004)",
+    ),
+    "train-survival": ("survival", "train the CNN-LSTM survival model on X-ray series (seed 000)"),
+    "train-prognosis": ("survival", "fine-tune COVID3D for prognosis: remaining stay >= 7 days (seed 003)"),
+    "km": ("survival", "Kaplan-Meier curves of groups: log-rank p-value and Cox hazard ratio"),
+    "evaluate": ("evaluate", "a model's performance on its held-out split or a dataset (page 7)"),
+    "calibrate": ("evaluate", "fit a model's temperature on its recorded dev split (writes the manifest)"),
+    "fit-ood": ("ood", "fit each model's 'unlike my training data' reference on its recorded splits"),
+    "ood-check": ("ood", "measure how well each model flags inputs unlike its training data"),
+    "shortcut-check": ("ood", "border check and Grad-CAM mass in the central region, on the held-out split"),
+}
 
-def build_parser() -> argparse.ArgumentParser:
-    from core.cli import ct, demo, evaluate, findings, library, models, ood, search, survival, trajectory, xray
 
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``python -m core``; with the arguments of ``command`` (a key of
+    :data:`COMMANDS`) and the other commands of its module, or else every command by name only,
+    which is all that ``--help`` and a misspelt command need."""
     parser = argparse.ArgumentParser(
         prog="python -m core", description="COVID-19 chest imaging dashboard: command line."
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    xray.add_commands(sub)
-    models.add_commands(sub)
-    demo.add_commands(sub)
-    library.add_commands(sub)
-    ct.add_commands(sub)
-    search.add_commands(sub)
-    trajectory.add_commands(sub)
-    findings.add_commands(sub)
-    survival.add_commands(sub)
-    evaluate.add_commands(sub)
-    ood.add_commands(sub)
+    if command in COMMANDS:
+        importlib.import_module(f"core.cli.{COMMANDS[command][0]}").add_commands(sub)
+    else:
+        for name, (_, text) in COMMANDS.items():
+            sub.add_parser(name, help=text)
     return parser
 
 
+def _command(argv: Sequence[str]) -> str | None:
+    """The command named in ``argv``: its first word that is not an option (the options before
+    it, ``--debug`` and ``--help``, take no value)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_command(argv)).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

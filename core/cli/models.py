@@ -10,7 +10,7 @@ from core.models.registry import ModelRegistry
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list the models in the manifest")
+    p = sub.add_parser("models")
     weights_arg(p)
     p.add_argument("--json", action="store_true", help="one JSON object per model")
     p.set_defaults(func=run_models)

@@ -21,17 +21,17 @@ import argparse
 import json
 from pathlib import Path
 
+import torch
+
 from core.cli.common import device_arg, registry_of, weights_arg
+from core.evaluation.ood import fit_model_reference
+from core.evaluation.probes import record_probe_check
+from core.evaluation.shortcuts import record_shortcut_check
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-
-    for name, helptext, func in (
-        ("fit-ood", "fit each model's 'unlike my training data' reference on its recorded splits", run_fit),
-        ("ood-check", "measure how well each model flags inputs unlike its training data", run_check),
-        ("shortcut-check", "border check and Grad-CAM mass in the central region, on the held-out split", run_shortcut),
-    ):
-        p = sub.add_parser(name, help=helptext)
+    for name, func in (("fit-ood", run_fit), ("ood-check", run_check), ("shortcut-check", run_shortcut)):
+        p = sub.add_parser(name)
         p.add_argument("--model", action="append", required=True, help="model id (repeatable)")
         weights_arg(p)
         device_arg(p)
@@ -51,16 +51,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _registry(args: argparse.Namespace):
-    import torch
-
     if args.threads:
         torch.set_num_threads(args.threads)
     return registry_of(args)
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from core.evaluation.ood import fit_model_reference
-
     registry = _registry(args)
     for model_id in args.model:
         card = fit_model_reference(registry, model_id)
@@ -77,8 +73,6 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from core.evaluation.probes import record_probe_check
-
     registry = _registry(args)
     for model_id in args.model:
         result = record_probe_check(registry, model_id, n=args.n, real_data=args.real_data)
@@ -95,8 +89,6 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_shortcut(args: argparse.Namespace) -> int:
-    from core.evaluation.shortcuts import record_shortcut_check
-
     registry = _registry(args)
     for model_id in args.model:
         result = record_shortcut_check(registry, model_id, args.caveats if len(args.model) == 1 else None)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
+from tqdm import tqdm
+
 
 class LazyBar:
     """A tqdm bar that appears with the first progress report, not before: an input refused at
@@ -15,8 +17,6 @@ class LazyBar:
         self._bar: Any = None
 
     def __call__(self, done: int, total: int) -> None:
-        from tqdm import tqdm
-
         if self._bar is None:
             self._bar = tqdm(desc=self.desc, unit=self.unit, total=total)
         self._bar.total = total

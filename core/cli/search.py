@@ -10,15 +10,19 @@ from pathlib import Path
 
 from core.cli.common import embedding_model_arg, library_arg, load_embedding_model, open_existing
 from core.errors import InvalidInputError
+from core.io.images import MAX_BYTES, read_xray
+from core.labels import canonical_label
 from core.library.records import OUTCOMES
+from core.search.embeddings import EMBEDDABLE_KINDS
+from core.search.evaluate import evaluate_retrieval
+from core.search.index import BACKENDS
+from core.search.similar import UNLABELLED, SearchFilter, find_similar, open_index, resolve_case
 
 _IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from core.search.index import BACKENDS
-
-    p = sub.add_parser("similar", help="the patients most similar to an X-ray file or a library case")
+    p = sub.add_parser("similar")
     p.add_argument(
         "query",
         metavar="IMAGE_OR_CASE",
@@ -39,7 +43,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     library_arg(p)
     p.set_defaults(func=run_similar)
 
-    ev = sub.add_parser("evaluate-retrieval", help="precision@k by label and same-patient hit rate of the search")
+    ev = sub.add_parser("evaluate-retrieval")
     ev.add_argument("--k", type=int, default=5)
     ev.add_argument(
         "--max-queries", type=int, default=None, help="query with a random subset of this many images (at least 1)"
@@ -51,8 +55,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _note_unindexed(library, model, index) -> None:
-    from core.search.embeddings import EMBEDDABLE_KINDS
-
     total = len(library.image_refs(EMBEDDABLE_KINDS[model.card.input_kind]))
     if total > len(index):
         print(
@@ -63,10 +65,6 @@ def _note_unindexed(library, model, index) -> None:
 
 
 def run_similar(args: argparse.Namespace) -> int:
-    from core.io.images import MAX_BYTES, read_xray
-    from core.labels import canonical_label
-    from core.search.similar import UNLABELLED, SearchFilter, find_similar, open_index, resolve_case
-
     if args.k < 1:
         raise InvalidInputError("--k must be at least 1.")
     library = open_existing(args)
@@ -130,9 +128,6 @@ def run_similar(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from core.search.evaluate import evaluate_retrieval
-    from core.search.similar import open_index
-
     if args.k < 1:
         raise InvalidInputError("--k must be at least 1.")
     if args.max_queries is not None and args.max_queries < 1:

@@ -4,9 +4,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 
-from core.cli.common import device_arg, registry_of, weights_arg
+import torch
+
+from core.cli.common import device_arg, library_arg, open_existing, registry_of, weights_arg
+from core.cli.progress import LazyBar
+from core.errors import MissingModelError
 from core.models.registry import DEFAULT_WEIGHTS_DIR
+from core.survival.analysis import ENDPOINTS, GROUPINGS, S_FEATURES, model_role_ids, role_of, stratify
+from core.survival.cohort import library_patients, load_outcome_source
 
 DATA_HELP = "'demo', 'demo:N' (a simulated cohort, seed 1) or the folder of a case library"
 
@@ -28,7 +35,7 @@ def _common_train(p: argparse.ArgumentParser) -> None:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("train-survival", help="train the CNN-LSTM survival model on X-ray series (seed 000)")
+    s = sub.add_parser("train-survival")
     _common_train(s)
     s.add_argument(
         "--cnn-init",
@@ -38,16 +45,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--finetune-cnn", action="store_true", help="train the DenseNet too (slow; a GPU job)")
     s.set_defaults(func=run_train_survival)
 
-    p = sub.add_parser("train-prognosis", help="fine-tune COVID3D for prognosis: remaining stay >= 7 days (seed 003)")
+    p = sub.add_parser("train-prognosis")
     _common_train(p)
     p.add_argument("--scans", type=int, choices=(1, 2), default=2, help="1 scan, or 2 (prior + follow-up)")
     p.add_argument("--init", default="covid3d", help="the COVID3D model to start from (default covid3d)")
     p.set_defaults(func=run_train_prognosis)
 
-    from core.cli.common import library_arg
-    from core.survival.analysis import ENDPOINTS, GROUPINGS, S_FEATURES
-
-    k = sub.add_parser("km", help="Kaplan-Meier curves of groups: log-rank p-value and Cox hazard ratio")
+    k = sub.add_parser("km")
     k.add_argument(
         "--endpoint",
         choices=ENDPOINTS,
@@ -83,11 +87,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def _training_patients(args: argparse.Namespace) -> tuple[list, str]:
     """``--threads`` applied, then the patients of ``--data`` and a description of them."""
-    from core.survival.cohort import load_outcome_source
-
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
     return load_outcome_source(args.data)
 
@@ -100,6 +100,7 @@ def _km_line(km: dict) -> str:
 
 
 def run_train_survival(args: argparse.Namespace) -> int:
+    # Here, not at the top: it costs 1.3-1.5 s of import (python -X importtime) that km need not pay.
     from core.training.survival import SurvivalTrainConfig, train_survival
 
     patients, source = _training_patients(args)
@@ -123,6 +124,7 @@ def run_train_survival(args: argparse.Namespace) -> int:
 
 
 def run_train_prognosis(args: argparse.Namespace) -> int:
+    # Here, not at the top: it costs 1.3-1.5 s of import (python -X importtime) that km need not pay.
     from core.training.prognosis import PrognosisTrainConfig, train_prognosis
 
     patients, source = _training_patients(args)
@@ -148,13 +150,6 @@ def run_train_prognosis(args: argparse.Namespace) -> int:
 
 
 def run_km(args: argparse.Namespace) -> int:
-    import json
-
-    from core.cli.common import open_existing
-    from core.cli.progress import LazyBar
-    from core.survival.analysis import model_role_ids, role_of, stratify
-    from core.survival.cohort import library_patients
-
     library = open_existing(args)
     registry = registry_of(args)
     role = role_of(args.endpoint, args.group_by)
@@ -162,8 +157,6 @@ def run_km(args: argparse.Namespace) -> int:
     if role is not None:
         model_id = args.model or model_role_ids(registry).get(role)
         if model_id is None:
-            from core.errors import MissingModelError
-
             raise MissingModelError(
                 f"--group-by {args.group_by} needs a {role} model; none is registered in {args.weights}."
             )

@@ -1,5 +1,5 @@
 """``python -m core trajectory``: COVID3D s(t) (or an X-ray model's P(COVID-19)) over a
-patient's scans, or the whole library's course; ``library score`` scores every scan."""
+patient's scans, or the whole library's course (``library score`` scores every scan ahead)."""
 
 from __future__ import annotations
 
@@ -8,24 +8,16 @@ import json
 import sys
 from pathlib import Path
 
-from core.cli.common import device_arg, library_arg, open_existing, registry_of, weights_arg
+from core.cli.common import library_arg, load_score_model, open_existing, score_model_arg
 from core.cli.progress import LazyBar
 from core.errors import InvalidInputError
-
-DEFAULT_MODEL = "covid3d"
-
-
-def model_arg(p: argparse.ArgumentParser) -> None:
-
-    p.add_argument(
-        "--model", default=DEFAULT_MODEL, help=f"CT volume model (default {DEFAULT_MODEL}) or an X-ray model"
-    )
-    weights_arg(p)
-    device_arg(p)
+from core.labels import canonical_label
+from core.trajectory.curves import cohort_curve, cohort_points, cohort_trajectories, features_csv, patient_trajectory
+from core.trajectory.scores import score_library
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("trajectory", help="s(t): a model's score over a patient's scans, or the cohort's course")
+    p = sub.add_parser("trajectory")
     p.add_argument("patient", nargs="?", metavar="PATIENT_ID", help="a library pseudonym (P-...)")
     p.add_argument("--cohort", action="store_true", help="every patient: the median course and each one's features")
     p.add_argument("--label", action="append", help="--cohort: only patients with this diagnosis (repeatable)")
@@ -35,34 +27,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--since", choices=("admission", "onset"), default=None, help="days since admission (default) or symptom onset"
     )
     p.add_argument("--json", action="store_true")
-    model_arg(p)
+    score_model_arg(p)
     library_arg(p)
     p.set_defaults(func=run_trajectory)
-
-
-def load_model(args: argparse.Namespace):  # noqa: ANN201 - LoadedModel
-    from core.trajectory.scores import score_name
-
-    registry = registry_of(args)
-    model = registry.load(args.model)
-    score_name(model)  # a plain error for a model that gives no COVID score
-    return model
-
-
-def run_score(args: argparse.Namespace) -> int:
-    from core.trajectory.scores import score_library
-
-    library = open_existing(args)
-    model = load_model(args)
-    with LazyBar(f"scoring ({model.id} on {model.device.type})", "scan") as bar:
-        report = score_library(library, model, progress=bar)
-    if args.json:
-        print(json.dumps(report.as_dict()))
-    else:
-        print(f"{report.added} scans scored, {report.already} already had {model.id} scores ({report.total} in all)")
-        for problem in report.problems:
-            print(f"  skipped {problem}")
-    return 0
 
 
 def _fmt(v: float | None) -> str:
@@ -70,27 +37,16 @@ def _fmt(v: float | None) -> str:
 
 
 def run_trajectory(args: argparse.Namespace) -> int:
-    from core.trajectory.curves import (
-        cohort_curve,
-        cohort_points,
-        cohort_trajectories,
-        features_csv,
-        patient_trajectory,
-    )
-    from core.trajectory.scores import score_library
-
     if bool(args.patient) == bool(args.cohort):
         raise InvalidInputError("Give a patient id, or --cohort for every patient.")
     if args.bin_days <= 0:
         raise InvalidInputError("--bin-days must be positive.")
     if args.patient and (args.label or args.csv):
         raise InvalidInputError("--label and --csv go with --cohort, not with one patient.")
-    from core.labels import canonical_label
-
     # Refuse a bad label before scoring a whole library.
     labels = tuple(canonical_label(x) for x in args.label) if args.label else None
     library = open_existing(args)
-    model = load_model(args)
+    model = load_score_model(args)
     if args.patient:
         t = patient_trajectory(library, args.patient, model, args.since)
         if args.json:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core.cli.main import main
+from core.cli.main import COMMANDS, build_parser, main
 from tests.helpers import ROOT
 
 
@@ -83,3 +83,24 @@ def test_module_entry_point_runs_as_a_user_would(tmp_path, tiny_weights, chest_p
     assert proc.returncode == 1
     assert json.loads(proc.stdout.splitlines()[0])["file"] == str(good)
     assert "missing.dcm" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_each_command_is_defined_by_the_module_the_table_names() -> None:
+    for name, (module, _) in COMMANDS.items():
+        parser = build_parser(name)
+        registered = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+        assert registered == {c for c, (m, _) in COMMANDS.items() if m == module}, name
+
+
+def test_help_lists_every_command_and_imports_no_command_module() -> None:
+    code = (
+        "import sys\n"
+        "from core.cli.main import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('torch', 'sklearn', 'core.cli.'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    help_text, imported = done.stdout.rsplit("\n", 2)[0], done.stdout.rsplit("\n", 2)[1]
+    assert imported == "['core.cli.main']"
+    for name, (_, text) in COMMANDS.items():
+        assert name in help_text and text.split()[0] in help_text
