@@ -53,7 +53,6 @@ from core.evaluation.metrics.reliability import (
     ReliabilityBin,
     apply_temperature,
     expected_calibration_error,
-    fit_temperature_multiclass,
     reliability_bins,
 )
 
@@ -72,7 +71,6 @@ __all__ = [
     "confusion_matrix",
     "delong_test",
     "expected_calibration_error",
-    "fit_temperature_multiclass",
     "one_vs_rest_pr",
     "one_vs_rest_roc",
     "operating_point",

@@ -3,22 +3,17 @@ multi-class temperature scaling (Guo et al. 2017)."""
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, softmax
+from scipy.special import softmax
 
 from core.errors import InsufficientDataError, InvalidInputError
 from core.evaluation.metrics.checks import binary_labels, class_indices, finite_matrix
 
-logger = logging.getLogger(__name__)
-
-
-#: Bounds of the temperature searched by :func:`fit_temperature_multiclass`.
+#: Bounds of the temperature searched for a softmax output by :func:`core.evaluation.calibration.fit_temperature`.
 TEMPERATURE_BOUNDS: tuple[float, float] = (0.05, 20.0)
 
 
@@ -103,41 +98,6 @@ def expected_calibration_error(y_true: npt.ArrayLike, probs: npt.ArrayLike, n_bi
     bins = reliability_bins(y_true, probs, n_bins)
     n = sum(b.count for b in bins)
     return float(sum(b.count / n * abs(b.accuracy - b.mean_confidence) for b in bins))
-
-
-def fit_temperature_multiclass(logits: npt.ArrayLike, y_true: npt.ArrayLike) -> float:
-    """The temperature T minimising the mean negative log-likelihood of softmax(logits / T).
-
-    Guo et al. 2017's temperature scaling, fitted on a dev split: T > 1 softens an over-confident
-    model, T < 1 sharpens an under-confident one; the predicted class never changes. Searched on
-    log T within :data:`TEMPERATURE_BOUNDS`.
-
-    Parameters
-    ----------
-    logits : (N, K) pre-softmax outputs
-    y_true : (N,) int class indices
-
-    Returns
-    -------
-    float
-        T; 1.0 when the split holds fewer than two classes (nothing to calibrate against).
-    """
-    z = np.asarray(logits, dtype=np.float64)
-    if z.ndim != 2:
-        raise InvalidInputError(f"logits must have shape (cases, classes); got {z.shape}.")
-    y = class_indices(y_true, z.shape[1])
-    z = finite_matrix(z, y.size, z.shape[1], "logits")
-    if np.unique(y).size < 2:
-        logger.info("Temperature left at 1.0: the split holds fewer than two classes.")
-        return 1.0
-    rows = np.arange(y.size)
-
-    def nll(log_t: float) -> float:
-        return float(-log_softmax(z / math.exp(log_t), axis=1)[rows, y].mean())
-
-    low, high = TEMPERATURE_BOUNDS
-    res = minimize_scalar(nll, bounds=(math.log(low), math.log(high)), method="bounded")
-    return float(math.exp(res.x))
 
 
 def apply_temperature(logits: npt.ArrayLike, temperature: float) -> np.ndarray:
