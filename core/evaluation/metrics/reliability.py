@@ -1,5 +1,5 @@
-"""Calibration numbers: reliability bins and the top-label expected calibration error, and
-multi-class temperature scaling (Guo et al. 2017)."""
+"""Calibration numbers: reliability bins, the top-label expected calibration error, and applying a
+temperature (fitted by :mod:`core.evaluation.calibration`)."""
 
 from __future__ import annotations
 
