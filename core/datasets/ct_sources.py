@@ -22,14 +22,18 @@ the slice model COVID-19 against Normal (seed 002).
 from __future__ import annotations
 
 import csv
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from core.demo.cohort import DEFAULT_PATIENTS, simulate_cohort
+from core.demo.ct_phantom import generate_ct
 from core.errors import DashboardError, InsufficientDataError, InvalidInputError
-from core.labels import canonical_label
+from core.io.ct_input import read_ct_path
+from core.labels import canonical_label, cohen_label
 
 #: Where the truth is known, a COVID-19 slice is a positive when lesions cover at least this
 #: fraction of its lung: the infection is visible, as in seed 002's labelled slices.
@@ -49,9 +53,6 @@ class CtScan:
 
 
 def _demo_scans(n_patients: int, seed: int) -> list[CtScan]:
-    from core.demo.cohort import simulate_cohort
-    from core.demo.ct_phantom import generate_ct
-
     def loader(label: str, severity: float, patient_seed: int, session: int):
         def load() -> tuple[np.ndarray, np.ndarray | None]:
             ct = generate_ct(label, severity, patient_seed, session=session)
@@ -83,16 +84,12 @@ def _demo_scans(n_patients: int, seed: int) -> list[CtScan]:
 
 def _series_loader(path: Path) -> Callable[[], tuple[np.ndarray, np.ndarray | None]]:
     def load() -> tuple[np.ndarray, np.ndarray | None]:
-        from core.io.ct_input import read_ct_path
-
         return read_ct_path(path).hu, None
 
     return load
 
 
 def _cohen_scans(root: Path) -> list[CtScan]:
-    from core.labels import cohen_label
-
     scans = []
     with (root / "metadata.csv").open(newline="", encoding="utf-8-sig") as f:
         for line, row in enumerate(csv.DictReader(f), start=2):
@@ -144,8 +141,6 @@ def describe_ct_source(scans: list[CtScan], src: str | Path, seed: int = 0) -> s
 
 def load_ct_source(src: str | Path, seed: int = 0) -> list[CtScan]:
     """The CT scans of ``src`` (see the module docstring), not yet read."""
-    from core.demo.cohort import DEFAULT_PATIENTS
-
     text = str(src)
     if text == "demo" or text.startswith("demo:"):
         try:
@@ -172,8 +167,6 @@ def load_ct_source(src: str | Path, seed: int = 0) -> list[CtScan]:
 
 def read_scans(scans: list[CtScan], progress: bool = True) -> Iterator[tuple[CtScan, np.ndarray, np.ndarray | None]]:
     """Read each scan, skipping (and counting in the log) those that cannot be read."""
-    import logging
-
     from tqdm import tqdm
 
     log = logging.getLogger(__name__)

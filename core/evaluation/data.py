@@ -27,7 +27,14 @@ from typing import Any
 
 import numpy as np
 
+from core.datasets.ct_sources import load_ct_source
+from core.datasets.findings import DEMO_COHORT_SEED, csv_samples, demo_xrays, draw_demo_xray
+from core.datasets.sources import Sample, load_source, split_by_patient
+from core.datasets.splits import patient_split
+from core.demo.xray_phantom import FINDINGS, write_xray_dataset
 from core.errors import InsufficientDataError, InvalidInputError
+from core.io.images import read_xray
+from core.labels import SLICE_CLASSES
 from core.models.manifest import ModelCard
 
 #: How the two X-ray demo datasets were made: the card's note names the command.
@@ -150,8 +157,6 @@ _WORDS = {"test": "held-out test", "dev": "dev", "train": "training"}
 def _split(samples: list[Any], card: ModelCard) -> dict[str, list[Any]]:
     """The trainer's split of ``samples`` (core.training.xray.train_xray): by the recorded block,
     image by image where there are too few images for blocks, as the trainer falls back."""
-    from core.datasets.sources import split_by_patient
-
     try:
         return split_by_patient(samples, seed=_seed(card), block=_block(card))
     except InsufficientDataError:
@@ -165,8 +170,6 @@ def _split(samples: list[Any], card: ModelCard) -> dict[str, list[Any]]:
 
 def _file_loader(path: Path) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
-        from core.io.images import read_xray
-
         return read_xray(path.read_bytes(), path.name).windowed()
 
     return load
@@ -174,8 +177,6 @@ def _file_loader(path: Path) -> Callable[[], np.ndarray]:
 
 def _bytes_loader(raw: bytes, name: str) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
-        from core.io.images import read_xray
-
         return read_xray(raw, name).windowed()
 
     return load
@@ -197,9 +198,6 @@ def _demo_xray_dataset(per_class: int, size: int, seed: int) -> tuple[tuple[Any,
     """The demo X-ray dataset ``python -m core demo xray-dataset`` writes, drawn again (once per
     process: the three demo X-ray models share it): its samples with paths relative to the
     dataset, and each file's bytes."""
-    from core.datasets.sources import Sample, load_source
-    from core.demo.xray_phantom import write_xray_dataset
-
     with tempfile.TemporaryDirectory(prefix="eval-xray-") as tmp:
         root = write_xray_dataset(tmp, n_per_class=per_class, seed=seed, size=size).resolve()
         samples = load_source(root / "manifest.csv")
@@ -209,8 +207,6 @@ def _demo_xray_dataset(per_class: int, size: int, seed: int) -> tuple[tuple[Any,
 
 
 def _xray_data(card: ModelCard, data: str | Path | None, split: str) -> EvalData:
-    from core.datasets.sources import load_source
-
     if data is not None:
         samples = load_source(data)
         base = Path(data) if Path(data).is_dir() else Path(data).parent
@@ -259,10 +255,6 @@ def _split_name(split: str) -> str:
 
 
 def _findings_data(card: ModelCard, data: str | Path | None, split: str) -> EvalData:
-    from core.datasets.findings import csv_samples
-    from core.datasets.sources import split_by_patient
-    from core.demo.xray_phantom import FINDINGS
-
     if data is not None:
         samples, targets, problems = csv_samples(data)
         cases = [
@@ -277,8 +269,6 @@ def _findings_data(card: ModelCard, data: str | Path | None, split: str) -> Eval
         raise InvalidInputError(f"{card.id} has {len(card.labels)} outputs, the findings list {len(FINDINGS)}.")
     words = _WORDS[split]
     if source.startswith("demo"):
-        from core.datasets.findings import DEMO_COHORT_SEED, demo_xrays, draw_demo_xray
-
         n_patients = int(config.get("demo_patients", 0))
         if n_patients < 1:
             raise InvalidInputError(f"{card.id}'s card does not record how many demo patients it was trained on.")
@@ -327,9 +317,6 @@ def _ct_cases(scans: Sequence[Any]) -> list[EvalCase]:
 def ct_split(card: ModelCard, scans: Sequence[Any]) -> tuple[set[str], set[str]]:
     """(held-out test patients, the kept fold's validation patients) of a CT model, from its
     card: the test patients as recorded, the folds re-made with the trainer's seeded split."""
-    from core.datasets.splits import patient_split
-    from core.labels import SLICE_CLASSES
-
     recorded = _recorded(card)
     test = set(recorded.get("test_patients") or [])
     if not test:
@@ -357,8 +344,6 @@ def ct_split(card: ModelCard, scans: Sequence[Any]) -> tuple[set[str], set[str]]
 
 
 def _ct_data(card: ModelCard, data: str | Path | None, split: str) -> EvalData:
-    from core.datasets.ct_sources import load_ct_source
-
     if data is not None:
         scans = load_ct_source(data, seed=0)
         return EvalData("user", f"all {len(scans)} CT scans of {data}", str(data), tuple(_ct_cases(scans)))
@@ -367,8 +352,6 @@ def _ct_data(card: ModelCard, data: str | Path | None, split: str) -> EvalData:
     scans = load_ct_source(source, seed=_seed(card))
     test, dev = ct_split(card, scans)
     if split == "train":  # the kept fold's training patients: everyone else the model could learn from
-        from core.labels import SLICE_CLASSES
-
         eligible = {s.patient_id for s in scans if card.input_kind == "ct-volume" or s.label in SLICE_CLASSES}
         keep = eligible - test - dev
     else:
@@ -393,8 +376,6 @@ def held_out_for(card: ModelCard, cases: Sequence[EvalCase]) -> set[str]:
         held = set(recorded.get("test_files") or [])
         return {c.case_id for c in cases if c.case_id in held}
     if kind in ("ct-volume", "ct-slice"):
-        from core.labels import SLICE_CLASSES
-
         test = set(recorded.get("test_patients") or [])
         # The slice model never sees patients of other classes (viral pneumonia): they are unseen.
         unseen_class = (lambda c: c.label not in SLICE_CLASSES) if kind == "ct-slice" else (lambda c: False)

@@ -15,21 +15,26 @@ the share of probes flagged at the card's threshold, with the share of held-out 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 
+from core.ct.preprocess import prepare_slices, prepare_volume
+from core.demo import ood_probes
+from core.demo.xray_phantom import generate_xray
 from core.errors import InsufficientDataError, InvalidInputError
 from core.evaluation.data import IMAGE_KINDS, EvalData, evaluation_data, model_kind
 from core.evaluation.predict import Predictions, predict
+from core.io.images import read_xray
 from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
 from core.models.registry import LoadedModel, ModelRegistry
 from core.ood import OodReference, batched, fit_reference, layer_features, write_reference
+from core.preprocess import normalise, to_unit_square
+from core.types import Progress
 
-Progress = Callable[[int, int], None]
 #: Model kinds that have an OOD reference: the classifiers (not the survival / prognosis models).
 OOD_KINDS = ("xray", "slice-images", "findings", "ct-volume", "ct-slice")
 
@@ -95,10 +100,6 @@ def lookalike_features(
 ) -> list[np.ndarray]:
     """A network's features on demo phantoms of its kind (X-rays, or CT slices with ``slices``):
     the known look-alike domain of a model trained on real images."""
-    from core.demo import ood_probes
-    from core.demo.xray_phantom import generate_xray
-    from core.io.images import read_xray
-
     labels = ("Normal", "COVID-19", "Viral pneumonia")
     rng = np.random.default_rng(20201204)
     if slices:
@@ -118,8 +119,6 @@ def lookalike_features(
 
 def _prepared(spec: InputSpec, images: Sequence[np.ndarray]) -> torch.Tensor:
     """Model inputs of 2D images in [0, 1], as the pages prepare them."""
-    from core.preprocess import normalise, to_unit_square
-
     return normalise(torch.cat([to_unit_square(np.asarray(u, dtype=np.float32), spec.size) for u in images]), spec)
 
 
@@ -144,8 +143,6 @@ def _names(ref: OodReference) -> list[str]:
 def volume_scores(model: LoadedModel, ref: OodReference, volumes: Sequence[np.ndarray]) -> np.ndarray:
     """OOD scores of CT volumes in HU (z, y, x): COVID3D once per volume; a slice model per scan,
     the median of its slices' scores (as :func:`core.ood.verdict` judges a scan)."""
-    from core.ct.preprocess import prepare_slices, prepare_volume
-
     out = []
     for hu in volumes:
         with model.lock:

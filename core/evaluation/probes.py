@@ -28,9 +28,12 @@ from typing import Any
 import numpy as np
 
 from core.demo import ood_probes as P
+from core.demo.ct_phantom import generate_ct
+from core.demo.xray_phantom import generate_xray
 from core.errors import DashboardError, InvalidInputError
 from core.evaluation.data import IMAGE_KINDS, evaluation_data, model_kind
 from core.evaluation.ood import held_out_scores, image_scores, measure_probes, volume_scores
+from core.io.ct_input import read_ct_path
 from core.io.images import read_xray
 from core.models.manifest import write_manifest_entry
 from core.models.registry import LoadedModel, ModelRegistry
@@ -72,8 +75,6 @@ def _real_ct_slices(real_data: Path | None, n: int) -> list[np.ndarray]:
 
 def _real_ct_series(samples: Path | None) -> list[tuple[np.ndarray, tuple[float, float, float]]]:
     """(HU volume, spacing) of each real sample series."""
-    from core.io.ct_input import read_ct_path
-
     if samples is None or not samples.is_dir():
         return []
     out = []
@@ -99,15 +100,11 @@ def _real_ct_volumes(samples: Path | None) -> list[np.ndarray]:
 
 
 def _phantom_xrays(n: int) -> list[np.ndarray]:
-    from core.demo.xray_phantom import generate_xray
-
     labels = ("Normal", "Viral pneumonia", "COVID-19")
     return [generate_xray(labels[i % 3], 0.0 if i % 3 == 0 else 0.6, 50_000 + i, size=256).pixels for i in range(n)]
 
 
 def _phantom_volumes(n: int) -> list[np.ndarray]:
-    from core.demo.ct_phantom import generate_ct
-
     labels = ("Normal", "COVID-19", "Viral pneumonia")
     return [generate_ct(labels[i % 3], 0.0 if i % 3 == 0 else 0.6, 60_000 + i).hu for i in range(n)]
 

@@ -10,7 +10,6 @@ touched. The held-out numbers those move are measured again on the held-out spli
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,13 +18,14 @@ import numpy as np
 from scipy.special import expit
 
 from core.errors import InvalidInputError
+from core.evaluation.binary import binary_report, finding_metrics, operating_thresholds, youden_threshold
 from core.evaluation.calibration import Calibration, fit_calibration
 from core.evaluation.data import IMAGE_KINDS, evaluation_data, model_kind
 from core.evaluation.predict import predict
+from core.labels import SLICE_CLASSES
 from core.models.manifest import ModelCard, write_manifest_entry
 from core.models.registry import ModelRegistry
-
-Progress = Callable[[int, int], None]
+from core.types import Progress
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,6 @@ def _fit(card: ModelCard, registry: ModelRegistry, progress: Progress | None) ->
         y = np.array([list(card.labels).index(c.label) for c in cases])
         cal = fit_calibration(preds.logits, y, "softmax", f"dev split ({len(y)} images)")
     elif kind == "findings":
-        from core.evaluation.binary import operating_thresholds
-
         y = np.array([c.findings for c in cases], dtype=float)
         cal = fit_calibration(preds.logits, y, "multilabel", f"dev split ({len(y)} images)")
         thresholds = operating_thresholds(y, expit(preds.logits / cal.temperature))
@@ -56,9 +54,6 @@ def _fit(card: ModelCard, registry: ModelRegistry, progress: Progress | None) ->
             preds.logits[:, 0], y, "sigmoid", f"validation patients of the kept fold ({len(y)} scans)"
         )
     else:  # ct-slice: the slices whose truth is known, as the model was trained
-        from core.evaluation.binary import youden_threshold
-        from core.labels import SLICE_CLASSES
-
         assert preds.slice_truth is not None and preds.slice_case is not None
         known = ~np.isnan(preds.slice_truth)
         y = preds.slice_truth[known].astype(int)
@@ -81,14 +76,9 @@ def _held_out_metrics(card: ModelCard, registry: ModelRegistry, progress: Progre
     data = evaluation_data(card, split="test")
     preds = predict(registry.load(card.id), data, progress)
     if kind == "findings":
-        from core.evaluation.binary import finding_metrics
-
         y = np.array([c.findings for c in preds.cases], dtype=float)
         metrics["held_out"] = finding_metrics(y, expit(preds.logits / card.temperature), card.thresholds)
     else:
-        from core.evaluation.binary import binary_report
-        from core.labels import SLICE_CLASSES
-
         keep = [i for i, c in enumerate(preds.cases) if c.label in SLICE_CLASSES]
         y = np.array([int(preds.cases[i].label == "COVID-19") for i in keep])
         p = preds.scan_scores(card.temperature)[keep]

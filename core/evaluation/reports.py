@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from core.evaluation.metrics import per_class_rates
+
 
 def classification_report(
     y_true: Sequence[int],
@@ -22,8 +24,6 @@ def classification_report(
     arg-max unless ``y_pred`` gives it (e.g. a binary model's call at its operating threshold).
     """
     from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score
-
-    from core.evaluation.metrics import per_class_rates
 
     y_true = np.asarray(y_true, dtype=int)
     y_prob = np.asarray(y_prob, dtype=np.float64)

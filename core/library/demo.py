@@ -17,19 +17,30 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from multiprocessing import get_context
 from pathlib import Path
 
+from core.demo.build import finding_columns, render_patient
 from core.demo.cohort import DEFAULT_PATIENTS, DemoPatient, simulate_cohort
+from core.library.deid import Deidentifier
+from core.library.importers import cohen_row, prepare_image, series_image
 from core.library.records import ImportReport
-from core.library.store import DATABASE_NAME, LibraryError, NewImage, SqliteLibrary, content_key, open_library
+from core.library.store import (
+    DATABASE_NAME,
+    LibraryError,
+    NewImage,
+    SqliteLibrary,
+    content_key,
+    default_library_path,
+    open_library,
+)
+from core.types import Progress
 
 #: ``progress(done, total)`` in patients.
-Progress = Callable[[int, int], None]
 
 #: The ``source`` the demo patients are pseudonymised under.
 DEMO_SOURCE = "demo"
@@ -54,10 +65,6 @@ class _DemoCase:
 
 def _patient_cases(patient: DemoPatient, secret: bytes) -> list[_DemoCase]:
     """Draw one patient's scans and prepare them for the library. Runs in a worker."""
-    from core.demo.build import render_patient
-    from core.library.deid import Deidentifier
-    from core.library.importers import prepare_image, series_image
-
     pseudonym = Deidentifier(secret).pseudonym(DEMO_SOURCE, patient.patient_id)
     cases = []
     for scan in render_patient(patient, pseudonym=pseudonym):
@@ -87,9 +94,6 @@ def build_demo_library(
     the patients missing. The library's ``demo_build`` setting says "started" until the build
     is complete (see :func:`needs_demo_build`).
     """
-    from core.demo.build import finding_columns
-    from core.library.importers import cohen_row
-
     start = time.perf_counter()
     library: SqliteLibrary = open_library(path)
     secret = library.secret()
@@ -150,8 +154,6 @@ def build_demo_library(
 def needs_demo_build(path: str | Path | None = None) -> bool:
     """True when there is no library at ``path`` yet, it holds no patient, or a demo build
     into it started and did not finish (the app was stopped during its first launch)."""
-    from core.library.store import default_library_path
-
     root = default_library_path() if path is None else Path(path)
     if not (root / DATABASE_NAME).is_file():
         return True

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import DashboardError, InvalidInputError
+from core.library.deid import Deidentifier
 from core.library.records import (
     IMAGE_KINDS,
     MODALITIES,
@@ -109,8 +110,6 @@ class CaseLibrary(abc.ABC):
 
     def pseudonym(self, source: str, patient_id: str) -> str:
         """The pseudonym this library gives ``patient_id`` of a dataset of kind ``source``."""
-        from core.library.deid import Deidentifier
-
         return Deidentifier(self.secret()).pseudonym(source, patient_id)
 
     def content_key(self, contents: Iterable[bytes]) -> str:

@@ -16,26 +16,25 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from core.errors import DashboardError, InvalidInputError
+from core.io.images import read_xray
 from core.library.store import CaseLibrary
 from core.models.registry import LoadedModel
 from core.preprocess import xray_to_input
 from core.search.index import normalise
-from core.types import XrayImage
+from core.types import Progress, XrayImage
 
 #: The model whose embedding the search uses unless told otherwise.
 REFERENCE_MODEL = "cxr-resnet18"
 #: Stored image kinds that each model input kind can embed.
 EMBEDDABLE_KINDS: dict[str, tuple[str, ...]] = {"xray": ("xray",), "ct-slice": ("ct-slice",)}
 BATCH_SIZE = 32
-
-Progress = Callable[[int, int], None]
 
 
 def embedding_version(model: LoadedModel) -> str:
@@ -113,8 +112,6 @@ class IndexReport:
 
 def read_stored_xray(library: CaseLibrary, image_id: int) -> XrayImage:
     """A stored 2D image (radiograph or CT slice image) read back as an :class:`XrayImage`."""
-    from core.io.images import read_xray
-
     record = library.image_record(image_id)
     if record.kind == "ct-series":
         raise InvalidInputError(f"Image {image_id} is a CT series, not a 2D image.")

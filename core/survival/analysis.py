@@ -30,7 +30,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.ct.preprocess import prepare_volume
 from core.errors import InvalidInputError
+from core.evaluation.binary import binary_metrics
 from core.models.prognosis import HIGH_RISK_DAYS
 from core.models.registry import LoadedModel
 from core.survival.cohort import OutcomePatient, Scan, clinical_design
@@ -41,12 +43,13 @@ from core.survival.predict import (
     prognosis_threshold,
     survival_threshold,
 )
+from core.trajectory.scores import score_name, score_version
+from core.types import Progress
 
 ENDPOINTS: tuple[str, ...] = ("discharge", "death")
 GROUPINGS: tuple[str, ...] = ("model", "model-1scan", "clinical", "age", "sex", "s")
 S_FEATURES: tuple[str, ...] = ("last", "change")
 HIGH, LOW = "High risk", "Low risk"
-Progress = Callable[[int, int], None]
 
 #: Score names under which predictions are stored in the library.
 PROGNOSIS_SCORE = "prognosis-logit"
@@ -120,13 +123,11 @@ def held_out_only(model: LoadedModel | None, patients: list[OutcomePatient]) -> 
 
 
 def _stored(library, model: LoadedModel, name: str) -> dict[int, float]:  # noqa: ANN001
-    from core.trajectory.scores import score_version
 
     return {} if library is None else library.scores(model.id, score_version(model), name)
 
 
 def _store(library, model: LoadedModel, name: str, values: dict[int, float]) -> None:  # noqa: ANN001
-    from core.trajectory.scores import score_version
 
     if library is not None and values:
         library.put_scores(model.id, score_version(model), name, values)
@@ -237,8 +238,6 @@ def _s_values(
     feature: str,
     library,  # noqa: ANN001
 ) -> dict[str, float]:
-    from core.trajectory.scores import score_name, score_version
-
     stored = {} if library is None else library.scores(s_model.id, score_version(s_model), score_name(s_model))
     new: dict[int, float] = {}
 
@@ -246,8 +245,6 @@ def _s_values(
         if scan.study_id is not None and scan.study_id in stored:
             return stored[scan.study_id]
         import torch
-
-        from core.ct.preprocess import prepare_volume
 
         x = prepare_volume(scan.load(), s_model.card.input)
         with s_model.lock, torch.inference_mode():
@@ -402,7 +399,6 @@ def check_risk(cohort: GroupedCohort) -> dict | None:
     cohort's patients with a known answer: AUC, accuracy, sensitivity, specificity, Brier score
     and the confusion matrix at the cohort's threshold. None for groupings without a probability."""
     # evaluation pulls in scikit-learn's metrics, about 1 s of the CLI's start-up (measured).
-    from core.evaluation.binary import binary_metrics
 
     ids = [pid for pid in cohort.patients if pid in cohort.risk and pid in cohort.truth]
     if not ids:

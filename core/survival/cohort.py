@@ -22,10 +22,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from core.demo.build import XRAY_SIZE
+from core.demo.cohort import simulate_cohort
+from core.demo.ct_phantom import generate_ct
+from core.demo.xray_phantom import generate_xray
+from core.errors import InvalidInputError
+from core.library.store import DATABASE_NAME, open_library
 from core.models.prognosis import HIGH_RISK_DAYS
+from core.search.embeddings import read_stored_xray
+from core.trajectory.scores import read_stored_ct
 
 #: The cohort seed of demo training data (the app's library is drawn with seed 0).
 DEMO_TRAINING_SEED = 1
@@ -113,10 +122,6 @@ def demo_patient_id(cohort_id: str, seed: int) -> str:
 
 def demo_patients(n_patients: int = 1000, seed: int = DEMO_TRAINING_SEED) -> list[OutcomePatient]:
     """The patients of a simulated cohort, with phantom loaders (nothing drawn yet)."""
-    from core.demo.build import XRAY_SIZE
-    from core.demo.cohort import simulate_cohort
-    from core.demo.ct_phantom import generate_ct
-    from core.demo.xray_phantom import generate_xray
 
     def xray(label: str, severity: float, anatomy: int, session: int) -> XrayLoader:
         return lambda: generate_xray(label, severity, anatomy, size=XRAY_SIZE, session=session).pixels
@@ -154,8 +159,6 @@ def library_patients(library, pseudonyms: Iterable[str] | None = None) -> list[O
 
     Studies without a day (no offset) cannot be placed in a series and are left out.
     """
-    from core.search.embeddings import read_stored_xray
-    from core.trajectory.scores import read_stored_ct
 
     def xray(image_id: int) -> XrayLoader:
         return lambda: read_stored_xray(library, image_id).windowed()
@@ -188,11 +191,6 @@ def library_patients(library, pseudonyms: Iterable[str] | None = None) -> list[O
 def load_outcome_source(src: str) -> tuple[list[OutcomePatient], str]:
     """Patients of ``--data``: ``demo`` / ``demo:N`` (a simulated cohort of N patients, seed
     :data:`DEMO_TRAINING_SEED`) or the folder of a case library. Returns them and a description."""
-    from pathlib import Path
-
-    from core.errors import InvalidInputError
-    from core.library.store import DATABASE_NAME, open_library
-
     if src == "demo" or src.startswith("demo:"):
         n = 1000
         if src.startswith("demo:"):

@@ -9,6 +9,8 @@ with the scan days as coordinates), which are exact for quadratics.
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -324,9 +326,6 @@ def features_rows(trajectories: list[Trajectory]) -> list[dict[str, Any]]:
 
 def features_csv(trajectories: list[Trajectory]) -> str:
     """:func:`features_rows` as CSV text (numbers with 6 significant digits)."""
-    import csv
-    import io
-
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=FEATURE_COLUMNS, lineterminator="\n")
     writer.writeheader()

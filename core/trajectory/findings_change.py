@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +33,7 @@ from core.library.store import CaseLibrary
 from core.models.registry import LoadedModel
 from core.preprocess import xray_to_input
 from core.search.embeddings import embedding_version, index_library, read_stored_xray
+from core.types import Progress
 
 CATEGORIES: tuple[str, ...] = ("Worse", "Stable", "Improved")
 COMPARISONS: tuple[tuple[str, str], ...] = (("Worse", "Improved"), ("Worse", "Stable"), ("Stable", "Improved"))
@@ -53,8 +53,6 @@ _PHRASES: tuple[tuple[str, str], ...] = (
     ("resolved", "Improved"),
     ("improved", "Improved"),
 )
-
-Progress = Callable[[int, int], None]
 
 
 def score_key(finding: str) -> str:

@@ -11,25 +11,24 @@ stale and :func:`score_library` computes them again; otherwise only new studies 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from core.ct.preprocess import prepare_volume
 from core.errors import DashboardError, InvalidInputError
+from core.io.ct_series import read_ct_series
 from core.library.records import ImageRef
 from core.library.store import CaseLibrary
 from core.models.registry import LoadedModel
 from core.preprocess import xray_to_input
 from core.search.embeddings import embedding_version, read_stored_xray
+from core.types import Progress
 
 #: Score names in the library's scores table.
 CT_SCORE = "s"  # COVID3D's logit
 XRAY_SCORE = "p_covid"  # an X-ray model's P(COVID-19)
 COVID_LABEL = "COVID-19"
-
-Progress = Callable[[int, int], None]
 
 
 def score_version(model: LoadedModel) -> str:
@@ -68,8 +67,6 @@ def decision_threshold(model: LoadedModel) -> float:
 
 def read_stored_ct(library: CaseLibrary, image_id: int):  # noqa: ANN201 - CtVolume, imported late
     """A stored CT series read back as a volume in HU."""
-    from core.io.ct_series import read_ct_series
-
     record = library.image_record(image_id)
     if record.kind != "ct-series":
         raise InvalidInputError(f"Image {image_id} is not a CT series.")
