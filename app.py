@@ -1,6 +1,9 @@
-"""COVID-19 chest imaging dashboard: page navigation only (``streamlit run app.py``)."""
+"""COVID-19 chest imaging dashboard: page navigation, and the frame each page runs in
+(``streamlit run app.py``; see ui/frame.py)."""
 
 import streamlit as st
+
+from ui import frame
 
 st.set_page_config(page_title="COVID-19 chest imaging", page_icon=":material/radiology:", layout="wide")
 
@@ -16,4 +19,4 @@ navigation = st.navigation(
         st.Page("pages/library.py", title="Case library", icon=":material/folder_shared:"),
     ]
 )
-navigation.run()
+frame.run(navigation)

@@ -27,10 +27,8 @@ from core.errors import DashboardError
 from core.explain.figures import IMAGE_CONFIG, image_figure
 from core.explain.overlay import render_overlay
 from core.report import report_filename_for
-from core.text import DISCLAIMER
-from ui import resources
+from ui import frame
 from ui.model_card import model_label
-from ui.navigation import use_app_navigation
 from ui.report import IDENTIFIERS_LABEL, report_download
 from ui.session import digest, memo
 
@@ -41,17 +39,9 @@ CAM_SLICE = "Slice model Grad-CAM (on the axial slice shown)"
 FILE_WINDOW = "The file's own window"
 NONE = "(none)"
 
-use_app_navigation()
-st.title("CT volume")
-st.caption(DISCLAIMER)
-
-try:
-    registry = resources.registry()
-    volume_ids = registry.ids("ct-volume")
-    slice_ids = registry.ids("ct-slice")
-except DashboardError as e:
-    st.error(str(e))
-    st.stop()
+registry = frame.page("CT volume")
+volume_ids = registry.ids("ct-volume")
+slice_ids = registry.ids("ct-slice")
 
 how = st.radio("Upload", ("Files or a zip", "A folder"), horizontal=True, key="ct_upload_mode")
 uploads = st.file_uploader(
@@ -166,8 +156,8 @@ st.caption(
     + (f", from {volume.n_files} files" if volume.n_files else "")
 )
 
-covid3d = resources.model(covid3d_id) if covid3d_id != NONE else None
-slice_model = resources.model(slice_id) if slice_id != NONE else None
+covid3d = frame.model(covid3d_id) if covid3d_id != NONE else None
+slice_model = frame.model(slice_id) if slice_id != NONE else None
 want_cam = covid3d is not None and cam_mode in (CAM_UNSIGNED, CAM_SIGNED)
 signed = cam_mode == CAM_SIGNED
 if covid3d is None and slice_model is None:

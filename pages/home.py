@@ -7,23 +7,13 @@ import streamlit as st
 
 from core.errors import DashboardError
 from core.models.card_metrics import RecordedSplit
-from core.text import DISCLAIMER, describe_input_grid, km_summary
+from core.text import describe_input_grid, km_summary
 from core.training.figures import learning_curves_figure
-from ui import resources
+from ui import frame, resources
 from ui.library import library
 from ui.model_card import domain_badge, ood_detector, provenance, shortcut_checks
-from ui.navigation import use_app_navigation
 
-use_app_navigation()
-st.title("COVID-19 chest imaging dashboard")
-st.warning(DISCLAIMER, icon=":material/warning:")
-
-try:
-    registry = resources.registry()
-except DashboardError as e:
-    st.error(str(e))
-    st.stop()
-
+registry = frame.page("COVID-19 chest imaging dashboard", disclaimer_as_warning=True)
 cards = registry.cards()
 device = registry.device
 c1, c2, c3 = st.columns(3)

@@ -12,9 +12,9 @@ import streamlit as st
 from core.errors import DashboardError
 from core.labels import XRAY_LABELS
 from core.library.records import OUTCOMES, Patient, PatientFilter
-from core.text import DISCLAIMER, describe_outcome, describe_study_time
+from core.text import describe_outcome, describe_study_time
+from ui import frame
 from ui.library import library_or_stop, show_full_size
-from ui.navigation import use_app_navigation
 
 UNLABELLED = "Unlabelled"
 IMPORT_FORMATS = {
@@ -23,9 +23,7 @@ IMPORT_FORMATS = {
     "CSV manifest (path, label, patient_id, ...)": "csv",
 }
 
-use_app_navigation()
-st.title("Case library")
-st.caption(DISCLAIMER)
+frame.heading("Case library")
 library = library_or_stop()
 counts = library.counts()
 

@@ -32,25 +32,16 @@ from core.evaluation.figures import (
 from core.evaluation.html import performance_report, performance_report_filename
 from core.evaluation.results import Calibration, Comparison, Evaluation, Level
 from core.report import today
-from core.text import DISCLAIMER
-from ui import resources
+from ui import frame
 from ui.model_card import ood_detector, provenance, shortcut_checks
-from ui.navigation import use_app_navigation
 from ui.performance import comparison, evaluation, kfold_frame, per_class_frame
 from ui.report import report_download
 
 HELD_OUT, DATASET = "Held-out split (recorded at training)", "A dataset on this computer"
 DEFAULT_MODEL = "cxr-resnet18"
 
-use_app_navigation()
-st.title("Model performance")
-st.caption(DISCLAIMER)
-try:
-    registry = resources.registry()
-    cards = registry.cards()
-except DashboardError as e:
-    st.error(str(e))
-    st.stop()
+registry = frame.page("Model performance")
+cards = registry.cards()
 if not cards:
     st.info("No models are registered in the weights folder.")
     st.stop()

@@ -19,11 +19,10 @@ from core.labels import XRAY_LABELS
 from core.library.records import OUTCOMES, PatientFilter, Study
 from core.search.embeddings import REFERENCE_MODEL, check_embeddable, read_stored_xray
 from core.search.similar import UNLABELLED, SearchFilter, SearchResults, find_similar
-from core.text import DISCLAIMER, describe_outcome, describe_study_time
-from ui import resources
+from core.text import describe_outcome, describe_study_time
+from ui import frame, resources
 from ui.library import library_or_stop, show_full_size
 from ui.model_card import model_label
-from ui.navigation import use_app_navigation
 from ui.search import evaluation, index_missing, library_index, missing_embeddings
 from ui.session import digest, memo, share_xrays, shared_xrays
 
@@ -33,17 +32,9 @@ ANY_MODALITY = "Any modality"
 AUTO_INDEX_LIMIT = 5000
 THUMBS_PER_ROW = 8
 
-use_app_navigation()
-st.title("Similar cases")
-st.caption(DISCLAIMER)
+registry = frame.page("Similar cases")
 library = library_or_stop()
-
-try:
-    registry = resources.registry()
-    candidates = registry.classifier_ids("xray")
-except DashboardError as e:
-    st.error(str(e))
-    st.stop()
+candidates = registry.classifier_ids("xray")
 if not candidates:
     st.error("No X-ray model is registered, so there is no embedding to search with.")
     st.stop()

@@ -26,10 +26,9 @@ from core.survival.predict import (
     survival_threshold,
 )
 from core.survival.risk_check import calibration_figure, model_check_rows
-from core.text import DISCLAIMER, describe_outcome, percent
-from ui import resources
+from core.text import describe_outcome, percent
+from ui import frame, resources
 from ui.library import library_or_stop
-from ui.navigation import use_app_navigation
 from ui.session import digest, memo, shared_xrays
 from ui.survival import ENDPOINT_LABELS, case_report, grouped_cohort, patient_choices
 
@@ -41,16 +40,9 @@ ROLE_NAMES = {
 }
 LIBRARY_PATIENT, MY_UPLOADS = "A library patient", "My uploads (this session)"
 
-use_app_navigation()
-st.title("Survival and prognosis")
-st.caption(DISCLAIMER)
+registry = frame.page("Survival and prognosis")
 library = library_or_stop()
-try:
-    registry = resources.registry()
-    roles = model_role_ids(registry)
-except DashboardError as e:
-    st.error(str(e))
-    st.stop()
+roles = model_role_ids(registry)
 
 
 def _model(role: str):  # noqa: ANN202 - LoadedModel or None

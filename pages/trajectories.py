@@ -14,7 +14,7 @@ from core.io.ct_input import read_ct_upload
 from core.io.images import read_xray
 from core.labels import XRAY_LABELS
 from core.library.records import PatientFilter
-from core.text import DISCLAIMER, describe_outcome, describe_study_time
+from core.text import describe_outcome, describe_study_time
 from core.trajectory.changes import findings_changes, point_rows
 from core.trajectory.curves import (
     cohort_curve,
@@ -43,10 +43,9 @@ from core.trajectory.scores import (
     score_version,
     scored_refs,
 )
-from ui import resources
+from ui import frame, resources
 from ui.library import library_or_stop, show_full_size
 from ui.model_card import model_label
-from ui.navigation import use_app_navigation
 from ui.session import digest, memo, shared_xrays
 
 CT_SERIES, XRAY_SERIES = "CT: COVID3D s(t)", "X-ray: P(COVID-19)"
@@ -56,17 +55,10 @@ LIBRARY_PATIENT, MY_UPLOADS = "A library patient", "My uploads (this session)"
 SECONDS_PER_SCAN = {"CT": 0.15, "X-ray": 0.04}
 AUTO_SCORE_SECONDS = 15.0
 
-use_app_navigation()
-st.title("Trajectories")
-st.caption(DISCLAIMER)
+registry = frame.page("Trajectories")
 library = library_or_stop()
-try:
-    registry = resources.registry()
-    ct_models = registry.ids("ct-volume")
-    xray_models = [c.id for c in registry.cards("xray") if "COVID-19" in c.labels]
-except DashboardError as e:
-    st.error(str(e))
-    st.stop()
+ct_models = registry.ids("ct-volume")
+xray_models = [c.id for c in registry.cards("xray") if "COVID-19" in c.labels]
 
 with st.sidebar:
     st.header("Series")

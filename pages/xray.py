@@ -19,10 +19,9 @@ from core.findings import predict_findings
 from core.inference import Reading, analyse_xray, predict_xray, summarise, xray_ood
 from core.io.images import read_xray
 from core.report import report_filename_for
-from core.text import DISCLAIMER, describe_image
-from ui import resources
+from core.text import describe_image
+from ui import frame, resources
 from ui.model_card import model_label
-from ui.navigation import use_app_navigation
 from ui.readings import headline, ood_warnings, probability_table
 from ui.report import IDENTIFIERS_LABEL, report_download
 from ui.session import digest, memo, share_xrays
@@ -32,16 +31,8 @@ LEADING = "the leading model"
 #: The reference models (seed 000's ResNet-18), real first: explained by default when they accept the image.
 REFERENCES = ("cxr-real-resnet18", "cxr-resnet18")
 
-use_app_navigation()
-st.title("X-ray triage")
-st.caption(DISCLAIMER)
-
-try:
-    registry = resources.registry()
-    available = registry.classifier_ids("xray")
-except DashboardError as e:
-    st.error(str(e))
-    st.stop()
+registry = frame.page("X-ray triage")
+available = registry.classifier_ids("xray")
 if not available:
     st.error("No X-ray models are registered, so nothing can be predicted.")
     st.stop()
