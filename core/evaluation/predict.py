@@ -118,11 +118,12 @@ def predict(
     spec = model.card.input
     if window is not None:
         spec = replace(spec, window=(float(window[0]), float(window[1])))
-    module, device = model.module.eval(), model.device
+    with model.lock:
+        module, device = model.module.eval(), model.device
     widths: list[int] = []
     if features:
 
-        def forward(x: torch.Tensor) -> torch.Tensor:
+        def run(x: torch.Tensor) -> torch.Tensor:
             outputs: dict[str, np.ndarray] = {}
             handles = [
                 module.get_submodule(name).register_forward_hook(
@@ -139,7 +140,14 @@ def predict(
                 widths.extend(outputs[name].shape[1] for name in features)
             return torch.from_numpy(np.concatenate([outputs[name] for name in features], axis=1))
     else:
-        forward = module
+        run = module
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        # Batch by batch under the model's lock: the module is the one the pages share, and a
+        # page waits for one batch, not for the whole evaluation.
+        with model.lock:
+            return run(x)
+
     done, total = 0, len(data.cases)
     rows: list[np.ndarray] = []
     kept: list[EvalCase] = []
