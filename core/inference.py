@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from core.explain.attributions import GRAD_CAM, attribute
+from core.explain.attributions import GRAD_CAM, classifier_attribution, explanation_map
+from core.explain.explainer import Attribution
+from core.explain.overlay import png_bytes, render_overlay
+from core.models.manifest import ModelCard
 from core.models.registry import LoadedModel
 from core.ood import OodVerdict
 from core.preprocess import xray_to_input
@@ -40,21 +43,56 @@ def predict_xray(model: LoadedModel, image: XrayImage) -> Prediction:
     return predict_input(model, xray_to_input(image, model.card.input))
 
 
+@dataclass(frozen=True, eq=False)
+class XrayAnalysis:
+    """One model's prediction on one radiograph with its attribution, from one pass (Grad-CAM).
+
+    The map is kept on the Grad-CAM layer's grid (or the input's) and drawn at the size it is
+    shown (:meth:`explanation`): a page at its display size, a download at the image's own.
+    """
+
+    prediction: Prediction
+    attribution: Attribution
+    card: ModelCard
+    image_shape: tuple[int, int]
+
+    def explanation(self, shape: tuple[int, int] | None = None) -> ExplanationMap:
+        """The map over ``shape`` (default: the image's own (H, W)), in [0, 1]."""
+        return explanation_map(self.card, self.attribution, shape or self.image_shape)
+
+    def overlay_png(
+        self, image: XrayImage, window: tuple[float, float], colormap: str = "Jet", opacity: float = 0.5
+    ) -> bytes:
+        """The map over ``image`` at its own size and ``window`` (center, width), as PNG."""
+        rgb = render_overlay(image.windowed(*window), self.explanation(image.shape).values, colormap, opacity)
+        return png_bytes(rgb)
+
+
+def xray_analysis(
+    model: LoadedModel,
+    image: XrayImage,
+    target_label: str | None = None,
+    method: str = GRAD_CAM,
+) -> XrayAnalysis:
+    """Prediction and attribution from one prepared input; ``target_label`` None explains the
+    predicted class. With Grad-CAM, both come from a single forward pass."""
+    x = xray_to_input(image, model.card.input)
+    target = None if target_label is None else model.card.labels.index(target_label)
+    attribution = classifier_attribution(model, x, target, method)
+    return XrayAnalysis(_prediction(model, attribution.outputs[0]), attribution, model.card, image.shape)
+
+
 def analyse_xray(
     model: LoadedModel,
     image: XrayImage,
     target_label: str | None = None,
     method: str = GRAD_CAM,
+    shape: tuple[int, int] | None = None,
 ) -> tuple[Prediction, ExplanationMap]:
-    """Prediction and attribution map (over the image's own (H, W)) from one prepared input.
-
-    ``target_label`` None explains the predicted class. With Grad-CAM, both come from a
-    single forward pass.
-    """
-    x = xray_to_input(image, model.card.input)
-    target = None if target_label is None else model.card.labels.index(target_label)
-    explanation, logits = attribute(model, x, target, method=method, out_hw=image.shape)
-    return _prediction(model, logits), explanation
+    """Prediction and attribution map over ``shape`` (default the image's own (H, W)); see
+    :func:`xray_analysis`. A map made at the size it is shown costs least."""
+    analysis = xray_analysis(model, image, target_label, method)
+    return analysis.prediction, analysis.explanation(shape)
 
 
 def explain_xray(

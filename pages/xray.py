@@ -14,9 +14,9 @@ from core.demo.images import demo_xrays
 from core.errors import DashboardError
 from core.explain.attributions import GRAD_CAM, METHODS
 from core.explain.figures import IMAGE_CONFIG, image_figure
-from core.explain.overlay import COLORMAPS, png_bytes, render_overlay
+from core.explain.overlay import COLORMAPS, display_shape, downsample_for_display, render_overlay
 from core.findings import predict_findings
-from core.inference import Reading, analyse_xray, predict_xray, summarise, xray_ood
+from core.inference import Reading, predict_xray, summarise, xray_analysis, xray_ood
 from core.io.images import read_xray
 from core.report import report_filename_for
 from core.text import describe_image
@@ -130,14 +130,17 @@ for name, data, is_demo in files:
         target_label = None if target == PREDICTED or target not in cam_model.card.labels else target
         with st.spinner(f"Predicting, and {method} for {cam_model.id}..."):
             # The explained model's prediction comes from the same forward pass as its map.
-            cam_pred, cam = memo(
+            analysis = memo(
                 ("analysis", key, cam_model.id, cam_model.card.version, method, target_label),
-                analyse_xray,
+                xray_analysis,
                 cam_model,
                 image,
                 target_label,
                 method,
             )
+            cam_pred = analysis.prediction
+            # The map at the size the page shows the image; the download draws it full size.
+            cam = analysis.explanation(display_shape(image.shape))
             predictions = [
                 cam_pred if m is cam_model else memo(("pred", key, m.id, m.card.version), predict_xray, m, image)
                 for m in models.values()
@@ -210,7 +213,8 @@ for name, data, is_demo in files:
                 width = c2.slider(
                     "Window width", 1.0, float(span * 2), float(min(max(width, 1.0), span * 2)), key=f"width_{key[:12]}"
                 )
-            overlay = render_overlay(image.windowed(center, width), cam.values, colormap, opacity)
+            shown = downsample_for_display(image.windowed(center, width))
+            overlay = render_overlay(shown, cam.values, colormap, opacity)
             st.plotly_chart(image_figure(overlay, colormap, f"{method}"), config=IMAGE_CONFIG, key=f"fig_{key[:12]}")
             cam_verdict = verdicts.get(cam.model_id)
             st.caption(
@@ -224,7 +228,7 @@ for name, data, is_demo in files:
             )
             st.download_button(
                 "Download overlay (PNG)",
-                png_bytes(overlay),
+                functools.partial(analysis.overlay_png, image, (center, width), colormap, opacity),
                 file_name=f"{name.rsplit('.', 1)[0]}.{cam.model_id}.{method.lower().replace(' ', '-')}.png",
                 mime="image/png",
                 key=f"dl_{key[:12]}",

@@ -1,4 +1,4 @@
-"""3D Grad-CAM of COVID3D (seed 003, Figures 1 and 4) with Captum's ``LayerGradCam``.
+"""3D Grad-CAM of COVID3D (seed 003, Figures 1 and 4), with :class:`core.explain.explainer.Explainer`.
 
 For the logit s and the feature maps A_k of the Grad-CAM layer (``features.mixed_5c``),
 H = sum_k mean(ds/dA_k) A_k, a map on the layer's coarse (d, h, w) grid, upsampled trilinearly
@@ -8,47 +8,21 @@ to the model input grid (D, H, W) and scaled:
 - signed: H / max |H|, in [-1, 1]: H > 0 is evidence for COVID+ (drawn red in seed 003's
   Figure 4), H < 0 evidence against (blue).
 
-An all-zero map stays zero. One forward pass serves both the logit and the map (Captum records
-the layer's output on the way and its backward pass stops at that layer), so
-:func:`covid3d_with_cam` costs about one forward pass. Captum adds its hook for the duration
-of one call and removes it in ``finally``; given a :class:`LoadedModel`, its lock is held
-around the call, since the module is shared between browser sessions. The module's
-train/eval mode is restored afterwards; the input is not modified.
+An all-zero map stays zero. One forward pass serves both the logit and the map (the backward
+pass stops at the layer), so :func:`covid3d_with_cam` costs about one forward pass. The
+explainer holds a registered model's lock, and gives back hooks, train/eval mode and
+``requires_grad`` as they were; the input is not modified.
 """
 
 from __future__ import annotations
-
-import contextlib
-from collections.abc import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.models.architectures import gradcam_layer_of
+from core.explain.explainer import Explainer
 from core.models.registry import LoadedModel
-
-
-@contextlib.contextmanager
-def _held(model: LoadedModel | nn.Module) -> Iterator[tuple[nn.Module, torch.device]]:
-    """The module and its device, with the model's lock held when it has one."""
-    if isinstance(model, LoadedModel):
-        with model.lock:
-            yield model.module, model.device
-        return
-    param = next(model.parameters(), None)
-    yield model, (param.device if param is not None else torch.device("cpu"))
-
-
-def _scale(heat: torch.Tensor, signed: bool) -> np.ndarray:
-    """Divide by the largest magnitude (all-zero and non-finite maps become zero)."""
-    heat = heat.detach().float().cpu()
-    top = float(heat.abs().max()) if heat.numel() else 0.0
-    if top <= 0.0 or not np.isfinite(top):
-        return np.zeros(tuple(heat.shape), dtype=np.float32)
-    lo = -1.0 if signed else 0.0
-    return (heat / top).clamp_(lo, 1.0).numpy().astype(np.float32, copy=False)
 
 
 def covid3d_with_cam(
@@ -80,31 +54,10 @@ def covid3d_with_cam(
     (float, np.ndarray)
         The logit, and the map float32 (D, H, W) on the input grid.
     """
-    from captum.attr import LayerGradCam
-
     if x.ndim != 5 or x.shape[0] != 1:
         raise ValueError(f"3D Grad-CAM takes one input (1, C, D, H, W), got {tuple(x.shape)}")
-    if layer_name is None:
-        layer_name = model.card.gradcam_layer if isinstance(model, LoadedModel) else getattr(model, "gradcam_layer", "")
-    seen: dict[str, float] = {}
-    with _held(model) as (module, device):
-        layer = gradcam_layer_of(module, layer_name)
-        inp = x.detach().to(device=device, dtype=torch.float32)
-
-        def logits_of(batch: torch.Tensor) -> torch.Tensor:
-            out = module(batch)
-            seen["logit"] = float(out[0, target].detach())
-            return out
-
-        was_training = module.training
-        module.eval()
-        try:
-            heat = LayerGradCam(logits_of, layer).attribute(inp, target=target, relu_attributions=not signed)
-        finally:
-            module.train(was_training)
-    # (1, 1, d, h, w) on the layer's grid -> the input grid; trilinear keeps the sign and range.
-    up = F.interpolate(heat.detach().float(), size=tuple(x.shape[-3:]), mode="trilinear", align_corners=False)
-    return seen["logit"], _scale(up[0, 0], signed)
+    attribution = Explainer(model, layer_name).attribute(x, target, signed=signed)
+    return float(attribution.outputs[0, target]), attribution.resampled(tuple(x.shape[-3:]), signed=signed)
 
 
 def gradcam_3d(

@@ -9,6 +9,8 @@ import numpy as np
 
 #: Colour maps offered in the UI (names of plotly's colour scales).
 COLORMAPS: tuple[str, ...] = ("Jet", "Turbo", "Inferno", "Viridis", "Hot")
+#: The longest side of an image a page sends to the browser.
+DISPLAY_MAX_SIDE = 1024
 
 
 @lru_cache(maxsize=16)
@@ -59,15 +61,26 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def downsample_for_display(arr: np.ndarray, max_side: int = 1024) -> np.ndarray:
+def _display_factor(shape: tuple[int, ...], max_side: int) -> int:
+    """The whole-number factor :func:`downsample_for_display` shrinks an image of ``shape`` by."""
+    return max(1, int(np.ceil(max(shape[0], shape[1]) / max_side)))
+
+
+def display_shape(shape: tuple[int, ...], max_side: int = DISPLAY_MAX_SIDE) -> tuple[int, int]:
+    """(H, W) of an image of ``shape`` after :func:`downsample_for_display`: the size to make a
+    map that is drawn over it."""
+    factor = _display_factor(shape, max_side)
+    return (int(shape[0]) // factor, int(shape[1]) // factor)
+
+
+def downsample_for_display(arr: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
     """Stride-free area downsampling so a 2048-3000 px radiograph renders quickly in a browser."""
-    h, w = arr.shape[:2]
-    factor = int(np.ceil(max(h, w) / max_side))
+    factor = _display_factor(arr.shape, max_side)
     if factor <= 1:
         return arr
-    hh, ww = (h // factor) * factor, (w // factor) * factor
-    a = arr[:hh, :ww].astype(np.float32)
-    a = a.reshape(hh // factor, factor, ww // factor, factor, *arr.shape[2:]).mean(axis=(1, 3))
+    h, w = display_shape(arr.shape, max_side)
+    a = arr[: h * factor, : w * factor].astype(np.float32)
+    a = a.reshape(h, factor, w, factor, *arr.shape[2:]).mean(axis=(1, 3))
     return a.astype(arr.dtype) if arr.dtype != np.uint8 else a.round().astype(np.uint8)
 
 

@@ -1,9 +1,10 @@
 """Predictions of the survival and prognosis models for one patient, and their Grad-CAMs.
 
 - :func:`predict_survival`: the CNN-LSTM's P(survival) from a patient's X-rays, given in time
-  order, with Grad-CAM of the risk of death (the negated logit) at every time point: Captum's
-  LayerGradCam on the DenseNet's last feature map, which the time-distributed CNN computes for
-  every X-ray of the series in one forward pass, so one backward pass gives one map per X-ray.
+  order, with Grad-CAM of the risk of death (the negated logit) at every time point
+  (:class:`core.explain.explainer.Explainer` on the DenseNet's last feature map, which the
+  time-distributed CNN computes for every X-ray of the series in one forward pass, so one
+  backward pass gives one map per X-ray).
 - :func:`predict_prognosis`: a prognosis model's P(high risk) from one CT, or a prior and a
   follow-up CT, in HU.
 
@@ -22,10 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from core.ct.preprocess import prepare_volume
 from core.errors import InvalidInputError
-from core.explain.attributions import _to_unit
-from core.models.architectures import gradcam_layer_of
+from core.explain.explainer import Explainer
 from core.models.registry import LoadedModel
+from core.preprocess import normalise, to_unit_square
 
 SURVIVAL_TASK = "survival"
 PROGNOSIS_TASK = "prognosis"
@@ -68,8 +70,6 @@ def _check(model: LoadedModel, task: str) -> None:
 
 def survival_input(model: LoadedModel, images: Sequence[np.ndarray]) -> torch.Tensor:
     """X-rays ([0, 1] (H, W) each, in time order) as the CNN-LSTM's input (1, T, C, S, S)."""
-    from core.preprocess import normalise, to_unit_square
-
     if not images:
         raise InvalidInputError("The survival model needs at least one X-ray.")
     spec = model.card.input
@@ -80,32 +80,17 @@ def survival_input(model: LoadedModel, images: Sequence[np.ndarray]) -> torch.Te
 
 def predict_survival(model: LoadedModel, images: Sequence[np.ndarray], *, gradcam: bool = True) -> SurvivalPrediction:
     """P(survival) from a patient's X-rays in time order, with a Grad-CAM per X-ray."""
-    from captum.attr import LayerGradCam
-
     _check(model, SURVIVAL_TASK)
-    x = survival_input(model, images).to(model.device)
+    x = survival_input(model, images)
     lengths = torch.tensor([x.shape[1]])
-    module = model.module
-    seen: dict[str, float] = {}
-
-    def death_risk(inp: torch.Tensor) -> torch.Tensor:
-        logit = module(inp, lengths)
-        seen["logit"] = float(logit.detach()[0, 0])
-        return -logit
-
-    maps: tuple[np.ndarray, ...] = ()
-    with model.lock:
-        module.eval()
-        if gradcam:
-            layer = gradcam_layer_of(module, model.card.gradcam_layer)
-            attr = LayerGradCam(death_risk, layer).attribute(x, target=0, relu_attributions=True)  # (T, 1, h, w)
-            maps = tuple(
-                _to_unit(attr[t].sum(0), tuple(np.asarray(images[t]).shape), robust=False) for t in range(attr.shape[0])
-            )
-        else:
-            with torch.inference_mode():
-                death_risk(x)
-    logit = seen["logit"]
+    if not gradcam:
+        with model.lock, torch.inference_mode():
+            logit = float(model.module(x.to(model.device), lengths)[0, 0])
+        return SurvivalPrediction(_sigmoid(logit / model.card.temperature), logit, (), model.id, model.card.version)
+    # The risk of death is the negated logit; the CNN's feature map holds one map per X-ray.
+    attribution = Explainer(model).attribute(x, 0, extra_args=(lengths,), output=torch.neg)
+    logit = -float(attribution.outputs[0, 0])
+    maps = tuple(attribution.resampled(np.shape(image), t) for t, image in enumerate(images))
     return SurvivalPrediction(_sigmoid(logit / model.card.temperature), logit, maps, model.id, model.card.version)
 
 
@@ -132,8 +117,6 @@ def survival_threshold(model: LoadedModel) -> float:
 
 def predict_prognosis(model: LoadedModel, volumes: Sequence[np.ndarray]) -> PrognosisPrediction:
     """P(high risk) from 1 CT, or from a prior and a follow-up (in that order), each in HU."""
-    from core.ct.preprocess import prepare_volume
-
     _check(model, PROGNOSIS_TASK)
     scans = int(model.card.architecture_kwargs.get("scans", 1))
     if len(volumes) != scans:
@@ -142,6 +125,5 @@ def predict_prognosis(model: LoadedModel, volumes: Sequence[np.ndarray]) -> Prog
         )
     x = torch.cat([prepare_volume(v, model.card.input)[:, 0] for v in volumes])[None]  # (1, S, D, H, W)
     with model.lock, torch.inference_mode():
-        model.module.eval()
         logit = float(model.module(x.to(model.device))[0, 0])
     return PrognosisPrediction(_sigmoid(logit / model.card.temperature), logit, scans, model.id, model.card.version)

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.explain.overlay import COLORMAPS, colormap_lut, downsample_for_display, png_bytes, render_overlay
+from core.explain.overlay import (
+    COLORMAPS,
+    colormap_lut,
+    display_shape,
+    downsample_for_display,
+    png_bytes,
+    render_overlay,
+)
 from core.inference import average_predictions
 from core.types import Prediction
 
@@ -44,6 +51,14 @@ def test_display_downsampling_keeps_aspect_and_bounds_size() -> None:
     arr = np.zeros((3000, 2000, 3), dtype=np.uint8)
     small = downsample_for_display(arr, max_side=1024)
     assert max(small.shape[:2]) <= 1024 and small.shape[0] / small.shape[1] == pytest.approx(1.5, rel=0.01)
+
+
+@pytest.mark.parametrize("shape", [(2048, 2048), (3000, 2000), (1500, 1100), (1024, 700), (90, 70)])
+def test_a_map_made_at_display_shape_fits_the_downsampled_image(shape: tuple[int, int]) -> None:
+    gray = np.zeros(shape, dtype=np.float32)
+    shown = downsample_for_display(gray)
+    assert display_shape(shape) == shown.shape
+    assert render_overlay(shown, np.zeros(display_shape(shape), dtype=np.float32)).shape == (*shown.shape, 3)
 
 
 def test_average_is_the_mean_of_probabilities() -> None:
