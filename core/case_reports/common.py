@@ -6,9 +6,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-#: Longest side, in pixels, of an image in a report: enough to read a chest film on a screen in
-#: a meeting, and it keeps a report of one radiograph near 1 MB.
-REPORT_IMAGE_MAX_SIDE = 1024
+from core.explain.overlay import DISPLAY_MAX_SIDE
+
+#: Longest side, in pixels, of an image in a report: the page's display size (enough to read a
+#: chest film on a screen in a meeting, and a report of one radiograph stays near 1 MB). One
+#: constant, since the page hands the report the attribution map it computed at that size.
+REPORT_IMAGE_MAX_SIDE = DISPLAY_MAX_SIDE
 
 
 def upload_pseudonym(data: bytes) -> str:

@@ -8,20 +8,25 @@ where the source knows it (the demo phantoms), and the scan each slice belongs t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+from scipy.special import softmax
 
+from core.ct.analysis import patient_score
+from core.ct.preprocess import prepare_slices, prepare_volume
+from core.datasets.ct_sources import VISIBLE_LESION_FRACTION
 from core.errors import DashboardError, InsufficientDataError
 from core.evaluation.data import EvalCase, EvalData, model_kind
 from core.models.registry import LoadedModel
 from core.ood import pooled
+from core.preprocess import normalise, to_unit_square
+from core.types import Progress
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
 #: Inputs per forward pass: X-rays, CT volumes, CT slices.
 BATCH = {"xray": 32, "ct-volume": 4, "ct-slice": 64}
 
@@ -54,15 +59,11 @@ class Predictions:
 
     def slice_probabilities(self, temperature: float = 1.0) -> np.ndarray:
         """The slice model's P(COVID-19) of every slice, (M,), at ``temperature``."""
-        from scipy.special import softmax
-
         return softmax(self.logits / temperature, axis=1)[:, 1]
 
     def scan_scores(self, temperature: float = 1.0) -> np.ndarray:
         """The slice model's score of every case (scan), (N,):
         :func:`core.ct.analysis.patient_score` of its slices' P(COVID-19) at ``temperature``."""
-        from core.ct.analysis import patient_score
-
         if self.slice_case is None:
             raise InsufficientDataError(f"{self.model_id} has no per-slice outputs to summarise per scan.")
         s = self.slice_probabilities(temperature)
@@ -168,8 +169,6 @@ def predict(
             yield from _load_all(data.cases)
 
     if kind in ("xray", "findings", "slice-images"):
-        from core.preprocess import normalise, to_unit_square
-
         pending: list[torch.Tensor] = []
 
         def flush() -> None:
@@ -189,8 +188,6 @@ def predict(
                 flush()
         flush()
     elif kind == "ct-volume":
-        from core.ct.preprocess import prepare_volume
-
         pending = []
         for case, item in loaded():
             tick()
@@ -205,9 +202,6 @@ def predict(
         if pending:
             rows.append(forward(torch.cat(pending).to(device)).float().cpu().numpy())
     elif kind == "ct-slice":
-        from core.ct.preprocess import prepare_slices
-        from core.datasets.ct_sources import VISIBLE_LESION_FRACTION
-
         for case, item in loaded():
             tick()
             if item is None:
