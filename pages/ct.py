@@ -12,6 +12,7 @@ import streamlit as st
 
 from core.case_reports.ct import ct_case_report, ct_identifier_rows, ct_pseudonym, is_dicom_series
 from core.ct.analysis import analyse_ct, slice_cam
+from core.ct.preprocess import LUNG_WINDOW, window_hu
 from core.ct.views import (
     PLANES,
     WINDOW_PRESETS,
@@ -26,6 +27,7 @@ from core.demo.images import DEMO_CTS, demo_ct
 from core.errors import DashboardError
 from core.explain.figures import IMAGE_CONFIG, image_figure
 from core.explain.overlay import render_overlay
+from core.io.ct_input import list_ct_upload_series, read_ct_upload
 from core.report import report_filename_for
 from ui import frame
 from ui.model_card import model_label
@@ -117,8 +119,6 @@ def _patient_score_help(model, read: np.ndarray) -> str:
 
 
 def _read(files: list[tuple[str, bytes]], series_uid: str | None):
-    from core.io.ct_input import read_ct_upload
-
     return read_ct_upload(files, series_uid)
 
 
@@ -127,8 +127,6 @@ try:
         key = digest(
             b"".join(name.encode("utf-8", "replace") + b"\0" + digest(data).encode() for name, data in sorted(files))
         )
-        from core.io.ct_input import list_ct_upload_series
-
         series = memo(("ct-series", key), list_ct_upload_series, files)
         uid = None
         if len(series) > 1:
@@ -262,8 +260,6 @@ with left:
     count = n_slices(volume.hu.shape, plane)
     index = st.slider(f"{plane} slice", 1, count, (count + 1) // 2, key=f"ct_slice_{plane}") - 1
     center, width = presets[preset]
-    from core.ct.preprocess import LUNG_WINDOW, window_hu
-
     gray = window_hu(take_slice(volume.hu, plane, index), center, width)
     cam = analysis.cam if analysis is not None else None
     slice_note = ""

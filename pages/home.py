@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import DashboardError
+from core.evaluation.reports import kfold_table
 from core.models.card_metrics import RecordedSplit
 from core.text import describe_input_grid, km_summary
 from core.training.figures import learning_curves_figure
@@ -161,8 +162,6 @@ for card in cards:
             )
         folds = card.training.get("folds")
         if folds:
-            from core.evaluation.reports import kfold_table
-
             st.markdown(
                 f"**{len(folds)}-fold cross-validation** (patient level; the kept model is fold "
                 f"{card.training.get('kept_fold')}, {card.training.get('kept_because', '')})"

@@ -11,6 +11,7 @@ import streamlit as st
 
 from core.errors import DashboardError
 from core.labels import XRAY_LABELS
+from core.library.importers import add_upload, import_source
 from core.library.records import OUTCOMES, Patient, PatientFilter
 from core.text import describe_outcome, describe_study_time
 from ui import frame
@@ -157,8 +158,6 @@ with tab_import:
         options["include_lateral"] = st.checkbox("Also lateral views", key="library_import_lateral")
         options["include_ct"] = st.checkbox("Also CT rows", value=True, key="library_import_ct")
     if st.button("Import", key="library_import", disabled=not src.strip()):
-        from core.library.importers import import_source
-
         bar = st.progress(0.0, text="Importing")
         try:
             report = import_source(
@@ -204,8 +203,6 @@ with tab_upload:
     admission = d2.number_input("Days since admission (optional)", value=None, step=1.0, key="library_upload_admission")
     note = st.text_area("Note", key="library_upload_note", help="Do not write names or record numbers here.")
     if st.button("Add to the library", key="library_upload_add", disabled=not files):
-        from core.library.importers import add_upload
-
         try:
             pseudonym, _ = add_upload(
                 library,

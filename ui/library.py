@@ -20,8 +20,11 @@ import streamlit as st
 
 from core.demo.cohort import DEFAULT_PATIENTS
 from core.errors import DashboardError
+from core.io.images import read_xray
+from core.library.demo import build_demo_library, needs_demo_build
 from core.library.records import Study
 from core.library.store import LibraryError, SqliteLibrary, default_library_path, open_library
+from ui.frame import plain_errors
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +57,6 @@ def _open(path: str) -> SqliteLibrary:
 
 
 def _run(build: _DemoBuild) -> None:
-    from core.library.demo import build_demo_library
-
     def progress(done: int, total: int) -> None:
         build.done, build.total = done, total
 
@@ -108,8 +109,6 @@ def _wait_for(build: _DemoBuild) -> None:
 
 def library() -> SqliteLibrary:
     """The app's case library, built from the demo cohort first if it is empty or half-built."""
-    from core.library.demo import needs_demo_build
-
     path = str(default_library_path())
     if needs_demo_build(path):
         _wait_for(_build(path))
@@ -118,18 +117,12 @@ def library() -> SqliteLibrary:
 
 def library_or_stop() -> SqliteLibrary:
     """:func:`library`, or a plain error and the end of the page when it cannot be opened."""
-    try:
+    with plain_errors():
         return library()
-    except DashboardError as e:
-        st.error(str(e))
-        st.stop()
-        raise  # unreachable: st.stop() ends the script run
 
 
 def show_full_size(library: SqliteLibrary, study: Study) -> None:
     """A study's stored image at full resolution (an X-ray), or the thumbnail slice of a CT series."""
-    from core.io.images import read_xray
-
     if not study.images:
         st.info("This study has no stored image.")
         return
