@@ -35,3 +35,7 @@ class WeightsIntegrityError(DashboardError):
 
 class InsufficientDataError(DashboardError):
     """Too little data for the requested analysis or training run."""
+
+
+class OutsideDataRootsError(InvalidInputError):
+    """A path typed into the app that leads outside the folders the app may read (its data roots)."""

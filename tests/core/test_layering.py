@@ -18,7 +18,9 @@ CORE = ROOT / "core"
 #: Lowest first. A package (or top-level module) of core may import only those before it.
 LAYERS: tuple[str, ...] = (
     "errors",
+    "console",  # what the console shows of other libraries' logging and warnings: standard library only
     "types",
+    "deployment",  # the data roots typed paths are confined to, and read-only mode: errors only
     "labels",  # every label vocabulary and the datasets' spellings
     "torchvision_compat",
     "ood",  # the OOD reference: numpy and torch only; the registry loads one with each model
