@@ -1,14 +1,16 @@
 """Case library: filter patients, open one patient's timeline, import a dataset, add a reviewed
-upload as a new (de-identified) case."""
+upload as a new (de-identified) case.
+
+The import folder must lie inside the data roots (core.deployment); a read-only screen
+(``DASHBOARD_READ_ONLY``) shows no import or add action."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.deployment import READ_ONLY_ENV, confine, read_only, roots_hint
 from core.errors import DashboardError
 from core.labels import XRAY_LABELS
 from core.library.importers import add_upload, import_source
@@ -142,79 +144,88 @@ if patients:
                 present = [name for name, v in study.findings.items() if v == 1]
                 right.caption("Labelled findings: " + (", ".join(present) if present else "none"))
 
-st.header("Add to the library")
-tab_import, tab_upload = st.tabs(["Import a dataset", "Add a reviewed upload"])
-
-with tab_import:
-    st.write(
-        "Import a dataset folder on this computer. Everything is de-identified on the way in; "
-        "cases already in the library are recognised and not added twice."
+if read_only():
+    st.caption(
+        "This is a read-only screen: importing datasets and adding reviewed cases are switched off here "
+        f"({READ_ONLY_ENV} is set where the dashboard runs)."
     )
-    fmt_label = st.radio("Layout", tuple(IMPORT_FORMATS), key="library_import_format")
-    fmt = IMPORT_FORMATS[fmt_label]
-    src = st.text_input("Folder (or CSV file for a manifest)", key="library_import_path")
-    options: dict[str, object] = {}
-    if fmt == "cohen":
-        options["include_lateral"] = st.checkbox("Also lateral views", key="library_import_lateral")
-        options["include_ct"] = st.checkbox("Also CT rows", value=True, key="library_import_ct")
-    if st.button("Import", key="library_import", disabled=not src.strip()):
-        bar = st.progress(0.0, text="Importing")
-        try:
-            report = import_source(
-                library,
-                fmt,
-                Path(src.strip()).expanduser(),
-                progress=lambda d, t: bar.progress(d / max(t, 1), text=f"Importing: {d} of {t}"),
-                **options,
-            )
-        except DashboardError as e:
-            bar.empty()
-            st.error(str(e))
-        else:
-            bar.empty()
-            st.success(
-                f"Added {report.added_studies} studies of {report.added_patients} new patients. "
-                f"{report.duplicates} were in the library already; {report.skipped_by_option} skipped by option."
-            )
-            if report.problems:
-                st.warning(
-                    f"{len(report.problems)} rows were skipped:\n\n" + "\n".join(f"- {p}" for p in report.problems[:50])
+else:
+    st.header("Add to the library")
+    tab_import, tab_upload = st.tabs(["Import a dataset", "Add a reviewed upload"])
+
+    with tab_import:
+        st.write(
+            "Import a dataset folder on this computer. Everything is de-identified on the way in; "
+            "cases already in the library are recognised and not added twice."
+        )
+        fmt_label = st.radio("Layout", tuple(IMPORT_FORMATS), key="library_import_format")
+        fmt = IMPORT_FORMATS[fmt_label]
+        src = st.text_input("Folder (or CSV file for a manifest)", key="library_import_path", help=roots_hint())
+        options: dict[str, object] = {}
+        if fmt == "cohen":
+            options["include_lateral"] = st.checkbox("Also lateral views", key="library_import_lateral")
+            options["include_ct"] = st.checkbox("Also CT rows", value=True, key="library_import_ct")
+        if st.button("Import", key="library_import", disabled=not src.strip()):
+            bar = st.progress(0.0, text="Importing")
+            try:
+                report = import_source(
+                    library,
+                    fmt,
+                    confine(src),
+                    progress=lambda d, t: bar.progress(d / max(t, 1), text=f"Importing: {d} of {t}"),
+                    **options,
                 )
+            except DashboardError as e:
+                bar.empty()
+                st.error(str(e))
+            else:
+                bar.empty()
+                st.success(
+                    f"Added {report.added_studies} studies of {report.added_patients} new patients. "
+                    f"{report.duplicates} were in the library already; {report.skipped_by_option} skipped by option."
+                )
+                if report.problems:
+                    st.warning(
+                        f"{len(report.problems)} rows were skipped:\n\n"
+                        + "\n".join(f"- {p}" for p in report.problems[:50])
+                    )
 
-with tab_upload:
-    st.write(
-        "Add an image you have reviewed as a new case: one X-ray, or the DICOM slices of one CT series. "
-        "Names, ids, dates and institutions are removed before anything is stored."
-    )
-    files = st.file_uploader(
-        "Image file(s)", accept_multiple_files=True, key="library_upload", help="PNG, JPEG, TIFF or DICOM"
-    )
-    u1, u2 = st.columns(2)
-    up_modality = u1.selectbox("Modality", ("X-ray", "CT"), key="library_upload_modality")
-    up_label = u2.selectbox("Reviewed diagnosis", (*XRAY_LABELS, UNLABELLED), key="library_upload_label")
-    attach = st.selectbox(
-        "Patient",
-        ("New patient", *[p.pseudonym for p in library.patients()]),
-        key="library_upload_patient",
-        help="Add the study to a patient already in the library, or make a new one.",
-    )
-    d1, d2 = st.columns(2)
-    onset = d1.number_input("Days since symptom onset (optional)", value=None, step=1.0, key="library_upload_onset")
-    admission = d2.number_input("Days since admission (optional)", value=None, step=1.0, key="library_upload_admission")
-    note = st.text_area("Note", key="library_upload_note", help="Do not write names or record numbers here.")
-    if st.button("Add to the library", key="library_upload_add", disabled=not files):
-        try:
-            pseudonym, _ = add_upload(
-                library,
-                [(f.name, f.getvalue()) for f in files or []],
-                modality=up_modality,
-                label=None if up_label == UNLABELLED else up_label,
-                note=note,
-                offset_onset_days=onset,
-                offset_admission_days=admission,
-                patient=None if attach == "New patient" else attach,
-            )
-        except DashboardError as e:
-            st.error(str(e))
-        else:
-            st.success(f"Added as a study of patient {pseudonym}.")
+    with tab_upload:
+        st.write(
+            "Add an image you have reviewed as a new case: one X-ray, or the DICOM slices of one CT series. "
+            "Names, ids, dates and institutions are removed before anything is stored."
+        )
+        files = st.file_uploader(
+            "Image file(s)", accept_multiple_files=True, key="library_upload", help="PNG, JPEG, TIFF or DICOM"
+        )
+        u1, u2 = st.columns(2)
+        up_modality = u1.selectbox("Modality", ("X-ray", "CT"), key="library_upload_modality")
+        up_label = u2.selectbox("Reviewed diagnosis", (*XRAY_LABELS, UNLABELLED), key="library_upload_label")
+        attach = st.selectbox(
+            "Patient",
+            ("New patient", *[p.pseudonym for p in library.patients()]),
+            key="library_upload_patient",
+            help="Add the study to a patient already in the library, or make a new one.",
+        )
+        d1, d2 = st.columns(2)
+        onset = d1.number_input("Days since symptom onset (optional)", value=None, step=1.0, key="library_upload_onset")
+        admission = d2.number_input(
+            "Days since admission (optional)", value=None, step=1.0, key="library_upload_admission"
+        )
+        note = st.text_area("Note", key="library_upload_note", help="Do not write names or record numbers here.")
+        if st.button("Add to the library", key="library_upload_add", disabled=not files):
+            try:
+                pseudonym, _ = add_upload(
+                    library,
+                    [(f.name, f.getvalue()) for f in files or []],
+                    modality=up_modality,
+                    label=None if up_label == UNLABELLED else up_label,
+                    note=note,
+                    offset_onset_days=onset,
+                    offset_admission_days=admission,
+                    patient=None if attach == "New patient" else attach,
+                )
+            except DashboardError as e:
+                st.error(str(e))
+            else:
+                st.success(f"Added as a study of patient {pseudonym}.")

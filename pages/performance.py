@@ -6,12 +6,17 @@ AUC and bootstrap 95% CIs, the reliability diagram before and after temperature 
 operating threshold with its sensitivity and specificity, seed 002's k-fold table, and for CT
 models the AUC across perturbed windows (seed 003). Two or more models side by side on the
 same cases with DeLong's test. A self-contained HTML report of all of it.
+
+A dataset path must lie inside the data roots (core.deployment).
 """
 
 from __future__ import annotations
 
+import re
+
 import streamlit as st
 
+from core.deployment import confine, roots_hint
 from core.errors import DashboardError
 from core.evaluation.compare import comparable
 from core.evaluation.data import model_kind
@@ -36,6 +41,13 @@ from ui import frame
 from ui.model_card import ood_detector, provenance, shortcut_checks
 from ui.performance import comparison, evaluation, kfold_frame, per_class_frame
 from ui.report import report_download
+
+
+def _is_demo_source(text: str) -> bool:
+    """``demo`` or ``demo:N``: the CT demo cohort's phantoms (core.datasets.ct_sources), not a path.
+    Only digits may follow, so ``demo:../..`` is confined like any other path."""
+    return re.fullmatch(r"demo(:\d+)?", text) is not None
+
 
 HELD_OUT, DATASET = "Held-out split (recorded at training)", "A dataset on this computer"
 DEFAULT_MODEL = "cxr-resnet18"
@@ -64,13 +76,16 @@ if source_kind == DATASET:
             help="X-ray models: class folders (COVID/, NORMAL/, Viral Pneumonia/) or a CSV manifest path,label"
             "[,patient_id]; the findings model: a CheXpert-style CSV; CT models: a folder with metadata.csv "
             "or a CSV manifest of series (or demo:N, N demo patients' CT phantoms drawn in memory). Every case in it "
-            "is used.",
+            f"is used. {roots_hint()}",
         ).strip()
         or None
     )
     if data_path is None:
         st.info("Enter the path of a dataset to evaluate on.")
         st.stop()
+    if not _is_demo_source(data_path):  # the demo phantoms are drawn in memory, not read from disk
+        with frame.plain_errors():
+            data_path = str(confine(data_path))
 if not chosen:
     st.info("Choose at least one model.")
     st.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.helpers import ROOT
@@ -52,7 +53,10 @@ def test_filters_narrow_the_list(library_copy: Path) -> None:
     assert at.subheader[0].value.startswith(f"{n_ct} of")
 
 
-def test_importing_a_dataset_from_the_page(library_copy: Path, cohen_dataset: Path) -> None:
+def test_importing_a_dataset_from_the_page(
+    library_copy: Path, cohen_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DASHBOARD_DATA_ROOTS", str(cohen_dataset.parent))
     at = run_page()
     before = int(at.metric[0].value)
     at.text_input(key="library_import_path").set_value(str(cohen_dataset)).run()
@@ -64,7 +68,10 @@ def test_importing_a_dataset_from_the_page(library_copy: Path, cohen_dataset: Pa
     assert int(at.metric[0].value) == before + 3
 
 
-def test_a_missing_dataset_folder_gets_a_plain_error(library_copy: Path, tmp_path: Path) -> None:
+def test_a_missing_dataset_folder_gets_a_plain_error(
+    library_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DASHBOARD_DATA_ROOTS", str(tmp_path))
     at = run_page()
     at.text_input(key="library_import_path").set_value(str(tmp_path / "nowhere")).run()
     at.button(key="library_import").click().run()

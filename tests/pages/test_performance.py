@@ -102,12 +102,16 @@ def test_survival_model_shows_its_recorded_results_and_says_why_no_curves(app: A
     assert any("Recorded at training time" in c.value for c in app.caption)
 
 
-def test_a_dataset_path_that_does_not_exist_is_a_plain_error(app: AppTest) -> None:
+def test_a_dataset_path_that_does_not_exist_is_a_plain_error(
+    app: AppTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DASHBOARD_DATA_ROOTS", str(tmp_path))
+    missing = str(tmp_path / "nowhere" / "at" / "all")
     app.run()
     app.radio[0].set_value(DATASET).run()
-    app.text_input[0].set_value("/nowhere/at/all").run()
+    app.text_input[0].set_value(missing).run()
     assert not app.exception
-    assert app.error and "/nowhere/at/all" in app.error[0].value
+    assert app.error and missing in app.error[0].value and "outside" not in app.error[0].value
 
 
 def test_ct_models_on_a_demo_dataset_per_scan_and_patient_with_a_window_band(
