@@ -35,7 +35,7 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 
 def data_roots(environ: Mapping[str, str] | None = None) -> tuple[Path, ...]:
     """The folders typed paths may lead into, resolved: ``$DASHBOARD_DATA_ROOTS``, else the
-    working folder and :data:`APP_DATA_DIR`.
+    working folder (unless it is the filesystem's root) and :data:`APP_DATA_DIR`.
 
     Empty entries are skipped; a relative entry is taken from the working folder. A root need
     not exist yet (nothing inside it does either, so nothing is let through by that).
@@ -43,7 +43,9 @@ def data_roots(environ: Mapping[str, str] | None = None) -> tuple[Path, ...]:
     env = os.environ if environ is None else environ
     entries = [e.strip() for e in env.get(DATA_ROOTS_ENV, "").split(os.pathsep) if e.strip()]
     if not entries:
-        return (Path.cwd().resolve(), APP_DATA_DIR.resolve())
+        cwd = Path.cwd().resolve()
+        # A server started in / (a service with no working folder set) must not open every path.
+        return (APP_DATA_DIR.resolve(),) if cwd == Path(cwd.anchor) else (cwd, APP_DATA_DIR.resolve())
     return tuple(Path(e).expanduser().resolve() for e in entries)
 
 

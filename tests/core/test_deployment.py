@@ -82,6 +82,9 @@ def test_data_roots_come_from_the_environment(tmp_path: Path, monkeypatch: pytes
     assert data_roots({DATA_ROOTS_ENV: "rel"}) == (tmp_path.resolve() / "rel",)
     # Unset or blank: the working folder and the app's data folder.
     assert data_roots({}) == data_roots({DATA_ROOTS_ENV: " "}) == (tmp_path.resolve(), APP_DATA_DIR.resolve())
+    # A server started in / does not make every path a data path.
+    monkeypatch.chdir("/")
+    assert data_roots({}) == (APP_DATA_DIR.resolve(),)
     monkeypatch.setenv(DATA_ROOTS_ENV, str(a))
     assert data_roots() == (a,)
     with pytest.raises(OutsideDataRootsError):
