@@ -190,6 +190,38 @@ class DicomScan:
         return f"No DICOM images were found among {files}."
 
 
+#: The attributes the CT readers use, parsed while scanning: a damaged one (a length that does
+#: not fit its VR, an unknown VR) makes its file unreadable here, not an error in a later step.
+_USED_KEYWORDS = (
+    "SOPClassUID",
+    "Modality",
+    "ImageType",
+    "SeriesInstanceUID",
+    "SeriesDescription",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "InstanceNumber",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "BitsAllocated",
+    "BitsStored",
+    "PixelRepresentation",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "ModalityLUTSequence",
+    "WindowCenter",
+    "WindowWidth",
+    "SharedFunctionalGroupsSequence",
+    "PerFrameFunctionalGroupsSequence",
+)
+
+
 def scan_dicom(files: Sequence[tuple[str, bytes]]) -> DicomScan:
     """Read the headers (not the pixels) of ``files`` (``(name, bytes)`` pairs; names unused).
 
@@ -209,11 +241,16 @@ def scan_dicom(files: Sequence[tuple[str, bytes]]) -> DicomScan:
             continue
         try:
             header = pydicom.dcmread(BytesIO(data), stop_before_pixels=True, force=raw)
+            for keyword in _USED_KEYWORDS:  # pydicom parses a value when it is first read
+                header.get(keyword)
         except Exception:
             n_unreadable += 1
             continue
         if "Rows" not in header or "Columns" not in header:  # DICOMDIR, report, presentation state
             n_ignored += 1
+            continue
+        if not (isinstance(header.Rows, int) and isinstance(header.Columns, int)):  # several values
+            n_unreadable += 1
             continue
         kind = _not_ct_kind(header)
         if kind is not None:
