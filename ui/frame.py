@@ -25,6 +25,7 @@ from contextlib import contextmanager
 import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 
+from core.console import configure_console
 from core.errors import DashboardError
 from core.models.registry import LoadedModel, ModelRegistry
 from core.text import DISCLAIMER
@@ -95,6 +96,7 @@ def _redacted_traceback(error: BaseException) -> str:
 
 def run(chosen: StreamlitPage) -> None:
     """Run the page ``st.navigation`` chose; what escapes it ends as a plain ``st.error``."""
+    configure_console(debug=st.get_option("logger.level") == "debug")  # no DICOM library traceback in the server's log
     try:
         chosen.run()
     except DashboardError as e:

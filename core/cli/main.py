@@ -1,18 +1,19 @@
 """Argument parsing and dispatch for ``python -m core``.
 
 Every command reports a failure the user can act on as one line on stderr and a non-zero exit
-status, never a traceback (``--debug`` shows it).
+status, never a traceback, nor the log records and warnings of the DICOM library
+(:mod:`core.console`); ``--debug`` shows them all.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Sequence
 
+from core.console import configure_console
 from core.errors import DashboardError
 
 #: Every command, in the order ``--help`` lists them: the module of ``core.cli`` that defines it
@@ -77,9 +78,7 @@ def _command(argv: Sequence[str]) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(_command(argv)).parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    configure_console(args.debug)
     try:
         return int(args.func(args) or 0)
     except DashboardError as e:
