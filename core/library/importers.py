@@ -65,6 +65,12 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".di
 # ----------------------------------------------------------------------------- values
 
 
+def _shown(text: str) -> str:
+    """A path from a table, as one line in a problem report: line breaks and other control
+    characters written as escapes (``\\n``)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _label(raw: str) -> str | None:
     if not raw.strip():
         return None
@@ -227,7 +233,7 @@ def _prepare(row: ImportRow, secret: bytes, known: frozenset[str] = frozenset())
     try:
         files = _read_files(row.path)
         if not files:
-            return f"row {row.line}: the folder {row.path.name} holds no files; skipped."
+            return f"row {row.line}: the folder {_shown(row.path.name)} holds no files; skipped."
         key = content_key(secret, (data for _, data in files))
         if key in known:
             return _Prepared(row.line, row.patient, row.study, (), key)
@@ -292,15 +298,29 @@ def _store(
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """The columns and the ``(line, row)`` pairs of a CSV file in UTF-8 (with or without a BOM)
+    or, when it starts with a UTF-16 BOM, in UTF-16."""
     try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            fields = [c.strip() for c in reader.fieldnames or []]
-            rows = []
-            for row in reader:
-                clean = {(k or "").strip(): (v if isinstance(v, str) else "") for k, v in row.items()}
-                rows.append((reader.line_num, clean))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise InvalidInputError(f"{path.name} could not be read ({e.strerror}).") from e
+    encoding = "utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        label = "UTF-16" if encoding == "utf-16" else "UTF-8"
+        raise InvalidInputError(
+            f"{path.name} is not {label} text (byte {e.start + 1} is not valid {label}); "
+            "save it as CSV UTF-8 and import it again."
+        ) from e
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        fields = [c.strip() for c in reader.fieldnames or []]
+        rows = []
+        for row in reader:
+            clean = {(k or "").strip(): (v if isinstance(v, str) else "") for k, v in row.items()}
+            rows.append((reader.line_num, clean))
+    except csv.Error as e:
         raise InvalidInputError(f"{path.name} could not be read as a CSV file ({e}).") from e
     return fields, rows
 
@@ -400,7 +420,7 @@ def cohen_row(
         return None
     path = root / (r.get("folder", "").strip() or "images") / filename
     if check_files and not path.exists():
-        raise InvalidInputError(f"the image {Path(r.get('folder') or 'images', filename)} is missing")
+        raise InvalidInputError(f"the image {_shown(str(Path(r.get('folder') or 'images', filename)))} is missing")
     label = cohen_label(r.get("finding", ""))
     patient, study = _case(library, source, pid, r, label, modality, view, finding_names, COHEN_COLUMNS)
     return ImportRow(line, path, patient, study)
@@ -517,7 +537,7 @@ def import_csv(
                 raise InvalidInputError("path and patient_id must not be empty")
             file = path.parent / rel
             if not file.exists():
-                raise InvalidInputError(f"the image {rel} is missing")
+                raise InvalidInputError(f"the image {_shown(rel)} is missing")
             label = _label(r.get("label", ""))
             modality_raw = r.get("modality", "").strip().upper()
             modality = "CT" if modality_raw == "CT" or file.is_dir() else "X-ray"

@@ -12,8 +12,8 @@ from core.errors import DashboardError
 
 T = TypeVar("T")
 
-# Text that only a Python repr, a traceback or an unformatted exception would put in a message.
-_NOT_PLAIN = ("Traceback", 'File "', " object at 0x", "<class ", "<module", "Error:", "b'\\x", 'b"\\x')
+# Text that only a Python repr, a traceback or an exception's own wording would put in a message.
+_NOT_PLAIN = ("Traceback", 'File "', " object at 0x", "<class ", "<module", "Error:", "b'\\x", 'b"\\x', "codec can't")
 
 
 def assert_plain(message: str) -> None:
