@@ -67,5 +67,7 @@ def configure_console(debug: bool = False) -> None:
         library.propagate = debug
         if not any(isinstance(h, logging.NullHandler) for h in library.handlers):
             library.addHandler(logging.NullHandler())
-        if not debug:
-            warnings.filterwarnings("ignore", module=rf"{re.escape(name)}(\.|$)")
+        module = rf"{re.escape(name)}(\.|$)"
+        # Added once: the filter list is process-wide, and the app's pages run in threads.
+        if not debug and not any(f[0] == "ignore" and f[3] and f[3].pattern == module for f in warnings.filters):
+            warnings.filterwarnings("ignore", module=module)
