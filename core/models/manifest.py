@@ -9,8 +9,10 @@ recorded at training time stay the JSON a trainer wrote (``metrics``), read thro
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,28 +142,47 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelCard:
-        try:
-            return cls(
-                id=str(d["id"]),
-                version=str(d["version"]),
-                architecture=str(d["architecture"]),
-                architecture_kwargs=dict(d.get("architecture_kwargs", {})),
-                weights_file=str(d["weights_file"]),
-                sha256=str(d["sha256"]),
-                input_kind=str(d["input_kind"]),
-                input=InputSpec.from_dict(d["input"]),
-                labels=tuple(str(x) for x in d["labels"]),
-                gradcam_layer=str(d["gradcam_layer"]),
-                intended_use=str(d.get("intended_use", "")),
-                temperature=float(d.get("temperature", 1.0)),
-                thresholds={str(k): float(v) for k, v in d.get("thresholds", {}).items()},
-                training=dict(d.get("training", {})),
-                metrics=dict(d.get("metrics", {})),
-                extra={k: v for k, v in d.items() if k not in cls._KNOWN},
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            ident = d.get("id", "?") if isinstance(d, dict) else "?"
-            raise MissingModelError(f"The manifest entry for model {ident} is incomplete ({e}).") from e
+        """The card of one manifest entry.
+
+        Raises
+        ------
+        MissingModelError
+            The entry is not a JSON object, lacks a required key, or holds a value of the wrong
+            kind (the message names the key).
+        """
+        if not isinstance(d, dict):
+            raise MissingModelError("A manifest entry is not a JSON object; each model must be one.")
+
+        def value(key: str, convert: Callable[[Any], Any], default: Any = _REQUIRED) -> Any:
+            if key not in d:
+                if default is _REQUIRED:
+                    raise MissingModelError(f"The manifest entry for model {_ident(d)} is incomplete (no '{key}').")
+                return default
+            try:
+                return convert(d[key])
+            except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+                raise MissingModelError(
+                    f"The manifest entry for model {_ident(d)} has the wrong kind of value for '{key}'."
+                ) from e
+
+        return cls(
+            id=value("id", _line),
+            version=value("version", _version),
+            architecture=value("architecture", _line),
+            architecture_kwargs=value("architecture_kwargs", _object, {}),
+            weights_file=value("weights_file", _line),
+            sha256=value("sha256", _line),
+            input_kind=value("input_kind", _line),
+            input=value("input", InputSpec.from_dict),
+            labels=value("labels", lambda v: tuple(_line(x) for x in _list(v))),
+            gradcam_layer=value("gradcam_layer", _line),
+            intended_use=value("intended_use", _text, ""),
+            temperature=value("temperature", _positive, 1.0),
+            thresholds=value("thresholds", lambda v: {_line(k): _finite(x) for k, x in _object(v).items()}, {}),
+            training=value("training", _object, {}),
+            metrics=value("metrics", _object, {}),
+            extra={k: v for k, v in d.items() if k not in cls._KNOWN},
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -185,6 +206,56 @@ class ModelCard:
         return out
 
 
+_REQUIRED = object()
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("not text")
+    return value
+
+
+def _line(value: Any) -> str:
+    """Non-empty text on one line (ids, file names, layer names, labels)."""
+    if not (_text(value) and value.isprintable()):
+        raise ValueError("not one line of text")
+    return value
+
+
+def _version(value: Any) -> str:
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else _line(value)
+
+
+def _object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError("not a JSON object")
+    return value
+
+
+def _list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError("not a JSON list")
+    return value
+
+
+def _finite(value: Any) -> float:
+    if isinstance(value, bool) or not math.isfinite(number := float(value)):
+        raise ValueError("not a finite number")
+    return number
+
+
+def _positive(value: Any) -> float:
+    if (number := _finite(value)) <= 0:
+        raise ValueError("not positive")
+    return number
+
+
+def _ident(entry: Any) -> str:
+    """How messages name a manifest entry: its id when that is one line of text, else "?"."""
+    ident = entry.get("id") if isinstance(entry, dict) else None
+    return ident if isinstance(ident, str) and ident.isprintable() and ident else "?"
+
+
 def read_manifest(weights_dir: str | Path) -> list[ModelCard]:
     """Read every entry of ``weights_dir/manifest.json``; an absent manifest means no models."""
     path = Path(weights_dir) / MANIFEST_NAME
@@ -194,7 +265,12 @@ def read_manifest(weights_dir: str | Path) -> list[ModelCard]:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise MissingModelError(f"The model manifest {path} cannot be read ({e}).") from e
-    return [ModelCard.from_dict(entry) for entry in doc.get("models", [])]
+    except (UnicodeDecodeError, RecursionError) as e:  # not UTF-8; nested deeper than Python recurses
+        raise MissingModelError(f"The model manifest {path} cannot be read: it is not JSON text.") from e
+    entries = doc.get("models", []) if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        raise MissingModelError(f"The model manifest {path} does not hold a list of models.")
+    return [ModelCard.from_dict(entry) for entry in entries]
 
 
 def write_manifest_entry(weights_dir: str | Path, card: ModelCard) -> Path:
