@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 
 from core.errors import InvalidInputError
-from core.library.store import LibraryError, open_library
+from core.library.store import MissingLibraryError, open_library
 from core.models.registry import DEFAULT_WEIGHTS_DIR, ModelRegistry, select_device
 from core.search.embeddings import REFERENCE_MODEL, check_embeddable
 from core.trajectory.scores import score_name
@@ -57,7 +57,7 @@ def open_library_of(args: argparse.Namespace, *, create: bool):
     """The case library of ``--library``; a missing one is a plain error unless ``create``."""
     try:
         return open_library(args.library, create=create)
-    except LibraryError as e:
+    except MissingLibraryError as e:
         raise InvalidInputError(f"{e} Build one with `python -m core library build-demo` or import a dataset.") from e
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import errno
 import hashlib
 import hmac
 import json
@@ -96,6 +97,40 @@ class NewImage:
 
 class LibraryError(DashboardError):
     """The library folder cannot be opened or written."""
+
+
+class MissingLibraryError(LibraryError):
+    """There is no library where one was expected (and it was not to be created)."""
+
+
+#: How long a write waits for another program's write to finish before giving up, and how long
+#: it waits quietly before saying that it is waiting.
+_WAIT_S = 120.0
+_QUIET_WAIT_S = 1.0
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _os_words(e: OSError) -> str:
+    """An operating system error in plain words (no Python exception name)."""
+    if e.errno == errno.ENOSPC:
+        return "the disk is full"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "the folder is read-only or not yours to write"
+    return (e.strerror or str(e)).lower()
+
+
+def _sqlite_words(e: sqlite3.Error) -> str:
+    """What SQLite's error means for the user, to follow "The case library at ..."."""
+    text = str(e)
+    if "disk is full" in text:
+        return "cannot be written: the disk is full (nothing of the last change was stored)"
+    if "readonly" in text or "read-only" in text or "unable to open" in text:
+        return "cannot be written: the file or its folder is read-only"
+    if "locked" in text or "busy" in text:
+        return "is busy: another program is writing to it; try again when it finishes"
+    if "not a database" in text or "malformed" in text:
+        return "is damaged (restore it from a backup)"
+    return f"could not be read or written ({text})"
 
 
 class CaseLibrary(abc.ABC):
@@ -251,6 +286,9 @@ CREATE TABLE IF NOT EXISTS scores (
 );
 """
 
+#: Every table of the schema: a library that lacks one was made by an older version.
+_TABLES = frozenset({"meta", "patients", "studies", "images", "embeddings", "pixel_digests", "scores"})
+
 _PATIENT_COLUMNS = (
     "label",
     "sex",
@@ -285,42 +323,108 @@ class SqliteLibrary(CaseLibrary):
         self._write_lock = threading.Lock()
         if not self.database.exists():
             if not create:
-                raise LibraryError(f"There is no case library at {self.root}.")
-            self._create()
-        else:
-            self._add_missing_tables()
+                raise MissingLibraryError(f"There is no case library at {self.root}.")
+            try:
+                self.files_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise LibraryError(f"Could not create a case library at {self.root}: {_os_words(e)}.") from e
+        self._check_file()
+        self._initialise()
         self._secret = bytes.fromhex(self._meta("secret"))
 
     # -- plumbing -------------------------------------------------------------------------
-    def _create(self) -> None:
-        try:
-            self.files_dir.mkdir(parents=True, exist_ok=True)
-            with contextlib.closing(sqlite3.connect(self.database)) as con, con:
-                con.execute("PRAGMA journal_mode=WAL")
-                con.executescript(_SCHEMA)
-                con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                con.execute("INSERT OR IGNORE INTO meta VALUES ('secret', ?)", (secrets.token_hex(32),))
-        except (OSError, sqlite3.Error) as e:
-            raise LibraryError(f"Could not create a case library at {self.root}: {e}.") from e
+    def _check_file(self) -> None:
+        """Refuse, without writing to it, a file that is not a SQLite database or was cut short.
 
-    def _add_missing_tables(self) -> None:
-        """Libraries made by an older version gain the tables added since (all CREATE IF NOT EXISTS)."""
-        with self._write_lock, self._connect() as con, con:
-            con.executescript(_SCHEMA)
+        Only the file's 100-byte header is read: SQLite itself would not notice a truncated file
+        until a query reached a missing page, and by then the app might have started writing.
+        """
+        try:
+            with open(self.database, "rb") as f:
+                header = f.read(100)
+            size = self.database.stat().st_size
+        except FileNotFoundError:
+            return  # a new library: sqlite creates the file
+        except OSError as e:
+            raise LibraryError(f"The case library file {self.database} cannot be read: {_os_words(e)}.") from e
+        if not header:
+            return  # an empty file (a creation cut short): nothing in it to keep
+        if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
+            raise LibraryError(f"{self.database} is not a case library (not a SQLite database); it was left untouched.")
+        page_size = int.from_bytes(header[16:18], "big")
+        page_size = 65536 if page_size == 1 else page_size
+        pages = int.from_bytes(header[28:32], "big")
+        # The page count in the header is valid when its "version valid for" matches the change counter.
+        if header[92:96] == header[24:28] and size < page_size * pages:
+            raise LibraryError(
+                f"The case library file {self.database} is truncated ({size} of {page_size * pages} bytes); "
+                "restore it from a backup. It was left untouched."
+            )
+
+    def _initialise(self) -> None:
+        """Give an empty database the library's tables and secret, in one transaction (a creation
+        killed half-way leaves an empty file, which the next open initialises), and a library made
+        by an older version the tables added since. A SQLite database of some other program is
+        refused untouched."""
+        with self._connect() as con:
+            tables = {str(r[0]) for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and ("meta" not in tables or not self._has_secret(con)):
+                raise LibraryError(
+                    f"{self.database} is a SQLite database but not a case library; it was left untouched."
+                )
+            if tables >= _TABLES:
+                return
+            con.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer
+            # executescript commits first and runs the script as it stands: the explicit
+            # transaction makes the tables and the secret appear together or not at all.
+            con.executescript(
+                "BEGIN IMMEDIATE;"
+                + _SCHEMA
+                + f"INSERT OR IGNORE INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');"
+                + f"INSERT OR IGNORE INTO meta VALUES ('secret', '{secrets.token_hex(32)}');"
+                + "COMMIT;"
+            )
+
+    @staticmethod
+    def _has_secret(con: sqlite3.Connection) -> bool:
+        return con.execute("SELECT 1 FROM meta WHERE key = 'secret'").fetchone() is not None
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         try:
-            con = sqlite3.connect(self.database, timeout=30.0)
+            con = sqlite3.connect(self.database, timeout=_WAIT_S)
         except sqlite3.Error as e:
-            raise LibraryError(f"Could not open the case library at {self.root}: {e}.") from e
+            raise LibraryError(f"The case library at {self.root} {_sqlite_words(e)}.") from e
         try:
             con.execute("PRAGMA foreign_keys=ON")
             yield con
         except sqlite3.DatabaseError as e:
-            raise LibraryError(f"The case library at {self.root} could not be read or written: {e}.") from e
+            raise LibraryError(f"The case library at {self.root} {_sqlite_words(e)}.") from e
         finally:
             con.close()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, committed at the end or rolled back on any error.
+
+        ``BEGIN IMMEDIATE`` takes the write lock before anything is read, so two writers (the app
+        adding a case while the command line imports) queue instead of failing half-way. When
+        another program holds the lock, a warning says so and the call waits for it.
+        """
+        with self._write_lock, self._connect() as con:
+            con.execute(f"PRAGMA busy_timeout = {int(_QUIET_WAIT_S * 1000)}")
+            try:
+                con.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e):
+                    raise
+                logger.warning(
+                    "The case library at %s is busy with another writer; waiting up to %d s.", self.root, _WAIT_S
+                )
+                con.execute(f"PRAGMA busy_timeout = {int(_WAIT_S * 1000)}")
+                con.execute("BEGIN IMMEDIATE")
+            with con:  # commit, or roll back on any error (also KeyboardInterrupt)
+                yield con
 
     def _meta(self, key: str) -> str:
         with self._connect() as con:
@@ -338,7 +442,7 @@ class SqliteLibrary(CaseLibrary):
         return None if row is None else str(row[0])
 
     def set_setting(self, key: str, value: str) -> None:
-        with self._write_lock, self._connect() as con, con:
+        with self._writing() as con:
             con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"setting:{key}", value))
 
     # -- writing --------------------------------------------------------------------------
@@ -358,67 +462,69 @@ class SqliteLibrary(CaseLibrary):
                 raise InvalidInputError(f"Unknown image kind {image.kind!r}.")
             if not image.files:
                 raise InvalidInputError("An image to store has no files.")
-        written: list[Path] = []
-        with self._write_lock, self._connect() as con:
-            try:
-                with con:  # one transaction: the patient, the study, its images, their files
-                    patient_id = self._upsert_patient(con, patient)
-                    cur = con.execute(
-                        "INSERT INTO studies (patient_id, modality, view, offset_onset_days, offset_admission_days,"
-                        " label, note, findings_json, source_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        folder: Path | None = None
+        try:
+            # One transaction: the patient, the study, its images. Files are written before the
+            # commit and removed on failure; a process killed in between leaves only files no
+            # row points to, which the next write of that study id replaces.
+            with self._writing() as con:
+                patient_id = self._upsert_patient(con, patient)
+                cur = con.execute(
+                    "INSERT INTO studies (patient_id, modality, view, offset_onset_days, offset_admission_days,"
+                    " label, note, findings_json, source_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        patient_id,
+                        study.modality,
+                        study.view,
+                        study.offset_onset_days,
+                        study.offset_admission_days,
+                        study.label,
+                        study.note,
+                        None if study.findings is None else json.dumps(study.findings, sort_keys=True),
+                        source_key,
+                    ),
+                )
+                study_id = int(cur.lastrowid or 0)
+                folder = self.files_dir / patient.pseudonym / f"{study_id:07d}"
+                shutil.rmtree(folder, ignore_errors=True)  # left by a write that was killed
+                for n, image in enumerate(images):
+                    if image.kind == "ct-series":
+                        path = folder / f"series-{n}"
+                        for name, data in image.files:
+                            self._write_file(path / name, data)
+                    else:
+                        name, data = image.files[0]
+                        path = folder / name
+                        self._write_file(path, data)
+                    con.execute(
+                        "INSERT INTO images (study_id, kind, path, n_files, width, height, depth, thumbnail)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (
-                            patient_id,
-                            study.modality,
-                            study.view,
-                            study.offset_onset_days,
-                            study.offset_admission_days,
-                            study.label,
-                            study.note,
-                            None if study.findings is None else json.dumps(study.findings, sort_keys=True),
-                            source_key,
+                            study_id,
+                            image.kind,
+                            path.relative_to(self.files_dir).as_posix(),
+                            len(image.files),
+                            image.width,
+                            image.height,
+                            image.depth,
+                            image.thumbnail_png,
                         ),
                     )
-                    study_id = int(cur.lastrowid or 0)
-                    folder = Path(patient.pseudonym) / f"{study_id:07d}"
-                    for n, image in enumerate(images):
-                        if image.kind == "ct-series":
-                            rel = folder / f"series-{n}"
-                            for name, data in image.files:
-                                written.append(self._write_file(rel / name, data))
-                        else:
-                            name, data = image.files[0]
-                            rel = folder / name
-                            written.append(self._write_file(rel, data))
-                        con.execute(
-                            "INSERT INTO images (study_id, kind, path, n_files, width, height, depth, thumbnail)"
-                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                            (
-                                study_id,
-                                image.kind,
-                                rel.as_posix(),
-                                len(image.files),
-                                image.width,
-                                image.height,
-                                image.depth,
-                                image.thumbnail_png,
-                            ),
-                        )
-            except BaseException:
-                for path in written:
-                    path.unlink(missing_ok=True)
-                raise
+        except BaseException:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
         return study_id
 
-    def _write_file(self, rel: Path, data: bytes) -> Path:
-        path = self.files_dir / rel
+    @staticmethod
+    def _write_file(path: Path, data: bytes) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".part")
             tmp.write_bytes(data)
             os.replace(tmp, path)
         except OSError as e:
-            raise LibraryError(f"Could not write an image into the case library: {e.strerror}.") from e
-        return path
+            raise LibraryError(f"Could not write an image into the case library: {_os_words(e)}.") from e
 
     def _upsert_patient(self, con: sqlite3.Connection, p: NewPatient) -> int:
         values = (
@@ -445,7 +551,7 @@ class SqliteLibrary(CaseLibrary):
 
     def delete_patient(self, pseudonym: str) -> None:
         """Remove a patient, their studies, images, derived data and files."""
-        with self._write_lock, self._connect() as con, con:
+        with self._writing() as con:
             con.execute("DELETE FROM patients WHERE pseudonym = ?", (pseudonym,))
         shutil.rmtree(self.files_dir / pseudonym, ignore_errors=True)
 
@@ -587,7 +693,7 @@ class SqliteLibrary(CaseLibrary):
 
     # -- derived data ---------------------------------------------------------------------
     def put_pixel_digests(self, digests: dict[int, str]) -> None:
-        with self._write_lock, self._connect() as con, con:
+        with self._writing() as con:
             con.executemany(
                 "INSERT OR REPLACE INTO pixel_digests VALUES (?, ?)", [(int(k), str(v)) for k, v in digests.items()]
             )
@@ -603,7 +709,7 @@ class SqliteLibrary(CaseLibrary):
         return None if row is None else str(row[0])
 
     def drop_embeddings(self, model_id: str, keep_version: str) -> int:
-        with self._write_lock, self._connect() as con, con:
+        with self._writing() as con:
             cur = con.execute(
                 "DELETE FROM embeddings WHERE model_id = ? AND model_version != ?", (model_id, keep_version)
             )
@@ -614,7 +720,7 @@ class SqliteLibrary(CaseLibrary):
         for image_id, v in vectors.items():
             arr = np.ascontiguousarray(v, dtype=np.float32).ravel()
             rows.append((int(image_id), model_id, model_version, int(arr.size), arr.tobytes()))
-        with self._write_lock, self._connect() as con, con:
+        with self._writing() as con:
             con.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)", rows)
 
     def embeddings(self, model_id: str, model_version: str) -> tuple[list[int], np.ndarray]:
@@ -640,7 +746,7 @@ class SqliteLibrary(CaseLibrary):
 
     def put_scores(self, model_id: str, model_version: str, name: str, values: dict[int, float]) -> None:
         rows = [(int(k), model_id, model_version, name, float(v)) for k, v in values.items()]
-        with self._write_lock, self._connect() as con, con:
+        with self._writing() as con:
             con.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?)", rows)
 
     def scores(self, model_id: str, model_version: str, name: str) -> dict[int, float]:

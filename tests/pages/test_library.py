@@ -94,3 +94,45 @@ def test_adding_a_reviewed_upload(library_copy: Path, chest_png: bytes) -> None:
     # The same file again is recognised.
     at.button(key="library_upload_add").click().run()
     assert any("already" in e.value for e in at.error)
+
+
+def test_a_library_file_that_is_not_a_library_is_one_plain_error_and_left_untouched(
+    tmp_path: Path, monkeypatch
+) -> None:
+    root = tmp_path / "not-a-library"
+    root.mkdir()
+    bad = root / "library.sqlite"
+    bad.write_bytes(b"patient,label\n1,COVID-19\n" * 40)
+    monkeypatch.setenv("DASHBOARD_LIBRARY", str(root))
+    at = run_page()
+    (error,) = at.error
+    assert error.value == f"{bad} is not a case library (not a SQLite database); it was left untouched."
+    assert not at.metric  # the page stopped at the error
+    assert bad.read_bytes() == b"patient,label\n1,COVID-19\n" * 40 and sorted(root.iterdir()) == [bad]
+
+
+def test_adding_a_reviewed_upload_on_a_full_disk_is_a_plain_error_and_stores_nothing(
+    library_copy: Path, chest_png: bytes, monkeypatch
+) -> None:
+    import sqlite3
+
+    at = run_page()
+    before = int(at.metric[0].value)
+    connect = sqlite3.connect
+
+    def full_disk(*args, **kwargs) -> sqlite3.Connection:
+        con = connect(*args, **kwargs)
+        con.execute(f"PRAGMA max_page_count = {con.execute('PRAGMA page_count').fetchone()[0]}")
+        return con
+
+    at.file_uploader(key="library_upload").set_value([("chest.png", chest_png, "image/png")])
+    at.run()
+    monkeypatch.setattr(sqlite3, "connect", full_disk)
+    at.button(key="library_upload_add").click().run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        f"The case library at {library_copy} cannot be written: the disk is full (nothing of the last change was stored)."
+    ]
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    at.run()
+    assert int(at.metric[0].value) == before
