@@ -109,10 +109,18 @@ for name, data, is_demo in files:
             continue
         try:
             image = memo(("image", key), read_xray, data, name)
-            models = {mid: resources.model(mid) for mid in chosen}
         except DashboardError as e:
             st.error(str(e))
             continue
+        models = {}
+        for mid in chosen:  # a model whose weights fail says so; the others still answer
+            try:
+                models[mid] = resources.model(mid)
+            except DashboardError as e:
+                st.error(str(e))
+        if not models:
+            continue
+        chosen = list(models)
         for warning in image.warnings:
             st.warning(warning)
 

@@ -35,6 +35,18 @@ def test_an_xray_model_that_fails_its_sha256_check_is_a_plain_error(monkeypatch,
     assert at.error and all("cxr-resnet18" in e.value and SHA256_MISMATCH in e.value for e in at.error)
 
 
+def test_the_other_xray_models_still_answer_when_one_fails_its_sha256_check(
+    monkeypatch, tiny_weights: Path, tmp_path
+) -> None:
+    monkeypatch.setenv("DASHBOARD_WEIGHTS_DIR", str(corrupted_copy(tiny_weights, tmp_path, "cxr-resnet18.pt")))
+    at = AppTest.from_file(str(ROOT / "pages" / "xray.py"), default_timeout=120).run()
+    at.button(key="xray_demo").click().run()
+    assert not at.exception
+    assert at.error and all("cxr-resnet18" in e.value and SHA256_MISMATCH in e.value for e in at.error)
+    tables = [df.value for df in at.dataframe]
+    assert tables and all(set(t.index) == {"cxr-densenet121", "cxr-custom", "Average"} for t in tables)
+
+
 def test_a_ct_model_that_fails_its_sha256_check_is_a_plain_error(monkeypatch, ct_weights: Path, tmp_path) -> None:
     weights_file = next(p.name for p in ct_weights.glob("covid3d*.pt"))
     monkeypatch.setenv("DASHBOARD_WEIGHTS_DIR", str(corrupted_copy(ct_weights, tmp_path, weights_file)))
