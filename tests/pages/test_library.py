@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import random
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -96,26 +99,34 @@ def test_adding_a_reviewed_upload(library_copy: Path, chest_png: bytes) -> None:
     assert any("already" in e.value for e in at.error)
 
 
+@pytest.mark.parametrize(
+    ("kind", "words"),
+    [("text", "is not a case library"), ("random", "is not a case library"), ("truncated", "is truncated")],
+)
 def test_a_library_file_that_is_not_a_library_is_one_plain_error_and_left_untouched(
-    tmp_path: Path, monkeypatch
+    kind: str, words: str, demo_library: Path, tmp_path: Path, monkeypatch
 ) -> None:
     root = tmp_path / "not-a-library"
     root.mkdir()
     bad = root / "library.sqlite"
-    bad.write_bytes(b"patient,label\n1,COVID-19\n" * 40)
+    if kind == "truncated":
+        with contextlib.closing(sqlite3.connect(demo_library / "library.sqlite")) as con:
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        data = (demo_library / "library.sqlite").read_bytes()[:100_000]
+    else:
+        data = b"patient,label\n1,COVID-19\n" * 40 if kind == "text" else random.Random(19).randbytes(8192)
+    bad.write_bytes(data)
     monkeypatch.setenv("DASHBOARD_LIBRARY", str(root))
     at = run_page()
     (error,) = at.error
-    assert error.value == f"{bad} is not a case library (not a SQLite database); it was left untouched."
+    assert str(bad) in error.value and words in error.value and "left untouched" in error.value
     assert not at.metric  # the page stopped at the error
-    assert bad.read_bytes() == b"patient,label\n1,COVID-19\n" * 40 and sorted(root.iterdir()) == [bad]
+    assert bad.read_bytes() == data and sorted(root.iterdir()) == [bad]
 
 
 def test_adding_a_reviewed_upload_on_a_full_disk_is_a_plain_error_and_stores_nothing(
     library_copy: Path, chest_png: bytes, monkeypatch
 ) -> None:
-    import sqlite3
-
     at = run_page()
     before = int(at.metric[0].value)
     connect = sqlite3.connect
