@@ -354,8 +354,14 @@ class SqliteLibrary(CaseLibrary):
         page_size = int.from_bytes(header[16:18], "big")
         page_size = 65536 if page_size == 1 else page_size
         pages = int.from_bytes(header[28:32], "big")
-        # The page count in the header is valid when its "version valid for" matches the change counter.
-        if header[92:96] == header[24:28] and size < page_size * pages:
+        # The page count in the header is valid when its "version valid for" matches the change
+        # counter. A checkpoint cut short can leave the header ahead of the file while the
+        # write-ahead log still holds the pages, which SQLite then copies again: no verdict then.
+        try:
+            log_pending = self.database.with_name(self.database.name + "-wal").stat().st_size > 0
+        except OSError:  # no log: the file alone is the library
+            log_pending = False
+        if header[92:96] == header[24:28] and size < page_size * pages and not log_pending:
             raise LibraryError(
                 f"The case library file {self.database} is truncated ({size} of {page_size * pages} bytes); "
                 "restore it from a backup. It was left untouched."
