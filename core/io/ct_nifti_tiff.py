@@ -85,8 +85,8 @@ def read_nifti(data: bytes, uid: str, notes: list[str]) -> CtVolume:
             "The NIfTI file does not state its orientation (no qform nor sform); the usual default layout is "
             "assumed, so the volume may be shown upside down or mirrored."
         )
+    ornt = _orientation(header)
     affine = header.get_best_affine()
-    ornt = nib.orientations.io_orientation(affine)
     ras = nib.orientations.apply_orientation(values, ornt)  # views: flips and a transpose
     hu = np.ascontiguousarray(ras.transpose(2, 1, 0)[:, ::-1, ::-1])  # RAS+ -> (S, P, L) = (z, y, x)
     del values, ras
@@ -155,13 +155,32 @@ def _nifti_shape(header: Any) -> tuple[int, int, int]:
 
 def _canonical_shape(header: Any, shape: tuple[int, int, int]) -> tuple[int, int, int]:
     """(x, y, z) sizes along the RAS+ axes nearest to the header's affine."""
-    import nibabel as nib
-
-    ornt = nib.orientations.io_orientation(header.get_best_affine())
     out = [0, 0, 0]
-    for axis, (target, _flip) in enumerate(ornt):
+    for axis, (target, _flip) in enumerate(_orientation(header)):
         out[int(target)] = shape[axis]
     return out[0], out[1], out[2]
+
+
+def _orientation(header: Any) -> np.ndarray:
+    """nibabel's ``io_orientation`` of the header's affine: for each voxel axis, the RAS+ axis it
+    runs along and its direction.
+
+    Raises
+    ------
+    InvalidInputError
+        An affine that gives a voxel axis no direction (zero, NaN or infinite scales).
+    """
+    import nibabel as nib
+
+    try:
+        ornt = nib.orientations.io_orientation(header.get_best_affine())
+    except Exception as e:
+        raise InvalidInputError("The NIfTI file could not be read; its orientation is damaged.") from e
+    if not np.isfinite(ornt).all():
+        raise InvalidInputError(
+            "The NIfTI file does not state a usable orientation: an axis of its voxel grid has no direction."
+        )
+    return ornt
 
 
 def natural_key(name: str) -> tuple[Any, ...]:

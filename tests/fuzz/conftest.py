@@ -25,7 +25,7 @@ _COMMON = {
     "deadline": DEADLINE,
     "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
 }
-settings.register_profile("ci", max_examples=25, derandomize=True, database=None, print_blob=True, **_COMMON)
-settings.register_profile("long", max_examples=3000, print_blob=True, **_COMMON)
+settings.register_profile("ci", max_examples=200, derandomize=True, database=None, print_blob=True, **_COMMON)
+settings.register_profile("long", max_examples=6000, database=None, print_blob=True, **_COMMON)
 if settings.get_current_profile_name() == "default":
     settings.load_profile("ci")
