@@ -388,6 +388,12 @@ def _decode_dataset(ds: Dataset, name: str) -> XrayImage:
         )
     if photometric not in GREY_PHOTOMETRICS | _COLOUR_PHOTOMETRICS:
         raise UnsupportedDicomError(f"{name} uses the DICOM colour encoding '{photometric}', which is not supported.")
+    samples = dicom_number(ds.get("SamplesPerPixel"))
+    if photometric in GREY_PHOTOMETRICS and samples not in (None, 1.0):
+        raise UnsupportedDicomError(
+            f"{name} says its pixels are grey ({photometric}) but have {samples:g} values each; "
+            "a grey DICOM image has one."
+        )
     rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
     _check_pixel_count(name, columns, rows)
     n_frames = _number_of_frames(ds)

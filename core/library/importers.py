@@ -77,7 +77,7 @@ def _label(raw: str) -> str | None:
     mapped = cohen_label(raw)
     if mapped is not None:
         return mapped
-    return canonical_label(raw)
+    return canonical_label(_shown(raw.strip()))  # its error quotes the value: one line
 
 
 def _number(raw: str | None, what: str) -> float | None:

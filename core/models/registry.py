@@ -135,7 +135,11 @@ class ModelRegistry:
         ``with_ood=False`` leaves its OOD reference out (to fit a new one)."""
         card = self.card(model_id)
         path = self.weights_dir / card.weights_file
-        if not path.is_file():
+        try:
+            present = path.is_file()
+        except OSError:  # e.g. a name too long for the file system
+            present = False
+        if not present:
             raise MissingModelError(f"The weights file {card.weights_file} for model {model_id} is missing.")
         digest = sha256_of(path)
         if digest != card.sha256:

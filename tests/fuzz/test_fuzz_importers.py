@@ -142,6 +142,7 @@ def test_cohen_metadata_tables_import_or_refuse_plainly(library: CaseLibrary, ta
 
 @given(tables(_CSV_REQUIRED))
 @example(b'path,label,patient_id\n"images/a\nb.png",COVID-19,1\n')
+@example(b'path,label,patient_id\nimages/a.png,"0\n",1\n')  # the long run: a label with a line break
 def test_csv_manifests_import_or_refuse_plainly(library: CaseLibrary, table: bytes) -> None:
     folder, path = _dataset(table, "manifest.csv")
     with folder:

@@ -188,7 +188,28 @@ def test_raster_files_with_damaged_headers_read_or_refuse_plainly(data: bytes) -
     check(data)
 
 
+def _grey_with_three_samples() -> bytes:
+    """A 1 x 1 MONOCHROME2 image that says each pixel has three samples."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    ds.Rows = ds.Columns = 1
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = ds.PlanarConfiguration = 0
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelData = b"\x01\x02\x03\x00"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
 @given(dicom_files())
+# Found by the long run: a grey image with three samples per pixel came back as a (1, 1, 3) image.
+@example(_grey_with_three_samples())
 def test_dicom_datasets_with_random_pixel_descriptions_read_or_refuse_plainly(data: bytes) -> None:
     check(data)
 
