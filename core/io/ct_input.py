@@ -343,6 +343,10 @@ def _open_zip(data: bytes) -> zipfile.ZipFile:
         return zipfile.ZipFile(BytesIO(data))
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as e:
         raise InvalidInputError("A zip file could not be read; it may be truncated or damaged.") from e
+    except NotImplementedError as e:  # a member needs a newer zip version than Python reads
+        raise InvalidInputError(
+            "A zip file uses a zip feature this application cannot read; re-create it with a usual zip tool."
+        ) from e
 
 
 def _zip_members(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
