@@ -175,7 +175,7 @@ class ModelCard:
             input_kind=value("input_kind", _line),
             input=value("input", InputSpec.from_dict),
             labels=value("labels", lambda v: tuple(_line(x) for x in _list(v))),
-            gradcam_layer=value("gradcam_layer", _line),
+            gradcam_layer=value("gradcam_layer", _optional_line),
             intended_use=value("intended_use", _text, ""),
             temperature=value("temperature", _positive, 1.0),
             thresholds=value("thresholds", lambda v: {_line(k): _finite(x) for k, x in _object(v).items()}, {}),
@@ -218,6 +218,13 @@ def _text(value: Any) -> str:
 def _line(value: Any) -> str:
     """Non-empty text on one line (ids, file names, layer names, labels)."""
     if not (_text(value) and value.isprintable()):
+        raise ValueError("not one line of text")
+    return value
+
+
+def _optional_line(value: Any) -> str:
+    """Text on one line, possibly empty (a model without a Grad-CAM layer names none)."""
+    if not _text(value).isprintable():
         raise ValueError("not one line of text")
     return value
 
