@@ -10,7 +10,7 @@ from core.demo.ct_phantom.anatomy import draw_anatomy
 from core.demo.ct_phantom.body import build_body
 from core.demo.ct_phantom.disease import CT_FINDINGS, draw_disease
 from core.demo.ct_phantom.grid import CT_SHAPE, F32, make_coarse, make_grid
-from core.labels import XRAY_LABELS
+from core.demo.severity import check_label_severity
 
 #: Range of the stored Hounsfield units (12-bit CT with the usual -1024 offset).
 HU_MIN: int = -1024
@@ -55,18 +55,6 @@ class CtPhantom:
     lesion_fraction: float
     lung_mask: np.ndarray
     lesion_mask: np.ndarray
-
-
-def _check_label_severity(label: str, severity: float) -> float:
-    if label not in XRAY_LABELS:
-        raise ValueError(f"Unknown label {label!r}; expected one of {list(XRAY_LABELS)}.")
-    try:
-        value = float(severity)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"Severity must be a number in [0, 1], got {severity!r}.") from e
-    if not 0.0 <= value <= 1.0:  # also rejects NaN
-        raise ValueError(f"Severity must be in [0, 1], got {severity!r}.")
-    return value
 
 
 def _check_count(name: str, value: int) -> int:
@@ -124,7 +112,7 @@ def generate_ct(
         For an unknown label, a severity outside [0, 1] or NaN, a negative seed or session, or
         a shape out of range.
     """
-    severity = _check_label_severity(label, severity)
+    severity = check_label_severity(label, severity)
     if label == "Normal":
         severity = 0.0
     seed = _check_count("Seed", seed)

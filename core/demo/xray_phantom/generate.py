@@ -14,6 +14,7 @@ from types import MappingProxyType
 import numpy as np
 from PIL import Image
 
+from core.demo.severity import check_label_severity
 from core.demo.xray_phantom.anatomy import Anatomy, draw_anatomy, make_frame
 from core.demo.xray_phantom.chest import chest_attenuation
 from core.demo.xray_phantom.disease import draw_disease
@@ -105,18 +106,6 @@ def _render(att: np.ndarray, anat: Anatomy, noise: np.ndarray) -> np.ndarray:
     return np.clip(img, 0.0, 1.0, out=img)
 
 
-def _check_label_severity(label: str, severity: float) -> float:
-    if label not in XRAY_LABELS:
-        raise ValueError(f"Unknown X-ray label {label!r}; expected one of {list(XRAY_LABELS)}.")
-    try:
-        value = float(severity)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"Severity must be a number in [0, 1], got {severity!r}.") from e
-    if not 0.0 <= value <= 1.0:  # also rejects NaN
-        raise ValueError(f"Severity must be in [0, 1], got {severity!r}.")
-    return value
-
-
 def _check_seed(seed: int) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"Seed must be a non-negative integer, got {seed!r}.")
@@ -165,7 +154,7 @@ def generate_xray(label: str, severity: float, seed: int, size: int = 512, sessi
         For an unknown label, a severity outside [0, 1], a negative seed or session, or a size
         outside [64, 4096].
     """
-    severity = _check_label_severity(label, severity)
+    severity = check_label_severity(label, severity)
     if label == "Normal":
         severity = 0.0
     seed = _check_seed(seed)
