@@ -30,6 +30,7 @@ from core.errors import DashboardError
 from core.models.registry import LoadedModel, ModelRegistry
 from core.text import DISCLAIMER
 from ui import resources
+from ui.auth import require_sign_in
 from ui.navigation import use_app_navigation
 
 logger = logging.getLogger(__name__)
@@ -55,9 +56,11 @@ def plain_errors() -> Iterator[None]:
 
 
 def heading(title: str, *, disclaimer_as_warning: bool = False) -> None:
-    """The app's navigation, the page's title and the research-use disclaimer (a caption, or a
+    """The app's navigation, sign-in where it is configured (nothing else is shown to a visitor
+    who is not signed in), the page's title and the research-use disclaimer (a caption, or a
     warning box on the home page)."""
     use_app_navigation()
+    require_sign_in()
     st.title(title)
     if disclaimer_as_warning:
         st.warning(DISCLAIMER, icon=":material/warning:")

@@ -24,6 +24,7 @@ from core.io.images import read_xray
 from core.library.demo import build_demo_library, needs_demo_build
 from core.library.records import Study
 from core.library.store import LibraryError, SqliteLibrary, default_library_path, open_library
+from ui.auth import current_user
 from ui.frame import plain_errors
 
 logger = logging.getLogger(__name__)
@@ -108,11 +109,12 @@ def _wait_for(build: _DemoBuild) -> None:
 
 
 def library() -> SqliteLibrary:
-    """The app's case library, built from the demo cohort first if it is empty or half-built."""
+    """The app's case library, built from the demo cohort first if it is empty or half-built; its
+    changes are recorded in the audit log under this session's user."""
     path = str(default_library_path())
     if needs_demo_build(path):
         _wait_for(_build(path))
-    return _open(path)
+    return _open(path).acting(current_user())
 
 
 def library_or_stop() -> SqliteLibrary:

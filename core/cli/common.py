@@ -17,6 +17,7 @@ import argparse
 from pathlib import Path
 
 from core.errors import InvalidInputError
+from core.library.audit import cli_user
 from core.library.store import MissingLibraryError, open_library
 from core.models.registry import DEFAULT_WEIGHTS_DIR, ModelRegistry, select_device
 from core.search.embeddings import REFERENCE_MODEL, check_embeddable
@@ -56,7 +57,7 @@ def library_arg(p: argparse.ArgumentParser) -> None:
 def open_library_of(args: argparse.Namespace, *, create: bool):
     """The case library of ``--library``; a missing one is a plain error unless ``create``."""
     try:
-        return open_library(args.library, create=create)
+        return open_library(args.library, create=create).acting(cli_user())
     except MissingLibraryError as e:
         raise InvalidInputError(f"{e} Build one with `python -m core library build-demo` or import a dataset.") from e
 

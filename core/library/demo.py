@@ -78,6 +78,10 @@ def _patient_cases(patient: DemoPatient, secret: bytes) -> list[_DemoCase]:
     return cases
 
 
+#: Who the audit log records for the cases of the demo cohort.
+DEMO_BUILD_USER = "demo build"
+
+
 def build_demo_library(
     path: str | Path | None = None,
     n_patients: int = DEFAULT_PATIENTS,
@@ -95,7 +99,7 @@ def build_demo_library(
     is complete (see :func:`needs_demo_build`).
     """
     start = time.perf_counter()
-    library: SqliteLibrary = open_library(path)
+    library: SqliteLibrary = open_library(path).acting(DEMO_BUILD_USER)
     secret = library.secret()
     cohort = simulate_cohort(n_patients, seed)
     report = ImportReport()

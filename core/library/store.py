@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import copy
 import errno
 import hashlib
 import hmac
@@ -34,10 +35,12 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
 from core.errors import DashboardError, InvalidInputError
+from core.library.audit import UNKNOWN_USER, AuditEntry, clean_user, utc_now
 from core.library.deid import Deidentifier
 from core.library.records import (
     IMAGE_KINDS,
@@ -134,9 +137,21 @@ def _sqlite_words(e: sqlite3.Error) -> str:
 
 
 class CaseLibrary(abc.ABC):
-    """What pages, importers and analyses may ask of a case library."""
+    """What pages, importers and analyses may ask of a case library.
+
+    ``user`` is who the changes made through this object are recorded under in the audit log
+    (see :mod:`core.library.audit`); :meth:`acting` gives a view of the same library for
+    another user, so one library opened per process serves every signed-in user.
+    """
 
     root: Path
+    user: str = UNKNOWN_USER
+
+    def acting(self, user: str) -> Self:
+        """This library, with its changes recorded under ``user`` (same store, same locks)."""
+        view = copy.copy(self)
+        view.user = clean_user(user)
+        return view
 
     # -- identity -------------------------------------------------------------------------
     @abc.abstractmethod
@@ -243,6 +258,11 @@ class CaseLibrary(abc.ABC):
     @abc.abstractmethod
     def scores(self, model_id: str, model_version: str, name: str) -> dict[int, float]: ...
 
+    # -- audit ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def audit_log(self, *, limit: int | None = None, pseudonym: str | None = None) -> list[AuditEntry]:
+        """The audit log, newest first (at most ``limit`` entries; of one patient when given)."""
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -284,10 +304,20 @@ CREATE TABLE IF NOT EXISTS scores (
     model_id TEXT NOT NULL, model_version TEXT NOT NULL, name TEXT NOT NULL, value REAL NOT NULL,
     PRIMARY KEY (study_id, model_id, model_version, name)
 );
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL, user TEXT NOT NULL, action TEXT NOT NULL,
+    pseudonym TEXT, study_id INTEGER, detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS audit_pseudonym ON audit(pseudonym);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
 
 #: Every table of the schema: a library that lacks one was made by an older version.
-_TABLES = frozenset({"meta", "patients", "studies", "images", "embeddings", "pixel_digests", "scores"})
+_TABLES = frozenset({"meta", "patients", "studies", "images", "embeddings", "pixel_digests", "scores", "audit"})
 
 _PATIENT_COLUMNS = (
     "label",
@@ -491,6 +521,7 @@ class SqliteLibrary(CaseLibrary):
                     ),
                 )
                 study_id = int(cur.lastrowid or 0)
+                self._record(con, "add-case", patient.pseudonym, study_id, f"{study.modality} from {patient.source}")
                 folder = self.files_dir / patient.pseudonym / f"{study_id:07d}"
                 shutil.rmtree(folder, ignore_errors=True)  # left by a write that was killed
                 for n, image in enumerate(images):
@@ -558,8 +589,36 @@ class SqliteLibrary(CaseLibrary):
     def delete_patient(self, pseudonym: str) -> None:
         """Remove a patient, their studies, images, derived data and files."""
         with self._writing() as con:
-            con.execute("DELETE FROM patients WHERE pseudonym = ?", (pseudonym,))
+            gone = con.execute("DELETE FROM patients WHERE pseudonym = ?", (pseudonym,)).rowcount
+            if gone:
+                self._record(con, "delete-patient", pseudonym, None, "")
         shutil.rmtree(self.files_dir / pseudonym, ignore_errors=True)
+
+    def _record(
+        self, con: sqlite3.Connection, action: str, pseudonym: str | None, study_id: int | None, detail: str
+    ) -> None:
+        """An audit entry, written in the caller's transaction: it exists exactly when the change does."""
+        con.execute(
+            "INSERT INTO audit (at, user, action, pseudonym, study_id, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            (utc_now(), self.user, action, pseudonym, study_id, detail),
+        )
+
+    def audit_log(self, *, limit: int | None = None, pseudonym: str | None = None) -> list[AuditEntry]:
+        sql = "SELECT id, at, user, action, pseudonym, study_id, detail FROM audit"
+        params: list[object] = []
+        if pseudonym is not None:
+            sql += " WHERE pseudonym = ?"
+            params.append(pseudonym)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(max(0, int(limit)))
+        with self._connect() as con:
+            rows = con.execute(sql, params).fetchall()
+        return [
+            AuditEntry(int(r[0]), str(r[1]), str(r[2]), str(r[3]), r[4], None if r[5] is None else int(r[5]), str(r[6]))
+            for r in rows
+        ]
 
     # -- reading --------------------------------------------------------------------------
     def counts(self) -> LibraryCounts:
