@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from core.deployment import read_only
 from core.errors import DashboardError
 from core.evaluation.reports import kfold_table
 from core.models.card_metrics import RecordedSplit
@@ -66,7 +67,8 @@ st.page_link(
 )
 st.page_link(
     "pages/library.py",
-    label="Case library: browse patients and their timelines, import datasets, add reviewed cases",
+    label="Case library: browse patients and their timelines"
+    + ("" if read_only() else ", import datasets, add reviewed cases"),
     icon=":material/folder_shared:",
 )
 

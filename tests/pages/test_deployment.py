@@ -82,3 +82,20 @@ def test_a_read_only_screen_hides_import_and_add_and_says_so(
     at = AppTest.from_file(LIBRARY_PAGE, default_timeout=60).run()
     assert [t.label for t in at.tabs] == ["Import a dataset", "Add a reviewed upload"]
     assert at.button(key="library_import") and at.button(key="library_upload_add")
+
+
+def test_a_read_only_home_page_does_not_offer_import_or_add(
+    library_copy: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DASHBOARD_WEIGHTS_DIR", str(tiny_weights))
+
+    def library_link() -> str:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+        assert not at.exception
+        (label,) = [link.proto.label for link in at.get("page_link") if link.proto.page == "library"]
+        return label
+
+    monkeypatch.setenv("DASHBOARD_READ_ONLY", "1")
+    assert library_link() == "Case library: browse patients and their timelines"
+    monkeypatch.setenv("DASHBOARD_READ_ONLY", "0")
+    assert "import datasets, add reviewed cases" in library_link()
