@@ -17,7 +17,8 @@ Remapped
     Instance UID included, except UIDs that name a kind of thing rather than an instance:
     those defined by DICOM (``1.2.840.10008.*``: SOP classes, transfer syntaxes, well-known
     frames of reference, coding schemes), elements whose keyword ends in ``ClassUID`` (private
-    SOP classes included), Transfer Syntax UID and Coding Scheme UID. References between files
+    SOP classes included; not Manufacturer's Device Class UID, which names one device),
+    Transfer Syntax UID and Coding Scheme UID. References between files
     (series, study, frame of reference, referenced instances) therefore stay consistent.
 Shifted
     Every date (DA) and the date part of every date-time (DT) by the patient's
@@ -34,7 +35,12 @@ Removed
     birth time, other patient IDs and names, ethnic group, occupation, military rank, religious
     preference, medical record locator, device serial number and UID, request attributes,
     original / modified attribute sequences, digital signatures, icon images, encapsulated
-    documents, SR content; every "...Description" element other than the two below.
+    documents, SR content; every "...Description" element other than the two below; every
+    label, identifier, serial number, GPS position and hanging-protocol selector value
+    (keywords containing ``Label``, ``Identifier``, ``SerialNumber``, ``Selector`` or starting
+    with ``GPS``), and the other attributes of PS3.15 Table E.1-1 that these rules do not name
+    (contrast agent, smoking status, camera maker notes, locations, RT plan and structure set
+    names, ...: :data:`_REMOVED_KEYWORDS`).
 Cleaned descriptors
     Study Description, Series Description and Protocol Name are kept when they name only an
     examination (they help a user find a series), and removed when they contain a word of the
@@ -169,6 +175,43 @@ _REMOVED_KEYWORDS = frozenset(
         "TopicAuthor",
         "TopicKeywords",
         "StorageMediaFileSetUID",
+        # The rest of PS3.15 Table E.1-1 that the rules by VR and keyword part do not reach
+        # (tests/privacy fills every attribute of the table and checks that none survives).
+        "CertificateOfSigner",
+        "CertifiedTimestamp",
+        "ContrastBolusAgent",
+        "EntityName",
+        "FrameOriginTimestamp",
+        "InstanceOriginStatus",
+        "InsurancePlanIdentification",
+        "LensMake",
+        "LensModel",
+        "LensSpecification",
+        "MAC",
+        "MakerNote",
+        "ModifyingSystem",
+        "NonconformingDataElementValue",
+        "PatientSexNeutered",
+        "PatientTransportArrangements",
+        "PositionAcquisitionTemplateName",
+        "PreMedication",
+        "PregnancyStatus",
+        "ROIName",
+        "RTPlanName",
+        "ReasonForTheAttributeModification",
+        "ReasonForTheImagingServiceRequest",
+        "RequestedContrastAgent",
+        "ScheduledProcedureStepLocation",
+        "ScheduledStudyLocation",
+        "SmokingStatus",
+        "SourceManufacturer",
+        "SourceOfPreviousValues",
+        "SpecimenAccessionNumber",
+        "StructureSetName",
+        "TextString",
+        "TreatmentMachineName",
+        "TreatmentSite",
+        "TreatmentSites",
     }
 )
 # A keyword containing any of these names something about a person, a place or free text.
@@ -183,7 +226,13 @@ _REMOVED_KEYWORD_PARTS = (
     "Comment",
     "ClinicalTrial",
     "Issuer",
+    "Label",
+    "Identifier",
+    "SerialNumber",
+    "Selector",
 )
+#: UIDs whose keyword ends in "ClassUID" but that name one device, not a kind of thing: remapped.
+_INSTANCE_CLASS_UIDS = frozenset({"ManufacturerDeviceClassUID"})
 _META_REMOVED = (
     "SourceApplicationEntityTitle",
     "SendingApplicationEntityTitle",
@@ -403,7 +452,7 @@ def _is_removed(tag: BaseTag, keyword: str, vr: str) -> bool:
         return True
     if not keyword or vr in _REMOVED_VRS or keyword in _REMOVED_KEYWORDS:
         return True
-    if any(part in keyword for part in _REMOVED_KEYWORD_PARTS):
+    if any(part in keyword for part in _REMOVED_KEYWORD_PARTS) or keyword.startswith("GPS"):
         return True
     if vr != "UI" and keyword.endswith(("ID", "IDs")):
         return True
@@ -417,7 +466,7 @@ def _check_pseudonym(pseudonym: str) -> None:
 
 def _keeps_uid(keyword: str, values: list[str]) -> bool:
     """Whether a UI element names a kind of thing (kept) rather than an instance (remapped)."""
-    if keyword.endswith("ClassUID") or keyword in _KEPT_UID_KEYWORDS:
+    if (keyword.endswith("ClassUID") and keyword not in _INSTANCE_CLASS_UIDS) or keyword in _KEPT_UID_KEYWORDS:
         return True
     return all(not v or v.startswith(_DICOM_ROOT) for v in values)
 

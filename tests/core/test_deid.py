@@ -401,6 +401,42 @@ def test_free_text_people_devices_and_overlays_are_removed(deid):
     assert not any(elem.tag.is_private for elem in ds)
 
 
+def test_labels_identifiers_gps_and_the_rest_of_the_profile_table_are_removed(deid):
+    """Attributes of PS3.15 Table E.1-1 that no rule by VR or keyword part used to reach (found
+    by tests/privacy, which fills the whole table): they were kept with their values."""
+    ds = dataset_with(
+        ContrastBolusAgent="IOPAMIDOL FOR JANE DOE",
+        TreatmentMachineName="LINAC-ST-BRIGID",
+        ContainerIdentifier="BOX-0042",
+        AcquisitionFieldOfViewLabel="DOE FOV",
+        SourceSerialNumber="SRC-77",
+        SelectorLOValue="DOE",
+        SmokingStatus="YES",
+        GPSLatitude="53.3498",
+        MakerNote=b"camera owner Jane",
+        ManufacturerDeviceClassUID="1.2.3.4.5.6.7",
+        Manufacturer="ACME",
+        ImageLaterality="U",
+    )
+    deid.deidentify(ds, "P-1")
+    kept = {elem.keyword for elem in ds}
+    assert {"Manufacturer", "ImageLaterality", "ManufacturerDeviceClassUID"} <= kept
+    for keyword in (
+        "ContrastBolusAgent",
+        "TreatmentMachineName",
+        "ContainerIdentifier",
+        "AcquisitionFieldOfViewLabel",
+        "SourceSerialNumber",
+        "SelectorLOValue",
+        "SmokingStatus",
+        "GPSLatitude",
+        "MakerNote",
+    ):
+        assert keyword not in kept, keyword
+    # It names one device, so it is remapped like an instance UID, not kept like a SOP class.
+    assert ds.ManufacturerDeviceClassUID == deid.uid("1.2.3.4.5.6.7")
+
+
 def test_the_preamble_is_zeroed(deid, radiograph):
     data = bytearray(xray_dicom_bytes(radiograph, 0.2, PATIENT, STUDY))
     data[:16] = b"DOE^JANE PID-123"  # a preamble is free for applications to fill
