@@ -189,6 +189,12 @@ else:
                         f"{len(report.problems)} rows were skipped:\n\n"
                         + "\n".join(f"- {p}" for p in report.problems[:50])
                     )
+                if report.warnings:
+                    st.warning(
+                        f"{len(report.warnings)} imported studies may show identifiers in their pixels "
+                        "(burned-in text); check them before sharing:\n\n"
+                        + "\n".join(f"- {w}" for w in report.warnings[:50])
+                    )
 
     with tab_upload:
         st.write(
@@ -215,7 +221,7 @@ else:
         note = st.text_area("Note", key="library_upload_note", help="Do not write names or record numbers here.")
         if st.button("Add to the library", key="library_upload_add", disabled=not files):
             try:
-                pseudonym, _ = add_upload(
+                added = add_upload(
                     library,
                     [(f.name, f.getvalue()) for f in files or []],
                     modality=up_modality,
@@ -228,4 +234,6 @@ else:
             except DashboardError as e:
                 st.error(str(e))
             else:
-                st.success(f"Added as a study of patient {pseudonym}.")
+                st.success(f"Added as a study of patient {added.pseudonym}.")
+                if added.warning:
+                    st.warning(added.warning)

@@ -133,10 +133,12 @@ def run_import(args: argparse.Namespace) -> int:
         print(
             f"added {report.added_studies} studies of {report.added_patients} new patients to {library.root}; "
             f"{report.duplicates} already there, {report.skipped_by_option} skipped by option, "
-            f"{len(report.problems)} problems"
+            f"{len(report.problems)} problems, {len(report.warnings)} warnings"
         )
         for line in report.problems:
             print(f"  {line}")
+        for line in report.warnings:
+            print(f"  warning: {line}")
     return 0
 
 

@@ -18,6 +18,11 @@ De-identification: patients become keyed pseudonyms; DICOM files go through
 :class:`core.library.deid.Deidentifier` (names, ids, birth date, addresses, institution,
 accession removed, UIDs re-mapped consistently, dates shifted); other images are decoded and
 re-encoded as PNG, which drops every metadata chunk; original file names are never stored.
+Burned-in text: de-identification leaves the pixels as they are, so every study is checked on
+its original files (:mod:`core.library.burned_in`: the DICOM header's Burned In Annotation, and
+text-like marks along the image's borders; for a CT series the header of every slice and the
+pixels of a few slices through it). A flagged study is still imported, and the report says so
+in a warning naming its row, patient pseudonym and study id (never a file name).
 A study whose source files were imported before (same content) is recognised by a keyed
 fingerprint and skipped, so re-importing a source does not duplicate cases. A malformed row or
 a missing image is reported with its row number and skipped; the rest imports.
@@ -30,7 +35,7 @@ import io
 import logging
 import os
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -47,10 +52,11 @@ from core.io.ct_series import read_ct_series
 from core.io.images import read_xray
 from core.io.numbers import finite_float
 from core.labels import canonical_label, cohen_label
+from core.library.burned_in import BurnedInCheck, check_burned_in, header_reasons, text_reasons
 from core.library.deid import Deidentifier
 from core.library.records import ImportReport, NewPatient, NewStudy
 from core.library.store import CaseLibrary, NewImage, content_key
-from core.types import Progress
+from core.types import Progress, XrayImage
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +66,9 @@ THUMBNAIL_PX: int = 256
 LUNG_WINDOW: tuple[float, float] = (-600.0, 1500.0)
 LATERAL_VIEWS = {"l", "lateral", "ll", "rl"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
+#: How many slices of a CT series, spread from its first to its last, the burned-in text check
+#: looks at (the header check reads every slice).
+CHECKED_SLICES: int = 5
 
 
 # ----------------------------------------------------------------------------- values
@@ -157,6 +166,19 @@ def _is_dicom(data: bytes) -> bool:
 
 def prepare_image(name: str, data: bytes, secret: bytes, pseudonym: str, modality: str) -> NewImage:
     """De-identify one 2D image file and make its thumbnail (X-ray, or a CT slice image)."""
+    return _read_image(data, secret, pseudonym, modality)[0]
+
+
+def prepare_checked_image(
+    name: str, data: bytes, secret: bytes, pseudonym: str, modality: str
+) -> tuple[NewImage, BurnedInCheck]:
+    """:func:`prepare_image`, and whether the original file may carry burned-in text (its
+    DICOM header before de-identification, its pixels as displayed)."""
+    image, read = _read_image(data, secret, pseudonym, modality)
+    return image, check_burned_in(read.windowed(), dicom=(data,))
+
+
+def _read_image(data: bytes, secret: bytes, pseudonym: str, modality: str) -> tuple[NewImage, XrayImage]:
     if _is_dicom(data):
         data = Deidentifier(secret).deidentify_bytes(data, pseudonym)
         image = read_xray(data, "the image")
@@ -172,15 +194,28 @@ def prepare_image(name: str, data: bytes, secret: bytes, pseudonym: str, modalit
         stored = ("image.png", _png(raw))
     kind = "xray" if modality == "X-ray" else "ct-slice"
     height, width = image.shape
-    return NewImage(kind, (stored,), width=width, height=height, thumbnail_png=_thumbnail(image.windowed()))
+    return NewImage(kind, (stored,), width=width, height=height, thumbnail_png=_thumbnail(image.windowed())), image
 
 
 def prepare_series(files: Sequence[tuple[str, bytes]], secret: bytes, pseudonym: str) -> NewImage:
     """De-identify a CT series (DICOM slices) and make a lung-window thumbnail."""
+    return prepare_checked_series(files, secret, pseudonym)[0]
+
+
+def prepare_checked_series(
+    files: Sequence[tuple[str, bytes]], secret: bytes, pseudonym: str
+) -> tuple[NewImage, BurnedInCheck]:
+    """:func:`prepare_series`, and whether the original series may carry burned-in text: the
+    header of every slice, and the pixels of :data:`CHECKED_SLICES` slices spread through it
+    in the lung window (as the thumbnail shows them)."""
+    reasons = [reason for _, data in files for reason in header_reasons(data)]
     deid = Deidentifier(secret)
     cleaned = [(f"IM-{i + 1:04d}.dcm", deid.deidentify_bytes(data, pseudonym)) for i, (_, data) in enumerate(files)]
     volume = read_ct_series(cleaned)
-    return series_image(cleaned, volume.hu)
+    center, width = LUNG_WINDOW
+    for z in np.unique(np.linspace(0, volume.hu.shape[0] - 1, CHECKED_SLICES).round().astype(int)):
+        reasons.extend(text_reasons(np.clip((volume.hu[z] - (center - width / 2)) / width, 0.0, 1.0)))
+    return series_image(cleaned, volume.hu), BurnedInCheck.of(reasons)
 
 
 def series_image(files: Sequence[tuple[str, bytes]], hu: np.ndarray) -> NewImage:
@@ -222,6 +257,18 @@ class _Prepared:
     study: NewStudy
     images: tuple[NewImage, ...]
     source_key: str
+    burned_in: BurnedInCheck = BurnedInCheck(False)
+
+
+def burned_in_warning(where: str, check: BurnedInCheck) -> str | None:
+    """The one-line warning for a study flagged by the burned-in text check (None if it is not),
+    starting with ``where`` (a row number, a pseudonym and a study id; never a file name)."""
+    if not check.flagged:
+        return None
+    return (
+        f"{where}: the pixels may carry identifiers (burned-in text: {'; '.join(check.reasons)}); "
+        "check the image before sharing it."
+    )
 
 
 def _prepare(row: ImportRow, secret: bytes, known: frozenset[str] = frozenset()) -> _Prepared | str:
@@ -239,14 +286,14 @@ def _prepare(row: ImportRow, secret: bytes, known: frozenset[str] = frozenset())
             return _Prepared(row.line, row.patient, row.study, (), key)
         pseudonym = row.patient.pseudonym
         if row.path.is_dir():
-            image = prepare_series(files, secret, pseudonym)
+            image, check = prepare_checked_series(files, secret, pseudonym)
         else:
-            image = prepare_image(files[0][0], files[0][1], secret, pseudonym, row.study.modality)
+            image, check = prepare_checked_image(files[0][0], files[0][1], secret, pseudonym, row.study.modality)
     except DashboardError as e:
         return f"row {row.line}: {e} Skipped."
     except OSError as e:
         return f"row {row.line}: the file could not be read ({e.strerror}); skipped."
-    return _Prepared(row.line, row.patient, row.study, (image,), key)
+    return _Prepared(row.line, row.patient, row.study, (image,), key, check)
 
 
 def _prepare_chunk(rows: list[ImportRow], secret: bytes, known: frozenset[str]) -> list[_Prepared | str]:
@@ -286,8 +333,12 @@ def _store(
             elif library.has_source_key(item.source_key):
                 report.duplicates += 1
             else:
-                library.add_case(item.patient, item.study, item.images, item.source_key)
+                study_id = library.add_case(item.patient, item.study, item.images, item.source_key)
                 report.added_studies += 1
+                where = f"row {item.line} (patient {item.patient.pseudonym}, study {study_id})"
+                warning = burned_in_warning(where, item.burned_in)
+                if warning is not None:
+                    report.warnings.append(warning)
                 report.added_images += len(item.images)
                 if item.patient.pseudonym not in known_patients:
                     known_patients.add(item.patient.pseudonym)
@@ -561,6 +612,20 @@ def import_source(library: CaseLibrary, fmt: str, src: str | Path, **options: ob
     raise InvalidInputError(f"Unknown import format {fmt!r}; expected one of {', '.join(FORMATS)}.")
 
 
+@dataclass(frozen=True)
+class AddedUpload:
+    """What :func:`add_upload` added: the patient's pseudonym, the new study's id, and a warning
+    when the upload may carry burned-in text (None otherwise). Unpacks as ``(pseudonym,
+    study_id)``, as the tuple it replaces did."""
+
+    pseudonym: str
+    study_id: int
+    warning: str | None = None
+
+    def __iter__(self) -> Iterator[str | int]:
+        return iter((self.pseudonym, self.study_id))
+
+
 def add_upload(
     library: CaseLibrary,
     files: Sequence[tuple[str, bytes]],
@@ -573,12 +638,14 @@ def add_upload(
     patient: str | None = None,
     sex: str | None = None,
     age_years: float | None = None,
-) -> tuple[str, int]:
+) -> AddedUpload:
     """Add a reviewed upload (one image, or the slices of one CT series) as a new case.
 
     ``patient`` is an existing pseudonym to add the study to; otherwise a new patient is made
     (from the DICOM PatientID when there is one, so later uploads of the same person link up;
-    else a random pseudonym). Returns ``(pseudonym, study id)``.
+    else a random pseudonym). Returns the pseudonym, the study id and, when the original files
+    may carry burned-in text (their DICOM header or their pixels, as on import), a warning; the
+    study is added all the same.
 
     Raises
     ------
@@ -610,11 +677,11 @@ def add_upload(
     if library.has_source_key(key):
         raise InvalidInputError("This upload is in the case library already.")
     if modality == "CT" and len(files) > 1:
-        image = prepare_series(files, library.secret(), pseudonym)
+        image, check = prepare_checked_series(files, library.secret(), pseudonym)
     else:
-        image = prepare_image(files[0][0], files[0][1], library.secret(), pseudonym, modality)
+        image, check = prepare_checked_image(files[0][0], files[0][1], library.secret(), pseudonym, modality)
     study_id = library.add_case(row.patient, row.study, (image,), key)
-    return pseudonym, study_id
+    return AddedUpload(pseudonym, study_id, burned_in_warning(f"Study {study_id} of patient {pseudonym}", check))
 
 
 def _dicom_patient_id(data: bytes) -> str | None:

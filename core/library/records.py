@@ -139,7 +139,9 @@ class LibraryCounts:
 
 @dataclass
 class ImportReport:
-    """What an import did. ``problems`` are plain-words lines, one per skipped row or file."""
+    """What an import did. ``problems`` are plain-words lines, one per skipped row or file;
+    ``warnings`` one line per imported study whose pixels may carry identifiers (burned-in
+    text), naming its row, pseudonym and study id."""
 
     added_patients: int = 0
     added_studies: int = 0
@@ -147,6 +149,7 @@ class ImportReport:
     duplicates: int = 0
     skipped_by_option: int = 0
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -156,4 +159,5 @@ class ImportReport:
             "duplicates": self.duplicates,
             "skipped_by_option": self.skipped_by_option,
             "problems": list(self.problems),
+            "warnings": list(self.warnings),
         }
