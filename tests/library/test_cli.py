@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 from core.cli.main import main
+from core.demo.xray_phantom import generate_xray
 from tests.helpers import ROOT
+from tests.library.test_importers import with_burned_in_text
 
 
 def test_import_list_show_and_stats_on_a_library_named_by_option(tmp_path: Path, cohen_dataset: Path, capsys) -> None:
@@ -90,3 +92,21 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path: Path, capsys) -> Non
 
     assert main(["demo", "build", "--out", str(tmp_path / "d"), "--patients", "0"]) != 0
     assert capsys.readouterr().err.startswith("error:")
+
+
+def test_import_says_which_studies_may_carry_burned_in_text(tmp_path: Path, capsys) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.png").write_bytes(generate_xray("Normal", 0.0, 41, size=256).to_png())
+    (src / "b.png").write_bytes(with_burned_in_text(generate_xray("Normal", 0.0, 42, size=256).to_png()))
+    (src / "m.csv").write_text("path,label,patient_id\na.png,Normal,1\nb.png,Normal,2\n", encoding="utf-8")
+    lib = tmp_path / "lib"
+    assert main(["library", "import", "--format", "csv", str(src / "m.csv"), "--library", str(lib), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["added_studies"] == 2 and len(report["warnings"]) == 1
+    assert report["warnings"][0].startswith("row 3 (") and "may carry identifiers" in report["warnings"][0]
+    (src / "c.png").write_bytes(with_burned_in_text(generate_xray("Normal", 0.0, 43, size=256).to_png()))
+    (src / "m.csv").write_text("path,label,patient_id\nc.png,Normal,3\n", encoding="utf-8")
+    assert main(["library", "import", "--format", "csv", str(src / "m.csv"), "--library", str(lib)]) == 0
+    out = capsys.readouterr().out
+    assert "1 warnings" in out and "  warning: row 2 (" in out and "check the image before sharing it" in out

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
+import io
 import shutil
 from pathlib import Path
 
+import pydicom
 import pytest
+from PIL import Image, ImageDraw, ImageFont
 
+from core.demo.ct_phantom import generate_ct
+from core.demo.dicom_writer import DicomPatient, DicomStudy, ct_series_files, new_uid
+from core.demo.xray_phantom import generate_xray
 from core.errors import InvalidInputError
 from core.library.importers import add_upload, import_cohen, import_csv, import_folders
 from core.library.store import open_library
@@ -19,6 +26,7 @@ def test_cohen_import_keeps_what_it_should_and_reports_bad_rows(tmp_path: Path, 
     report = import_cohen(lib, cohen_dataset, workers=1)
     assert report.added_studies == 5  # rows 2, 3, 5, 6, 10
     assert report.added_patients == 3
+    assert report.warnings == []  # no phantom carries burned-in text
     assert report.skipped_by_option == 1  # the lateral view
     assert len(report.problems) == 3
     assert report.problems[0].startswith("row 7:") and "missing" in report.problems[0]
@@ -182,8 +190,9 @@ def test_a_reviewed_upload_becomes_a_deidentified_case(tmp_path: Path, cohen_dat
     lib_root = tmp_path / "lib"
     lib = open_library(lib_root)
     data = (cohen_dataset / "images" / "p1-b.dcm").read_bytes()
-    pseudonym, study_id = add_upload(lib, [("Doe_Jane.dcm", data)], modality="X-ray", label="COVID-19", note="ok")
-    assert pseudonym.startswith("P-")
+    added = add_upload(lib, [("Doe_Jane.dcm", data)], modality="X-ray", label="COVID-19", note="ok")
+    pseudonym, study_id = added
+    assert pseudonym.startswith("P-") and added.warning is None
     # A second upload of the same person (same DICOM PatientID) joins the same patient.
     slices = [(p.name, p.read_bytes()) for p in sorted((cohen_dataset / "images" / "p1-ct").iterdir())]
     again, _ = add_upload(lib, slices, modality="CT", label="COVID-19", offset_admission_days=3)
@@ -196,3 +205,76 @@ def test_a_reviewed_upload_becomes_a_deidentified_case(tmp_path: Path, cohen_dat
     stored = everything_stored(lib_root)
     for value in (IDENTIFIERS["name"], IDENTIFIERS["patient_id"], "Doe_Jane"):
         assert value.encode() not in stored
+
+
+# ----------------------------------------------------------------------------- burned-in text
+
+
+def with_burned_in_text(png: bytes) -> bytes:
+    """A PNG with a name and a date written in white along its top border."""
+    im = Image.open(io.BytesIO(png)).convert("L")
+    font = ImageFont.load_default(size=max(10, im.height // 24))
+    ImageDraw.Draw(im).text((im.width // 10, im.height // 40), "DOE JANE 1958-04-12", fill=255, font=font)
+    out = io.BytesIO()
+    im.save(out, format="PNG")
+    return out.getvalue()
+
+
+def burned_in_dicom(data: bytes) -> bytes:
+    """A DICOM file whose header says its pixels carry burned-in annotation."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.BurnedInAnnotation = "YES"
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def test_an_import_warns_of_each_study_that_may_carry_burned_in_text_by_row_and_still_adds_it(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    clean = generate_xray("Normal", 0.0, 21, size=256).to_png()
+    (src / "clean.png").write_bytes(clean)
+    (src / "Doe_Jane.png").write_bytes(with_burned_in_text(generate_xray("COVID-19", 0.5, 22, size=256).to_png()))
+    # A CT series of which one slice's header says burned-in annotation.
+    ct = generate_ct("COVID-19", 0.5, 23, shape=(16, 48, 48))
+    patient = DicomPatient("DOE^JANE", "MRN-9", "19580412", "F", 61)
+    study = DicomStudy(new_uid("burned-in-series"), "ACC-9", dt.date(2020, 3, 15))
+    files = ct_series_files(ct.hu, ct.spacing_mm, patient, study)
+    (src / "series").mkdir()
+    for i, (name, data) in enumerate(files):
+        (src / "series" / name).write_bytes(burned_in_dicom(data) if i == 7 else data)
+    manifest = src / "manifest.csv"
+    manifest.write_text(
+        "path,label,patient_id\nclean.png,Normal,A\nDoe_Jane.png,COVID-19,B\nseries,COVID-19,C\n", encoding="utf-8"
+    )
+    lib = open_library(tmp_path / "lib")
+    report = import_csv(lib, manifest, workers=1)
+    assert report.added_studies == 3 and report.problems == []
+    assert [w.split(" (")[0] for w in report.warnings] == ["row 3", "row 4"]
+    b, c = (lib.patient(lib.pseudonym("csv", pid)) for pid in "BC")
+    assert f"patient {b.pseudonym}, study {b.studies[0].id}" in report.warnings[0]
+    assert "the pixels may carry identifiers" in report.warnings[0] and "top border" in report.warnings[0]
+    assert "check the image before sharing it" in report.warnings[0]
+    assert f"patient {c.pseudonym}" in report.warnings[1] and "DICOM header" in report.warnings[1]
+    assert "Doe_Jane" not in " ".join(report.warnings)  # never the file name
+    assert report.as_dict()["warnings"] == report.warnings
+
+
+def test_class_folders_warn_of_the_one_image_with_burned_in_text(tmp_path: Path) -> None:
+    (tmp_path / "src" / "COVID").mkdir(parents=True)
+    (tmp_path / "src" / "COVID" / "a.png").write_bytes(generate_xray("COVID-19", 0.5, 31, size=256).to_png())
+    text = with_burned_in_text(generate_xray("COVID-19", 0.5, 32, size=256).to_png())
+    (tmp_path / "src" / "COVID" / "b.png").write_bytes(text)
+    report = import_folders(open_library(tmp_path / "lib"), tmp_path / "src", workers=1)
+    assert report.added_studies == 2
+    assert len(report.warnings) == 1 and report.warnings[0].startswith("row 2 (")
+
+
+def test_a_reviewed_upload_whose_header_says_burned_in_annotation_warns(tmp_path: Path, cohen_dataset: Path) -> None:
+    lib = open_library(tmp_path / "lib")
+    data = burned_in_dicom((cohen_dataset / "images" / "p1-b.dcm").read_bytes())
+    added = add_upload(lib, [("Doe_Jane.dcm", data)], modality="X-ray", label="COVID-19")
+    assert added.warning is not None
+    assert added.warning.startswith(f"Study {added.study_id} of patient {added.pseudonym}: the pixels may carry")
+    assert "burned-in annotation" in added.warning and "Doe_Jane" not in added.warning
+    assert lib.counts().studies == 1  # added all the same

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.demo.xray_phantom import generate_xray
 from tests.helpers import ROOT
+from tests.library.test_importers import with_burned_in_text
 
 PAGE = str(ROOT / "pages" / "library.py")
 
@@ -147,3 +149,19 @@ def test_adding_a_reviewed_upload_on_a_full_disk_is_a_plain_error_and_stores_not
     monkeypatch.setattr(sqlite3, "connect", connect)
     at.run()
     assert int(at.metric[0].value) == before
+
+
+def test_adding_a_reviewed_upload_with_burned_in_text_warns_and_adds_it(library_copy: Path) -> None:
+    png = with_burned_in_text(generate_xray("COVID-19", 0.5, 51, size=256).to_png())
+    at = run_page()
+    before = int(at.metric[0].value)
+    at.file_uploader(key="library_upload").set_value([("Doe_Jane.png", png, "image/png")])
+    at.run()
+    at.button(key="library_upload_add").click().run()
+    assert not at.exception
+    assert any("Added as a study of patient P-" in s.value for s in at.success)
+    (warning,) = [w.value for w in at.warning]
+    assert "the pixels may carry identifiers" in warning and "check the image before sharing it" in warning
+    assert "Doe_Jane" not in warning
+    at.run()
+    assert int(at.metric[0].value) == before + 1
