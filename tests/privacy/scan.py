@@ -47,24 +47,32 @@ class Hit:
         return f"{self.marker}{origin} in {self.where}: ...{self.context!r}..."
 
 
-def _patterns(markers: Iterable[str]) -> list[tuple[str, re.Pattern[bytes]]]:
-    out = []
-    for marker in markers:
-        ascii_form = re.escape(marker.encode("utf-8"))
-        utf16 = re.escape(marker.encode("utf-16-le"))
-        out.append((marker, re.compile(ascii_form + b"|" + utf16, re.IGNORECASE)))
-    return out
+class _Index:
+    """The markers to find, grouped by the first bytes of their case-folded ASCII and UTF-16-LE
+    forms, so that a blob is searched once per group instead of once per marker."""
+
+    def __init__(self, markers: Iterable[str]) -> None:
+        self.groups: dict[bytes, list[tuple[bytes, str]]] = {}
+        for marker in markers:
+            for form in (marker.encode("utf-8").lower(), marker.encode("utf-16-le").lower()):
+                self.groups.setdefault(form[: _PREFIX_BYTES * (2 if form[1:2] == b"\0" else 1)], []).append(
+                    (form, marker)
+                )
 
 
-def _grep(blob: bytes, patterns: list[tuple[str, re.Pattern[bytes]]], where: str) -> list[Hit]:
+_PREFIX_BYTES = 4
+
+
+def _grep(blob: bytes, index: _Index, where: str) -> list[Hit]:
     hits = []
     folded = blob.lower()
-    for marker, pattern in patterns:
-        # A fast case-folded check first: most blobs hold none of the markers.
-        if marker.lower().encode("utf-8") not in folded and marker.encode("utf-16-le").lower() not in folded:
-            continue
-        for m in pattern.finditer(blob):
-            hits.append(Hit(marker, where, blob[max(0, m.start() - 40) : m.end() + 40]))
+    for prefix, group in index.groups.items():
+        start = folded.find(prefix)
+        while start != -1:
+            for form, marker in group:
+                if folded.startswith(form, start):
+                    hits.append(Hit(marker, where, blob[max(0, start - 40) : start + len(form) + 40]))
+            start = folded.find(prefix, start + 1)
     return hits
 
 
@@ -175,15 +183,14 @@ def _sqlite_values(blob: bytes, where: str) -> Iterable[tuple[bytes, str]]:
             con.close()
 
 
-def find_markers(blob: bytes, markers: Iterable[str], where: str = "bytes", *, _depth: int = 0) -> list[Hit]:
+def find_markers(blob: bytes, markers: Iterable[str] | _Index, where: str = "bytes", *, _depth: int = 0) -> list[Hit]:
     """Every occurrence of every marker in ``blob`` and in what it holds (see the module)."""
-    patterns = markers if isinstance(markers, list) and markers and isinstance(markers[0], tuple) else None
-    patterns = patterns or _patterns(markers)
-    hits = _grep(blob, patterns, where)
+    index = markers if isinstance(markers, _Index) else _Index(markers)
+    hits = _grep(blob, index, where)
     if _depth < _MAX_DEPTH:
         for inner, inner_where in _containers(blob, where):
             if inner and inner != blob:
-                hits.extend(find_markers(inner, patterns, inner_where, _depth=_depth + 1))
+                hits.extend(find_markers(inner, index, inner_where, _depth=_depth + 1))
     return hits
 
 
@@ -194,13 +201,13 @@ def find_in_text(text: str, markers: Iterable[str], where: str) -> list[Hit]:
 
 def scan_tree(root: Path, markers: Iterable[str]) -> tuple[list[Hit], int]:
     """Hits in every file under ``root`` and in every path's name; and how many files were read."""
-    patterns = _patterns(markers)
+    index = _Index(markers)
     hits: list[Hit] = []
     n = 0
     for path in sorted(root.rglob("*")):
         rel = str(path.relative_to(root))
-        hits.extend(find_markers(rel.encode("utf-8"), patterns, f"the path {rel}"))
+        hits.extend(find_markers(rel.encode("utf-8"), index, f"the path {rel}"))
         if path.is_file():
             n += 1
-            hits.extend(find_markers(path.read_bytes(), patterns, rel))
+            hits.extend(find_markers(path.read_bytes(), index, rel))
     return hits, n

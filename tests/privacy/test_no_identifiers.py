@@ -1,0 +1,443 @@
+"""No identifier anywhere (issue 19, section 4): a chest X-ray and a CT series with every
+attribute of PS3.15 Table E.1-1 filled with a unique marker (:mod:`tests.privacy.markers`),
+files named after the patient, pushed through every path a user has; every byte written (files
+under the output folders, the SQLite file, stdout, stderr, the log records at DEBUG, what a page
+shows and what its downloads serve) is searched for every marker (:mod:`tests.privacy.scan`).
+
+Each test checks that its path ran (exit status 0, the study in the library, a report of some
+size), so that finding nothing means something. A control test shows the scanner finding
+markers that are there, also inside base64, zlib, gzip, zip and SQLite.
+
+The upload's file name is on screen on some pages (the X-ray page's heading of each image, the
+names to choose from): the file uploader shows it there anyway, so page text is searched with the
+upload's own file names taken out; anything written or served (downloads and their names) is
+searched with nothing taken out.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import gzip
+import io
+import json
+import logging
+import sqlite3
+import subprocess
+import sys
+import zipfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.cli.main import main
+from core.library.importers import add_upload, import_source
+from core.library.store import open_library
+from tests.helpers import ROOT
+from tests.privacy.markers import MarkedData, marked_data, with_values
+from tests.privacy.scan import Hit, find_in_text, find_markers, scan_tree
+from tests.report_helpers import Deferred
+
+pytestmark = pytest.mark.demo_weights
+
+
+@pytest.fixture(scope="module")
+def marked() -> MarkedData:
+    return marked_data()
+
+
+def assert_none(hits: list[Hit], marked: MarkedData, what: str) -> None:
+    shown = "\n".join(h.describe(marked.markers) for h in hits[:15])
+    assert not hits, f"{len(hits)} marker(s) found in {what}:\n{shown}"
+
+
+@pytest.fixture
+def records() -> Iterator[list[logging.LogRecord]]:
+    """Every log record of every logger at DEBUG and up (pydicom's too), while the test runs."""
+    got: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            got.append(record)
+
+    handler = Keep(logging.DEBUG)
+    root = logging.getLogger()
+    saved = root.level, {name: (lg.level, lg.propagate) for name, lg in _loggers()}
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    for _, lg in _loggers():
+        lg.setLevel(logging.NOTSET)
+        lg.propagate = True
+    try:
+        yield got
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved[0])
+        for name, (level, propagate) in saved[1].items():
+            logging.getLogger(name).setLevel(level)
+            logging.getLogger(name).propagate = propagate
+
+
+def _loggers() -> list[tuple[str, logging.Logger]]:
+    return [(n, lg) for n, lg in logging.Logger.manager.loggerDict.items() if isinstance(lg, logging.Logger)]
+
+
+def log_text(got: list[logging.LogRecord]) -> str:
+    """The records as a handler would write them: message with its arguments, traceback, stack."""
+    formatter = logging.Formatter("%(levelname)s %(name)s: %(message)s")
+    return "\n".join(formatter.format(r) for r in got)
+
+
+def write_inputs(marked: MarkedData, folder: Path) -> tuple[Path, Path]:
+    """The marked X-ray file and CT folder (both named after the patient) under ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    xray = folder / marked.xray_name
+    xray.write_bytes(marked.xray)
+    ct = folder / marked.ct_folder_name
+    ct.mkdir(exist_ok=True)
+    for name, data in marked.ct_files:
+        (ct / name).write_bytes(data)
+    return xray, ct
+
+
+def ct_zip(marked: MarkedData) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in marked.ct_files:
+            archive.writestr(f"{marked.ct_folder_name}/{name}", data)
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# The scanner finds what is there
+
+
+def test_the_marked_files_hold_every_marker_and_stay_readable(marked: MarkedData) -> None:
+    from core.io.ct_series import read_ct_series
+    from core.io.images import read_xray
+
+    in_xray = {h.marker for h in find_markers(marked.xray, list(marked.markers))}
+    in_ct = {h.marker for _, data in marked.ct_files for h in find_markers(data, list(marked.markers))}
+    in_names = {h.marker for h in find_in_text(marked.xray_name + marked.ct_folder_name, marked.markers, "names")}
+    assert in_xray | in_ct | in_names == set(marked.markers)
+    assert len(marked.markers) > 1600  # 617 table rows (less what cannot hold one), per file, with items
+    ds = pydicom.dcmread(io.BytesIO(marked.xray))
+    assert ds.BurnedInAnnotation == "YES" and ds.preamble.startswith(b"MKR")
+    assert any(e.tag.is_private for e in ds) and 0x60003000 in ds
+    assert read_xray(marked.xray, "x").shape == (256, 256)
+    assert read_ct_series(list(marked.ct_files)).hu.shape == (16, 48, 48)
+
+
+def test_the_scanner_finds_markers_inside_containers(marked: MarkedData, tmp_path: Path) -> None:
+    marker = marked.patient_name[0]
+    what = [marker]
+    text = f"patient {marker} here".encode()
+    assert find_markers(text.upper(), what) and find_markers(text.lower(), what)
+    assert find_markers(f"x {marker} y".encode("utf-16-le"), what)
+    uri = b'<img src="data:image/png;base64,' + base64.b64encode(b"\x89PNG" + text * 3) + b'">'
+    assert {h.where for h in find_markers(uri, what)} == {"bytes > base64 at 32"}
+    assert find_markers(b"junk" + zlib.compress(text) + b"junk", what)
+    assert find_markers(gzip.compress(text), what)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("a/b.txt", text * 10)
+    assert find_markers(buffer.getvalue(), what)
+    assert find_markers(json.dumps({"blob": base64.b64encode(zlib.compress(text)).decode()}).encode(), what)
+    # A PNG text chunk, compressed (zTXt).
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Author", marker, zip=True)
+    png = io.BytesIO()
+    Image.new("L", (4, 4)).save(png, format="PNG", pnginfo=info)
+    assert marker.encode() not in png.getvalue()
+    assert any("zTXt" in h.where for h in find_markers(png.getvalue(), what))
+    # A SQLite file whose value is a compressed blob.
+    db = tmp_path / "x.sqlite"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE t (v BLOB)")
+    con.execute("INSERT INTO t VALUES (?)", (zlib.compress(text * 50),))
+    con.commit()
+    con.close()
+    hits, n = scan_tree(tmp_path, what)
+    assert n == 1 and any("t.v" in h.where for h in hits)
+
+
+def test_ordinary_outputs_hold_no_marker_by_chance(marked: MarkedData) -> None:
+    from plotly.offline import get_plotlyjs
+
+    assert_none(find_in_text(get_plotlyjs(), marked.markers, "plotly.js"), marked, "the plotly.js bundle")
+
+
+# --------------------------------------------------------------------------------------------
+# The command line
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[str, str]:
+    status = main(["--debug", *argv])
+    out, err = capsys.readouterr()
+    assert status == 0, f"{argv[0]} exited {status}: {err}"
+    return out, err
+
+
+def test_every_command_line_path(
+    marked: MarkedData, tmp_path: Path, capsys: pytest.CaptureFixture[str], records: list[logging.LogRecord]
+) -> None:
+    xray, ct = write_inputs(marked, tmp_path / "inputs")
+    manifest = tmp_path / "inputs" / "manifest.csv"
+    with manifest.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "patient_id", "offset_days", "modality", "view", "survival"])
+        w.writerow([xray.name, "COVID-19", marked.patient_id[0], "2", "X-ray", "PA", "Y"])
+        w.writerow([ct.name, "COVID-19", marked.patient_id[0], "5", "CT", "", "Y"])
+    cohen = tmp_path / "inputs" / "cohen"
+    (cohen / "images").mkdir(parents=True)
+    (cohen / "images" / xray.name).write_bytes(marked.xray)
+    with (cohen / "metadata.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["patientid", "offset", "sex", "age", "finding", "view", "modality", "filename"])
+        w.writerow([marked.patient_id[0], "3", "F", "47", "Pneumonia/Viral/COVID-19", "PA", "X-ray", xray.name])
+
+    out_root = tmp_path / "out"
+    library, library2, cams = out_root / "library", out_root / "library-cohen", out_root / "cams"
+    streams = []
+    streams.append(run_cli(capsys, "predict-xray", str(xray), "--json", "--cam-dir", str(cams)))
+    streams.append(run_cli(capsys, "predict-ct", str(ct), "--json", "--cam-dir", str(cams)))
+    got = run_cli(capsys, "library", "import", "--format", "csv", str(manifest), "--library", str(library), "--json")
+    streams.append(got)
+    assert json.loads(got[0])["added_studies"] == 2
+    got = run_cli(capsys, "library", "import", "--format", "cohen", str(cohen), "--library", str(library2), "--json")
+    streams.append(got)
+    assert json.loads(got[0])["added_studies"] == 1
+    streams.append(run_cli(capsys, "library", "index", "--library", str(library), "--json"))
+    streams.append(run_cli(capsys, "library", "score", "--library", str(library), "--json"))
+    streams.append(run_cli(capsys, "library", "stats", "--library", str(library)))
+    listed = run_cli(capsys, "library", "list", "--library", str(library), "--json")
+    streams.append(listed)
+    pseudonym = json.loads(listed[0].splitlines()[0])["pseudonym"]
+    streams.append(run_cli(capsys, "library", "show", pseudonym, "--library", str(library), "--json"))
+    streams.append(run_cli(capsys, "similar", str(xray), "--library", str(library), "--json"))
+    streams.append(run_cli(capsys, "trajectory", pseudonym, "--library", str(library), "--json"))
+    streams.append(
+        run_cli(
+            capsys, "trajectory", "--cohort", "--csv", str(out_root / "cohort.csv"), "--library", str(library), "--json"
+        )
+    )
+    assert (out_root / "cohort.csv").is_file() and any(cams.iterdir())
+
+    hits, n_files = scan_tree(out_root, marked.markers)
+    assert n_files >= 8  # library.sqlite, 17 stored files, thumbnails, overlays, the csv
+    # The overlays' file names follow the input's: test_overlay_file_names_carry_no_identifier.
+    hits = [h for h in hits if not h.where.startswith("the path cams/")]
+    assert_none(hits, marked, "the files the commands wrote")
+    # The output names each input as the user typed it (the overlays' paths: see above).
+    typed = sorted([str(xray), str(ct), *map(str, cams.iterdir())], key=len, reverse=True)
+    for i, (out, err) in enumerate(streams):
+        assert out.strip()
+        for path in typed:
+            out = out.replace(path, "<the argument>")
+        hits = find_in_text(out, marked.markers, "stdout")
+        if i == 1:  # predict-ct's series UID: test_predict_ct_json_names_no_identifier
+            hits = [h for h in hits if marked.markers[h.marker] != "CT: SeriesInstanceUID"]
+        assert_none(hits, marked, f"stdout of command {i + 1}")
+        assert_none(find_in_text(err, marked.markers, "stderr"), marked, f"stderr of command {i + 1}")
+    assert records, "no log record at DEBUG: the capture did not work"
+    assert_none(find_in_text(log_text(records), marked.markers, "logs"), marked, "the log records at DEBUG")
+
+
+def test_the_console_of_a_command_run_with_debug(marked: MarkedData, tmp_path: Path) -> None:
+    """A real process: the console handler that ``--debug`` installs, writing to stderr."""
+    xray, _ = write_inputs(marked, tmp_path / "inputs")
+    done = subprocess.run(
+        [sys.executable, "-m", "core", "--debug", "predict-xray", str(xray), "--json", "--model", "cxr-resnet18"],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+    assert json.loads(done.stdout.splitlines()[0])["model"] == "cxr-resnet18"
+    assert b"DEBUG" in done.stderr  # the console did log at DEBUG
+    # The JSON names the file it is about as the user gave it; nothing else may carry a marker.
+    stdout = done.stdout.replace(str(xray).encode(), b"<the argument>")
+    assert_none(find_markers(stdout, marked.markers, "stdout"), marked, "stdout")
+    assert_none(find_markers(done.stderr, marked.markers, "stderr"), marked, "stderr")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="predict-xray and predict-ct name each --cam-dir overlay after the input file "
+    "(core/cli/xray.py: f'{path.stem}.{model.id}...png'; core/cli/ct.py: f'{Path(args.path).stem}...'), "
+    "and clinicians' files are named after the patient",
+)
+def test_overlay_file_names_carry_no_identifier(
+    marked: MarkedData, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    xray, ct = write_inputs(marked, tmp_path / "inputs")
+    cams = tmp_path / "cams"
+    run_cli(capsys, "predict-xray", str(xray), "--model", "cxr-resnet18", "--cam-dir", str(cams))
+    run_cli(capsys, "predict-ct", str(ct), "--cam-dir", str(cams))
+    hits, n_files = scan_tree(cams, marked.markers)
+    assert n_files == 2
+    assert_none(hits, marked, "the overlays written by --cam-dir")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="predict-ct --json prints the series' original SeriesInstanceUID (core/cli/ct.py, the "
+    "'series_uid' key of the JSON object)",
+)
+def test_predict_ct_json_names_no_identifier(marked: MarkedData, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    _, ct = write_inputs(marked, tmp_path / "inputs")
+    out, _ = run_cli(capsys, "predict-ct", str(ct), "--json")
+    assert json.loads(out)["covid3d"]
+    assert_none(find_in_text(out.replace(str(ct), ""), marked.markers, "stdout"), marked, "predict-ct's JSON")
+
+
+# --------------------------------------------------------------------------------------------
+# The library's API: add a reviewed upload, import a source
+
+
+def test_add_upload_and_import_source(marked: MarkedData, tmp_path: Path, records: list[logging.LogRecord]) -> None:
+    xray, ct = write_inputs(marked, tmp_path / "inputs")
+    root = tmp_path / "out" / "library"
+    library = open_library(root, create=True)
+    p1, _ = add_upload(library, [(marked.xray_name, marked.xray)], modality="X-ray", label="COVID-19", note="reviewed")
+    p2, _ = add_upload(library, list(marked.ct_files), modality="CT", label=None, patient=p1)
+    assert p1 == p2
+    folders = tmp_path / "inputs" / "folders"
+    (folders / "COVID").mkdir(parents=True)
+    (folders / "COVID" / marked.xray_name).write_bytes(with_values(marked.xray, SeriesDescription="CHEST PA"))
+    report = import_source(library, "folders", folders, workers=1)
+    assert report.added_studies == 1, report.problems
+    counts = library.counts()
+    assert (counts.patients, counts.studies) == (2, 3)
+
+    hits, n_files = scan_tree(tmp_path / "out", marked.markers)
+    assert n_files >= 18
+    assert_none(hits, marked, "the library")
+    assert_none(find_in_text(log_text(records), marked.markers, "logs"), marked, "the log records at DEBUG")
+    # An examination's name stays (Clean Descriptors), where the marked ones went.
+    stored = [pydicom.dcmread(p) for p in root.rglob("*.dcm")]
+    assert [ds.get("SeriesDescription") for ds in stored].count("CHEST PA") == 1
+
+
+# --------------------------------------------------------------------------------------------
+# The pages
+
+
+def page_bytes(at: AppTest) -> bytes:
+    """Every element of the page as its protobuf message (text, tables, charts, widget labels)."""
+    out = []
+
+    def walk(node: object) -> None:
+        proto = getattr(node, "proto", None)
+        if proto is not None and hasattr(proto, "SerializeToString"):
+            out.append(proto.SerializeToString())
+        for child in getattr(node, "children", {}).values():
+            walk(child)
+
+    walk(at._tree)
+    return b"\n".join(out)
+
+
+def assert_page_clean(
+    at: AppTest, marked: MarkedData, deferred: dict[str, Deferred], what: str, known: tuple[str, ...] = ()
+) -> int:
+    """No marker on the page (with the uploads' own file names, and the ``known`` leaks that a
+    test of their own marks, taken out) nor in any download it offers (their contents and file
+    names); returns how many downloads were read."""
+    assert not at.exception, at.exception
+    shown = page_bytes(at)
+    names = [*known, marked.xray_name, marked.ct_folder_name, *(n for n, _ in marked.ct_files)]
+    for name in sorted(names, key=len, reverse=True):
+        shown = shown.replace(name.encode(), b"<the upload's file name>")
+    assert_none(find_markers(shown, marked.markers, f"{what} page"), marked, f"what the {what} page shows")
+    n = 0
+    for file_id, entry in deferred.items():
+        data = entry.build()
+        data = data if isinstance(data, bytes) else str(data).encode()
+        assert data, file_id
+        where = f"the download {entry.file_name}"
+        assert_none(find_markers(data, marked.markers, where), marked, where)
+        if entry.mimetype == "text/html":  # the overlay PNG's name: test_x_ray_page_download_names_...
+            assert_none(find_in_text(entry.file_name or "", marked.markers, "name"), marked, f"the name of {where}")
+        n += 1
+    return n
+
+
+def xray_page(marked: MarkedData) -> AppTest:
+    """The X-ray page with the marked upload, read by the demo ResNet-18 (the real-data models
+    rightly find a phantom unlike their training data, and then show no class)."""
+    at = AppTest.from_file(str(ROOT / "pages" / "xray.py"), default_timeout=180).run()
+    at.multiselect(key="xray_models").set_value(["cxr-resnet18"]).run()
+    at.file_uploader(key="xray_upload").upload(marked.xray_name, marked.xray, "application/dicom").run()
+    return at
+
+
+def test_x_ray_page_upload_and_its_case_report(marked: MarkedData, deferred: dict[str, Deferred]) -> None:
+    at = xray_page(marked)
+    assert not at.error, [e.value for e in at.error]
+    ticked = [c for c in at.checkbox if c.key and c.key.startswith("xray_report_ids_")]
+    assert len(ticked) == 1 and ticked[0].value is False
+    reports = [e for e in deferred.values() if e.mimetype == "text/html"]
+    assert len(reports) == 1 and len(reports[0].build()) > 10_000
+    assert assert_page_clean(at, marked, deferred, "X-ray") >= 2  # the report and the overlay PNG
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the X-ray page names the overlay PNG download after the upload's file name "
+    "(pages/xray.py, st.download_button 'Download overlay (PNG)': file_name=f\"{name.rsplit('.', 1)[0]}...\")",
+)
+def test_x_ray_page_download_names_carry_no_identifier(marked: MarkedData, deferred: dict[str, Deferred]) -> None:
+    at = xray_page(marked)
+    assert not at.exception and deferred
+    names = " ".join(entry.file_name or "" for entry in deferred.values())
+    assert_none(find_in_text(names, marked.markers, "download names"), marked, "the downloads' file names")
+
+
+def test_ct_page_upload_and_its_case_report(marked: MarkedData, deferred: dict[str, Deferred]) -> None:
+    at = AppTest.from_file(str(ROOT / "pages" / "ct.py"), default_timeout=180).run()
+    at.file_uploader(key="ct_upload").set_value([(n, d, "application/dicom") for n, d in marked.ct_files]).run()
+    assert not at.error, [e.value for e in at.error]
+    assert at.checkbox(key="ct_report_ids").value is False
+    report = deferred[at.download_button(key="ct_report").proto.deferred_file_id].build()
+    assert b"16 x 48 x 48 voxels" in report
+    description = str(pydicom.dcmread(io.BytesIO(marked.ct_files[0][1])).SeriesDescription)
+    # The series description on the page: test_ct_page_shows_no_series_description.
+    assert assert_page_clean(at, marked, deferred, "CT", known=(description,)) >= 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the CT page's caption of the series starts with the DICOM Series Description, free text "
+    "that may name the patient (pages/ct.py, f\"{volume.description or 'CT series'}: {z} x {y} x {x} voxels...\"; "
+    "the series chooser's labels show s.description too)",
+)
+def test_ct_page_shows_no_series_description(marked: MarkedData, deferred: dict[str, Deferred]) -> None:
+    at = AppTest.from_file(str(ROOT / "pages" / "ct.py"), default_timeout=180).run()
+    at.file_uploader(key="ct_upload").set_value([(n, d, "application/dicom") for n, d in marked.ct_files]).run()
+    assert_page_clean(at, marked, deferred, "CT")
+
+
+def test_library_page_add_a_reviewed_upload(
+    marked: MarkedData, library_copy: Path, deferred: dict[str, Deferred], records: list[logging.LogRecord]
+) -> None:
+    at = AppTest.from_file(str(ROOT / "pages" / "library.py"), default_timeout=180).run()
+    before = open_library(library_copy).counts().studies
+    at.file_uploader(key="library_upload").upload(marked.xray_name, marked.xray, "application/dicom").run()
+    at.button(key="library_upload_add").click().run()
+    assert any("Added as a study" in s.value for s in at.success), [e.value for e in at.error]
+    at.file_uploader(key="library_upload").set_value([(n, d, "application/dicom") for n, d in marked.ct_files]).run()
+    at.selectbox(key="library_upload_modality").set_value("CT").run()
+    at.button(key="library_upload_add").click().run()
+    assert sum("Added as a study" in s.value for s in at.success) == 1, [e.value for e in at.error]
+    assert open_library(library_copy).counts().studies == before + 2
+    assert_page_clean(at, marked, deferred, "Case library")
+    hits, _ = scan_tree(library_copy, marked.markers)
+    assert_none(hits, marked, "the library the page wrote to")
+    assert_none(find_in_text(log_text(records), marked.markers, "logs"), marked, "the log records at DEBUG")
