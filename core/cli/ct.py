@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.case_reports.common import upload_pseudonym
 from core.cli.common import device_arg, registry_of, weights_arg
 from core.cli.xray import add_image_training_options
 from core.cli.xray import run_train as run_image_train
@@ -130,7 +131,7 @@ def _ood_line(fields: dict) -> str:
     return ""
 
 
-def _write_slice_cam(args: argparse.Namespace, volume, model, result) -> dict:
+def _write_slice_cam(args: argparse.Namespace, volume, model, result, pseudonym: str) -> dict:
     """The slice model's Grad-CAM overlay of one axial slice as a PNG in ``args.cam_dir``."""
     n = volume.hu.shape[0]
     if args.cam_slice is None:
@@ -141,7 +142,7 @@ def _write_slice_cam(args: argparse.Namespace, volume, model, result) -> dict:
     else:
         raise InvalidInputError(f"--cam-slice {args.cam_slice} is outside the series' {n} axial slices (1 to {n}).")
     args.cam_dir.mkdir(parents=True, exist_ok=True)
-    target = args.cam_dir / f"{Path(args.path).stem}.{model.id}.slice-{z + 1}.gradcam.png"
+    target = args.cam_dir / f"{pseudonym}.{model.id}.slice-{z + 1}.gradcam.png"
     gray = window_hu(volume.hu[z], *LUNG_WINDOW)
     target.write_bytes(png_bytes(render_overlay(gray, slice_cam(volume, model, z), "Jet", 0.5)))
     return {"overlay": str(target), "overlay_slice": z + 1, "overlay_slice_read": bool(result.slices_read[z])}
@@ -163,11 +164,13 @@ def run_predict(args: argparse.Namespace) -> int:
         registry.load(slice_id) if slice_id else None,
         cam=False,
     )
+    pseudonym = upload_pseudonym(volume.hu.tobytes())
     out = {
         "path": str(path),
         "shape_zyx": list(volume.hu.shape),
         "spacing_mm_zyx": [round(float(v), 4) for v in volume.spacing_mm],
-        "series_uid": volume.series_uid,
+        # The series' original UID identifies the examination: a hash of its voxels names it instead.
+        "pseudonym": pseudonym,
         "warnings": list(volume.warnings),
         "covid3d": None,
         "slice_model": None,
@@ -195,7 +198,7 @@ def run_predict(args: argparse.Namespace) -> int:
             "domain": registry.card(result.slice_model_id).domain_words,
         } | _ood_fields(result.slice_ood)
         if args.cam_dir:
-            out["slice_model"] |= _write_slice_cam(args, volume, registry.load(result.slice_model_id), result)
+            out["slice_model"] |= _write_slice_cam(args, volume, registry.load(result.slice_model_id), result, pseudonym)
     if args.json:
         print(json.dumps(out))
         return 0

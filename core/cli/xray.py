@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from core.case_reports.common import upload_pseudonym
 from core.cli.common import device_arg, registry_of, weights_arg
 from core.errors import DashboardError
 from core.explain.attributions import METHOD_ALIASES
@@ -137,7 +138,8 @@ def run_predict(args: argparse.Namespace) -> int:
             reading = xray_reading(model, image, pred)
             record = {"file": name} | reading.to_dict()
             if cam is not None:
-                out = args.cam_dir / f"{path.stem}.{model.id}.{args.method}.png"
+                # Named like the page's downloads: a file name can carry the patient's name.
+                out = args.cam_dir / f"{upload_pseudonym(data)}.{model.id}.{args.method}.png"
                 out.write_bytes(png_bytes(render_overlay(image.windowed(), cam.values, args.colormap, args.opacity)))
                 record["overlay"] = str(out)
                 record["overlay_target"] = cam.target_label

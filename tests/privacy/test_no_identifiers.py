@@ -267,12 +267,6 @@ def test_the_console_of_a_command_run_with_debug(marked: MarkedData, tmp_path: P
     assert_none(find_markers(done.stderr, marked.markers, "stderr"), marked, "stderr")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="predict-xray and predict-ct name each --cam-dir overlay after the input file "
-    "(core/cli/xray.py: f'{path.stem}.{model.id}...png'; core/cli/ct.py: f'{Path(args.path).stem}...'), "
-    "and clinicians' files are named after the patient",
-)
 def test_overlay_file_names_carry_no_identifier(
     marked: MarkedData, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -285,11 +279,6 @@ def test_overlay_file_names_carry_no_identifier(
     assert_none(hits, marked, "the overlays written by --cam-dir")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="predict-ct --json prints the series' original SeriesInstanceUID (core/cli/ct.py, the "
-    "'series_uid' key of the JSON object)",
-)
 def test_predict_ct_json_names_no_identifier(marked: MarkedData, tmp_path: Path, capsys) -> None:  # noqa: ANN001
     _, ct = write_inputs(marked, tmp_path / "inputs")
     out, _ = run_cli(capsys, "predict-ct", str(ct), "--json")
