@@ -1,5 +1,5 @@
 """Case library: filter patients, open one patient's timeline, import a dataset, add a reviewed
-upload as a new (de-identified) case.
+upload as a new (de-identified) case, read the audit log.
 
 The import folder must lie inside the data roots (core.deployment); a read-only screen
 (``DASHBOARD_READ_ONLY``) shows no import or add action."""
@@ -20,6 +20,7 @@ from ui import frame
 from ui.library import library_or_stop, show_full_size
 
 UNLABELLED = "Unlabelled"
+AUDIT_ROWS = 200
 IMPORT_FORMATS = {
     "covid-chestxray-dataset (metadata.csv + images/)": "cohen",
     "Class folders (COVID/, NORMAL/, Viral Pneumonia/, CT_COVID/, CT_NonCOVID/)": "folders",
@@ -237,3 +238,25 @@ else:
                 st.success(f"Added as a study of patient {added.pseudonym}.")
                 if added.warning:
                     st.warning(added.warning)
+
+    # Below the actions, so a case just added is in it. Not on a read-only (meeting-room) screen:
+    # it names the staff who added cases.
+    with st.expander("Audit log: who added or removed which case, and when"):
+        entries = library.audit_log(limit=AUDIT_ROWS)
+        if not entries:
+            st.info("Nothing has been added to or removed from this library yet.")
+        else:
+            st.dataframe(
+                pd.DataFrame(
+                    [
+                        (e.at.replace("T", " ").rstrip("Z"), e.user, e.action, e.pseudonym, e.study_id, e.detail)
+                        for e in entries
+                    ],
+                    columns=["When (UTC)", "Who", "Action", "Patient", "Study", "Detail"],
+                ),
+                hide_index=True,
+            )
+            st.caption(
+                f"The latest {len(entries)} entries, newest first; the whole log: "
+                "`python -m core library audit`. Entries cannot be changed or removed."
+            )

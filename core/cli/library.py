@@ -83,6 +83,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     library_arg(stats)
     stats.set_defaults(func=run_stats)
 
+    audit = lib.add_parser("audit", help="the audit log: who added or removed which case, and when (newest first)")
+    audit.add_argument("--pseudonym", default=None, help="only this patient's entries")
+    audit.add_argument("--limit", type=int, default=None, help="at most this many entries")
+    audit.add_argument("--json", action="store_true", help="one JSON object per entry")
+    library_arg(audit)
+    audit.set_defaults(func=run_audit)
+
 
 def run_index(args: argparse.Namespace) -> int:
     library = open_existing(args)
@@ -215,4 +222,19 @@ def run_stats(args: argparse.Namespace) -> int:
         print(f"{library.root}: {c.patients} patients, {c.studies} studies, {c.images} images")
         print("  by modality: " + ", ".join(f"{k} {v}" for k, v in sorted(c.by_modality.items())))
         print("  by label: " + ", ".join(f"{k} {v}" for k, v in sorted(c.by_label.items())))
+    return 0
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise InvalidInputError(f"--limit must be 1 or more, got {args.limit}.")
+    entries = open_existing(args).audit_log(limit=args.limit, pseudonym=args.pseudonym)
+    for e in entries:
+        if args.json:
+            print(json.dumps(e.as_dict()))
+        else:
+            where = " ".join(x for x in (e.pseudonym or "", "" if e.study_id is None else f"study {e.study_id}") if x)
+            print(f"{e.at}  {e.user}  {e.action}  {where}  {e.detail}".rstrip())
+    if not args.json:
+        print(f"{len(entries)} entries")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import getpass
+import json
 import sqlite3
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from core.library.audit import clean_user
 from core.library.importers import add_upload, import_source
 from core.library.store import DATABASE_NAME, LibraryError, SqliteLibrary, open_library
-from tests.cli_helpers import run
+from tests.cli_helpers import assert_one_line_error, run
 
 
 def test_an_added_upload_is_recorded_with_its_user_pseudonym_and_study(tmp_path: Path, chest_png: bytes) -> None:
@@ -109,3 +110,39 @@ def test_the_command_line_records_the_account_that_ran_it(tmp_path: Path, cohen_
     assert status == 0, err
     users = {e.user for e in open_library(tmp_path).audit_log()}
     assert users == {f"cli:{getpass.getuser()}"}
+
+
+def _json_lines(capsys, *argv: str) -> list[dict]:
+    status, out, err = run(capsys, *argv, "--json")
+    assert status == 0, err
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_the_audit_command_prints_the_log_newest_first(tmp_path: Path, chest_png: bytes, capsys) -> None:
+    library = open_library(tmp_path).acting("Dr Ada")
+    first, _ = add_upload(library, [("a.png", chest_png)], modality="X-ray", label=None)
+    second, study = add_upload(library, [("b.png", chest_png[:-1] + b"\x00")], modality="X-ray", label=None)
+
+    entries = _json_lines(capsys, "library", "audit", "--library", str(tmp_path))
+    assert [e["pseudonym"] for e in entries] == [second, first]
+    assert entries[0] | {"at": None, "id": None} == {
+        "id": None,
+        "at": None,
+        "user": "Dr Ada",
+        "action": "add-case",
+        "pseudonym": second,
+        "study_id": study,
+        "detail": "X-ray from upload",
+    }
+    only_first = _json_lines(capsys, "library", "audit", "--library", str(tmp_path), "--pseudonym", first)
+    assert [e["pseudonym"] for e in only_first] == [first]
+
+    status, out, _ = run(capsys, "library", "audit", "--library", str(tmp_path), "--limit", "1")
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[-1] == "1 entries" and f"Dr Ada  add-case  {second} study {study}  X-ray from upload" in lines[0]
+
+
+def test_the_audit_command_refuses_a_limit_below_one(tmp_path: Path, capsys) -> None:
+    open_library(tmp_path)
+    assert_one_line_error(*run(capsys, "library", "audit", "--library", str(tmp_path), "--limit", "0"), "--limit")

@@ -72,6 +72,9 @@ def test_a_signed_in_user_sees_the_page_and_is_recorded_with_the_case_they_add(
     _add_reviewed_upload(at, chest_png)
     latest = open_library(library_copy).audit_log(limit=1)[0]
     assert (latest.user, latest.action) == ("Dr Ada Lovelace", "add-case")
+    # The page's audit log shows it first.
+    (shown,) = [d.value for d in at.dataframe if "Who" in d.value.columns]
+    assert list(shown.iloc[0][["Who", "Action", "Patient"]]) == ["Dr Ada Lovelace", "add-case", latest.pseudonym]
 
 
 def test_without_a_provider_the_page_works_and_records_the_server_account(library_copy: Path, chest_png: bytes) -> None:
