@@ -141,6 +141,12 @@ if patients:
                 f"**{describe_study_time(study)}** · {study.modality}" + (f" {study.view}" if study.view else "")
             )
             right.write(study.note or "No note.")
+            if study.burned_in:
+                right.warning(
+                    f"The pixels may carry identifiers ({study.burned_in}): names and ids were removed from the "
+                    "file, but not text in the image. Check it before sharing.",
+                    icon=":material/warning:",
+                )
             if study.findings:
                 present = [name for name, v in study.findings.items() if v == 1]
                 right.caption("Labelled findings: " + (", ".join(present) if present else "none"))

@@ -86,6 +86,10 @@ class BurnedInCheck:
         unique = tuple(dict.fromkeys(reasons))
         return BurnedInCheck(bool(unique), unique)
 
+    def summary(self) -> str | None:
+        """The reasons as one line, as the library stores them with the study; None when not flagged."""
+        return "; ".join(self.reasons) if self.flagged else None
+
 
 def _is_yes(value: object) -> bool:
     return str(value or "").strip().upper() == "YES"

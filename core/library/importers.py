@@ -31,6 +31,7 @@ a missing image is reported with its row number and skipped; the rest imports.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 import os
@@ -266,7 +267,7 @@ def burned_in_warning(where: str, check: BurnedInCheck) -> str | None:
     if not check.flagged:
         return None
     return (
-        f"{where}: the pixels may carry identifiers (burned-in text: {'; '.join(check.reasons)}); "
+        f"{where}: the pixels may carry identifiers (burned-in text: {check.summary()}); "
         "check the image before sharing it."
     )
 
@@ -333,7 +334,8 @@ def _store(
             elif library.has_source_key(item.source_key):
                 report.duplicates += 1
             else:
-                study_id = library.add_case(item.patient, item.study, item.images, item.source_key)
+                study = dataclasses.replace(item.study, burned_in=item.burned_in.summary())
+                study_id = library.add_case(item.patient, study, item.images, item.source_key)
                 report.added_studies += 1
                 where = f"row {item.line} (patient {item.patient.pseudonym}, study {study_id})"
                 warning = burned_in_warning(where, item.burned_in)
@@ -680,7 +682,7 @@ def add_upload(
         image, check = prepare_checked_series(files, library.secret(), pseudonym)
     else:
         image, check = prepare_checked_image(files[0][0], files[0][1], library.secret(), pseudonym, modality)
-    study_id = library.add_case(row.patient, row.study, (image,), key)
+    study_id = library.add_case(row.patient, dataclasses.replace(row.study, burned_in=check.summary()), (image,), key)
     return AddedUpload(pseudonym, study_id, burned_in_warning(f"Study {study_id} of patient {pseudonym}", check))
 
 

@@ -42,6 +42,8 @@ class NewStudy:
     label: str | None = None
     note: str | None = None
     findings: dict[str, int] | None = None
+    #: Why the original files may carry burned-in text (core.library.burned_in), or None.
+    burned_in: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,9 @@ class Study:
     note: str | None
     findings: dict[str, int] | None
     images: tuple[ImageRecord, ...]
+    #: Why the original files may carry burned-in text, which de-identification does not remove
+    #: (the DICOM header said so, or text-like marks along a border); None when nothing was seen.
+    burned_in: str | None = None
 
     @property
     def day(self) -> float | None:

@@ -279,7 +279,8 @@ CREATE TABLE IF NOT EXISTS studies (
     modality TEXT NOT NULL, view TEXT,
     offset_onset_days REAL, offset_admission_days REAL,
     label TEXT, note TEXT, findings_json TEXT,
-    source_key TEXT NOT NULL UNIQUE
+    source_key TEXT NOT NULL UNIQUE,
+    burned_in TEXT
 );
 CREATE INDEX IF NOT EXISTS studies_patient ON studies(patient_id);
 CREATE TABLE IF NOT EXISTS images (
@@ -409,6 +410,7 @@ class SqliteLibrary(CaseLibrary):
                     f"{self.database} is a SQLite database but not a case library; it was left untouched."
                 )
             if tables >= _TABLES:
+                self._add_columns(con)
                 return
             con.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer
             # executescript commits first and runs the script as it stands: the explicit
@@ -420,6 +422,15 @@ class SqliteLibrary(CaseLibrary):
                 + f"INSERT OR IGNORE INTO meta VALUES ('secret', '{secrets.token_hex(32)}');"
                 + "COMMIT;"
             )
+
+    @staticmethod
+    def _add_columns(con: sqlite3.Connection) -> None:
+        """The columns added to existing tables since the first version (``ALTER TABLE`` is one
+        statement: a process killed during it leaves the table as it was)."""
+        columns = {str(r[1]) for r in con.execute("PRAGMA table_info(studies)")}
+        if "burned_in" not in columns:
+            con.execute("ALTER TABLE studies ADD COLUMN burned_in TEXT")
+            con.commit()
 
     @staticmethod
     def _has_secret(con: sqlite3.Connection) -> bool:
@@ -507,7 +518,7 @@ class SqliteLibrary(CaseLibrary):
                 patient_id = self._upsert_patient(con, patient)
                 cur = con.execute(
                     "INSERT INTO studies (patient_id, modality, view, offset_onset_days, offset_admission_days,"
-                    " label, note, findings_json, source_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " label, note, findings_json, source_key, burned_in) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         patient_id,
                         study.modality,
@@ -518,6 +529,7 @@ class SqliteLibrary(CaseLibrary):
                         study.note,
                         None if study.findings is None else json.dumps(study.findings, sort_keys=True),
                         source_key,
+                        study.burned_in,
                     ),
                 )
                 study_id = int(cur.lastrowid or 0)
@@ -691,7 +703,7 @@ class SqliteLibrary(CaseLibrary):
                 raise InvalidInputError(f"There is no patient {pseudonym} in the case library.")
             studies = con.execute(
                 "SELECT s.id, s.modality, s.view, s.offset_onset_days, s.offset_admission_days, s.label, s.note,"
-                " s.findings_json FROM studies s JOIN patients p ON p.id = s.patient_id WHERE p.pseudonym = ?",
+                " s.findings_json, s.burned_in FROM studies s JOIN patients p ON p.id = s.patient_id WHERE p.pseudonym = ?",
                 (pseudonym,),
             ).fetchall()
             ids = [s[0] for s in studies]
@@ -715,6 +727,7 @@ class SqliteLibrary(CaseLibrary):
                 note=s[6],
                 findings=None if s[7] is None else json.loads(s[7]),
                 images=tuple(images[s[0]]),
+                burned_in=s[8],
             )
             for s in studies
         ]

@@ -258,6 +258,9 @@ def test_an_import_warns_of_each_study_that_may_carry_burned_in_text_by_row_and_
     assert f"patient {c.pseudonym}" in report.warnings[1] and "DICOM header" in report.warnings[1]
     assert "Doe_Jane" not in " ".join(report.warnings)  # never the file name
     assert report.as_dict()["warnings"] == report.warnings
+    # The flag stays with the study, for whoever opens it later; the clean one has none.
+    assert "top border" in (b.studies[0].burned_in or "") and "DICOM header" in (c.studies[0].burned_in or "")
+    assert lib.patient(lib.pseudonym("csv", "A")).studies[0].burned_in is None
 
 
 def test_class_folders_warn_of_the_one_image_with_burned_in_text(tmp_path: Path) -> None:
@@ -278,3 +281,4 @@ def test_a_reviewed_upload_whose_header_says_burned_in_annotation_warns(tmp_path
     assert added.warning.startswith(f"Study {added.study_id} of patient {added.pseudonym}: the pixels may carry")
     assert "burned-in annotation" in added.warning and "Doe_Jane" not in added.warning
     assert lib.counts().studies == 1  # added all the same
+    assert "burned-in annotation" in (lib.patient(added.pseudonym).studies[0].burned_in or "")

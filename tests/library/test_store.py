@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import zlib
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from core.errors import InvalidInputError
 from core.library.records import NewPatient, NewStudy, PatientFilter
-from core.library.store import LibraryError, NewImage, SqliteLibrary, content_key, open_library
+from core.library.store import DATABASE_NAME, LibraryError, NewImage, SqliteLibrary, content_key, open_library
 
 
 def png(seed: int = 0) -> bytes:
@@ -146,3 +147,17 @@ def test_count_embeddings_counts_without_reading_vectors(library_copy) -> None: 
     lib.put_embeddings("m", "v1", {first: np.ones(4), second: np.zeros(4)})
     lib.put_embeddings("m", "v2", {first: np.ones(4)})
     assert lib.count_embeddings("m", "v1") == 2 and lib.count_embeddings("m", "v2") == 1
+
+
+def test_a_library_made_before_the_burned_in_flag_gets_its_column_when_opened(tmp_path: Path) -> None:
+    root = tmp_path / "lib"
+    open_library(root)
+    with sqlite3.connect(root / DATABASE_NAME) as con:  # the studies table as the first version made it
+        con.execute("ALTER TABLE studies DROP COLUMN burned_in")
+    library = open_library(root)
+    image = NewImage("xray", (("a.png", b"png"),), width=1, height=1)
+    study_id = library.add_case(
+        NewPatient("P-1", "csv"), NewStudy("X-ray", burned_in="text-like marks along the top border"), (image,), "k"
+    )
+    (study,) = library.patient("P-1").studies
+    assert (study.id, study.burned_in) == (study_id, "text-like marks along the top border")

@@ -160,8 +160,12 @@ def test_adding_a_reviewed_upload_with_burned_in_text_warns_and_adds_it(library_
     at.button(key="library_upload_add").click().run()
     assert not at.exception
     assert any("Added as a study of patient P-" in s.value for s in at.success)
+    pseudonym = at.success[0].value.split("patient ")[1].rstrip(".")
     (warning,) = [w.value for w in at.warning]
     assert "the pixels may carry identifiers" in warning and "check the image before sharing it" in warning
     assert "Doe_Jane" not in warning
     at.run()
     assert int(at.metric[0].value) == before + 1
+    # Whoever opens the patient later sees the flag on the study.
+    at.selectbox(key="library_patient").set_value(pseudonym).run()
+    assert any("The pixels may carry identifiers" in w.value for w in at.warning)
