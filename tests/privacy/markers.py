@@ -293,3 +293,12 @@ def with_values(data: bytes, **values: str) -> bytes:
 def pixels_of(data: bytes) -> np.ndarray:
     """A DICOM file's pixel array (to check that marking left the image as the phantom drew it)."""
     return pydicom.dcmread(BytesIO(data)).pixel_array
+
+
+def rolled(data: bytes, columns: int) -> bytes:
+    """The DICOM file ``data`` with its image moved ``columns`` pixels sideways (wrapping round):
+    the same markers in an image of other pixels (another patient's X-ray to the search)."""
+    ds = pydicom.dcmread(BytesIO(data))
+    with config.disable_value_validation():
+        ds.PixelData = np.ascontiguousarray(np.roll(ds.pixel_array, columns, axis=1)).tobytes()
+        return _write(ds)

@@ -31,6 +31,8 @@ _GZIP_MAGIC = b"\x1f\x8b\x08"
 _ZIP_MAGIC = b"PK\x03\x04"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+#: Markers are grouped by this many first characters (see :class:`_Index`).
+_PREFIX_CHARS = 2
 
 
 @dataclass(frozen=True)
@@ -48,30 +50,59 @@ class Hit:
 
 
 class _Index:
-    """The markers to find, grouped by the first bytes of their case-folded ASCII and UTF-16-LE
-    forms, so that a blob is searched once per group instead of once per marker."""
+    """The markers to find, grouped by the first characters of their case-folded ASCII and
+    UTF-16-LE forms, then by length: a blob is searched once per group (about twenty), and each
+    place a group's prefix occurs is looked up by the slice of each length the group has.
+    Each form carries whether a digit may stand before it and after it (:func:`_digits_around`)."""
 
     def __init__(self, markers: Iterable[str]) -> None:
-        self.groups: dict[bytes, list[tuple[bytes, str]]] = {}
+        self.groups: dict[bytes, dict[int, dict[bytes, list[tuple[str, int, bool, bool]]]]] = {}
         for marker in markers:
-            for form in (marker.encode("utf-8").lower(), marker.encode("utf-16-le").lower()):
-                self.groups.setdefault(form[: _PREFIX_BYTES * (2 if form[1:2] == b"\0" else 1)], []).append(
-                    (form, marker)
-                )
+            before, after = _digits_around(marker)
+            for form, width in ((marker.encode("utf-8").lower(), 1), (marker.encode("utf-16-le").lower(), 2)):
+                by_length = self.groups.setdefault(form[: _PREFIX_CHARS * width], {})
+                by_length.setdefault(len(form), {}).setdefault(form, []).append((marker, width, before, after))
 
 
-_PREFIX_BYTES = 4
+_NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?")
+_DATE_DIGITS = 8
+
+
+def _digits_around(marker: str) -> tuple[bool, bool]:
+    """Whether a hit of ``marker`` may have a digit (before it, after it).
+
+    A marker made of digits (a number, ``970042`` or ``970042.25``; a date, ``16010715``) is
+    only the marker where it is a number of its own: the random decimal UIDs our de-identifier
+    makes (``2.25.`` and 39 digits, dozens per stored file) hold any six digits now and then
+    (found: ``970013`` inside one). A date may be followed by digits: a date-time continues it
+    with the time of day. Other markers (``MKRX0042Q``, the marker UIDs) match anywhere.
+    """
+    if not _NUMBER.fullmatch(marker):
+        return True, True
+    return False, len(marker) == _DATE_DIGITS
+
+
+def _is_digit_at(blob: bytes, pos: int, width: int) -> bool:
+    """Whether the character at byte ``pos`` of ``blob`` (ASCII, or UTF-16-LE when ``width`` is
+    2) is a decimal digit."""
+    if pos < 0 or pos + width > len(blob):
+        return False
+    return 0x30 <= blob[pos] <= 0x39 and (width == 1 or blob[pos + 1] == 0)
 
 
 def _grep(blob: bytes, index: _Index, where: str) -> list[Hit]:
     hits = []
     folded = blob.lower()
-    for prefix, group in index.groups.items():
+    for prefix, by_length in index.groups.items():
         start = folded.find(prefix)
         while start != -1:
-            for form, marker in group:
-                if folded.startswith(form, start):
-                    hits.append(Hit(marker, where, blob[max(0, start - 40) : start + len(form) + 40]))
+            for length, forms in by_length.items():
+                for marker, width, before, after in forms.get(folded[start : start + length], ()):
+                    if not before and _is_digit_at(folded, start - width, width):
+                        continue
+                    if not after and _is_digit_at(folded, start + length, width):
+                        continue
+                    hits.append(Hit(marker, where, blob[max(0, start - 40) : start + length + 40]))
             start = folded.find(prefix, start + 1)
     return hits
 

@@ -8,6 +8,16 @@ Each test checks that its path ran (exit status 0, the study in the library, a r
 size), so that finding nothing means something. A control test shows the scanner finding
 markers that are there, also inside base64, zlib, gzip, zip and SQLite.
 
+The command line: every command that reads an upload, a user's dataset or the library and
+prints or writes something is run (predict-xray, predict-ct, library import / index / score /
+stats / list / show / audit, similar, trajectory, km, evaluate-retrieval, findings-change,
+evaluate --data with its HTML report). Not run: the train-* commands (train-xray, train-ct3d,
+train-ct-slice, train-findings, train-survival, train-prognosis), which no upload reaches and
+whose data is the training set; calibrate, fit-ood and shortcut-check, which read a model's
+recorded splits; ood-check, which reads generated probes and a folder of real data by class;
+models and demo, which read no user data. The pages with uploads and a library are in
+:mod:`tests.privacy.test_no_identifiers_pages`; the X-ray, CT and Case library pages are here.
+
 The upload's file name is on screen on some pages (the X-ray page's heading of each image, the
 names to choose from): the file uploader shows it there anyway, so page text is searched with the
 upload's own file names taken out; anything written or served (downloads and their names) is
@@ -22,94 +32,35 @@ import gzip
 import io
 import json
 import logging
+import re
 import sqlite3
 import subprocess
 import sys
 import zipfile
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.cli.main import main
+from core.library.demo import build_demo_library
 from core.library.importers import add_upload, import_source
 from core.library.store import open_library
 from tests.helpers import ROOT
-from tests.privacy.markers import MarkedData, marked_data, with_values
-from tests.privacy.scan import Hit, find_in_text, find_markers, scan_tree
+from tests.privacy.checks import (
+    assert_logs_clean,
+    assert_none,
+    assert_page_clean,
+    run_cli,
+    write_inputs,
+)
+from tests.privacy.conftest import MarkedLibrary
+from tests.privacy.markers import MarkedData, with_values
+from tests.privacy.scan import find_in_text, find_markers, scan_tree
 from tests.report_helpers import Deferred
 
 pytestmark = pytest.mark.demo_weights
-
-
-@pytest.fixture(scope="module")
-def marked() -> MarkedData:
-    return marked_data()
-
-
-def assert_none(hits: list[Hit], marked: MarkedData, what: str) -> None:
-    shown = "\n".join(h.describe(marked.markers) for h in hits[:15])
-    assert not hits, f"{len(hits)} marker(s) found in {what}:\n{shown}"
-
-
-@pytest.fixture
-def records() -> Iterator[list[logging.LogRecord]]:
-    """Every log record of every logger at DEBUG and up (pydicom's too), while the test runs."""
-    got: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            got.append(record)
-
-    handler = Keep(logging.DEBUG)
-    root = logging.getLogger()
-    saved = root.level, {name: (lg.level, lg.propagate) for name, lg in _loggers()}
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    for _, lg in _loggers():
-        lg.setLevel(logging.NOTSET)
-        lg.propagate = True
-    try:
-        yield got
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(saved[0])
-        for name, (level, propagate) in saved[1].items():
-            logging.getLogger(name).setLevel(level)
-            logging.getLogger(name).propagate = propagate
-
-
-def _loggers() -> list[tuple[str, logging.Logger]]:
-    return [(n, lg) for n, lg in logging.Logger.manager.loggerDict.items() if isinstance(lg, logging.Logger)]
-
-
-def log_text(got: list[logging.LogRecord]) -> str:
-    """The records as a handler would write them: message with its arguments, traceback, stack."""
-    formatter = logging.Formatter("%(levelname)s %(name)s: %(message)s")
-    return "\n".join(formatter.format(r) for r in got)
-
-
-def write_inputs(marked: MarkedData, folder: Path) -> tuple[Path, Path]:
-    """The marked X-ray file and CT folder (both named after the patient) under ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    xray = folder / marked.xray_name
-    xray.write_bytes(marked.xray)
-    ct = folder / marked.ct_folder_name
-    ct.mkdir(exist_ok=True)
-    for name, data in marked.ct_files:
-        (ct / name).write_bytes(data)
-    return xray, ct
-
-
-def ct_zip(marked: MarkedData) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in marked.ct_files:
-            archive.writestr(f"{marked.ct_folder_name}/{name}", data)
-    return buffer.getvalue()
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,6 +118,20 @@ def test_the_scanner_finds_markers_inside_containers(marked: MarkedData, tmp_pat
     assert n == 1 and any("t.v" in h.where for h in hits)
 
 
+def test_the_scanner_counts_a_number_marker_only_as_a_number_of_its_own(marked: MarkedData) -> None:
+    """Digits inside a random UID are not a hit (they turned up by chance); the value itself is,
+    and a date is within a date-time too."""
+    number = next(m for m in marked.markers if re.fullmatch(r"97[0-9]{4}", m))
+    date = next(m for m in marked.markers if re.fullmatch(r"[0-9]{8}", m))
+    what = [number, date]
+    for text in (f"2.25.1234{number}5678", f"2.25.1234{date}", f"x 3{number}"):
+        assert not find_markers(text.encode(), what), text
+        assert not find_markers(text.encode("utf-16-le"), what), text
+    for text in (f"IS {number} ", f"{number}.25", f"\\{date}093000\\", f'"{date}"'):
+        assert find_markers(text.encode(), what), text
+        assert find_markers(text.encode("utf-16-le"), what), text
+
+
 def test_ordinary_outputs_hold_no_marker_by_chance(marked: MarkedData) -> None:
     from plotly.offline import get_plotlyjs
 
@@ -175,13 +140,6 @@ def test_ordinary_outputs_hold_no_marker_by_chance(marked: MarkedData) -> None:
 
 # --------------------------------------------------------------------------------------------
 # The command line
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[str, str]:
-    status = main(["--debug", *argv])
-    out, err = capsys.readouterr()
-    assert status == 0, f"{argv[0]} exited {status}: {err}"
-    return out, err
 
 
 def test_every_command_line_path(
@@ -245,8 +203,7 @@ def test_every_command_line_path(
             hits = [h for h in hits if marked.markers[h.marker] != "CT: SeriesInstanceUID"]
         assert_none(hits, marked, f"stdout of command {i + 1}")
         assert_none(find_in_text(err, marked.markers, "stderr"), marked, f"stderr of command {i + 1}")
-    assert records, "no log record at DEBUG: the capture did not work"
-    assert_none(find_in_text(log_text(records), marked.markers, "logs"), marked, "the log records at DEBUG")
+    assert_logs_clean(records, marked)
 
 
 def test_the_console_of_a_command_run_with_debug(marked: MarkedData, tmp_path: Path) -> None:
@@ -286,6 +243,73 @@ def test_predict_ct_json_names_no_identifier(marked: MarkedData, tmp_path: Path,
     assert_none(find_in_text(out.replace(str(ct), ""), marked.markers, "stdout"), marked, "predict-ct's JSON")
 
 
+def test_commands_that_read_the_library(
+    marked: MarkedData,
+    marked_library: MarkedLibrary,
+    capsys: pytest.CaptureFixture[str],
+    records: list[logging.LogRecord],
+) -> None:
+    """km, evaluate-retrieval, findings-change and the audit log, on a library holding the
+    marked cases (the Kaplan-Meier cohort is made of them)."""
+    lib = ("--library", str(marked_library.root))
+    streams = []
+    got = run_cli(capsys, "km", "--endpoint", "death", "--group-by", "age", "--json", *lib)
+    assert json.loads(got[0])["patients"] >= 10
+    streams.append(got)
+    run_cli(capsys, "library", "index", *lib)
+    got = run_cli(capsys, "evaluate-retrieval", "--k", "3", "--json", *lib)
+    assert json.loads(got[0])["n_queries"] >= 10
+    streams.append(got)
+    got = run_cli(capsys, "findings-change", "--json", *lib)
+    assert json.loads(got[0])["n_pairs"] >= 1
+    streams.append(got)
+    got = run_cli(capsys, "library", "audit", "--json", *lib)
+    entries = [json.loads(line) for line in got[0].splitlines()]
+    assert any(e["pseudonym"] == marked_library.pseudonym for e in entries)
+    streams.append(got)
+    for i, (out, err) in enumerate(streams):
+        assert_none(find_in_text(out, marked.markers, "stdout"), marked, f"stdout of command {i + 1}")
+        assert_none(find_in_text(err, marked.markers, "stderr"), marked, f"stderr of command {i + 1}")
+    hits, n_files = scan_tree(marked_library.root, marked.markers)
+    assert n_files >= 20
+    assert_none(hits, marked, "the library")
+    assert_logs_clean(records, marked)
+
+
+def test_evaluate_on_a_dataset_of_marked_files(
+    marked: MarkedData, marked_library: MarkedLibrary, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``evaluate --data``: a user's class folders of marked X-rays (named after the patients),
+    with the HTML report it writes."""
+    data = tmp_path / "dataset"
+    files = sorted(marked_library.inputs.glob("*.dcm"))
+    for i, path in enumerate(files[:6]):
+        folder = data / ("COVID", "NORMAL", "Viral Pneumonia")[i % 3]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / path.name).write_bytes(path.read_bytes())
+    (tmp_path / "out").mkdir()
+    html = tmp_path / "out" / "report.html"
+    out, err = run_cli(
+        capsys,
+        "evaluate",
+        "--model",
+        "cxr-resnet18",
+        "--data",
+        str(data),
+        "--boot",
+        "100",
+        "--json",
+        "--html",
+        str(html),
+    )
+    assert json.loads(out) and html.stat().st_size > 10_000
+    hits, _ = scan_tree(tmp_path / "out", marked.markers)
+    assert_none(hits, marked, "the HTML report")
+    out = out.replace(str(data), "<the argument>")
+    assert_none(find_in_text(out, marked.markers, "stdout"), marked, "stdout")
+    assert_none(find_in_text(err, marked.markers, "stderr"), marked, "stderr")
+
+
 # --------------------------------------------------------------------------------------------
 # The library's API: add a reviewed upload, import a source
 
@@ -308,7 +332,7 @@ def test_add_upload_and_import_source(marked: MarkedData, tmp_path: Path, record
     hits, n_files = scan_tree(tmp_path / "out", marked.markers)
     assert n_files >= 18
     assert_none(hits, marked, "the library")
-    assert_none(find_in_text(log_text(records), marked.markers, "logs"), marked, "the log records at DEBUG")
+    assert_logs_clean(records, marked)
     # An examination's name stays (Clean Descriptors), where the marked ones went.
     stored = [pydicom.dcmread(p) for p in root.rglob("*.dcm")]
     assert [ds.get("SeriesDescription") for ds in stored].count("CHEST PA") == 1
@@ -316,46 +340,6 @@ def test_add_upload_and_import_source(marked: MarkedData, tmp_path: Path, record
 
 # --------------------------------------------------------------------------------------------
 # The pages
-
-
-def page_bytes(at: AppTest) -> bytes:
-    """Every element of the page as its protobuf message (text, tables, charts, widget labels)."""
-    out = []
-
-    def walk(node: object) -> None:
-        proto = getattr(node, "proto", None)
-        if proto is not None and hasattr(proto, "SerializeToString"):
-            out.append(proto.SerializeToString())
-        for child in getattr(node, "children", {}).values():
-            walk(child)
-
-    walk(at._tree)
-    return b"\n".join(out)
-
-
-def assert_page_clean(
-    at: AppTest, marked: MarkedData, deferred: dict[str, Deferred], what: str, known: tuple[str, ...] = ()
-) -> int:
-    """No marker on the page (with the uploads' own file names, and the ``known`` leaks that a
-    test of their own marks, taken out) nor in any download it offers (their contents and file
-    names); returns how many downloads were read."""
-    assert not at.exception, at.exception
-    shown = page_bytes(at)
-    names = [*known, marked.xray_name, marked.ct_folder_name, *(n for n, _ in marked.ct_files)]
-    for name in sorted(names, key=len, reverse=True):
-        shown = shown.replace(name.encode(), b"<the upload's file name>")
-    assert_none(find_markers(shown, marked.markers, f"{what} page"), marked, f"what the {what} page shows")
-    n = 0
-    for file_id, entry in deferred.items():
-        data = entry.build()
-        data = data if isinstance(data, bytes) else str(data).encode()
-        assert data, file_id
-        where = f"the download {entry.file_name}"
-        assert_none(find_markers(data, marked.markers, where), marked, where)
-        if entry.mimetype == "text/html":  # the overlay PNG's name: test_x_ray_page_download_names_...
-            assert_none(find_in_text(entry.file_name or "", marked.markers, "name"), marked, f"the name of {where}")
-        n += 1
-    return n
 
 
 def xray_page(marked: MarkedData) -> AppTest:
@@ -413,11 +397,21 @@ def test_ct_page_shows_no_series_description(marked: MarkedData, deferred: dict[
     assert_page_clean(at, marked, deferred, "CT")
 
 
+@pytest.fixture
+def small_library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A library of one demo patient (the marked cases are added by the test), and the app
+    pointed at it."""
+    root = tmp_path / "library"
+    build_demo_library(root, 1, seed=0, workers=1)
+    monkeypatch.setenv("DASHBOARD_LIBRARY", str(root))
+    return root
+
+
 def test_library_page_add_a_reviewed_upload(
-    marked: MarkedData, library_copy: Path, deferred: dict[str, Deferred], records: list[logging.LogRecord]
+    marked: MarkedData, small_library: Path, deferred: dict[str, Deferred], records: list[logging.LogRecord]
 ) -> None:
     at = AppTest.from_file(str(ROOT / "pages" / "library.py"), default_timeout=180).run()
-    before = open_library(library_copy).counts().studies
+    before = open_library(small_library).counts().studies
     at.file_uploader(key="library_upload").upload(marked.xray_name, marked.xray, "application/dicom").run()
     at.button(key="library_upload_add").click().run()
     assert any("Added as a study" in s.value for s in at.success), [e.value for e in at.error]
@@ -425,8 +419,8 @@ def test_library_page_add_a_reviewed_upload(
     at.selectbox(key="library_upload_modality").set_value("CT").run()
     at.button(key="library_upload_add").click().run()
     assert sum("Added as a study" in s.value for s in at.success) == 1, [e.value for e in at.error]
-    assert open_library(library_copy).counts().studies == before + 2
+    assert open_library(small_library).counts().studies == before + 2
     assert_page_clean(at, marked, deferred, "Case library")
-    hits, _ = scan_tree(library_copy, marked.markers)
+    hits, _ = scan_tree(small_library, marked.markers)
     assert_none(hits, marked, "the library the page wrote to")
-    assert_none(find_in_text(log_text(records), marked.markers, "logs"), marked, "the log records at DEBUG")
+    assert_logs_clean(records, marked)
