@@ -58,7 +58,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from google.protobuf.message import DecodeError  # noqa: E402
 from playwright.async_api import Page, async_playwright  # noqa: E402
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg  # noqa: E402
 
 from core.demo.xray_phantom import generate_xray  # noqa: E402
 
@@ -253,24 +255,10 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 # -- one session ----------------------------------------------------------------------------
 
-#: Counts the finished runs of the page's script: the app's script state leaving "running" (a
-#: record's old value: by the time the observer is called, a short run may be over already).
-COUNT_RUNS_JS = """
-window.__runs = 0;
-new MutationObserver((records) => {
-  for (const r of records) {
-    if (r.oldValue === 'running') window.__runs++;
-  }
-}).observe(document, {
-  subtree: true, attributes: true, attributeOldValue: true, attributeFilter: ['data-test-script-state'],
-});
-"""
-
-#: True when a run started after the action is over, no element is stale and every expected
-#: element is there. ``want``: [css selector, text regex or "", minimum count].
+#: True when Streamlit's run is over, no element is stale and every expected element is there.
+#: ``want``: [css selector, text regex or "", minimum count].
 FINISHED_JS = """
-([runsBefore, want]) => {
-  if (window.__runs <= runsBefore) return false;
+(want) => {
   const app = document.querySelector('[data-testid="stApp"]');
   if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
   if (document.querySelector('[data-stale="true"]')) return false;
@@ -308,16 +296,37 @@ class SessionRun:
     errors: list[str] = field(default_factory=list)
 
 
-async def runs(page: Page) -> int:
-    """How many runs of the script the page has seen finish."""
-    return int(await page.evaluate("window.__runs"))
+class Runs:
+    """Counts the runs of a page's script that finished, from the server's messages on the
+    page's websocket. (The page's own "running" state cannot tell: a short run's start and end
+    can reach the browser together and are then drawn as one, with no change to see.)"""
+
+    def __init__(self, page: Page) -> None:
+        self.count = 0
+        page.on("websocket", lambda ws: ws.on("framereceived", self._frame))
+
+    def _frame(self, payload: bytes | str) -> None:
+        if isinstance(payload, str):
+            return
+        msg = ForwardMsg()
+        try:
+            msg.ParseFromString(payload)
+        except DecodeError:
+            return
+        if msg.WhichOneof("type") == "script_finished" and msg.script_finished == ForwardMsg.FINISHED_SUCCESSFULLY:
+            self.count += 1
 
 
-async def finished(page: Page, runs_before: int, want: list[tuple[str, str, int]], timeout_s: float) -> None:
-    """Wait for a run started after ``runs_before`` runs to be over, with ``want`` on the page."""
-    await page.wait_for_function(
-        FINISHED_JS, arg=[runs_before, [list(w) for w in want]], polling=100, timeout=timeout_s * 1000
-    )
+async def finished(page: Page, runs: Runs, before: int, want: list[tuple[str, str, int]], timeout_s: float) -> None:
+    """Wait for a run finished after ``before`` runs, then for ``want`` on a page with no run
+    going and no stale element."""
+    deadline = time.perf_counter() + timeout_s
+    while runs.count <= before:
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"no run of the script finished in {timeout_s:.0f} s")
+        await asyncio.sleep(0.05)
+    left = max(deadline - time.perf_counter(), 1.0)
+    await page.wait_for_function(FINISHED_JS, arg=[list(w) for w in want], polling=100, timeout=left * 1000)
 
 
 async def texts(page: Page, css: str, pattern: str = "") -> list[str]:
@@ -330,7 +339,7 @@ async def page_errors(page: Page, step: str) -> list[str]:
 
 
 async def run_script(
-    page: Page, url: str, xrays: list[Path], timeout_s: float, stage: list[str]
+    page: Page, runs: Runs, url: str, xrays: list[Path], timeout_s: float, stage: list[str]
 ) -> tuple[dict, dict, list[str]]:
     """One round of the session's script on a fresh page: (step times, page texts, errors);
     ``stage`` holds the name of the step under way (for the error of a timeout)."""
@@ -340,24 +349,28 @@ async def run_script(
 
     stage[0] = "open X-ray triage"
     await page.goto(f"{url}/xray", wait_until="domcontentloaded")
-    await finished(page, 0, [('[data-testid="stAlertContentInfo"]', "Upload one or more chest X-rays", 1)], timeout_s)
+    await finished(
+        page, runs, 0, [('[data-testid="stAlertContentInfo"]', "Upload one or more chest X-rays", 1)], timeout_s
+    )
     stage[0] = "choose model"
     chooser = page.locator('[data-testid="stMultiSelect"]').filter(has_text="For your uploads")
     box = chooser.locator("input")
-    before = await runs(page)
+    before = runs.count
     await box.click()
     await box.fill(UPLOAD_MODEL)
     await page.keyboard.press("Enter")
     await page.keyboard.press("Escape")
-    await finished(page, before, [('[data-testid="stMultiSelect"]', re.escape(f"{UPLOAD_MODEL} (demo)"), 1)], timeout_s)
+    await finished(
+        page, runs, before, [('[data-testid="stMultiSelect"]', re.escape(f"{UPLOAD_MODEL} (demo)"), 1)], timeout_s
+    )
     errors += await page_errors(page, "choose model")
 
     async def step(name: str, action, want: list[tuple[str, str, int]]) -> None:
         stage[0] = name
-        before = await runs(page)
+        before = runs.count
         start = time.perf_counter()
         await action()
-        await finished(page, before, want, timeout_s)
+        await finished(page, runs, before, want, timeout_s)
         times[name] = time.perf_counter() - start
         errors.extend(await page_errors(page, name))
 
@@ -405,9 +418,9 @@ async def run_script(
 
     # 5. CT volume, the COVID-19 demo CT
     stage[0] = "open CT volume"
-    before = await runs(page)
+    before = runs.count
     await page.get_by_role("link", name="CT volume").first.click()
-    await finished(page, before, [('[data-testid="stButton"]', "Demo CT: COVID-19", 1)], timeout_s)
+    await finished(page, runs, before, [('[data-testid="stButton"]', "Demo CT: COVID-19", 1)], timeout_s)
     await step(
         "ct",
         lambda: page.get_by_role("button", name="Demo CT: COVID-19").click(),
@@ -438,9 +451,10 @@ async def session(
     run = SessionRun()
     for k in range(rounds):
         page = await context.new_page()
+        runs = Runs(page)
         stage = [""]
         try:
-            times, read, errors = await run_script(page, url, xrays, timeout_s, stage)
+            times, read, errors = await run_script(page, runs, url, xrays, timeout_s, stage)
             run.times.append(times)
             run.results.append(read)
             run.errors += errors
@@ -464,8 +478,6 @@ async def run_sessions(
         contexts = [
             await browsers[i % len(browsers)].new_context(viewport={"width": 1400, "height": 1000}) for i in range(n)
         ]
-        for c in contexts:
-            await c.add_init_script(COUNT_RUNS_JS)
         start = time.perf_counter()
         runs = await asyncio.gather(*(session(c, url, xrays, rounds, timeout_s, shots) for c in contexts))
         wall = time.perf_counter() - start
