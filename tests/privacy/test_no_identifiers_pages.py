@@ -1,5 +1,5 @@
 """No identifier anywhere (issue 19, section 4), on the pages that search, follow and survive:
-Similar cases, Trajectories and Survival and prognosis, with the marked uploads (the marked
+Similar cases, Trajectories and Survival and prognosis (and the dataset path of Model performance), with the marked uploads (the marked
 X-ray, the marked CT series zipped, all named after the patient) and with the marked patient of
 a library that holds the marked cases (:class:`tests.privacy.conftest.MarkedLibrary`).
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -147,4 +148,36 @@ def test_survival_page(
     assert [m.label for m in at.metric][:2] == ["P(survival), CNN-LSTM", "Risk of death group"]
     assert_page_clean(at, marked, deferred, "Survival and prognosis", upload_names(files), served, all_names=True)
     assert_library_clean(in_marked_library, marked)
+    assert_logs_clean(records, marked)
+
+
+def test_model_performance_page_on_a_dataset_of_marked_files(
+    marked: MarkedData,
+    marked_library: MarkedLibrary,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_weights: Path,
+    deferred: dict[str, Deferred],
+    served: list[Served],
+    records: list[logging.LogRecord],
+) -> None:
+    """A dataset path typed on the Model performance page: class folders of marked X-rays named
+    after the patients, and the performance report. Small untrained models (tests.helpers): the
+    shipped ones first evaluate on their held-out split, half a minute."""
+    data = tmp_path / "dataset"
+    for i, path in enumerate(sorted(marked_library.inputs.glob("*.dcm"))[:6]):
+        folder = data / ("COVID", "NORMAL", "Viral Pneumonia")[i % 3]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / path.name).write_bytes(path.read_bytes())
+    monkeypatch.setenv("DASHBOARD_DATA_ROOTS", str(tmp_path))
+    monkeypatch.setenv("DASHBOARD_WEIGHTS_DIR", str(tiny_weights))
+    at = page("performance").run()
+    at.radio[0].set_value("A dataset on this computer").run()
+    at.text_input[0].set_value(str(data)).run()
+    assert not at.error, [e.value for e in at.error]
+    assert any(m.label == "Images" and m.value == "6" for m in at.metric), [(m.label, m.value) for m in at.metric]
+    report = deferred[at.download_button(key="performance_report").proto.deferred_file_id].build()
+    assert len(report) > 10_000
+    # The page names the dataset by the path the user typed (the field shows it anyway).
+    assert_page_clean(at, marked, deferred, "Model performance", (str(data),), served, all_names=True)
     assert_logs_clean(records, marked)
