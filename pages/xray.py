@@ -237,7 +237,8 @@ for name, data, is_demo in files:
             st.download_button(
                 "Download overlay (PNG)",
                 functools.partial(analysis.overlay_png, image, (center, width), colormap, opacity),
-                file_name=f"{name.rsplit('.', 1)[0]}.{cam.model_id}.{method.lower().replace(' ', '-')}.png",
+                # Named like the report, not after the upload: clinicians name files after patients.
+                file_name=f"{upload_pseudonym(data)}.{cam.model_id}.{method.lower().replace(' ', '-')}.png",
                 mime="image/png",
                 key=f"dl_{key[:12]}",
             )

@@ -54,6 +54,7 @@ from pydicom.dataset import Dataset
 from core.errors import InconsistentSeriesError, InvalidInputError
 from core.io.ct_slices import DicomSlice, read_volume
 from core.io.decoding import looks_like_raw_dicom
+from core.io.descriptors import shown_descriptor
 from core.io.images import MAX_BYTES
 from core.io.numbers import dicom_number
 from core.types import CtVolume
@@ -421,7 +422,8 @@ def _series_info(series_uid: str, group: Sequence[DicomSlice]) -> SeriesInfo:
     first = group[0].header
     return SeriesInfo(
         series_uid=series_uid,
-        description=str(first.get("SeriesDescription") or "").strip(),
+        # Shown to the user to choose a series: not when it may name the patient.
+        description=shown_descriptor(first),
         modality=str(first.get("Modality") or "").strip().upper(),
         n_files=sum(item.frame is None for item in group)
         + len({id(item.data) for item in group if item.frame is not None}),

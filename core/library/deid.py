@@ -62,18 +62,16 @@ import hashlib
 import hmac
 import logging
 import re
-from collections.abc import Iterable
 from io import BytesIO
-from typing import Any
 
 import pydicom
 import pydicom.uid
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.multival import MultiValue
 from pydicom.pixels.utils import get_expected_length
 from pydicom.tag import BaseTag
 
 from core.errors import DashboardError, InvalidInputError, UnsupportedDicomError
+from core.io.descriptors import IdentifyingTokens, element_strings, identifying_tokens
 
 __all__ = ["DEIDENTIFICATION_METHOD", "Deidentifier"]
 
@@ -244,8 +242,6 @@ _META_REMOVED = (
 _DATE = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
 _DATE_TIME = re.compile(r"^(\d{4})(\d{2})(\d{2})([0-9.]*)([+-]\d{4})?$")
 _AGE = re.compile(r"^(\d{3})([DWMY])$")
-_WORD = re.compile(r"[^\W_]+")
-_LONG_NUMBER = re.compile(r"\d{6,}")
 _MAX_AGE_YEARS = 90
 
 
@@ -317,7 +313,7 @@ class Deidentifier:
         The pixel data is not touched: text burned into the pixels is not removed.
         """
         _check_pseudonym(pseudonym)
-        tokens = _identifying_tokens(ds)
+        tokens = identifying_tokens(ds)
         ds.remove_private_tags()
         self._clean(ds, pseudonym, self.date_shift_days(pseudonym), tokens, top_level=True)
         file_meta = getattr(ds, "file_meta", None)
@@ -395,7 +391,9 @@ class Deidentifier:
     # ----------------------------------------------------------------------------------------
     # The walk
 
-    def _clean(self, ds: Dataset, pseudonym: str, shift_days: int, tokens: _Tokens, *, top_level: bool) -> None:
+    def _clean(
+        self, ds: Dataset, pseudonym: str, shift_days: int, tokens: IdentifyingTokens, *, top_level: bool
+    ) -> None:
         for tag in list(ds.keys()):
             elem = ds[tag]
             keyword, vr = elem.keyword, elem.VR
@@ -409,17 +407,17 @@ class Deidentifier:
             elif _is_removed(tag, keyword, vr):
                 del ds[tag]
             elif keyword in _CLEANED_DESCRIPTORS:
-                if tokens.found_in(_values(elem.value)):
+                if tokens.found_in(element_strings(elem.value)):
                     del ds[tag]
             elif vr == "SQ":
                 for item in elem.value:
                     self._clean(item, pseudonym, shift_days, tokens, top_level=False)
             elif vr == "UI":
-                if not _keeps_uid(keyword, _values(elem.value)):
-                    elem.value = _one_or_many([self.uid(v) if v else v for v in _values(elem.value)])
+                if not _keeps_uid(keyword, element_strings(elem.value)):
+                    elem.value = _one_or_many([self.uid(v) if v else v for v in element_strings(elem.value)])
             elif vr in ("DA", "DT"):
                 shift = _shift_date if vr == "DA" else _shift_date_time
-                shifted = [shift(v, shift_days) for v in _values(elem.value)]
+                shifted = [shift(v, shift_days) for v in element_strings(elem.value)]
                 if any(v is None for v in shifted):
                     del ds[tag]
                 else:
@@ -471,47 +469,6 @@ def _keeps_uid(keyword: str, values: list[str]) -> bool:
     return all(not v or v.startswith(_DICOM_ROOT) for v in values)
 
 
-class _Tokens:
-    """What identifies the patient in one dataset, to recognise it in free-text descriptors."""
-
-    def __init__(self, words: Iterable[str], phrases: Iterable[str]) -> None:
-        self.words = frozenset(w for w in words if len(w) >= 2)
-        self.phrases = tuple(p for p in phrases if len(p) >= 3)
-
-    def found_in(self, texts: Iterable[str]) -> bool:
-        for text in texts:
-            folded = text.casefold()
-            if _LONG_NUMBER.search(folded) or any(p in folded for p in self.phrases):
-                return True
-            if any(word in self.words for word in _WORD.findall(folded)):
-                return True
-        return False
-
-
-_NAME_KEYWORDS = (
-    "PatientName",
-    "OtherPatientNames",
-    "PatientBirthName",
-    "PatientMotherBirthName",
-    "ReferringPhysicianName",
-    "PerformingPhysicianName",
-    "NameOfPhysiciansReadingStudy",
-    "PhysiciansOfRecord",
-    "RequestingPhysician",
-    "OperatorsName",
-)
-_PHRASE_KEYWORDS = ("PatientID", "OtherPatientIDs", "AccessionNumber", "PatientBirthDate", "InstitutionName")
-
-
-def _identifying_tokens(ds: Dataset) -> _Tokens:
-    words: list[str] = []
-    for keyword in _NAME_KEYWORDS:
-        for value in _values(ds.get(keyword)):
-            words.extend(_WORD.findall(value.casefold()))
-    phrases = [v.strip().casefold() for keyword in _PHRASE_KEYWORDS for v in _values(ds.get(keyword))]
-    return _Tokens(words, phrases)
-
-
 def _shift_date(value: str, days: int) -> str | None:
     """A DA value moved by ``days``; "" stays ""; None when malformed."""
     value = value.strip()
@@ -554,15 +511,6 @@ def _capped_age(value: str) -> str | None:
     if match.group(2) == "Y" and int(match.group(1)) >= _MAX_AGE_YEARS:
         return f"{_MAX_AGE_YEARS:03d}Y"
     return value
-
-
-def _values(value: Any) -> list[str]:
-    """An element's value as a list of strings (empty for None)."""
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple, MultiValue)):
-        return [str(v) for v in value]
-    return [str(value)]
 
 
 def _one_or_many(values: list[str]) -> str | list[str]:

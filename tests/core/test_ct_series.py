@@ -157,6 +157,22 @@ def test_several_series_must_be_chosen(tmp_path):
         read_ct_series(files, series_uid="1.2.3.4")
 
 
+@pytest.mark.parametrize(
+    "description", ["CHEST SMITH", "Alice lung 1.25", "CT MRN-778899", "ct st elsewhere", "LUNG 20200402"]
+)
+def test_a_series_description_that_may_name_the_patient_is_not_shown(tmp_path, description):
+    """The series chooser and the page show the description; it is typed by people, and then
+    sometimes holds a name, an id, the institution or a date (the Clean Descriptors rule)."""
+    named = written(tmp_path, phantom(6), "a", description=description)
+    plain = written(tmp_path, phantom(4, seed=1), "b", description="LUNG 1.25 B70f", series_uid=new_uid("plain"))
+    assert [s.description for s in list_series(named + plain)] == ["", "LUNG 1.25 B70f"]
+    assert read_ct_series(named).description == ""
+    with pytest.raises(InconsistentSeriesError) as caught:
+        read_ct_series(named + plain)
+    assert "an unnamed series" in str(caught.value)
+    assert_no_identifier(str(caught.value))
+
+
 def test_a_gap_is_reported_where_it_is(tmp_path):
     hu = phantom(8)
     files = written(tmp_path, hu)
