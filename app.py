@@ -1,9 +1,16 @@
 """COVID-19 chest imaging dashboard: page navigation, and the frame each page runs in
 (``streamlit run app.py``; see ui/frame.py)."""
 
-import streamlit as st
+import os
 
-from ui import frame
+# Before anything imports torch (ui.frame does): an OpenMP thread waiting for work sleeps instead
+# of spinning, so one clinician's analysis does not burn the core other sessions need
+# (benchmarks/bench_load.py: one session's server CPU per analysis 2.4-5.5 s -> 1.45 s).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import streamlit as st  # noqa: E402
+
+from ui import frame  # noqa: E402
 
 st.set_page_config(page_title="COVID-19 chest imaging", page_icon=":material/radiology:", layout="wide")
 
