@@ -96,12 +96,12 @@ def assert_page_clean(
     what: str,
     known: tuple[str, ...] = (),
     served: list[Served] | None = None,
-    all_names: bool = False,
 ) -> int:
     """No marker on the page (with the uploads' own file names, and the ``known`` leaks that a
     test of their own marks, taken out) nor in any download it offers (their contents and file
-    names; every name when ``all_names``, else the case reports'), nor in the images and
-    downloads it ``served``; returns how many downloads and served files were read."""
+    names), nor in the images and downloads it ``served``; returns how many downloads and served
+    files were read. What was read is taken out of ``deferred`` and ``served``: a later call, after
+    the page moved on, reads only what came since."""
     assert not at.exception, at.exception
     shown = page_bytes(at)
     names = [*known, marked.xray_name, marked.ct_folder_name, *(n for n, _ in marked.ct_files)]
@@ -109,18 +109,20 @@ def assert_page_clean(
         shown = shown.replace(name.encode(), b"<the upload's file name>")
     assert_none(find_markers(shown, marked.markers, f"{what} page"), marked, f"what the {what} page shows")
     n = 0
-    for file_id, entry in deferred.items():
+    for file_id in list(deferred):
+        entry = deferred.pop(file_id)
         data = entry.build()
         data = data if isinstance(data, bytes) else str(data).encode()
         assert data, file_id
         where = f"the download {entry.file_name}"
         assert_none(find_markers(data, marked.markers, where), marked, where)
-        if all_names or entry.mimetype == "text/html":  # the X-ray overlay PNG's name: its own xfail test
-            assert_none(find_in_text(entry.file_name or "", marked.markers, "name"), marked, f"the name of {where}")
+        assert_none(find_in_text(entry.file_name or "", marked.markers, "name"), marked, f"the name of {where}")
         n += 1
     for entry in served or []:
         where = f"the served {entry.mimetype} {entry.file_name or ''}".rstrip()
         assert_none(find_markers(entry.data, marked.markers, where), marked, where)
         assert_none(find_in_text(entry.file_name or "", marked.markers, "name"), marked, f"the name of {where}")
         n += 1
+    if served:
+        served.clear()
     return n

@@ -31,6 +31,7 @@ _GZIP_MAGIC = b"\x1f\x8b\x08"
 _ZIP_MAGIC = b"PK\x03\x04"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_PIXELS = " > PNG IDAT"
 #: Markers are grouped by this many first characters (see :class:`_Index`).
 _PREFIX_CHARS = 2
 
@@ -151,7 +152,7 @@ def _containers(blob: bytes, where: str) -> Iterable[tuple[bytes, str]]:
             elif kind == b"IDAT":
                 inner = _inflate(data, zlib.MAX_WBITS)
                 if inner:
-                    yield inner, f"{where} > PNG IDAT"
+                    yield inner, f"{where}{_PIXELS}"
             elif kind not in (b"IHDR", b"IEND"):
                 yield data, f"{where} > PNG {name}"
         return
@@ -218,7 +219,9 @@ def find_markers(blob: bytes, markers: Iterable[str] | _Index, where: str = "byt
     """Every occurrence of every marker in ``blob`` and in what it holds (see the module)."""
     index = markers if isinstance(markers, _Index) else _Index(markers)
     hits = _grep(blob, index, where)
-    if _depth < _MAX_DEPTH:
+    # A PNG's pixels are read as they are (a marker drawn as text bytes), not opened further:
+    # any run of them may look like base64 or a zlib header, and there is nothing inside.
+    if _depth < _MAX_DEPTH and not where.endswith(_PIXELS):
         for inner, inner_where in _containers(blob, where):
             if inner and inner != blob:
                 hits.extend(find_markers(inner, index, inner_where, _depth=_depth + 1))
