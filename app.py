@@ -5,7 +5,7 @@ import os
 
 # Before anything imports torch (ui.frame does): an OpenMP thread waiting for work sleeps instead
 # of spinning, so one clinician's analysis does not burn the core other sessions need
-# (benchmarks/bench_load.py: one session's server CPU per analysis 2.4-5.5 s -> 1.45 s).
+# (benchmarks/bench_load.py, one session: server CPU per analysis 2.0 and 1.7 s -> 1.3 and 1.2 s).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import streamlit as st  # noqa: E402
