@@ -1,8 +1,10 @@
 """The case library's audit log: who did what to which case, and when.
 
 Every change a user makes to the library is recorded in the same transaction as the change
-itself: a case added (by an import, a reviewed upload or the demo build) and a patient
-removed. An entry says who (the signed-in user, or the account that ran the command line),
+itself: a case added (by an import, a reviewed upload or the demo build), a patient removed,
+and every change to a case-review meeting (a meeting created, a case added, moved, removed,
+hidden or revealed, a read recorded; the entry names the meeting, the case and the reader,
+never a meeting's title or a read's comment, which are free text). An entry says who (the signed-in user, or the account that ran the command line),
 when (UTC), which action and which pseudonym and study; never an original identifier, a file
 name or a path, which may carry a patient's name.
 
@@ -23,7 +25,18 @@ from typing import Any
 __all__ = ["ACTIONS", "AuditEntry", "cli_user", "clean_user", "utc_now"]
 
 #: What an entry can record.
-ACTIONS: tuple[str, ...] = ("add-case", "delete-patient")
+ACTIONS: tuple[str, ...] = (
+    "add-case",
+    "delete-patient",
+    "create-meeting",
+    "add-to-meeting",
+    "move-in-meeting",
+    "remove-from-meeting",
+    "set-hidden",
+    "reveal-case",
+    "hide-case-again",
+    "record-read",
+)
 #: Who did it when nobody is known (a script calling core without saying who it is).
 UNKNOWN_USER = "unknown"
 _MAX_USER_CHARS = 120

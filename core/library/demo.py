@@ -14,6 +14,7 @@ this); the de-identification of real files is tested on the long way.
 
 from __future__ import annotations
 
+import datetime
 import os
 import time
 from collections import deque
@@ -26,9 +27,11 @@ from pathlib import Path
 
 from core.demo.build import finding_columns, render_patient
 from core.demo.cohort import DEFAULT_PATIENTS, DemoPatient, simulate_cohort
+from core.labels import XRAY_LABELS
 from core.library.deid import Deidentifier
 from core.library.importers import cohen_row, prepare_image, series_image
-from core.library.records import ImportReport
+from core.library.meeting_records import HIDEABLE
+from core.library.records import ImportReport, PatientSummary
 from core.library.store import (
     DATABASE_NAME,
     LibraryError,
@@ -46,6 +49,11 @@ from core.types import Progress
 DEMO_SOURCE = "demo"
 #: The library setting that records a demo build: "started", then "complete".
 BUILD_SETTING = "demo_build"
+#: The meeting a fresh install holds, so the Case review page is never empty.
+DEMO_MEETING_TITLE = "Teaching file: 8 demo patients"
+DEMO_MEETING_SIZE = 8
+#: The library setting that records the demo meeting's making: "started", then "complete".
+MEETING_SETTING = "demo_meeting"
 
 
 @dataclass(frozen=True)
@@ -151,8 +159,60 @@ def build_demo_library(
                 report.added_patients += 1
         if progress is not None:
             progress(done, len(cohort))
+    add_demo_meeting(library)
     library.set_setting(BUILD_SETTING, "complete")
     return DemoLibraryReport(library.root, len(cohort), time.perf_counter() - start, report)
+
+
+def choose_demo_patients(patients: list[PatientSummary], n: int = DEMO_MEETING_SIZE) -> list[str]:
+    """The pseudonyms of up to ``n`` demo patients that show the cohort's spread, in the order
+    a teaching file presents them: one of each diagnosis, the patient with the most CTs, one
+    who died, then the others taken in turn from each diagnosis (by pseudonym, which the
+    library's secret makes an arbitrary but stable order)."""
+    pool = sorted((p for p in patients if p.source == DEMO_SOURCE), key=lambda p: p.pseudonym)
+    chosen: list[str] = []
+
+    def take(candidates: list[PatientSummary]) -> None:
+        left = [p for p in candidates if p.pseudonym not in chosen]
+        if left and len(chosen) < n:
+            chosen.append(left[0].pseudonym)
+
+    for label in XRAY_LABELS:
+        take([p for p in pool if p.label == label])
+    take(sorted((p for p in pool if p.n_ct >= 2), key=lambda p: -p.n_ct))
+    take([p for p in pool if p.outcome == "died"])
+    by_label = [[p for p in pool if p.label == label] for label in XRAY_LABELS]
+    by_label.append([p for p in pool if p.label not in XRAY_LABELS])
+    while len(chosen) < min(n, len(pool)):  # each round takes one more patient at least
+        for group in by_label:
+            take(group)
+    return chosen
+
+
+def add_demo_meeting(library: SqliteLibrary) -> int:
+    """Make the demo meeting (:data:`DEMO_MEETING_TITLE`, dated today) of chosen demo patients
+    (:func:`choose_demo_patients`) with everything hideable hidden until revealed (the notes
+    too: the demo's notes name the findings that give the diagnosis away); return its id.
+
+    A library that has a meeting of that title keeps it: a resumed build does not make a
+    second, and only completes one whose making was interrupted. Recorded in the audit log
+    under :data:`DEMO_BUILD_USER`.
+    """
+    library = library.acting(DEMO_BUILD_USER)
+    existing = [m for m in library.meetings() if m.title == DEMO_MEETING_TITLE]
+    if existing and library.setting(MEETING_SETTING) != "started":
+        return existing[0].id
+    library.set_setting(MEETING_SETTING, "started")
+    if existing:
+        meeting = existing[0]
+    else:
+        meeting = library.meeting(library.create_meeting(DEMO_MEETING_TITLE, datetime.date.today().isoformat()))
+    present = {c.pseudonym for c in meeting.cases if c.study_id is None}
+    for pseudonym in choose_demo_patients(library.patients()):
+        if pseudonym not in present:
+            library.add_to_meeting(meeting.id, pseudonym, hidden=HIDEABLE)
+    library.set_setting(MEETING_SETTING, "complete")
+    return meeting.id
 
 
 def needs_demo_build(path: str | Path | None = None) -> bool:

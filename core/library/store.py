@@ -40,8 +40,23 @@ from typing import Self
 import numpy as np
 
 from core.errors import DashboardError, InvalidInputError
+from core.library import meetings_store
 from core.library.audit import UNKNOWN_USER, AuditEntry, clean_user, utc_now
 from core.library.deid import Deidentifier
+from core.library.meeting_records import (
+    HIDEABLE,
+    Meeting,
+    MeetingCase,
+    Read,
+    check_comment,
+    check_confidence,
+    check_date,
+    check_hidden,
+    check_model,
+    check_read,
+    check_reader,
+    check_title,
+)
 from core.library.records import (
     IMAGE_KINDS,
     MODALITIES,
@@ -258,6 +273,61 @@ class CaseLibrary(abc.ABC):
     @abc.abstractmethod
     def scores(self, model_id: str, model_version: str, name: str) -> dict[int, float]: ...
 
+    # -- case-review meetings (see core.library.meeting_records) --------------------------
+    @abc.abstractmethod
+    def create_meeting(self, title: str, date: str) -> int:
+        """Create an empty meeting (``date`` is the meeting's day, YYYY-MM-DD); return its id."""
+
+    @abc.abstractmethod
+    def meetings(self) -> list[Meeting]:
+        """Every meeting with its cases, the latest meeting day first."""
+
+    @abc.abstractmethod
+    def meeting(self, meeting_id: int) -> Meeting:
+        """One meeting with its cases in presentation order; a plain error if unknown."""
+
+    @abc.abstractmethod
+    def add_to_meeting(
+        self, meeting_id: int, pseudonym: str, study_id: int | None = None, hidden: Iterable[str] = HIDEABLE
+    ) -> MeetingCase:
+        """Put a patient (or one of their studies) last in a meeting, hiding ``hidden`` until
+        revealed; a plain error for an unknown patient or study, or a case already there."""
+
+    @abc.abstractmethod
+    def move_case(self, meeting_id: int, case_id: int, new_position: int) -> MeetingCase:
+        """Move a case to ``new_position`` (1 = first); the others keep their order."""
+
+    @abc.abstractmethod
+    def remove_from_meeting(self, case_id: int) -> None:
+        """Remove a case and its reads from its meeting."""
+
+    @abc.abstractmethod
+    def set_hidden(self, case_id: int, hidden: Iterable[str]) -> MeetingCase:
+        """What a case hides until revealed (any of ``HIDEABLE``)."""
+
+    @abc.abstractmethod
+    def reveal(self, case_id: int, revealed: bool = True) -> MeetingCase:
+        """Reveal a case's hidden items (or, with ``revealed=False``, hide them again)."""
+
+    @abc.abstractmethod
+    def add_read(
+        self,
+        case_id: int,
+        reader: str,
+        read: str,
+        confidence: int,
+        agrees_with_model: bool | None = None,
+        comment: str = "",
+        model_id: str | None = None,
+        model_version: str | None = None,
+    ) -> int:
+        """Record a reader's read of a meeting case (replacing their earlier read of it, so a
+        reader has one read per case); return the read's id."""
+
+    @abc.abstractmethod
+    def reads(self, meeting_id: int) -> list[Read]:
+        """A meeting's reads, by case in presentation order."""
+
     # -- audit ----------------------------------------------------------------------------
     @abc.abstractmethod
     def audit_log(self, *, limit: int | None = None, pseudonym: str | None = None) -> list[AuditEntry]:
@@ -315,10 +385,48 @@ CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE IF NOT EXISTS meetings (
+    id INTEGER PRIMARY KEY,
+    title TEXT NOT NULL, date TEXT NOT NULL, created_by TEXT NOT NULL, created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meeting_cases (
+    id INTEGER PRIMARY KEY,
+    meeting_id INTEGER NOT NULL REFERENCES meetings(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    patient_id INTEGER NOT NULL REFERENCES patients(id) ON DELETE CASCADE,
+    study_id INTEGER REFERENCES studies(id) ON DELETE CASCADE,
+    hidden TEXT NOT NULL DEFAULT '', revealed INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS meeting_cases_meeting ON meeting_cases(meeting_id, position);
+CREATE INDEX IF NOT EXISTS meeting_cases_patient ON meeting_cases(patient_id);
+CREATE INDEX IF NOT EXISTS meeting_cases_study ON meeting_cases(study_id);
+CREATE UNIQUE INDEX IF NOT EXISTS meeting_cases_once
+    ON meeting_cases(meeting_id, patient_id, COALESCE(study_id, 0));
+CREATE TABLE IF NOT EXISTS reads (
+    id INTEGER PRIMARY KEY,
+    meeting_case_id INTEGER NOT NULL REFERENCES meeting_cases(id) ON DELETE CASCADE,
+    reader TEXT NOT NULL, read TEXT NOT NULL, confidence INTEGER NOT NULL, agrees_with_model INTEGER,
+    comment TEXT NOT NULL DEFAULT '', model_id TEXT, model_version TEXT, at TEXT NOT NULL,
+    UNIQUE (meeting_case_id, reader)
+);
 """
 
 #: Every table of the schema: a library that lacks one was made by an older version.
-_TABLES = frozenset({"meta", "patients", "studies", "images", "embeddings", "pixel_digests", "scores", "audit"})
+_TABLES = frozenset(
+    {
+        "meta",
+        "patients",
+        "studies",
+        "images",
+        "embeddings",
+        "pixel_digests",
+        "scores",
+        "audit",
+        "meetings",
+        "meeting_cases",
+        "reads",
+    }
+)
 
 _PATIENT_COLUMNS = (
     "label",
@@ -422,6 +530,7 @@ class SqliteLibrary(CaseLibrary):
                 + f"INSERT OR IGNORE INTO meta VALUES ('secret', '{secrets.token_hex(32)}');"
                 + "COMMIT;"
             )
+            self._add_columns(con)  # an old library may lack columns as well as tables
 
     @staticmethod
     def _add_columns(con: sqlite3.Connection) -> None:
@@ -599,11 +708,14 @@ class SqliteLibrary(CaseLibrary):
         return int(row[0])
 
     def delete_patient(self, pseudonym: str) -> None:
-        """Remove a patient, their studies, images, derived data and files."""
+        """Remove a patient, their studies, images, derived data, files, meeting cases and the
+        reads of those cases."""
         with self._writing() as con:
+            n_cases, n_reads = meetings_store.count_for_patient(con, pseudonym)
             gone = con.execute("DELETE FROM patients WHERE pseudonym = ?", (pseudonym,)).rowcount
             if gone:
-                self._record(con, "delete-patient", pseudonym, None, "")
+                detail = f"with {n_cases} meeting cases and {n_reads} reads" if n_cases else ""
+                self._record(con, "delete-patient", pseudonym, None, detail)
         shutil.rmtree(self.files_dir / pseudonym, ignore_errors=True)
 
     def _record(
@@ -631,6 +743,108 @@ class SqliteLibrary(CaseLibrary):
             AuditEntry(int(r[0]), str(r[1]), str(r[2]), str(r[3]), r[4], None if r[5] is None else int(r[5]), str(r[6]))
             for r in rows
         ]
+
+    # -- case-review meetings: the SQL is in core.library.meetings_store --------------------
+    # Every change is one transaction with its audit entry. An entry names the meeting, the
+    # case and the patient, never a meeting's title or a read's comment (free text, which a
+    # user might fill with a name).
+    def create_meeting(self, title: str, date: str) -> int:
+        title, date = check_title(title), check_date(date)
+        with self._writing() as con:
+            meeting_id = meetings_store.create(con, title, date, self.user, utc_now())
+            self._record(con, "create-meeting", None, None, f"meeting {meeting_id} of {date}")
+        return meeting_id
+
+    def meetings(self) -> list[Meeting]:
+        with self._connect() as con:
+            return meetings_store.meetings(con)
+
+    def meeting(self, meeting_id: int) -> Meeting:
+        with self._connect() as con:
+            return meetings_store.meeting(con, meeting_id)
+
+    def add_to_meeting(
+        self, meeting_id: int, pseudonym: str, study_id: int | None = None, hidden: Iterable[str] = HIDEABLE
+    ) -> MeetingCase:
+        kept = check_hidden(hidden)
+        with self._writing() as con:
+            c = meetings_store.add(con, meeting_id, pseudonym, study_id, kept)
+            hides = ", ".join(h for h in HIDEABLE if h in kept) or "nothing"
+            self._record(
+                con,
+                "add-to-meeting",
+                c.pseudonym,
+                c.study_id,
+                f"meeting {c.meeting_id}, case {c.id} at position {c.position}; hides {hides}",
+            )
+        return c
+
+    def move_case(self, meeting_id: int, case_id: int, new_position: int) -> MeetingCase:
+        with self._writing() as con:
+            c, was = meetings_store.move(con, meeting_id, case_id, new_position)
+            self._record(
+                con,
+                "move-in-meeting",
+                c.pseudonym,
+                c.study_id,
+                f"meeting {c.meeting_id}, case {c.id} from position {was} to {c.position}",
+            )
+        return c
+
+    def remove_from_meeting(self, case_id: int) -> None:
+        with self._writing() as con:
+            c = meetings_store.remove(con, case_id)
+            self._record(con, "remove-from-meeting", c.pseudonym, c.study_id, f"meeting {c.meeting_id}, case {c.id}")
+
+    def set_hidden(self, case_id: int, hidden: Iterable[str]) -> MeetingCase:
+        kept = check_hidden(hidden)
+        with self._writing() as con:
+            c = meetings_store.set_hidden(con, case_id, kept)
+            hides = ", ".join(h for h in HIDEABLE if h in kept) or "nothing"
+            self._record(
+                con, "set-hidden", c.pseudonym, c.study_id, f"meeting {c.meeting_id}, case {c.id} hides {hides}"
+            )
+        return c
+
+    def reveal(self, case_id: int, revealed: bool = True) -> MeetingCase:
+        with self._writing() as con:
+            c = meetings_store.reveal(con, case_id, revealed)
+            action = "reveal-case" if revealed else "hide-case-again"
+            self._record(con, action, c.pseudonym, c.study_id, f"meeting {c.meeting_id}, case {c.id}")
+        return c
+
+    def add_read(
+        self,
+        case_id: int,
+        reader: str,
+        read: str,
+        confidence: int,
+        agrees_with_model: bool | None = None,
+        comment: str = "",
+        model_id: str | None = None,
+        model_version: str | None = None,
+    ) -> int:
+        reader = check_reader(reader)
+        level = check_confidence(confidence)
+        text = check_comment(comment)
+        mid, version = check_model(agrees_with_model, model_id, model_version)
+        with self._writing() as con:
+            c = meetings_store.case(con, case_id)
+            label = check_read(read, meetings_store.modalities(con, c))
+            read_id, replaced = meetings_store.put_read(
+                con, c.id, reader, label, level, agrees_with_model, text, mid, version, utc_now()
+            )
+            detail = f"meeting {c.meeting_id}, case {c.id}: read {read_id} by {reader}"
+            if mid:
+                detail += f", compared with {mid} {version}"
+            if replaced:
+                detail += " (replaces their earlier read)"
+            self._record(con, "record-read", c.pseudonym, c.study_id, detail)
+        return read_id
+
+    def reads(self, meeting_id: int) -> list[Read]:
+        with self._connect() as con:
+            return meetings_store.reads(con, meeting_id)
 
     # -- reading --------------------------------------------------------------------------
     def counts(self) -> LibraryCounts:
