@@ -41,6 +41,7 @@ LAYERS: tuple[str, ...] = (
     "survival",  # its risk check reports evaluation's binary metrics
     "text",  # the pages' wording; km_summary writes p-values as the survival figures do
     "case_reports",  # a page's case report, assembled from the analyses above and written by report
+    "review",  # case-review meetings, reads and agreement statistics: may use the analyses and case reports
     "training",  # a trainer fits, then evaluates what it ships
     "cli",
     "__main__",
