@@ -298,7 +298,7 @@ def _check_bootstrap(n_boot: int, name: str) -> int:
 def _p_value(kappa: float, se_null: float) -> float:
     if math.isnan(kappa) or not se_null > 0.0:
         return _NAN
-    return 2.0 * NormalDist().cdf(-abs(kappa) / se_null)
+    return math.erfc(abs(kappa) / se_null / math.sqrt(2.0))  # 2 (1 - Phi(|z|)), exact in the far tail
 
 
 def _percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float, int]:
@@ -350,9 +350,26 @@ def _cohen_se(table: np.ndarray) -> tuple[float, float]:
     off = p * weight
     b = (1.0 - p_o) ** 2 * float(off.sum() - np.trace(off))
     c = (p_o * p_e - 2.0 * p_e + p_o) ** 2
-    var = max(a + b - c, 0.0) / (n * (1.0 - p_e) ** 4)  # max: rounding at perfect agreement
-    var_null = (p_e + p_e**2 - float((rows * cols * (rows + cols)).sum())) / (n * (1.0 - p_e) ** 2)
-    return math.sqrt(var), math.sqrt(max(var_null, 0.0))
+    # Both numerators are differences of terms of order 1 that cancel exactly at perfect
+    # agreement or when a rater used one label: what rounding leaves there is 0.
+    numerator = a + b - c if a + b - c > 1e-12 else 0.0
+    numerator_null = p_e + p_e**2 - float((rows * cols * (rows + cols)).sum())
+    numerator_null = numerator_null if numerator_null > 1e-12 else 0.0
+    return math.sqrt(numerator / (n * (1.0 - p_e) ** 4)), math.sqrt(numerator_null / (n * (1.0 - p_e) ** 2))
+
+
+def _asymptotic_note(kappa: float, se: float, z: float, n: int) -> str:
+    """Why the large-sample interval ``kappa +- z se`` of ``n`` cases is unreliable; ``""`` if not."""
+    if se == 0.0:
+        return (
+            "Perfect agreement leaves the large-sample standard error at 0, so the interval "
+            "is only the point: it does not show how sure the figure is."
+        )
+    if n < FEW_CASES:
+        return f"Only {n} cases: the large-sample interval is unreliable below about {FEW_CASES}."
+    if kappa - z * se < -1.0 or kappa + z * se > 1.0:
+        return "The large-sample interval reached past [-1, 1] and was clipped: it is unreliable here."
+    return ""
 
 
 def cohen_kappa(
@@ -440,6 +457,12 @@ def cohen_kappa(
     kappa = float(cohen_kappa_score(codes_a, codes_b, labels=list(range(k))))
     se, se_null = _cohen_se(table)
     notes = []
+    for name, margin in (("first", table.sum(axis=1)), ("second", table.sum(axis=0))):
+        if margin.max() == n:
+            notes.append(
+                f"The {name} rater gave every case the same label ({vocabulary[int(margin.argmax())]!r}): kappa is 0 "
+                "whatever the other rater did, and the interval is only that point."
+            )
     if bootstrap:
         rng = np.random.default_rng(seed)
         idx = rng.integers(0, n, size=(bootstrap, n))
@@ -451,15 +474,8 @@ def cohen_kappa(
             notes.append(f"Only {n} cases: the interval is wide and itself uncertain.")
     else:
         low, high = max(kappa - z * se, -1.0), min(kappa + z * se, 1.0)
-        if se == 0.0:
-            notes.append(
-                "Perfect agreement leaves the large-sample standard error at 0, so the interval "
-                "is only the point: it does not show how sure the figure is."
-            )
-        elif n < FEW_CASES:
-            notes.append(f"Only {n} cases: the large-sample interval is unreliable below about {FEW_CASES}.")
-        elif kappa - z * se < -1.0 or kappa + z * se > 1.0:
-            notes.append("The large-sample interval reached past [-1, 1] and was clipped: it is unreliable here.")
+        if not notes:  # a rater's single label, said above, is already why the error is 0
+            notes.append(_asymptotic_note(kappa, se, z, n))
     return Agreement(
         kappa=kappa,
         ci_low=low,

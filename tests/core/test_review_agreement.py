@@ -369,3 +369,18 @@ def test_accuracy_refuses_unequal_lengths() -> None:
 
 def test_the_module_examples_hold() -> None:
     assert doctest.testmod(agreement_module).failed == 0
+
+
+def test_a_rater_with_one_label_for_every_case_gets_kappa_zero_and_is_told_why() -> None:
+    """A model that called every case COVID-19: p_o = p_e = its share of true COVID-19 reads, so
+    kappa is 0 whatever the reader said, and the large-sample error is 0 as well."""
+    result = cohen_kappa(["COVID-19", "Normal", "Normal", "COVID-19", "Pneumonia"], ["COVID-19"] * 5)
+    assert result.kappa == pytest.approx(0.0)
+    assert (result.ci_low, result.ci_high) == pytest.approx((0.0, 0.0))
+    assert "second rater gave every case the same label ('COVID-19')" in result.reason
+
+
+def test_p_value_far_in_the_tail_is_not_rounded_to_zero() -> None:
+    # z = .210 / .0170 = 12.4: 2 (1 - Phi(z)) is about 3e-35, which 1 - cdf would round to 0.
+    result = fleiss_kappa(FLEISS_1971)
+    assert 0.0 < result.p_value < 1e-30
