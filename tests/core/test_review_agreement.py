@@ -246,6 +246,15 @@ def test_fleiss_null_error_with_three_categories_by_hand() -> None:
     assert result.se_null == pytest.approx(math.sqrt(0.26))
 
 
+def test_fleiss_null_error_matches_the_spread_of_kappa_among_raters_who_guess() -> None:
+    """1000 seeded meetings of 40 cases, 4 readers each choosing among 3 classes at random
+    (shares .5 .3 .2): the spread of kappa is what the null standard error says."""
+    rng = np.random.default_rng(0)
+    results = [fleiss_kappa(rng.multinomial(4, [0.5, 0.3, 0.2], size=40), n_boot=100) for _ in range(1000)]
+    spread = float(np.std([r.kappa for r in results]))
+    assert spread == pytest.approx(float(np.mean([r.se_null for r in results])), rel=0.08)
+
+
 def test_fleiss_kappa_of_two_raters_is_scotts_pi() -> None:
     """With two raters, Fleiss' kappa is Scott's pi: p_o as Cohen's, p_e from pooled margins."""
     a, b = pairs_from_table([[20, 5], [10, 15]], ("COVID", "Normal"))
