@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("models", "list the models in the manifest"),
     "demo": ("demo", "synthetic demo data"),
     "library": ("library", "the case library: import, list, show"),
+    "meeting": ("meeting", "case-review meetings: create, add, list, show, move, record a read"),
     "predict-ct": ("ct", "COVID3D and slice-model predictions for one CT series"),
     "train-ct3d": ("ct", "train COVID3D (3D CNN on whole volumes) with patient-level k-fold CV"),
     "train-ct-slice": ("ct", "train the 2D slice model (ResNet, COVID vs normal) with patient-level k-fold CV"),

@@ -287,6 +287,10 @@ class CaseLibrary(abc.ABC):
         """One meeting with its cases in presentation order; a plain error if unknown."""
 
     @abc.abstractmethod
+    def meeting_case(self, case_id: int) -> MeetingCase:
+        """One meeting case with its current position; a plain error if unknown."""
+
+    @abc.abstractmethod
     def add_to_meeting(
         self, meeting_id: int, pseudonym: str, study_id: int | None = None, hidden: Iterable[str] = HIDEABLE
     ) -> MeetingCase:
@@ -762,6 +766,10 @@ class SqliteLibrary(CaseLibrary):
     def meeting(self, meeting_id: int) -> Meeting:
         with self._connect() as con:
             return meetings_store.meeting(con, meeting_id)
+
+    def meeting_case(self, case_id: int) -> MeetingCase:
+        with self._connect() as con:
+            return meetings_store.case(con, case_id)
 
     def add_to_meeting(
         self, meeting_id: int, pseudonym: str, study_id: int | None = None, hidden: Iterable[str] = HIDEABLE

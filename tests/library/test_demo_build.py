@@ -170,3 +170,35 @@ def test_an_interrupted_build_is_flagged_and_the_next_one_completes_it(tmp_path:
     assert open_library(root).counts() == open_library(tmp_path / "whole").counts()
     assert report.imported.duplicates > 0  # the two stored patients were not added twice
     assert report.imported.added_studies + report.imported.duplicates == whole.imported.added_studies
+
+
+def test_a_fresh_library_has_the_demo_meeting_once_and_a_resumed_build_completes_it(library_copy: Path) -> None:
+    from core.library.demo import (
+        DEMO_BUILD_USER,
+        DEMO_MEETING_TITLE,
+        MEETING_SETTING,
+        add_demo_meeting,
+        build_demo_library,
+    )
+    from core.library.meeting_records import HIDEABLE
+    from core.library.store import open_library
+    from tests.conftest import TEST_PATIENTS
+
+    library = open_library(library_copy)
+    (meeting,) = library.meetings()
+    assert meeting.title == DEMO_MEETING_TITLE and meeting.created_by == DEMO_BUILD_USER
+    patients = {p.pseudonym: p for p in library.patients()}
+    shown = [patients[c.pseudonym] for c in meeting.cases]
+    # The small test cohort has fewer than 8 patients: all of them, each label among them.
+    assert len(shown) == min(8, len(patients)) and all(c.study_id is None for c in meeting.cases)
+    assert {p.label for p in shown} == {p.label for p in patients.values()}
+    assert max(p.n_ct for p in shown) == max(p.n_ct for p in patients.values())
+    assert all(c.hidden == frozenset(HIDEABLE) and not c.revealed for c in meeting.cases)
+
+    build_demo_library(library_copy, TEST_PATIENTS, seed=0, workers=1)  # a build run again
+    assert [m.id for m in library.meetings()] == [meeting.id]
+    # A build stopped while it made the meeting: the next one completes that meeting.
+    library.remove_from_meeting(meeting.cases[-1].id)
+    library.set_setting(MEETING_SETTING, "started")
+    assert add_demo_meeting(library) == meeting.id
+    assert [c.pseudonym for c in library.meeting(meeting.id).cases] == [c.pseudonym for c in meeting.cases]

@@ -1,0 +1,191 @@
+"""``python -m core meeting ...``: prepare case-review meetings and record the room's reads.
+
+A meeting lives in the case library (see :mod:`core.review.meetings`); every change made here is
+recorded in the library's audit log under the account that ran the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from core.cli.common import library_arg, open_existing, weights_arg
+from core.errors import InvalidInputError
+from core.review.meetings import HIDEABLE, Meeting, check_date, model_card, reads_by_case, today
+
+
+def _hideable(text: str) -> str:
+    """``--show`` item: one of HIDEABLE, with ``model-outputs`` or ``model_outputs`` for the spaced one."""
+    return text.strip().lower().replace("-", " ").replace("_", " ")
+
+
+def _meeting_id(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number (meeting, case and position are numbers)") from None
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("meeting")
+    cmd = p.add_subparsers(dest="meeting_command", required=True, metavar="MEETING_COMMAND")
+
+    create = cmd.add_parser("create", help="create an empty meeting")
+    create.add_argument("--title", required=True)
+    create.add_argument("--date", default=None, help="the meeting's day, YYYY-MM-DD (default: today)")
+    create.add_argument("--json", action="store_true")
+    library_arg(create)
+    create.set_defaults(func=run_create)
+
+    add = cmd.add_parser("add", help="add a patient (or one of their studies) at the end of a meeting")
+    add.add_argument("meeting_id", type=_meeting_id, metavar="MEETING_ID")
+    add.add_argument("pseudonym", metavar="PSEUDONYM")
+    add.add_argument("--study", type=_meeting_id, default=None, help="only this study of the patient")
+    add.add_argument(
+        "--show",
+        nargs="+",
+        type=_hideable,
+        choices=HIDEABLE,
+        default=(),
+        metavar="ITEM",
+        help=f"shown from the start, not hidden until revealed: any of {', '.join(HIDEABLE)} (default: hide all)",
+    )
+    add.add_argument("--json", action="store_true")
+    library_arg(add)
+    add.set_defaults(func=run_add)
+
+    ls = cmd.add_parser("list", help="every meeting, the latest first")
+    ls.add_argument("--json", action="store_true", help="one JSON object per meeting")
+    library_arg(ls)
+    ls.set_defaults(func=run_list)
+
+    show = cmd.add_parser("show", help="a meeting's cases in order, what each hides, and its reads")
+    show.add_argument("meeting_id", type=_meeting_id, metavar="MEETING_ID")
+    show.add_argument("--json", action="store_true")
+    library_arg(show)
+    show.set_defaults(func=run_show)
+
+    move = cmd.add_parser("move", help="move a case to another position (1 = first)")
+    move.add_argument("meeting_id", type=_meeting_id, metavar="MEETING_ID")
+    move.add_argument("case_id", type=_meeting_id, metavar="CASE_ID")
+    move.add_argument("position", type=_meeting_id, metavar="POSITION")
+    move.add_argument("--json", action="store_true")
+    library_arg(move)
+    move.set_defaults(func=run_move)
+
+    read = cmd.add_parser("read", help="record a reader's read of a meeting case (replaces their earlier read)")
+    read.add_argument("case_id", type=_meeting_id, metavar="CASE_ID")
+    read.add_argument("--reader", required=True, help="the reader's name (staff, not a patient)")
+    read.add_argument(
+        "--read",
+        required=True,
+        help="an X-ray label (Normal, 'Viral pneumonia', COVID-19) or for a CT: COVID, 'not COVID'",
+    )
+    read.add_argument("--confidence", required=True, type=_meeting_id, help="1 (a guess) to 5 (certain)")
+    read.add_argument("--agrees", choices=("yes", "no"), default=None, help="whether the reader agrees with --model")
+    read.add_argument("--comment", default="", help="free text; never a patient's name")
+    read.add_argument("--model", default=None, help="the model the read is compared with (its version is stored)")
+    read.add_argument("--json", action="store_true")
+    weights_arg(read)
+    library_arg(read)
+    read.set_defaults(func=run_read)
+
+
+def _hides(items: frozenset[str]) -> str:
+    return ", ".join(h for h in HIDEABLE if h in items) or "nothing"
+
+
+def run_create(args: argparse.Namespace) -> int:
+    date = today() if args.date is None else check_date(args.date)
+    library = open_existing(args)
+    meeting = library.meeting(library.create_meeting(args.title, date))
+    if args.json:
+        print(json.dumps(meeting.as_dict()))
+    else:
+        print(f"meeting {meeting.id} created: {meeting.title} ({meeting.date})")
+    return 0
+
+
+def run_add(args: argparse.Namespace) -> int:
+    library = open_existing(args)
+    hidden = [h for h in HIDEABLE if h not in args.show]
+    case = library.add_to_meeting(args.meeting_id, args.pseudonym, args.study, hidden)
+    if args.json:
+        print(json.dumps(case.as_dict()))
+    else:
+        what = case.pseudonym if case.study_id is None else f"{case.pseudonym} study {case.study_id}"
+        print(
+            f"case {case.id} ({what}) added to meeting {case.meeting_id} at position {case.position}; "
+            f"hidden until revealed: {_hides(case.hidden)}"
+        )
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    library = open_existing(args)
+    meetings = library.meetings()
+    for m in meetings:
+        n_reads = len(library.reads(m.id))
+        if args.json:
+            row = {k: v for k, v in m.as_dict().items() if k != "cases"}
+            print(json.dumps({**row, "n_cases": len(m.cases), "n_reads": n_reads}))
+        else:
+            print(f"{m.id:>4}  {m.date}  {m.title}  ({len(m.cases)} cases, {n_reads} reads)")
+    if not args.json:
+        print(f"{len(meetings)} meetings")
+    return 0
+
+
+def _shown(library, meeting: Meeting) -> dict:  # noqa: ANN001 - a CaseLibrary
+    """A meeting as ``show --json`` prints it: each case with its reads."""
+    by_case = reads_by_case(library.reads(meeting.id))
+    out = meeting.as_dict()
+    out["cases"] = [{**c.as_dict(), "reads": [r.as_dict() for r in by_case.get(c.id, [])]} for c in meeting.cases]
+    return out
+
+
+def run_show(args: argparse.Namespace) -> int:
+    library = open_existing(args)
+    meeting = library.meeting(args.meeting_id)
+    if args.json:
+        print(json.dumps(_shown(library, meeting)))
+        return 0
+    by_case = reads_by_case(library.reads(meeting.id))
+    print(f"meeting {meeting.id}: {meeting.title} ({meeting.date}), created by {meeting.created_by}")
+    for c in meeting.cases:
+        what = "whole patient" if c.study_id is None else f"study {c.study_id}"
+        state = "revealed" if c.revealed else "not revealed"
+        print(f"  {c.position:>2}. case {c.id:<5d} {c.pseudonym:12s} {what:13s} hides {_hides(c.hidden)} ({state})")
+        for r in by_case.get(c.id, []):
+            agrees = {True: "agrees", False: "disagrees", None: "-"}[r.agrees_with_model]
+            model = f" with {r.model_id} {r.model_version}" if r.model_id else ""
+            print(f"        {r.reader}: {r.read}, confidence {r.confidence}, {agrees}{model}  {r.comment}".rstrip())
+    print(f"{len(meeting.cases)} cases")
+    return 0
+
+
+def run_move(args: argparse.Namespace) -> int:
+    library = open_existing(args)
+    case = library.move_case(args.meeting_id, args.case_id, args.position)
+    if args.json:
+        print(json.dumps(case.as_dict()))
+    else:
+        print(f"case {case.id} is now at position {case.position} of meeting {case.meeting_id}")
+    return 0
+
+
+def run_read(args: argparse.Namespace) -> int:
+    if args.agrees is not None and args.model is None:
+        raise InvalidInputError("--agrees needs --model: the model the reader agrees or disagrees with.")
+    version = None if args.model is None else model_card(args.weights, args.model).version
+    library = open_existing(args)
+    agrees = None if args.agrees is None else args.agrees == "yes"
+    read_id = library.add_read(
+        args.case_id, args.reader, args.read, args.confidence, agrees, args.comment, args.model, version
+    )
+    if args.json:
+        meeting_id = library.meeting_case(args.case_id).meeting_id
+        print(json.dumps(next(r for r in library.reads(meeting_id) if r.id == read_id).as_dict()))
+    else:
+        print(f"read {read_id} recorded for case {args.case_id}")
+    return 0
