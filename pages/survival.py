@@ -89,6 +89,10 @@ def _survival_block(pred: SurvivalPrediction, grays: list, days: list[float]) ->
     c2.metric(
         "Risk of death group", group, help=f"High risk when P(death) >= {threshold:.2f}, the dev split's Youden point."
     )
+    # The threshold in sight wherever a group stands next to a probability.
+    c2.caption(
+        f"High risk when P(death) ≥ {percent(threshold)}; this patient's P(death) is {percent(pred.death_probability)}."
+    )
     st.caption(
         f"{survival_model.id} {survival_model.card.version}: the X-rays below, in time order, read by one DenseNet-121 "
         f"each and an LSTM. Probabilities calibrated by temperature scaling on the dev split (T = "
@@ -120,6 +124,7 @@ def _prognosis_block(preds: dict[str, PrognosisPrediction], day: float | None) -
             f"(T = {model.card.temperature:.2f}); high risk from {prognosis_threshold(model):.2f} (the dev split's "
             "Youden point).",
         )
+        col.caption(f"High risk from {percent(prognosis_threshold(model))}")
 
 
 with km_tab:

@@ -72,6 +72,9 @@ def check_patient(at: AppTest, library_copy: Path, models: dict) -> None:
     assert metric(at, "Risk of death group") == (
         "High risk" if pred.death_probability >= model.card.thresholds["death"] else "Low risk"
     )
+    # The threshold stands with the group.
+    captions = [c.value for c in at.caption]
+    assert f"High risk when P(death) ≥ {percent(model.card.thresholds['death'])}" in " ".join(captions)
     assert any(h.value == pseudonym for h in at.subheader)
     cts = patient.cts()
     if len(cts) >= 2:  # the page starts at the second CT: 1 scan, and 2 with the prior
@@ -79,6 +82,7 @@ def check_patient(at: AppTest, library_copy: Path, models: dict) -> None:
         volumes = [c.load() for c in cts[max(at_ct - 1, 0) : at_ct + 1]]
         one = predict_prognosis(models[1], volumes[-1:])
         assert metric(at, "1 scan") == f"{percent(one.probability)} · {risk_group(models[1], one.probability)}"
+        assert f"High risk from {percent(models[1].card.thresholds['high risk'])}" in [c.value for c in at.caption]
         if at_ct >= 1:
             two = predict_prognosis(models[2], volumes)
             assert metric(at, "2 scans (prior + this)") == (
