@@ -2,7 +2,8 @@
 
 A library is a folder::
 
-    library.sqlite      patients, studies, images, outcomes, derived data (one file, no server)
+    library.sqlite      patients, studies, images, outcomes, derived data, case-review meetings
+                        and their reads, the audit log (one file, no server)
     files/              de-identified image files, under paths the library makes up:
                         files/<pseudonym>/<study id>/<name>  (a folder of slices for a CT series)
 
