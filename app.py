@@ -24,6 +24,7 @@ navigation = st.navigation(
         st.Page("pages/survival.py", title="Survival and prognosis", icon=":material/monitor_heart:"),
         st.Page("pages/performance.py", title="Model performance", icon=":material/analytics:"),
         st.Page("pages/library.py", title="Case library", icon=":material/folder_shared:"),
+        st.Page("pages/review.py", title="Case review", icon=":material/groups:"),
     ]
 )
 frame.run(navigation)

@@ -1,0 +1,222 @@
+"""Helpers of the Case review page (pages/review.py): which meeting opens, presenter mode, what a
+case shows on the projector before and after its reveal, the images of a case, the reader.
+
+The projector shows a case by its pseudonym and days since admission only: never a name, an
+original id or a calendar date (the library keeps none of the first two; dates are offsets).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+
+from core.ct.preprocess import LUNG_WINDOW, window_hu
+from core.ct.views import pixel_size_mm, take_slice
+from core.errors import DashboardError
+from core.explain.figures import IMAGE_CONFIG, image_figure
+from core.explain.overlay import display_shape, downsample_for_display, render_overlay
+from core.inference import xray_analysis
+from core.library.demo import DEMO_MEETING_TITLE, DEMO_SOURCE
+from core.library.records import Patient, Study
+from core.library.store import CaseLibrary
+from core.models.registry import ModelRegistry
+from core.review.meetings import HIDEABLE, Meeting, MeetingCase
+from core.search.embeddings import read_stored_xray
+from core.text import describe_outcome
+from core.trajectory.scores import read_stored_ct
+from ui import resources
+from ui.auth import auth_configured, current_user
+from ui.session import memo
+
+PRESENT_PARAM = "present"
+READER_KEY = "review_reader_name"
+UNLABELLED = "not labelled"
+#: The reference X-ray models (seed 000's ResNet-18): the demo one for demo patients, else the real one.
+XRAY_REFERENCES = ("cxr-resnet18", "cxr-real-resnet18")
+
+#: Presenter mode's type, large enough to read from the back of a room at 1920 x 1080.
+PRESENTER_CSS = """
+<style>
+.stMainBlockContainer { padding-top: 1.5rem; max-width: 100%; }
+.stMainBlockContainer p, .stMainBlockContainer li, .stMainBlockContainer label,
+.stMainBlockContainer button p { font-size: 1.45rem !important; }
+.stMainBlockContainer h1 { font-size: 2.6rem !important; }
+.stMainBlockContainer h2 { font-size: 2.3rem !important; }
+.stMainBlockContainer h3 { font-size: 1.9rem !important; }
+</style>
+"""
+
+
+def default_meeting(meetings: list[Meeting]) -> int | None:
+    """The meeting the page opens on: the latest one that is not the demo teaching file, else the
+    demo meeting (a fresh library has only that one); None when there is no meeting."""
+    others = [m for m in meetings if m.title != DEMO_MEETING_TITLE]
+    chosen = others or meetings
+    return chosen[0].id if chosen else None
+
+
+def presenter_requested() -> bool:
+    """Whether the address asks for presenter mode (``?present=1``)."""
+    return str(st.query_params.get(PRESENT_PARAM, "")).strip().lower() in ("1", "true", "yes", "on")
+
+
+def presenter_css() -> None:
+    """Large type for the projector (presenter mode only)."""
+    st.markdown(PRESENTER_CSS, unsafe_allow_html=True)
+
+
+def case_what(case: MeetingCase, patient: Patient) -> str:
+    """A case in the worklist: "P-1a2b3c (whole patient)" or "P-1a2b3c, X-ray of day 4"."""
+    if case.study_id is None:
+        return f"{case.pseudonym} (whole patient, {len(patient.studies)} studies)"
+    study = next((s for s in patient.studies if s.id == case.study_id), None)
+    return f"{case.pseudonym}, " + (study_label(study) if study else f"study {case.study_id}")
+
+
+def study_label(study: Study) -> str:
+    """A study by modality and day: "X-ray, day 4 since admission" (never a calendar date)."""
+    return f"{study.modality}, {study_day(study)}"
+
+
+def study_day(study: Study) -> str:
+    """When a study was taken in days since admission (else since symptom onset)."""
+    if study.offset_admission_days is not None:
+        return f"day {study.offset_admission_days:g} since admission"
+    if study.offset_onset_days is not None:
+        return f"day {study.offset_onset_days:g} since symptom onset"
+    return "day unknown"
+
+
+def case_studies(patient: Patient, case: MeetingCase) -> list[Study]:
+    """The studies a case can show, in time order: its own study, or all of the patient's."""
+    if case.study_id is None:
+        return list(patient.studies)
+    return [s for s in patient.studies if s.id == case.study_id]
+
+
+def prior_of(patient: Patient, study: Study) -> Study | None:
+    """The patient's latest study of the same modality before ``study``, if any."""
+    earlier = []
+    for s in patient.studies:
+        if s.id == study.id:
+            break
+        if s.modality == study.modality and s.images:
+            earlier.append(s)
+    return earlier[-1] if earlier else None
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One hideable item of a case: its name, what it says, and whether it is out of sight now."""
+
+    item: str
+    text: str
+    hidden: bool
+
+
+def case_facts(case: MeetingCase, patient: Patient, study: Study) -> list[Fact]:
+    """The diagnosis, outcome and notes of a case (the model outputs come from their own
+    section), each marked hidden while the case hides it and is not revealed."""
+    s = patient.summary
+    label = study.label or s.label
+    texts = {
+        "diagnosis": label or UNLABELLED,
+        "outcome": describe_outcome(s),
+        "notes": study.note or "no note",
+    }
+    return [Fact(item, texts[item], item in case.hidden_now) for item in HIDEABLE if item in texts]
+
+
+def overlay_model_id(registry: ModelRegistry, source: str) -> str | None:
+    """The X-ray model whose Grad-CAM the presenter can show: the demo reference model for demo
+    patients (synthetic phantoms), the real-data one for others, else any X-ray model."""
+    available = registry.classifier_ids("xray")
+    if not available:
+        return None
+    want_real = source != DEMO_SOURCE
+    refs = [m for m in XRAY_REFERENCES if m in available]
+    matching = [m for m in refs if (registry.card(m).domain == "real") == want_real]
+    return (matching or refs or available)[0]
+
+
+def ct_model_id(registry: ModelRegistry) -> str | None:
+    """The whole-volume CT model (COVID3D) a CT read is compared with, if one is registered."""
+    ids = registry.ids("ct-volume")
+    return ids[0] if ids else None
+
+
+def reader_name() -> str:
+    """The reader of this session: the signed-in user where sign-in is configured, else the name
+    typed once (kept in the session for every later read); "" until one is typed."""
+    if auth_configured():
+        return current_user()
+    widget = "review_reader_input"
+    if widget not in st.session_state:
+        st.session_state[widget] = st.session_state.get(READER_KEY, "")
+    name = st.text_input(
+        "Your name (the reader)",
+        key=widget,
+        help="Typed once: kept for this browser session. Staff name only, never a patient's.",
+    )
+    st.session_state[READER_KEY] = name.strip()
+    return name.strip()
+
+
+def _xray_figure(
+    library: CaseLibrary, registry: ModelRegistry, source: str, image_id: int, cam: bool, height: int
+) -> str:
+    """Draw a stored radiograph (with the Grad-CAM of :func:`overlay_model_id` when ``cam``);
+    return the caption."""
+    image = memo(("review-xray", image_id), read_stored_xray, library, image_id)
+    shown = downsample_for_display(image.windowed())
+    model_id = overlay_model_id(registry, source) if cam else None
+    if model_id is None:
+        rgb = render_overlay(shown, None)
+        caption = "No X-ray model registered: no Grad-CAM." if cam else ""
+        colorscale = None
+    else:
+        model = resources.model(model_id)
+        analysis = memo(("review-cam", image_id, model_id, model.card.version), xray_analysis, model, image, None)
+        rgb = render_overlay(shown, analysis.explanation(display_shape(image.shape)).values, "Jet", 0.45)
+        caption = f"Grad-CAM of {model_id} for the class it predicts (named at the reveal)."
+        colorscale = "Jet"
+    st.plotly_chart(
+        image_figure(rgb, colorscale, "Grad-CAM", height=height), config=IMAGE_CONFIG, key=f"review_img_{image_id}"
+    )
+    return caption
+
+
+def _ct_figure(library: CaseLibrary, image_id: int, height: int) -> str:
+    """An axial slice viewer of a stored CT series (lung window); return the caption."""
+    volume = memo(("review-ct", image_id), read_stored_ct, library, image_id)
+    count = int(volume.hu.shape[0])
+    index = st.slider("Axial slice", 1, count, (count + 1) // 2, key=f"review_slice_{image_id}") - 1
+    gray = window_hu(take_slice(volume.hu, "Axial", index), *LUNG_WINDOW)
+    rgb = render_overlay(np.asarray(gray), None)
+    fig = image_figure(rgb, None, "", height=height, pixel_mm=pixel_size_mm(volume.spacing_mm, "Axial"))
+    st.plotly_chart(fig, config=IMAGE_CONFIG, key=f"review_img_{image_id}")
+    return f"Axial slice {index + 1} of {count}, lung window."
+
+
+def show_study(
+    library: CaseLibrary, registry: ModelRegistry, source: str, study: Study, *, cam: bool, height: int
+) -> None:
+    """A study's image as the presenter shows it: an X-ray (Grad-CAM when ``cam``), a CT series
+    with an axial slice slider, or a stored CT slice image; a plain line when it cannot be read."""
+    st.markdown(f"**{study_label(study)}**")
+    if not study.images:
+        st.info("This study has no stored image.")
+        return
+    image = study.images[0]
+    try:
+        if image.kind == "ct-series":
+            caption = _ct_figure(library, image.id, height)
+        else:
+            caption = _xray_figure(library, registry, source, image.id, cam and study.modality == "X-ray", height)
+    except DashboardError as e:
+        st.error(str(e))
+        return
+    if caption:
+        st.caption(caption)
