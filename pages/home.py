@@ -1,4 +1,5 @@
-"""Home: what is loaded, on which device, and what the app is (not) for."""
+"""Home: what is loaded, on which device, how far the library's preparation is, and what the
+app is (not) for."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from core.evaluation.reports import kfold_table
 from core.models.card_metrics import RecordedSplit
 from core.text import describe_input_grid, km_summary
 from core.training.figures import learning_curves_figure
-from ui import frame, resources
-from ui.library import library
+from ui import frame, resources, warmup
+from ui.library import library, library_path
 from ui.model_card import domain_badge, ood_detector, provenance, shortcut_checks
 
 registry = frame.page("COVID-19 chest imaging dashboard", disclaimer_as_warning=True)
@@ -21,6 +22,7 @@ device = registry.device
 c1, c2, c3 = st.columns(3)
 c1.metric("Device", "CUDA GPU" if device.type == "cuda" else "CPU", help=f"PyTorch device: {device}")
 c2.metric("Models registered", len(cards))
+warm: warmup.WarmUp | None = None
 try:
     case_library = library()
     counts = case_library.counts()
@@ -34,6 +36,33 @@ else:
         + ", ".join(f"{n} {m}" for m, n in sorted(counts.by_modality.items()))
         + f") in {case_library.root}",
     )
+    warm = warmup.start(library_path(), case_library)
+
+
+def _show_warm_up(warm: warmup.WarmUp) -> None:
+    """The warm-up's progress, redrawn every second while it runs; once it is done, the page is
+    drawn again without the timer and says the library is ready."""
+    if not warm.finished:
+        st.progress(warm.fraction, text=warm.text)
+        st.caption("Pages opened meanwhile work as usual; they compute what is not prepared yet.")
+        st.session_state["home_warm_up_seen_running"] = True
+        return
+    if st.session_state.pop("home_warm_up_seen_running", False):
+        st.rerun()  # the whole page again, this time without the timer
+    for problem in warm.problems[:10]:
+        st.warning(problem)
+    if warm.steps_done:
+        done = warm.steps_done
+        st.success(
+            "The case library is ready: "
+            + (", ".join(done[:-1]) + " and " + done[-1] if len(done) > 1 else done[0])
+            + " are prepared, so their pages open without computing first."
+            + ("" if not warm.problems else " What is listed above is computed by its page when needed.")
+        )
+
+
+if warm is not None:
+    st.fragment(_show_warm_up, run_every=None if warm.finished else 1.0)(warm)
 
 st.page_link(
     "pages/xray.py",

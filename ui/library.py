@@ -5,7 +5,9 @@ no patient yet (a fresh clone), the first page that needs it starts drawing the 
 into it in a background thread and shows its progress; other sessions arriving meanwhile watch
 the same build instead of starting their own, and leaving the page does not stop it. A build
 cut short by stopping the app resumes at the next launch. ``DASHBOARD_DEMO_PATIENTS`` sets the
-size of that cohort (default 200; tests use a few).
+size of that cohort (default 200; tests use a few). Once the build is complete, the same thread
+starts the library's warm-up (:mod:`ui.warmup`), which computes what the pages' first visits
+would otherwise compute; Home shows its progress.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from core.io.images import read_xray
 from core.library.demo import build_demo_library, needs_demo_build
 from core.library.records import Study
 from core.library.store import LibraryError, SqliteLibrary, default_library_path, open_library
+from ui import warmup
 from ui.auth import current_user
 from ui.frame import plain_errors
 
@@ -64,6 +67,7 @@ def _run(build: _DemoBuild) -> None:
     try:
         report = build_demo_library(build.path, build.n_patients, progress=progress)
         build.studies = report.imported.added_studies + report.imported.duplicates
+        warmup.start(build.path)
     except DashboardError as e:
         build.error = str(e)
     except Exception as e:  # the page must say so, not wait for ever
@@ -106,12 +110,19 @@ def _wait_for(build: _DemoBuild) -> None:
         state="complete",
         expanded=False,
     )
+    if warmup.enabled():
+        st.caption("The library is now being prepared for fast searches in the background: Home shows how far it is.")
+
+
+def library_path() -> str:
+    """Where the app's case library is (``$DASHBOARD_LIBRARY`` or ``data/library``)."""
+    return str(default_library_path())
 
 
 def library() -> SqliteLibrary:
     """The app's case library, built from the demo cohort first if it is empty or half-built; its
     changes are recorded in the audit log under this session's user."""
-    path = str(default_library_path())
+    path = library_path()
     if needs_demo_build(path):
         _wait_for(_build(path))
     return _open(path).acting(current_user())

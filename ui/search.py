@@ -1,10 +1,11 @@
 """The similar-case search index of the app's library, kept once per process.
 
 The library's embeddings for the reference model are computed on first use (only images that
-lack them for the current weights), behind a progress bar; one process-wide lock keeps two
-sessions from embedding the same images at once. The in-memory index is cached per library,
-model version and number of embeddings, so an import followed by indexing gives a new one.
-"""
+lack them for the current weights), behind a progress bar, unless the library's warm-up
+(:mod:`ui.warmup`) has stored them already; one process-wide lock keeps two sessions (or a
+session and the warm-up) from embedding the same images at once. The in-memory index is cached
+per library, model version and number of embeddings, so an import followed by indexing gives a
+new one."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from core.search.embeddings import EMBEDDABLE_KINDS, embedding_version, index_li
 from core.search.evaluate import RetrievalEvaluation, evaluate_retrieval
 from core.search.similar import LibraryIndex
 
-_INDEXING = threading.Lock()
+#: Held while the library's embeddings are computed (by a page or the warm-up of :mod:`ui.warmup`).
+INDEXING = threading.Lock()
 
 
 def missing_embeddings(library: SqliteLibrary, model: LoadedModel) -> int:
@@ -29,7 +31,7 @@ def missing_embeddings(library: SqliteLibrary, model: LoadedModel) -> int:
 
 def index_missing(library: SqliteLibrary, model: LoadedModel) -> list[str]:
     """Embed what is missing, with a progress bar; return the lines about unreadable images."""
-    with _INDEXING:
+    with INDEXING:
         bar = st.progress(0.0, text=f"Computing {model.id} embeddings of the case library")
 
         def progress(done: int, total: int) -> None:
