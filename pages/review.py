@@ -16,7 +16,7 @@ import streamlit as st
 
 from core.deployment import read_only
 from core.errors import DashboardError
-from core.library.records import Patient, Study
+from core.library.records import Study
 from core.review.meetings import (
     CONFIDENCES,
     HIDEABLE,
@@ -170,26 +170,22 @@ def _step(key: str, to: int) -> None:
     st.session_state[key] = to
 
 
-def model_outputs(case: MeetingCase, study: Study) -> None:
-    """What the model said about the case, each probability with its threshold."""
+def model_outputs(case: MeetingCase, study: Study, model_id: str | None) -> None:
+    """What the model said about the study shown (each probability with its threshold), or that
+    it is hidden until the reveal."""
     if "model outputs" in case.hidden_now:
-        st.markdown("**Model outputs**: hidden until the reveal")
-        return
-    # TODO(issue 20): the model's read of a case (label, probability, threshold, model id and
-    # version) comes from core/review/model_read.py, being written now; until it lands nothing
-    # is shown here rather than a figure this page would have to invent.
-    st.markdown("**Model outputs**: not available on this page yet (the model's read of a case is being added).")
+        st.markdown(f"**Model outputs**: {review.HIDDEN}")
+    elif model_id is None:
+        st.markdown(f"**Model outputs**: no registered model reads a {study.modality} study.")
+    else:
+        review.model_outputs(library, registry, case, study, model_id)
 
 
-def record_read(case: MeetingCase, patient: Patient, study: Study) -> None:
-    """The room's reads of the case: each reader's read, confidence, agreement and comment."""
+def record_read(case: MeetingCase, study: Study, model_id: str | None) -> None:
+    """The room's reads of the case: each reader's read, confidence, agreement with ``model_id``
+    (the model whose outputs the reveal shows) and comment."""
     reads = reads_by_case(library.reads(case.meeting_id)).get(case.id, [])
     st.subheader("Your read")
-    model_id = (
-        review.ct_model_id(registry)
-        if study.modality == "CT"
-        else review.overlay_model_id(registry, patient.summary.source)
-    )
     reader = review.reader_name()
     choices = read_choices([study.modality])
     with st.form(f"review_read_form_{case.id}"):
@@ -293,7 +289,9 @@ def present(meeting: Meeting, *, large: bool) -> None:
         use_container_width=True,
     )
 
-    cam = study.modality == "X-ray" and st.toggle("Grad-CAM overlay", key="review_cam")
+    model_id = review.compared_model_id(registry, study, patient.summary.source)
+    cam = study.modality == "X-ray" and model_id is not None and st.toggle("Grad-CAM overlay", key="review_cam")
+    cam_model = model_id if cam else None
     prior = review.prior_of(patient, study)
     images, facts = st.columns([3, 1] if large else [2, 1])
     with images:
@@ -301,20 +299,20 @@ def present(meeting: Meeting, *, large: bool) -> None:
             left, right = st.columns(2)
             with left:
                 st.caption("Prior")
-                review.show_study(library, registry, patient.summary.source, prior, cam=cam, height=560)
+                review.show_study(library, prior, cam_model=cam_model, height=560)
             with right:
                 st.caption("Current")
-                review.show_study(library, registry, patient.summary.source, study, cam=cam, height=560)
+                review.show_study(library, study, cam_model=cam_model, height=560)
         else:
-            review.show_study(library, registry, patient.summary.source, study, cam=cam, height=680 if large else 560)
+            review.show_study(library, study, cam_model=cam_model, height=680 if large else 560)
     with facts:
         st.subheader("Revealed" if case.revealed else "Hidden until the reveal" if case.hidden else "Known")
         for fact in review.case_facts(case, patient, study):
-            shown = "hidden until the reveal" if fact.hidden else fact.text
+            shown = review.HIDDEN if fact.hidden else fact.text
             st.markdown(f"**{fact.item.capitalize()}**: {shown}")
-        model_outputs(case, study)
+        model_outputs(case, study, model_id)
     with st.container(border=True):
-        record_read(case, patient, study)
+        record_read(case, study, model_id)
 
 
 if presenting:

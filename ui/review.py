@@ -7,6 +7,7 @@ original id or a calendar date (the library keeps none of the first two; dates a
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +15,7 @@ import streamlit as st
 
 from core.ct.preprocess import LUNG_WINDOW, window_hu
 from core.ct.views import pixel_size_mm, take_slice
-from core.errors import DashboardError
+from core.errors import DashboardError, MissingModelError
 from core.explain.figures import IMAGE_CONFIG, image_figure
 from core.explain.overlay import display_shape, downsample_for_display, render_overlay
 from core.inference import xray_analysis
@@ -23,6 +24,7 @@ from core.library.records import Patient, Study
 from core.library.store import CaseLibrary
 from core.models.registry import ModelRegistry
 from core.review.meetings import HIDEABLE, Meeting, MeetingCase
+from core.review.model_read import default_model_id, model_read
 from core.search.embeddings import read_stored_xray
 from core.text import describe_outcome
 from core.trajectory.scores import read_stored_ct
@@ -33,8 +35,8 @@ from ui.session import memo
 PRESENT_PARAM = "present"
 READER_KEY = "review_reader_name"
 UNLABELLED = "not labelled"
-#: The reference X-ray models (seed 000's ResNet-18): the demo one for demo patients, else the real one.
-XRAY_REFERENCES = ("cxr-resnet18", "cxr-real-resnet18")
+#: What stands in place of a hidden item until the reveal.
+HIDDEN = "hidden until the reveal"
 
 #: Presenter mode's type, large enough to read from the back of a room at 1920 x 1080.
 PRESENTER_CSS = """
@@ -129,22 +131,43 @@ def case_facts(case: MeetingCase, patient: Patient, study: Study) -> list[Fact]:
     return [Fact(item, texts[item], item in case.hidden_now) for item in HIDEABLE if item in texts]
 
 
-def overlay_model_id(registry: ModelRegistry, source: str) -> str | None:
-    """The X-ray model whose Grad-CAM the presenter can show: the demo reference model for demo
-    patients (synthetic phantoms), the real-data one for others, else any X-ray model."""
-    available = registry.classifier_ids("xray")
-    if not available:
+def compared_model_id(registry: ModelRegistry, study: Study, source: str) -> str | None:
+    """The model a study is read by and the room's reads are compared with (the one the pages
+    show first: :func:`core.review.model_read.default_model_id`, the demo models for demo
+    patients); None when no registered model reads the study's modality."""
+    try:
+        return default_model_id(registry, study.modality, "demo" if source == DEMO_SOURCE else "real")
+    except MissingModelError:
         return None
-    want_real = source != DEMO_SOURCE
-    refs = [m for m in XRAY_REFERENCES if m in available]
-    matching = [m for m in refs if (registry.card(m).domain == "real") == want_real]
-    return (matching or refs or available)[0]
 
 
-def ct_model_id(registry: ModelRegistry) -> str | None:
-    """The whole-volume CT model (COVID3D) a CT read is compared with, if one is registered."""
-    ids = registry.ids("ct-volume")
-    return ids[0] if ids else None
+def model_outputs(
+    library: CaseLibrary, registry: ModelRegistry, case: MeetingCase, study: Study, model_id: str
+) -> None:
+    """The model's read of the study shown, its probability with the threshold it was held
+    against (an X-ray class is the most probable of the model's classes: no threshold)."""
+    try:
+        card = registry.card(model_id)
+        read = memo(
+            ("review-model-read", study.id, model_id, card.version),
+            model_read,
+            library,
+            dataclasses.replace(case, study_id=study.id),
+            registry,
+            model_id,
+            load=resources.model,
+        )
+    except DashboardError as e:
+        st.markdown(f"**Model outputs**: none ({e})")
+        return
+    against = (
+        f"threshold {read.threshold:.0%}"
+        if read.threshold is not None
+        else f"no threshold: the most probable of its {len(card.labels)} classes"
+    )
+    said = read.label if read.label is not None else "no label (unlike its training data)"
+    st.markdown(f"**Model outputs**: {said} · {read.probability:.1%} ({against})")
+    st.caption(f"{read.model_id} {read.model_version}. {read.reason}")
 
 
 def reader_name() -> str:
@@ -164,17 +187,13 @@ def reader_name() -> str:
     return name.strip()
 
 
-def _xray_figure(
-    library: CaseLibrary, registry: ModelRegistry, source: str, image_id: int, cam: bool, height: int
-) -> str:
-    """Draw a stored radiograph (with the Grad-CAM of :func:`overlay_model_id` when ``cam``);
-    return the caption."""
+def _xray_figure(library: CaseLibrary, image_id: int, model_id: str | None, height: int) -> str:
+    """Draw a stored radiograph (with the Grad-CAM of ``model_id`` unless None); return the caption."""
     image = memo(("review-xray", image_id), read_stored_xray, library, image_id)
     shown = downsample_for_display(image.windowed())
-    model_id = overlay_model_id(registry, source) if cam else None
     if model_id is None:
         rgb = render_overlay(shown, None)
-        caption = "No X-ray model registered: no Grad-CAM." if cam else ""
+        caption = ""
         colorscale = None
     else:
         model = resources.model(model_id)
@@ -200,11 +219,10 @@ def _ct_figure(library: CaseLibrary, image_id: int, height: int) -> str:
     return f"Axial slice {index + 1} of {count}, lung window."
 
 
-def show_study(
-    library: CaseLibrary, registry: ModelRegistry, source: str, study: Study, *, cam: bool, height: int
-) -> None:
-    """A study's image as the presenter shows it: an X-ray (Grad-CAM when ``cam``), a CT series
-    with an axial slice slider, or a stored CT slice image; a plain line when it cannot be read."""
+def show_study(library: CaseLibrary, study: Study, *, cam_model: str | None, height: int) -> None:
+    """A study's image as the presenter shows it: an X-ray (with ``cam_model``'s Grad-CAM unless
+    None), a CT series with an axial slice slider, or a stored CT slice image; a plain line when
+    it cannot be read."""
     st.markdown(f"**{study_label(study)}**")
     if not study.images:
         st.info("This study has no stored image.")
@@ -214,7 +232,7 @@ def show_study(
         if image.kind == "ct-series":
             caption = _ct_figure(library, image.id, height)
         else:
-            caption = _xray_figure(library, registry, source, image.id, cam and study.modality == "X-ray", height)
+            caption = _xray_figure(library, image.id, cam_model if study.modality == "X-ray" else None, height)
     except DashboardError as e:
         st.error(str(e))
         return

@@ -130,6 +130,7 @@ def test_hidden_items_show_only_after_the_reveal(library) -> None:  # noqa: ANN0
     label = study.label or patient.summary.label
     assert f"**Diagnosis**: {HIDDEN}" in markdown(at)
     assert f"**Notes**: {HIDDEN}" in markdown(at)
+    assert f"**Model outputs**: {HIDDEN}" in markdown(at)
     assert not any(study.note and study.note in m for m in markdown(at))
     click(at, "review_reveal")
     assert library.meeting_case(case.id).revealed
@@ -137,6 +138,9 @@ def test_hidden_items_show_only_after_the_reveal(library) -> None:  # noqa: ANN0
     assert f"**Diagnosis**: {label}" in shown
     assert any(m.startswith("**Outcome**: ") and HIDDEN not in m for m in shown)
     assert f"**Notes**: {study.note}" in shown
+    (outputs,) = [m for m in shown if m.startswith("**Model outputs**: ")]
+    if study.modality == "X-ray":  # the tiny X-ray model reads it: its probability stands with its threshold
+        assert "%" in outputs and "threshold" in outputs
     assert not any(HIDDEN in m for m in shown)
     # And hidden again for the next run of the meeting.
     click(at, "review_hide")
