@@ -26,6 +26,8 @@ from typing import Any
 from core.errors import InvalidInputError
 from core.labels import XRAY_LABELS, canonical_label
 
+MAX_MODEL_LABEL_CHARS = 60
+
 #: What a meeting case may hide until it is revealed, in the order pages list them.
 HIDEABLE: tuple[str, ...] = ("diagnosis", "outcome", "notes", "model outputs")
 #: The reads of a CT case (COVID3D's question); an X-ray case is read as one of ``XRAY_LABELS``.
@@ -102,6 +104,11 @@ class Read:
     ``read`` is one of ``XRAY_LABELS`` for an X-ray, or one of :data:`CT_READS` for a CT;
     ``agrees_with_model`` says whether the reader agreed with the model named by ``model_id``
     and ``model_version`` (None when not asked); ``at`` is when it was recorded (UTC, ISO).
+    ``model_label``, ``model_probability`` and ``model_threshold`` are what that model read in
+    the case when the read was recorded (see :mod:`core.review.model_read`), so that agreement
+    figures can be computed again later: ``model_label`` is None when the model gave no label
+    (the study was unlike its training data) or was not run, ``model_threshold`` None for an
+    argmax label.
     """
 
     id: int
@@ -114,6 +121,9 @@ class Read:
     model_id: str | None
     model_version: str | None
     at: str
+    model_label: str | None = None
+    model_probability: float | None = None
+    model_threshold: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -126,6 +136,9 @@ class Read:
             "comment": self.comment,
             "model_id": self.model_id,
             "model_version": self.model_version,
+            "model_label": self.model_label,
+            "model_probability": self.model_probability,
+            "model_threshold": self.model_threshold,
             "at": self.at,
         }
 
@@ -249,3 +262,31 @@ def check_model(
     if agrees_with_model is not None and not mid:
         raise InvalidInputError("Agreeing or disagreeing with the model needs the model's id and version.")
     return mid, version
+
+
+def _unit_or_none(value: object, what: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"The model's {what} must be a number from 0 to 1, got {value!r}.") from None
+    if isinstance(value, bool) or not 0.0 <= number <= 1.0:
+        raise InvalidInputError(f"The model's {what} must be a number from 0 to 1, got {value!r}.")
+    return number
+
+
+def check_model_read(
+    model_id: str | None, model_label: object, model_probability: object, model_threshold: object = None
+) -> tuple[str | None, float | None, float | None]:
+    """What the model read in the case, stored with a read: its label (None when it gave none),
+    the probability behind it and the threshold it was held against, each from 0 to 1; only
+    with the model's id."""
+    label = (_one_line(model_label) or None) if model_label is not None else None
+    probability = _unit_or_none(model_probability, "probability")
+    threshold = _unit_or_none(model_threshold, "threshold")
+    if (label is not None or probability is not None or threshold is not None) and not model_id:
+        raise InvalidInputError("The model's read of a case needs the model's id and version.")
+    if label is not None and len(label) > MAX_MODEL_LABEL_CHARS:
+        raise InvalidInputError(f"A model's label may have at most {MAX_MODEL_LABEL_CHARS} characters.")
+    return label, probability, threshold

@@ -9,7 +9,9 @@ public face (see :class:`core.library.store.CaseLibrary`). Tables (in the store'
   meeting, with its ``position``, what it ``hidden`` until ``revealed``; it references the
   patient and the study with ``ON DELETE CASCADE``, so removing a patient removes their
   meeting cases (and with them the reads of those cases);
-- ``reads``: one per reader and case (recording again replaces the reader's read).
+- ``reads``: one per reader and case (recording again replaces the reader's read), with the
+  model it was compared with and what that model read in the case (``model_label``,
+  ``model_probability``, ``model_threshold``; added to older libraries when they are opened).
 
 Positions shown to users run 1..n in presentation order; they are recomputed from the stored
 order on every read, so a gap left by a removed patient never shows.
@@ -171,22 +173,36 @@ def put_read(
     model_id: str | None,
     model_version: str | None,
     at: str,
+    model_label: str | None = None,
+    model_probability: float | None = None,
+    model_threshold: float | None = None,
 ) -> tuple[int, bool]:
-    """Store a reader's read of a case, replacing their earlier read of it; return the read's
-    id and whether it replaced one."""
+    """Store a reader's read of a case (with what the model read in it), replacing their
+    earlier read of it; return the read's id and whether it replaced one."""
     agrees = None if agrees_with_model is None else int(agrees_with_model)
-    values = (read, confidence, agrees, comment, model_id, model_version, at)
+    values = (
+        read,
+        confidence,
+        agrees,
+        comment,
+        model_id,
+        model_version,
+        at,
+        model_label,
+        model_probability,
+        model_threshold,
+    )
     row = con.execute("SELECT id FROM reads WHERE meeting_case_id = ? AND reader = ?", (case_id, reader)).fetchone()
     if row is not None:
         con.execute(
             "UPDATE reads SET read = ?, confidence = ?, agrees_with_model = ?, comment = ?, model_id = ?,"
-            " model_version = ?, at = ? WHERE id = ?",
+            " model_version = ?, at = ?, model_label = ?, model_probability = ?, model_threshold = ? WHERE id = ?",
             (*values, int(row[0])),
         )
         return int(row[0]), True
     cur = con.execute(
         "INSERT INTO reads (meeting_case_id, reader, read, confidence, agrees_with_model, comment, model_id,"
-        " model_version, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " model_version, at, model_label, model_probability, model_threshold) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (case_id, reader, *values),
     )
     return int(cur.lastrowid or 0), False
@@ -197,7 +213,8 @@ def reads(con: sqlite3.Connection, meeting_id: int) -> list[Read]:
     mid = _meeting_row(con, meeting_id)[0]
     rows = con.execute(
         "SELECT r.id, r.meeting_case_id, r.reader, r.read, r.confidence, r.agrees_with_model, r.comment,"
-        " r.model_id, r.model_version, r.at FROM reads r JOIN meeting_cases c ON c.id = r.meeting_case_id"
+        " r.model_id, r.model_version, r.at, r.model_label, r.model_probability, r.model_threshold"
+        " FROM reads r JOIN meeting_cases c ON c.id = r.meeting_case_id"
         " WHERE c.meeting_id = ? ORDER BY c.position, c.id, r.id",
         (mid,),
     ).fetchall()
@@ -213,6 +230,9 @@ def reads(con: sqlite3.Connection, meeting_id: int) -> list[Read]:
             model_id=r[7],
             model_version=r[8],
             at=str(r[9]),
+            model_label=r[10],
+            model_probability=None if r[11] is None else float(r[11]),
+            model_threshold=None if r[12] is None else float(r[12]),
         )
         for r in rows
     ]

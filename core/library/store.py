@@ -54,6 +54,7 @@ from core.library.meeting_records import (
     check_date,
     check_hidden,
     check_model,
+    check_model_read,
     check_read,
     check_reader,
     check_title,
@@ -325,9 +326,15 @@ class CaseLibrary(abc.ABC):
         comment: str = "",
         model_id: str | None = None,
         model_version: str | None = None,
+        model_label: str | None = None,
+        model_probability: float | None = None,
+        model_threshold: float | None = None,
     ) -> int:
         """Record a reader's read of a meeting case (replacing their earlier read of it, so a
-        reader has one read per case); return the read's id."""
+        reader has one read per case); return the read's id. ``model_label``,
+        ``model_probability`` and ``model_threshold`` are what the model (``model_id``) read in
+        the case (:func:`core.review.model_read.model_read`), kept so the agreement figures can
+        be computed again: the label None when the model gave none."""
 
     @abc.abstractmethod
     def reads(self, meeting_id: int) -> list[Read]:
@@ -412,6 +419,7 @@ CREATE TABLE IF NOT EXISTS reads (
     meeting_case_id INTEGER NOT NULL REFERENCES meeting_cases(id) ON DELETE CASCADE,
     reader TEXT NOT NULL, read TEXT NOT NULL, confidence INTEGER NOT NULL, agrees_with_model INTEGER,
     comment TEXT NOT NULL DEFAULT '', model_id TEXT, model_version TEXT, at TEXT NOT NULL,
+    model_label TEXT, model_probability REAL, model_threshold REAL,
     UNIQUE (meeting_case_id, reader)
 );
 """
@@ -432,6 +440,9 @@ _TABLES = frozenset(
         "reads",
     }
 )
+
+#: The reads' columns added since meetings were first stored: what the model read in the case.
+_READ_MODEL_COLUMNS = (("model_label", "TEXT"), ("model_probability", "REAL"), ("model_threshold", "REAL"))
 
 _PATIENT_COLUMNS = (
     "label",
@@ -545,6 +556,12 @@ class SqliteLibrary(CaseLibrary):
         if "burned_in" not in columns:
             con.execute("ALTER TABLE studies ADD COLUMN burned_in TEXT")
             con.commit()
+        # What the model read in a case, kept with each read so agreement can be computed again.
+        columns = {str(r[1]) for r in con.execute("PRAGMA table_info(reads)")}
+        for name, kind in _READ_MODEL_COLUMNS:
+            if name not in columns:
+                con.execute(f"ALTER TABLE reads ADD COLUMN {name} {kind}")
+                con.commit()
 
     @staticmethod
     def _has_secret(con: sqlite3.Connection) -> bool:
@@ -832,16 +849,32 @@ class SqliteLibrary(CaseLibrary):
         comment: str = "",
         model_id: str | None = None,
         model_version: str | None = None,
+        model_label: str | None = None,
+        model_probability: float | None = None,
+        model_threshold: float | None = None,
     ) -> int:
         reader = check_reader(reader)
         level = check_confidence(confidence)
         text = check_comment(comment)
         mid, version = check_model(agrees_with_model, model_id, model_version)
+        m_label, m_probability, m_threshold = check_model_read(mid, model_label, model_probability, model_threshold)
         with self._writing() as con:
             c = meetings_store.case(con, case_id)
             label = check_read(read, meetings_store.modalities(con, c))
             read_id, replaced = meetings_store.put_read(
-                con, c.id, reader, label, level, agrees_with_model, text, mid, version, utc_now()
+                con,
+                c.id,
+                reader,
+                label,
+                level,
+                agrees_with_model,
+                text,
+                mid,
+                version,
+                utc_now(),
+                m_label,
+                m_probability,
+                m_threshold,
             )
             detail = f"meeting {c.meeting_id}, case {c.id}: read {read_id} by {reader}"
             if mid:

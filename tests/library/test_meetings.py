@@ -157,6 +157,28 @@ def test_reads_keep_the_model_they_were_compared_with_and_when(lib: SqliteLibrar
     lib.add_read(whole.id, "Dr Cy", "COVID", 3)
 
 
+def test_a_read_keeps_what_the_model_read_in_the_case(lib: SqliteLibrary) -> None:
+    """So that reader-vs-model agreement can be computed again without running the model."""
+    mid = lib.create_meeting("Model reads", "2026-03-06")
+    ct = lib.add_to_meeting(mid, "P-A", study_id=study_of(lib, "P-A", "CT"))
+    xray = lib.add_to_meeting(mid, "P-B")
+    lib.add_read(ct.id, "Dr Bob", "COVID", 4, True, "", "covid3d", "v1", "COVID", 0.73, 0.5)
+    lib.add_read(xray.id, "Dr Bob", "Normal", 4, None, "", "cxr-resnet18", "v2", None, 0.91)  # withheld: OOD
+    lib.add_read(xray.id, "Dr Cy", "Normal", 2)
+
+    reads = open_library(lib.root).reads(mid)
+    assert [(r.model_label, r.model_probability, r.model_threshold) for r in reads] == [
+        ("COVID", 0.73, 0.5),
+        (None, 0.91, None),
+        (None, None, None),
+    ]
+    assert reads[0].as_dict()["model_label"] == "COVID" and reads[0].as_dict()["model_threshold"] == 0.5
+    # Reading again replaces the model's read too (the model may have been updated since).
+    lib.add_read(ct.id, "Dr Bob", "COVID", 4, True, "", "covid3d", "v3", "not COVID", 0.2, 0.5)
+    again = lib.reads(mid)[0]
+    assert (again.model_version, again.model_label, again.model_probability) == ("v3", "not COVID", 0.2)
+
+
 def test_every_change_is_audited_without_a_title_or_a_comment(lib: SqliteLibrary) -> None:
     mid = lib.create_meeting("Mr Smith's scans", "2026-03-06")
     case = lib.add_to_meeting(mid, "P-B", hidden=("outcome",))
@@ -227,6 +249,22 @@ def test_a_library_made_before_meetings_gets_them_when_opened(tmp_path: Path) ->
     assert [c.pseudonym for c in library.meeting(mid).cases] == ["P-A"] and len(library.reads(mid)) == 1
 
 
+def test_a_library_with_reads_of_before_the_models_read_gets_its_columns_when_opened(tmp_path: Path) -> None:
+    root = tmp_path / "lib"
+    library = open_library(root)
+    add(library, "P-A", 0)
+    case = library.add_to_meeting(library.create_meeting("Old", "2026-03-06"), "P-A")
+    library.add_read(case.id, "Dr Bob", "Normal", 3, None, "", "cxr-resnet18", "v1")
+    with sqlite3.connect(root / DATABASE_NAME) as con:  # as the first version with meetings made it
+        for column in ("model_label", "model_probability", "model_threshold"):
+            con.execute(f"ALTER TABLE reads DROP COLUMN {column}")
+    library = open_library(root)
+    old = library.reads(case.meeting_id)[0]
+    assert (old.read, old.model_id, old.model_label, old.model_probability) == ("Normal", "cxr-resnet18", None, None)
+    library.add_read(case.id, "Dr Cy", "COVID-19", 3, None, "", "cxr-resnet18", "v1", "Normal", 0.6)
+    assert [r.model_label for r in library.reads(case.meeting_id)] == [None, "Normal"]
+
+
 @pytest.mark.parametrize(
     ("call", "words"),
     [
@@ -247,6 +285,9 @@ def test_a_library_made_before_meetings_gets_them_when_opened(tmp_path: Path) ->
         (lambda lib, m: lib.add_read(1, "Dr Bob", "pneumonia?", 3), "Unknown read 'pneumonia?'"),
         (lambda lib, m: lib.add_read(1, "Dr Bob", "Normal", 3, None, "x" * 5000), "at most 4000"),
         (lambda lib, m: lib.add_read(99, "Dr Bob", "Normal", 3), "no meeting case 99"),
+        (lambda lib, m: lib.add_read(1, "Dr Bob", "Normal", 3, None, "", None, None, "Normal"), "model's id"),
+        (lambda lib, m: lib.add_read(1, "Dr Bob", "Normal", 3, None, "", "m", "v", "Normal", 1.5), "from 0 to 1"),
+        (lambda lib, m: lib.add_read(1, "Dr Bob", "Normal", 3, None, "", "m", "v", "Normal", float("nan")), "0 to 1"),
     ],
 )
 def test_bad_input_is_refused_in_plain_words_and_changes_nothing(lib: SqliteLibrary, call, words: str) -> None:  # noqa: ANN001
