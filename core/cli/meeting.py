@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+from pathlib import Path
 
-from core.cli.common import library_arg, open_existing, weights_arg
+from core.cli.common import device_arg, library_arg, open_existing, registry_of, weights_arg
 from core.errors import InvalidInputError
-from core.review.meetings import HIDEABLE, Meeting, check_date, model_card, reads_by_case, today
+from core.review.agreement import Agreement, Proportion
+from core.review.meetings import HIDEABLE, Meeting, check_date, reads_by_case, today
+from core.review.model_read import model_read
+from core.review.summary import MeetingSummary, QuestionSummary, meeting_summary, reads_csv
 
 
 def _hideable(text: str) -> str:
@@ -84,11 +89,31 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     read.add_argument("--confidence", required=True, type=_meeting_id, help="1 (a guess) to 5 (certain)")
     read.add_argument("--agrees", choices=("yes", "no"), default=None, help="whether the reader agrees with --model")
     read.add_argument("--comment", default="", help="free text; never a patient's name")
-    read.add_argument("--model", default=None, help="the model the read is compared with (its version is stored)")
+    read.add_argument(
+        "--model",
+        default=None,
+        help="the model the read is compared with: it reads the case now, and its version, label and probability "
+        "are stored with the read",
+    )
     read.add_argument("--json", action="store_true")
     weights_arg(read)
+    device_arg(read)
     library_arg(read)
     read.set_defaults(func=run_read)
+
+    summary = cmd.add_parser(
+        "summary", help="agreement of the readers with the model, with the truth and with each other; disagreements"
+    )
+    summary.add_argument("meeting_ids", nargs="+", type=_meeting_id, metavar="MEETING_ID")
+    summary.add_argument("--json", action="store_true")
+    library_arg(summary)
+    summary.set_defaults(func=run_summary)
+
+    export = cmd.add_parser("export", help="a meeting's reads as CSV, one row per read (no patient name or date)")
+    export.add_argument("meeting_id", type=_meeting_id, metavar="MEETING_ID")
+    export.add_argument("--csv", type=Path, required=True, metavar="PATH", help="the CSV file to write")
+    library_arg(export)
+    export.set_defaults(func=run_export)
 
 
 def _hides(items: frozenset[str]) -> str:
@@ -177,15 +202,115 @@ def run_move(args: argparse.Namespace) -> int:
 def run_read(args: argparse.Namespace) -> int:
     if args.agrees is not None and args.model is None:
         raise InvalidInputError("--agrees needs --model: the model the reader agrees or disagrees with.")
-    version = None if args.model is None else model_card(args.weights, args.model).version
     library = open_existing(args)
     agrees = None if args.agrees is None else args.agrees == "yes"
+    model = None
+    if args.model is not None:  # the model's read of the case, stored with the reader's
+        model = model_read(library, library.meeting_case(args.case_id), registry_of(args), args.model)
     read_id = library.add_read(
-        args.case_id, args.reader, args.read, args.confidence, agrees, args.comment, args.model, version
+        args.case_id,
+        args.reader,
+        args.read,
+        args.confidence,
+        agrees,
+        args.comment,
+        args.model,
+        None if model is None else model.model_version,
+        None if model is None else model.label,
+        None if model is None else model.probability,
+        None if model is None else model.threshold,
     )
     if args.json:
         meeting_id = library.meeting_case(args.case_id).meeting_id
         print(json.dumps(next(r for r in library.reads(meeting_id) if r.id == read_id).as_dict()))
     else:
         print(f"read {read_id} recorded for case {args.case_id}")
+        if model is not None:
+            print(f"  {model.reason}")
+    return 0
+
+
+def _interval(value: float, low: float, high: float, digits: str) -> str:
+    if math.isnan(value):
+        return "-"
+    return f"{value:{digits}} ({low:{digits}} to {high:{digits}})"
+
+
+def _kappa_text(a: Agreement) -> str:
+    return _interval(a.kappa, a.ci_low, a.ci_high, ".2f") + (f" n={a.n}" if a.n else "")
+
+
+def _share_text(p: Proportion | None) -> str:
+    if p is None:
+        return ""
+    return "-" if not p.defined else f"{p.successes}/{p.n} " + _interval(p.estimate, p.ci_low, p.ci_high, ".0%")
+
+
+def _print_question(q: QuestionSummary) -> None:
+    print(f"\n{q.question} ({', '.join(q.labels)})")
+    if q.note:
+        print(f"  {q.note}")
+    binary = q.pooled.sensitivity is not None
+    for f in (*q.readers, q.pooled):
+        print(f"  {f.reader}: {f.n_reads} reads")
+        print(f"    kappa with the model: {_kappa_text(f.vs_model)}")
+        if f.vs_model.reason and f is not q.pooled:
+            print(f"      ({f.vs_model.reason})")
+        print(f"    accuracy: reader {_share_text(f.accuracy)}; model {_share_text(f.model_accuracy)}")
+        if binary:
+            print(
+                f"    sensitivity for COVID: reader {_share_text(f.sensitivity)}; model {_share_text(f.model_sensitivity)}"
+            )
+            print(
+                f"    specificity for COVID: reader {_share_text(f.specificity)}; model {_share_text(f.model_specificity)}"
+            )
+    pooled = q.pooled.vs_model
+    if pooled.reason:
+        print(f"  note on the pooled kappa: {pooled.reason}")
+    b = q.between_readers
+    print(f"  between readers (Fleiss' kappa): {_kappa_text(b)}" + (f"; {b.reason}" if b.reason else ""))
+
+
+def _print_summary(s: MeetingSummary) -> None:
+    print(f"meetings {', '.join(str(m) for m in s.meeting_ids)}: {'; '.join(s.titles)}")
+    print(f"{s.n_cases} cases, {s.n_reads} reads by {len(s.readers)} readers")
+    print(s.truth_note)
+    print(s.models_note)
+    for q in s.questions:
+        _print_question(q)
+    print(f"\ncases, the {len(s.disagreements)} where the room and the model disagree first:")
+    for c in s.cases:
+        mark = "DISAGREE" if c.disagrees else "        "
+        what = "whole patient" if c.study_id is None else f"study {c.study_id}"
+        model = "-" if c.model_label is None else c.model_label
+        if c.model_label is not None and c.model_probability is not None:
+            model += f" {c.model_probability:.0%}"
+            if c.model_threshold is not None:
+                model += f" (threshold {c.model_threshold:.0%})"
+        truth = "unknown" if c.truth is None else f"{c.truth} ({c.truth_source})"
+        room = c.room_read or ("no reads" if not c.reads else "no majority")
+        print(
+            f"  {mark} meeting {c.meeting_id} case {c.position:>2} {c.pseudonym} {what}: room {room}; "
+            f"model {model}; truth {truth}"
+        )
+
+
+def run_summary(args: argparse.Namespace) -> int:
+    library = open_existing(args)
+    summary = meeting_summary(library, args.meeting_ids)
+    if args.json:
+        print(json.dumps(summary.to_json()))
+    else:
+        _print_summary(summary)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    library = open_existing(args)
+    text = reads_csv(library, args.meeting_id)
+    try:
+        args.csv.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise InvalidInputError(f"Could not write {args.csv}: {e.strerror}.") from e
+    print(f"{len(library.reads(args.meeting_id))} reads of meeting {args.meeting_id} written to {args.csv}")
     return 0

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
+import pytest
+
+from core.labels import XRAY_LABELS
 from core.library.demo import DEMO_MEETING_TITLE
 from core.library.store import open_library
+from core.review.agreement import cohen_kappa
+from core.review.summary import EXPORT_COLUMNS
 from tests.cli_helpers import assert_one_line_error, run, run_json
 
 
@@ -51,6 +58,9 @@ def test_a_meeting_round_trip_from_the_command_line(library_copy: Path, tiny_wei
     )
     assert (read["read"], read["confidence"], read["agrees_with_model"]) == ("COVID-19", 4, False)
     assert (read["model_id"], read["model_version"]) == ("cxr-resnet18", "test-1")
+    # The model read the case when the read was recorded; its answer is stored with the read.
+    assert read["model_label"] in XRAY_LABELS and 1 / 3 <= read["model_probability"] <= 1
+    assert read["model_threshold"] is None  # an argmax has no threshold
 
     shown = run_json(capsys, "meeting", "show", str(mid), *lib)
     assert [(c["id"], c["position"]) for c in shown["cases"]] == [(b["id"], 1), (a["id"], 2)]
@@ -89,3 +99,78 @@ def test_refusals_are_one_line(library_copy: Path, tiny_weights: Path, capsys) -
     assert_one_line_error(*run(capsys, *read[:-2], "--library", str(library_copy / "missing")), "no case library")
     # Nothing of the refused commands was stored.
     assert open_library(library_copy).reads(int(mid)) == []
+
+
+def test_a_meetings_summary_and_its_csv_from_the_command_line(
+    library_copy: Path, tiny_weights: Path, tmp_path: Path, capsys
+) -> None:
+    lib = ("--library", str(library_copy))
+    library = open_library(library_copy)
+    studies = [
+        (p.pseudonym, s.id, s.label)
+        for p in library.patients()[:3]
+        for s in library.patient(p.pseudonym).studies[-1:]
+        if s.modality == "X-ray"
+    ]
+    assert len(studies) >= 2  # the demo patients' latest studies are mostly X-rays
+    ct = next(
+        (p.pseudonym, s.id)
+        for p in library.patients()
+        for s in library.patient(p.pseudonym).studies
+        if s.modality == "CT"
+    )
+    mid = str(run_json(capsys, "meeting", "create", "--title", "Summary", "--date", "2026-03-06", *lib)["id"])
+    cases = [str(run_json(capsys, "meeting", "add", mid, p, "--study", str(s), *lib)["id"]) for p, s, _ in studies]
+    model = ("--model", "cxr-resnet18", "--weights", str(tiny_weights))
+    for case in cases:
+        for reader, read in (("Dr Ann", "COVID-19"), ("Dr Bob", "Normal")):
+            args = ("meeting", "read", case, "--reader", reader, "--read", read, "--confidence", "3", *model, *lib)
+            assert run(capsys, *args)[0] == 0
+
+    summary = run_json(capsys, "meeting", "summary", mid, *lib)
+    assert (summary["n_cases"], summary["n_reads"], summary["readers"]) == (
+        len(cases),
+        2 * len(cases),
+        ["Dr Ann", "Dr Bob"],
+    )
+    stored = open_library(library_copy).reads(int(mid))
+    xray = next(q for q in summary["questions"] if q["question"] == "X-ray class")
+    ann = [r for r in stored if r.reader == "Dr Ann"]
+    expected = cohen_kappa([r.read for r in ann], [r.model_label for r in ann], XRAY_LABELS)
+    assert xray["readers"][0]["reader"] == "Dr Ann" and xray["readers"][0]["vs_model"]["n"] == len(cases)
+    got = xray["readers"][0]["vs_model"]["kappa"]
+    assert (got is None and not expected.defined) or got == pytest.approx(expected.kappa)
+    # Ann and Bob always differ, so the room has no majority and no case is a disagreement with the model.
+    assert summary["n_disagreements"] == 0 and {c["room_read"] for c in summary["cases"]} == {None}
+    assert [c["truth"] for c in summary["cases"]] == [label for _, _, label in studies]
+
+    status, out, err = run(capsys, "meeting", "summary", mid, *lib)
+    assert status == 0, err
+    assert "kappa with the model" in out and "between readers (Fleiss' kappa)" in out and "no majority" in out
+
+    path = tmp_path / "reads.csv"
+    status, out, err = run(capsys, "meeting", "export", mid, "--csv", str(path), *lib)
+    assert status == 0 and out.strip() == f"{2 * len(cases)} reads of meeting {mid} written to {path}", err
+    rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+    assert tuple(rows[0]) == EXPORT_COLUMNS
+    assert [(r["pseudonym"], r["study"], r["reader"]) for r in rows] == [
+        (p, str(s), reader) for p, s, _ in studies for reader in ("Dr Ann", "Dr Bob")
+    ]
+    by_id = {(r.reader, str(r.meeting_case_id)): r for r in stored}
+    for row, case in zip(rows, [c for c in cases for _ in range(2)], strict=True):
+        read = by_id[(row["reader"], case)]
+        assert (row["model_id"], row["model_version"], row["model_label"]) == (
+            "cxr-resnet18",
+            "test-1",
+            read.model_label,
+        )
+        assert float(row["model_probability"]) == pytest.approx(read.model_probability)
+
+    # A model that does not read the case's study is refused in one line, and nothing is stored.
+    ct_case = str(run_json(capsys, "meeting", "add", mid, ct[0], "--study", str(ct[1]), *lib)["id"])
+    args = ("meeting", "read", ct_case, "--reader", "Dr Ann", "--read", "COVID", "--confidence", "3", *model, *lib)
+    assert_one_line_error(*run(capsys, *args), "reads X-ray studies")
+    assert_one_line_error(*run(capsys, "meeting", "summary", "999", *lib), "no meeting 999")
+    bad = ("meeting", "export", mid, "--csv", str(tmp_path / "no-such-folder" / "r.csv"), *lib)
+    assert_one_line_error(*run(capsys, *bad), "could not write")
+    assert len(open_library(library_copy).reads(int(mid))) == 2 * len(cases)
