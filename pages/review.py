@@ -248,22 +248,26 @@ def present(meeting: Meeting, *, large: bool) -> None:
     if not studies:
         st.info(f"{case.pseudonym} has no study to show.")
         return
-    if len(studies) > 1:
-        ids = [s.id for s in studies]
-        chosen = st.selectbox(
-            "Study",
-            ids,
-            index=len(ids) - 1,
-            key=f"review_study_{case.id}",
-            format_func=lambda i: review.study_label(next(s for s in studies if s.id == i)),
-        )
-        study = next(s for s in studies if s.id == chosen)
-    else:
-        study = studies[0]
+    prev, where, reveal, nxt = st.columns([1.2, 4, 1.4, 1.2], vertical_alignment="center")
+    images, facts = st.columns([3, 1] if large else [2, 1])
+    with facts:
+        if len(studies) > 1:
+            ids = [s.id for s in studies]
+            chosen = st.selectbox(
+                "Study",
+                ids,
+                index=len(ids) - 1,
+                key=f"review_study_{case.id}",
+                format_func=lambda i: review.study_label(next(s for s in studies if s.id == i)),
+            )
+            study = next(s for s in studies if s.id == chosen)
+        else:
+            study = studies[0]
+        model_id = review.compared_model_id(registry, study, patient.summary.source)
+        cam = study.modality == "X-ray" and model_id is not None and st.toggle("Grad-CAM overlay", key="review_cam")
 
-    prev, where, reveal, nxt = st.columns([2, 3, 2, 2], vertical_alignment="center")
     prev.button(
-        "← Previous",
+        "Previous",
         key="review_prev",
         shortcut="ArrowLeft",
         on_click=_step,
@@ -276,11 +280,11 @@ def present(meeting: Meeting, *, large: bool) -> None:
         if reveal.button("Hide again", key="review_hide", use_container_width=True):
             if _error_line(lambda: library.reveal(case.id, False)):
                 st.rerun()
-    elif reveal.button("Reveal (V)", key="review_reveal", shortcut="v", type="primary", use_container_width=True):
+    elif reveal.button("Reveal", key="review_reveal", shortcut="v", type="primary", use_container_width=True):
         if _error_line(lambda: library.reveal(case.id, True)):
             st.rerun()
     nxt.button(
-        "Next →",
+        "Next",
         key="review_next",
         shortcut="ArrowRight",
         on_click=_step,
@@ -289,22 +293,17 @@ def present(meeting: Meeting, *, large: bool) -> None:
         use_container_width=True,
     )
 
-    model_id = review.compared_model_id(registry, study, patient.summary.source)
-    cam = study.modality == "X-ray" and model_id is not None and st.toggle("Grad-CAM overlay", key="review_cam")
     cam_model = model_id if cam else None
     prior = review.prior_of(patient, study)
-    images, facts = st.columns([3, 1] if large else [2, 1])
     with images:
         if prior is not None:
             left, right = st.columns(2)
             with left:
-                st.caption("Prior")
-                review.show_study(library, prior, cam_model=cam_model, height=560)
+                review.show_study(library, prior, cam_model=cam_model, height=520, what="Prior: ")
             with right:
-                st.caption("Current")
-                review.show_study(library, study, cam_model=cam_model, height=560)
+                review.show_study(library, study, cam_model=cam_model, height=520, what="Current: ")
         else:
-            review.show_study(library, study, cam_model=cam_model, height=680 if large else 560)
+            review.show_study(library, study, cam_model=cam_model, height=600)
     with facts:
         st.subheader("Revealed" if case.revealed else "Hidden until the reveal" if case.hidden else "Known")
         for fact in review.case_facts(case, patient, study):

@@ -41,10 +41,11 @@ HIDDEN = "hidden until the reveal"
 #: Presenter mode's type, large enough to read from the back of a room at 1920 x 1080.
 PRESENTER_CSS = """
 <style>
-.stMainBlockContainer { padding-top: 1.5rem; max-width: 100%; }
+.stMainBlockContainer { padding-top: 1rem; max-width: 100%; }
 .stMainBlockContainer p, .stMainBlockContainer li, .stMainBlockContainer label,
 .stMainBlockContainer button p { font-size: 1.45rem !important; }
-.stMainBlockContainer h1 { font-size: 2.6rem !important; }
+.stMainBlockContainer [data-testid="stCaptionContainer"] p { font-size: 1rem !important; }
+.stMainBlockContainer h1 { font-size: 2rem !important; padding-top: 0 !important; }
 .stMainBlockContainer h2 { font-size: 2.3rem !important; }
 .stMainBlockContainer h3 { font-size: 1.9rem !important; }
 </style>
@@ -219,11 +220,11 @@ def _ct_figure(library: CaseLibrary, image_id: int, height: int) -> str:
     return f"Axial slice {index + 1} of {count}, lung window."
 
 
-def show_study(library: CaseLibrary, study: Study, *, cam_model: str | None, height: int) -> None:
+def show_study(library: CaseLibrary, study: Study, *, cam_model: str | None, height: int, what: str = "") -> None:
     """A study's image as the presenter shows it: an X-ray (with ``cam_model``'s Grad-CAM unless
     None), a CT series with an axial slice slider, or a stored CT slice image; a plain line when
-    it cannot be read."""
-    st.markdown(f"**{study_label(study)}**")
+    it cannot be read. ``what`` goes before the study's name ("Prior: ")."""
+    st.markdown(f"**{what}{study_label(study)}**")
     if not study.images:
         st.info("This study has no stored image.")
         return
