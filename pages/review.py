@@ -215,6 +215,12 @@ def record_read(case: MeetingCase, study: Study, model_id: str | None) -> None:
             st.error("Choose a read first.")
         else:
             version = model_card(resources.weights_dir(), model_id).version if model_id else None
+            said = None
+            if model_id:  # what the model read is kept with the read, for the agreement figures
+                try:
+                    said = review.case_model_read(library, registry, case, study, model_id)
+                except DashboardError:
+                    said = None
             if _error_line(
                 lambda: library.add_read(
                     case.id,
@@ -225,6 +231,9 @@ def record_read(case: MeetingCase, study: Study, model_id: str | None) -> None:
                     comment,
                     model_id,
                     version,
+                    model_label=said.label if said else None,
+                    model_probability=said.probability if said else None,
+                    model_threshold=said.threshold if said else None,
                 )
             ):
                 st.success(f"Read recorded for {reader}: {read}, confidence {confidence}.")

@@ -24,7 +24,7 @@ from core.library.records import Patient, Study
 from core.library.store import CaseLibrary
 from core.models.registry import ModelRegistry
 from core.review.meetings import HIDEABLE, Meeting, MeetingCase
-from core.review.model_read import default_model_id, model_read
+from core.review.model_read import ModelRead, default_model_id, model_read
 from core.search.embeddings import read_stored_xray
 from core.text import describe_outcome
 from core.trajectory.scores import read_stored_ct
@@ -142,6 +142,21 @@ def compared_model_id(registry: ModelRegistry, study: Study, source: str) -> str
         return None
 
 
+def case_model_read(
+    library: CaseLibrary, registry: ModelRegistry, case: MeetingCase, study: Study, model_id: str
+) -> ModelRead:
+    """The model's read of the study shown (once per session and model version)."""
+    return memo(
+        ("review-model-read", study.id, model_id, registry.card(model_id).version),
+        model_read,
+        library,
+        dataclasses.replace(case, study_id=study.id),
+        registry,
+        model_id,
+        load=resources.model,
+    )
+
+
 def model_outputs(
     library: CaseLibrary, registry: ModelRegistry, case: MeetingCase, study: Study, model_id: str
 ) -> None:
@@ -149,15 +164,7 @@ def model_outputs(
     against (an X-ray class is the most probable of the model's classes: no threshold)."""
     try:
         card = registry.card(model_id)
-        read = memo(
-            ("review-model-read", study.id, model_id, card.version),
-            model_read,
-            library,
-            dataclasses.replace(case, study_id=study.id),
-            registry,
-            model_id,
-            load=resources.model,
-        )
+        read = case_model_read(library, registry, case, study, model_id)
     except DashboardError as e:
         st.markdown(f"**Model outputs**: none ({e})")
         return

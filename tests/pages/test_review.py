@@ -179,6 +179,7 @@ def test_a_recorded_read_is_in_the_library_with_the_model_version(library, tiny_
     else:
         assert read.agrees_with_model is False
         assert read.model_version == model_card(tiny_weights, read.model_id).version
+        assert read.model_probability is not None  # what the model read is kept with the read
     assert any("Read recorded for Dr Reader" in s.value for s in at.success)
     # The name is typed once: the next case's form already knows the reader.
     click(at, "review_next")
