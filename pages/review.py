@@ -8,8 +8,6 @@ read-only screen (``DASHBOARD_READ_ONLY``) never shows the preparation controls 
 from __future__ import annotations
 
 import datetime
-import importlib
-import importlib.util
 from collections.abc import Callable
 
 import streamlit as st
@@ -28,11 +26,10 @@ from core.review.meetings import (
     read_choices,
     reads_by_case,
 )
-from ui import frame, resources, review
+from ui import frame, resources, review, review_summary
 from ui.library import library_or_stop
 
 AGREES = {"yes": True, "no": False, "not sure": None}
-SUMMARY_MODULE = "ui.review_summary"
 WHOLE_PATIENT = 0
 PENDING_MEETING = "review_meeting_next"
 
@@ -327,17 +324,12 @@ if presenting:
     review.presenter_css()
     present(meeting, large=True)
 else:
-    names = (["Prepare"] if editing_allowed else []) + ["Present"]
-    has_summary = importlib.util.find_spec(SUMMARY_MODULE) is not None
-    if has_summary:
-        names.append("Summary")
+    names = (["Prepare"] if editing_allowed else []) + ["Present", "Summary"]
     tabs = dict(zip(names, st.tabs(names), strict=True))
     if "Prepare" in tabs:
         with tabs["Prepare"]:
             prepare(meeting)
     with tabs["Present"]:
         present(meeting, large=False)
-    if has_summary:
-        with tabs["Summary"]:
-            # Imported by name: the summary module is another engineer's and may not exist yet.
-            importlib.import_module(SUMMARY_MODULE).summary(library, meeting)
+    with tabs["Summary"]:
+        review_summary.summary(library, meeting)

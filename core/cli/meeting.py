@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 from core.cli.common import device_arg, library_arg, open_existing, registry_of, weights_arg
 from core.errors import InvalidInputError
-from core.review.agreement import Agreement, Proportion
 from core.review.meetings import HIDEABLE, Meeting, check_date, reads_by_case, today
 from core.review.model_read import model_read
-from core.review.summary import MeetingSummary, QuestionSummary, meeting_summary, reads_csv
+from core.review.summary import MeetingSummary, QuestionSummary, kappa_text, meeting_summary, reads_csv, share_text
 
 
 def _hideable(text: str) -> str:
@@ -230,22 +228,6 @@ def run_read(args: argparse.Namespace) -> int:
     return 0
 
 
-def _interval(value: float, low: float, high: float, digits: str) -> str:
-    if math.isnan(value):
-        return "-"
-    return f"{value:{digits}} ({low:{digits}} to {high:{digits}})"
-
-
-def _kappa_text(a: Agreement) -> str:
-    return _interval(a.kappa, a.ci_low, a.ci_high, ".2f") + (f" n={a.n}" if a.n else "")
-
-
-def _share_text(p: Proportion | None) -> str:
-    if p is None:
-        return ""
-    return "-" if not p.defined else f"{p.successes}/{p.n} " + _interval(p.estimate, p.ci_low, p.ci_high, ".0%")
-
-
 def _print_question(q: QuestionSummary) -> None:
     print(f"\n{q.question} ({', '.join(q.labels)})")
     if q.note:
@@ -253,22 +235,22 @@ def _print_question(q: QuestionSummary) -> None:
     binary = q.pooled.sensitivity is not None
     for f in (*q.readers, q.pooled):
         print(f"  {f.reader}: {f.n_reads} reads")
-        print(f"    kappa with the model: {_kappa_text(f.vs_model)}")
+        print(f"    kappa with the model: {kappa_text(f.vs_model)}")
         if f.vs_model.reason and f is not q.pooled:
             print(f"      ({f.vs_model.reason})")
-        print(f"    accuracy: reader {_share_text(f.accuracy)}; model {_share_text(f.model_accuracy)}")
+        print(f"    accuracy: reader {share_text(f.accuracy)}; model {share_text(f.model_accuracy)}")
         if binary:
             print(
-                f"    sensitivity for COVID: reader {_share_text(f.sensitivity)}; model {_share_text(f.model_sensitivity)}"
+                f"    sensitivity for COVID: reader {share_text(f.sensitivity)}; model {share_text(f.model_sensitivity)}"
             )
             print(
-                f"    specificity for COVID: reader {_share_text(f.specificity)}; model {_share_text(f.model_specificity)}"
+                f"    specificity for COVID: reader {share_text(f.specificity)}; model {share_text(f.model_specificity)}"
             )
     pooled = q.pooled.vs_model
     if pooled.reason:
         print(f"  note on the pooled kappa: {pooled.reason}")
     b = q.between_readers
-    print(f"  between readers (Fleiss' kappa): {_kappa_text(b)}" + (f"; {b.reason}" if b.reason else ""))
+    print(f"  between readers (Fleiss' kappa): {kappa_text(b)}" + (f"; {b.reason}" if b.reason else ""))
 
 
 def _print_summary(s: MeetingSummary) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
@@ -553,3 +554,21 @@ def reads_csv(library: CaseLibrary, meeting_id: int) -> str:
             }
         )
     return out.getvalue()
+
+
+def _interval(value: float, low: float, high: float, digits: str) -> str:
+    if math.isnan(value):
+        return "-"
+    return f"{value:{digits}} ({low:{digits}} to {high:{digits}})"
+
+
+def kappa_text(a: Agreement) -> str:
+    """A kappa as the CLI and the page write it: "0.40 (0.15 to 0.65) n=50", "-" when undefined."""
+    return _interval(a.kappa, a.ci_low, a.ci_high, ".2f") + (f" n={a.n}" if a.n else "")
+
+
+def share_text(p: Proportion | None) -> str:
+    """A proportion with its interval: "8/10 80% (49% to 94%)", "-" when nothing was counted."""
+    if p is None:
+        return ""
+    return "-" if not p.defined else f"{p.successes}/{p.n} " + _interval(p.estimate, p.ci_low, p.ci_high, ".0%")

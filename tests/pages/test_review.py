@@ -56,7 +56,7 @@ def test_the_page_opens_the_demo_meeting_at_its_first_case(library) -> None:  # 
     assert demo.title == DEMO_MEETING_TITLE
     at = run_page()
     assert at.selectbox(key="review_meeting").value == demo.id
-    assert [t.label for t in at.tabs] == ["Prepare", "Present"]
+    assert [t.label for t in at.tabs] == ["Prepare", "Present", "Summary"]
     assert progress(at) == f"Case 1 of {len(demo.cases)}"
     first = demo.cases[0].pseudonym
     assert any(m.startswith(f"### {first} · day ") for m in markdown(at))
@@ -189,8 +189,29 @@ def test_a_recorded_read_is_in_the_library_with_the_model_version(library, tiny_
 def test_a_read_only_screen_shows_no_preparation(library, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     monkeypatch.setenv("DASHBOARD_READ_ONLY", "1")
     at = run_page()
-    assert [t.label for t in at.tabs] == ["Present"]
+    assert [t.label for t in at.tabs] == ["Present", "Summary"]
     keys = {b.key for b in at.button}
     assert not {"review_add", "review_create"} & keys
     assert not any(k.startswith(("review_up_", "review_down_", "review_remove_")) for k in keys)
     assert progress(at).startswith("Case 1 of ")
+
+
+def test_the_summary_tab_lists_the_disagreements_first_with_the_figures(library) -> None:  # noqa: ANN001
+    (demo,) = library.meetings()
+    first, second = demo.cases[0], demo.cases[1]
+    # Two readers; the model said not COVID on the first case (where the room says COVID) and
+    # COVID on the second (where the room agrees).
+    for reader in ("Dr A", "Dr B"):
+        library.add_read(first.id, reader, "COVID", 4, False, "", "m", "1", "not COVID", 0.2, 0.5)
+        library.add_read(second.id, reader, "COVID", 3, True, "", "m", "1", "COVID", 0.9, 0.5)
+    at = run_page()
+    assert "Summary" in [t.label for t in at.tabs]
+    assert any(f"{len(demo.cases)} cases, 4 reads by 2 readers" in m for m in markdown(at))
+    cases = next(d.value for d in at.dataframe if "Room" in d.value.columns)
+    assert list(cases["Case"][:2]) == [first.position, second.position]
+    assert list(cases[""]) == ["disagree"] + [""] * (len(demo.cases) - 1)
+    assert list(cases["Room"][:3]) == ["COVID", "COVID", "no reads"]
+    assert cases["Model"].iloc[0] == "not COVID 20% (threshold 50%)"  # the threshold beside the probability
+    figures = next(d.value for d in at.dataframe if "Reader" in d.value.columns)
+    assert {"Dr A", "Dr B"} <= set(figures["Reader"])
+    assert at.get("download_button")
