@@ -44,6 +44,9 @@ from ui.search import INDEXING
 logger = logging.getLogger(__name__)
 
 THREAD_NAME = "library-warm-up"
+#: Threads that use the process's cached resources outside a page's script: this one, and the
+#: first-launch build's (ui/library.py), which starts the warm-up when it is done.
+_BACKGROUND_THREADS = frozenset({THREAD_NAME, "demo-library-build"})
 #: The Kaplan-Meier analyses whose model predictions the Survival page shows or offers.
 SURVIVAL_ANALYSES: tuple[tuple[str, str], ...] = (
     ("discharge", "model"),
@@ -55,11 +58,11 @@ TRAJECTORY_CT_MODEL, TRAJECTORY_XRAY_MODEL = "covid3d", "cxr-resnet18"
 
 
 class _FromWarmUpThread(logging.Filter):
-    """Streamlit warns once per cached call made outside a page's script ("missing
-    ScriptRunContext"); loading the models from this thread is meant to be so."""
+    """Streamlit warns at each cached call made outside a page's script ("missing
+    ScriptRunContext"); the background threads' calls are meant to be so."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.threadName != THREAD_NAME
+        return record.threadName not in _BACKGROUND_THREADS
 
 
 logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").addFilter(_FromWarmUpThread())
@@ -188,13 +191,16 @@ def _steps(warm: WarmUp, registry: ModelRegistry, library: SqliteLibrary) -> lis
     ):
         if not ids:
             continue
-        model_id = default if default in ids else ids[0]
+        # The Trajectories page's first choice; for CTs also the Survival page's s(t) model.
+        wanted = [default if default in ids else ids[0]] + ([roles["s"]] if unit == "CT scans" and "s" in roles else [])
+        model_ids = list(dict.fromkeys(wanted))
 
-        def scores(model_id: str = model_id, unit: str = unit) -> None:
-            report = score_library(
-                library, resources.model(model_id), progress=progress(f"Preparing trajectories ({model_id})", unit)
-            )
-            warm.problems += [f"Not scored by {model_id}: {p}" for p in report.problems[:20]]
+        def scores(model_ids: list[str] = model_ids, unit: str = unit) -> None:
+            for model_id in model_ids:
+                report = score_library(
+                    library, resources.model(model_id), progress=progress(f"Preparing trajectories ({model_id})", unit)
+                )
+                warm.problems += [f"Not scored by {model_id}: {p}" for p in report.problems[:20]]
 
         steps.append((f"the trajectories of {unit}", scores))
     return steps
@@ -208,7 +214,7 @@ def _run(warm: WarmUp, registry: ModelRegistry) -> None:
         warm.problems.append(f"The library could not be prepared: {e}")
         steps = []
     for what, step in steps:
-        warm.done = warm.total = 0
+        warm.step, warm.unit, warm.done, warm.total = f"Preparing {what}", "", 0, 0
         try:
             step()
         except DashboardError as e:
