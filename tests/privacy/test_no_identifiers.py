@@ -226,9 +226,11 @@ def test_commands_that_read_the_library(
     marked_library: MarkedLibrary,
     capsys: pytest.CaptureFixture[str],
     records: list[logging.LogRecord],
+    tmp_path: Path,
 ) -> None:
-    """km, evaluate-retrieval, findings-change and the audit log, on a library holding the
-    marked cases (the Kaplan-Meier cohort is made of them)."""
+    """km, evaluate-retrieval, findings-change, a case-review meeting (read, summary, CSV export)
+    and the audit log, on a library holding the marked cases (the Kaplan-Meier cohort is made of
+    them)."""
     lib = ("--library", str(marked_library.root))
     streams = []
     got = run_cli(capsys, "km", "--endpoint", "death", "--group-by", "age", "--json", *lib)
@@ -241,6 +243,35 @@ def test_commands_that_read_the_library(
     got = run_cli(capsys, "findings-change", "--json", *lib)
     assert json.loads(got[0])["n_pairs"] >= 1
     streams.append(got)
+    # A case-review meeting of the marked patient, read against the model, summarised and exported.
+    got = run_cli(capsys, "meeting", "create", "--title", "Privacy check", "--json", *lib)
+    meeting = str(json.loads(got[0])["id"])
+    got = run_cli(capsys, "meeting", "add", meeting, marked_library.pseudonym, "--json", *lib)
+    case = str(json.loads(got[0])["id"])
+    streams.append(
+        run_cli(
+            capsys,
+            "meeting",
+            "read",
+            case,
+            "--reader",
+            "Dr Reader",
+            "--read",
+            "COVID-19",
+            "--confidence",
+            "4",
+            "--model",
+            "cxr-resnet18",
+            *lib,
+        )
+    )
+    got = run_cli(capsys, "meeting", "summary", meeting, "--json", *lib)
+    assert json.loads(got[0])["n_reads"] == 1
+    streams.append(got)
+    csv_path = tmp_path / "reads.csv"
+    streams.append(run_cli(capsys, "meeting", "export", meeting, "--csv", str(csv_path), *lib))
+    assert csv_path.read_text(encoding="utf-8").count("\n") == 2  # the header and the read
+    assert_none(find_markers(csv_path.read_bytes(), marked.markers, "csv"), marked, "the meeting's CSV export")
     got = run_cli(capsys, "library", "audit", "--json", *lib)
     entries = [json.loads(line) for line in got[0].splitlines()]
     assert any(e["pseudonym"] == marked_library.pseudonym for e in entries)
