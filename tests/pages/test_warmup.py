@@ -15,6 +15,8 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 import core.survival.analysis as analysis
+import core.trajectory.curves as curves
+import core.trajectory.scores as scores
 import ui.search
 from core.library.importers import add_upload
 from core.library.store import open_library
@@ -134,7 +136,9 @@ def test_home_shows_the_progress_then_says_ready_and_pages_compute_nothing(
     monkeypatch.setattr(ui.search, "index_library", no_call)
     monkeypatch.setattr(analysis, "predict_prognosis", no_call)
     monkeypatch.setattr(analysis, "predict_survival", no_call)
-    monkeypatch.setattr("core.trajectory.scores.score_scan", no_call)
+    # Every module that calls them was imported above, so each binding is patched and restored.
+    monkeypatch.setattr(scores, "score_scan", no_call)
+    monkeypatch.setattr(curves, "score_scan", no_call)
     for page in ("pages/similar.py", "pages/survival.py", "pages/trajectories.py"):
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
         at.switch_page(page).run()
