@@ -30,15 +30,24 @@ def missing_embeddings(library: SqliteLibrary, model: LoadedModel) -> int:
 
 
 def index_missing(library: SqliteLibrary, model: LoadedModel) -> list[str]:
-    """Embed what is missing, with a progress bar; return the lines about unreadable images."""
-    with INDEXING:
-        bar = st.progress(0.0, text=f"Computing {model.id} embeddings of the case library")
+    """Embed what is missing, with a progress bar; return the lines about unreadable images.
+
+    When another session or the library's warm-up is embedding already, the bar says so while
+    this waits for it; the images it embedded are not embedded again.
+    """
+    bar = st.progress(0.0, text=f"Computing {model.id} embeddings of the case library")
+    if not INDEXING.acquire(blocking=False):
+        bar.progress(0.0, text="The library is being prepared for searches (Home shows how far); waiting for it")
+        INDEXING.acquire()
+    try:
 
         def progress(done: int, total: int) -> None:
             bar.progress(done / max(total, 1), text=f"Computing {model.id} embeddings: {done} of {total} images")
 
         report = index_library(library, model, progress=progress)
-        bar.empty()
+    finally:
+        INDEXING.release()
+    bar.empty()
     return report.problems
 
 

@@ -144,3 +144,29 @@ def test_home_shows_the_progress_then_says_ready_and_pages_compute_nothing(
         at.switch_page(page).run()
         assert not at.exception, page
         assert not [e.value for e in at.error if "did not expect" in e.value], page
+
+
+def test_pages_visited_during_the_warm_up_work_and_reuse_what_it_stored(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reached, release = threading.Event(), threading.Event()
+    real_index = warmup.index_library
+
+    def slow_index(library, model, *, progress=None):  # noqa: ANN001, ANN202
+        reached.set()
+        release.wait(WAIT_S)
+        return real_index(library, model, progress=progress)
+
+    monkeypatch.setattr(warmup, "index_library", slow_index)
+    warm = warmup.start(str(env))
+    assert warm is not None and reached.wait(WAIT_S)
+    # The Survival page does not wait for the warm-up: it computes its cohort itself.
+    at = AppTest.from_file(str(ROOT / "pages" / "survival.py"), default_timeout=120).run()
+    assert not at.exception and not at.error
+    # Similar cases waits for the embeddings under way (released here after a second), then searches.
+    threading.Timer(1.0, release.set).start()
+    at = AppTest.from_file(str(ROOT / "pages" / "similar.py"), default_timeout=120).run()
+    assert not at.exception and not at.error
+    assert release.is_set()
+    finished(warm)
+    assert warm.problems == []
