@@ -75,6 +75,8 @@ def _never_the_real_library(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     """No test may build or touch the app's own library under data/: point it at a scratch folder."""
     monkeypatch.setenv("DASHBOARD_LIBRARY", str(tmp_path / "scratch-library"))
     monkeypatch.setenv("DASHBOARD_DEMO_PATIENTS", "3")
+    # No background warm-up behind a test that opens Home (tests/pages/test_warmup.py turns it on).
+    monkeypatch.setenv("DASHBOARD_WARM_UP", "0")
 
 
 @pytest.fixture
