@@ -44,7 +44,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -63,19 +62,8 @@ from playwright.async_api import Page, async_playwright  # noqa: E402
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg  # noqa: E402
 
 from core.demo.xray_phantom import generate_xray  # noqa: E402
+from tests.browser import CHROMIUM, CHROMIUM_FLAGS, free_port  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-#: The flags of tests/e2e/test_browser.py.
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 #: The timed steps of a session's script: each is one analysis.
 STEPS = ("upload", "target", "similar", "ct")
 UPLOAD_MODEL = "cxr-resnet18"
@@ -190,12 +178,6 @@ class Sampler(threading.Thread):
 
 
 # -- the server -----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def build_library(folder: Path, patients: int) -> float:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -18,36 +17,19 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
+from tests.browser import CHROMIUM, CHROMIUM_FLAGS, free_port
 from tests.helpers import ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.demo_weights]
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 #: Patients in the demo library the server builds on its first launch (the app's default is 200).
 E2E_PATIENTS = 8
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "DASHBOARD_WEIGHTS_DIR"}
     server = tmp_path_factory.mktemp("server")
     # A fresh clone's first launch, made small: no library yet, so the app builds a demo one.
