@@ -21,9 +21,10 @@ from dataclasses import dataclass
 import streamlit as st
 
 from core.demo.cohort import DEFAULT_PATIENTS
+from core.deployment import read_only
 from core.errors import DashboardError
 from core.io.images import read_xray
-from core.library.demo import build_demo_library, needs_demo_build
+from core.library.demo import add_demo_meeting, build_demo_library, needs_demo_build, needs_demo_meeting
 from core.library.records import Study
 from core.library.store import LibraryError, SqliteLibrary, default_library_path, open_library
 from ui import warmup
@@ -48,6 +49,8 @@ class _DemoBuild:
 
 _BUILDS: dict[str, _DemoBuild] = {}
 _BUILDS_LOCK = threading.Lock()
+#: One session at a time makes the demo meeting of a library built before meetings existed.
+_MEETING_LOCK = threading.Lock()
 
 
 def demo_patients() -> int:
@@ -121,11 +124,17 @@ def library_path() -> str:
 
 def library() -> SqliteLibrary:
     """The app's case library, built from the demo cohort first if it is empty or half-built; its
-    changes are recorded in the audit log under this session's user."""
+    changes are recorded in the audit log under this session's user. A demo library built before
+    case-review meetings existed gets its demo meeting here (not on a read-only screen)."""
     path = library_path()
     if needs_demo_build(path):
         _wait_for(_build(path))
-    return _open(path).acting(current_user())
+    opened = _open(path)
+    if not read_only() and needs_demo_meeting(opened):  # a demo library built before meetings existed
+        with _MEETING_LOCK:
+            if needs_demo_meeting(opened):
+                add_demo_meeting(opened)
+    return opened.acting(current_user())
 
 
 def library_or_stop() -> SqliteLibrary:

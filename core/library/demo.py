@@ -215,6 +215,15 @@ def add_demo_meeting(library: SqliteLibrary) -> int:
     return meeting.id
 
 
+def needs_demo_meeting(library: SqliteLibrary) -> bool:
+    """True when a library of demo patients has never had its demo meeting made, or its making
+    was interrupted: a library built before meetings existed gets one the next time it is opened.
+    A demo meeting someone deleted stays deleted (its making was recorded as complete)."""
+    if library.setting(MEETING_SETTING) == "complete":
+        return False
+    return any(p.source == DEMO_SOURCE for p in library.patients())
+
+
 def needs_demo_build(path: str | Path | None = None) -> bool:
     """True when there is no library at ``path`` yet, it holds no patient, or a demo build
     into it started and did not finish (the app was stopped during its first launch)."""
