@@ -72,22 +72,40 @@ def image_figure(
 IMAGE_CONFIG = {"scrollZoom": True, "displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
 
 
-def side_by_side_figure(left: np.ndarray, right: np.ndarray, titles: tuple[str, str], height: int = 520) -> go.Figure:
-    """Two RGB images (H, W, 3) of the same shape side by side with linked zoom and pan."""
+def side_by_side_figure(
+    left: np.ndarray,
+    right: np.ndarray,
+    titles: tuple[str, str],
+    height: int = 520,
+    pixel_mm: tuple[float, float] = (1.0, 1.0),
+) -> go.Figure:
+    """Two RGB images (H, W, 3) of the same shape side by side with linked zoom and pan.
+
+    Axes are in pixels times ``pixel_mm`` (row height, column width), as in :func:`image_figure`:
+    two CT slices on one grid keep the slice's physical aspect ratio.
+    """
     if left.shape != right.shape:
         raise ValueError(f"images differ in shape: {left.shape} vs {right.shape}")
     h, w = left.shape[:2]
+    row_mm, col_mm = pixel_mm
     fig = make_subplots(rows=1, cols=2, subplot_titles=titles, horizontal_spacing=0.02)
     for col, rgb in ((1, left), (2, right)):
         shown = downsample_for_display(rgb)
         uri = "data:image/png;base64," + base64.b64encode(png_bytes(shown)).decode("ascii")
         fig.add_trace(
-            go.Image(source=uri, x0=0, y0=0, dx=w / shown.shape[1], dy=h / shown.shape[0], hoverinfo="skip"),
+            go.Image(
+                source=uri,
+                x0=0,
+                y0=0,
+                dx=col_mm * w / shown.shape[1],
+                dy=row_mm * h / shown.shape[0],
+                hoverinfo="skip",
+            ),
             row=1,
             col=col,
         )
     # One zoom for both: the second panel's axes follow the first's.
-    fig.update_xaxes(visible=False, range=[0, w], matches="x")
-    fig.update_yaxes(visible=False, range=[h, 0], matches="y", scaleanchor="x")
+    fig.update_xaxes(visible=False, range=[0, w * col_mm], matches="x")
+    fig.update_yaxes(visible=False, range=[h * row_mm, 0], matches="y", scaleanchor="x")
     fig.update_layout(height=height, margin=dict(l=0, r=0, t=30, b=0), dragmode="pan")
     return fig
