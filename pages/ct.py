@@ -32,7 +32,7 @@ from core.report import report_filename_for
 from ui import frame
 from ui.model_card import model_label
 from ui.report import IDENTIFIERS_LABEL, report_download
-from ui.session import digest, memo
+from ui.session import digest, memo, share_ct
 
 CAM_OFF = "Off"
 CAM_UNSIGNED = "COVID3D Grad-CAM (where COVID3D looked)"
@@ -56,6 +56,7 @@ for col, label in zip(demo_cols, DEMO_CTS, strict=True):
     if col.button(f"Demo CT: {label}", key=f"ct_demo_{label}"):
         st.session_state["ct_demo"] = label
 files = [(f.name, f.getvalue()) for f in uploads or []]
+share_ct(files)  # the Case review page can add it to a meeting
 demo_label = st.session_state.get("ct_demo") if not files else None
 if not files and demo_label is None:
     st.info(

@@ -62,3 +62,17 @@ def share_xrays(files: list[tuple[str, bytes]]) -> None:
 def shared_xrays() -> list[tuple[str, bytes]]:
     """The X-ray page's current images in this session, if any (memory only)."""
     return list(st.session_state.get(_SHARED_XRAYS, []))
+
+
+_SHARED_CT = "shared_ct"
+
+
+def share_ct(files: list[tuple[str, bytes]]) -> None:
+    """Remember the CT volume page's current upload (name, bytes per file) for other pages of
+    this session (the Case review page adds it to a meeting); an empty list forgets it."""
+    st.session_state[_SHARED_CT] = list(files)
+
+
+def shared_ct() -> list[tuple[str, bytes]]:
+    """The CT volume page's current upload in this session, if any (memory only)."""
+    return list(st.session_state.get(_SHARED_CT, []))

@@ -196,6 +196,10 @@ class CaseLibrary(abc.ABC):
         """Whether a study with this fingerprint was imported already."""
 
     @abc.abstractmethod
+    def study_of_source_key(self, key: str) -> tuple[str, int] | None:
+        """The patient's pseudonym and the study id of the study with this fingerprint, if any."""
+
+    @abc.abstractmethod
     def source_keys(self) -> set[str]:
         """The fingerprints of every study in the library."""
 
@@ -627,6 +631,14 @@ class SqliteLibrary(CaseLibrary):
     def has_source_key(self, key: str) -> bool:
         with self._connect() as con:
             return con.execute("SELECT 1 FROM studies WHERE source_key = ?", (key,)).fetchone() is not None
+
+    def study_of_source_key(self, key: str) -> tuple[str, int] | None:
+        with self._connect() as con:
+            row = con.execute(
+                "SELECT p.pseudonym, s.id FROM studies s JOIN patients p ON p.id = s.patient_id WHERE s.source_key = ?",
+                (key,),
+            ).fetchone()
+        return None if row is None else (str(row[0]), int(row[1]))
 
     def source_keys(self) -> set[str]:
         with self._connect() as con:
