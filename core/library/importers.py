@@ -678,10 +678,14 @@ def add_upload(
     key = library.content_key(data for _, data in files)
     if library.has_source_key(key):
         raise InvalidInputError("This upload is in the case library already.")
-    if modality == "CT" and len(files) > 1:
-        image, check = prepare_checked_series(files, library.secret(), pseudonym)
-    else:
-        image, check = prepare_checked_image(files[0][0], files[0][1], library.secret(), pseudonym, modality)
+    try:
+        if modality == "CT" and len(files) > 1:
+            image, check = prepare_checked_series(files, library.secret(), pseudonym)
+        else:
+            image, check = prepare_checked_image(files[0][0], files[0][1], library.secret(), pseudonym, modality)
+    except InvalidInputError as e:  # said alone on a page, not after "row 3: " as in an import
+        text = str(e)
+        raise type(e)(text[:1].upper() + text[1:]) from e
     study_id = library.add_case(row.patient, dataclasses.replace(row.study, burned_in=check.summary()), (image,), key)
     return AddedUpload(pseudonym, study_id, burned_in_warning(f"Study {study_id} of patient {pseudonym}", check))
 

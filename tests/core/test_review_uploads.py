@@ -91,3 +91,11 @@ def test_nothing_is_stored_for_an_unknown_meeting_or_patient(library) -> None:  
     with pytest.raises(InvalidInputError):
         add_upload_to_meeting(library, meeting, xray_png(), modality="X-ray", label="Normal", patient="P-nobody")
     assert library.counts() == before
+
+
+def test_an_unreadable_upload_is_one_plain_sentence(library) -> None:  # noqa: ANN001
+    meeting = library.create_meeting("Monday", "2026-12-07")
+    with pytest.raises(InvalidInputError) as e:
+        add_upload_to_meeting(library, meeting, [("scan.png", b"%PDF-1.4 not an image")], modality="X-ray", label=None)
+    assert str(e.value).startswith("The image is a PDF document, not an image.")
+    assert library.meeting(meeting).cases == ()
