@@ -1,19 +1,41 @@
-"""The Case review page's Summary tab: what the room read against the model and the truth.
+"""What the room read against the model and the truth, for one meeting or several pooled.
 
-The figures come from :func:`core.review.summary.meeting_summary`, which reads the stored reads
-only (each keeps what the model read when it was recorded), so the tab never runs a model. The
-cases where the room and the model disagreed come first; the reads download as CSV with the same
+:func:`figures` draws the figures of a list of meetings; the Case review page's Summary tab
+(:func:`summary`) and the Model performance page's Readers tab both use it, so the two pages
+show the same numbers in the same words. The figures come from
+:func:`core.review.summary.meeting_summary`, which reads the stored reads only (each keeps what
+the model read when it was recorded), so neither page runs a model for them. The cases where
+the room and the model disagreed come first; a meeting's reads download as CSV with the same
 rule as the case reports: pseudonyms, days since admission, no patient's name, id or date.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
+
 import pandas as pd
 import streamlit as st
 
+from core.errors import DashboardError
 from core.library.meeting_records import Meeting
 from core.library.store import CaseLibrary
-from core.review.summary import CaseOutcome, QuestionSummary, kappa_text, meeting_summary, reads_csv, share_text
+from core.review.summary import (
+    CaseOutcome,
+    MeetingSummary,
+    QuestionSummary,
+    kappa_text,
+    meeting_summary,
+    reads_csv,
+    share_text,
+)
+
+
+def meeting_label(meeting: Meeting, n_reads: int | None = None) -> str:
+    """How a meeting is named in a meeting chooser: title, its own day (never a patient's),
+    cases and, where counted, reads."""
+    counts = f"{len(meeting.cases)} cases" + ("" if n_reads is None else f", {n_reads} reads")
+    return f"{meeting.title} · {meeting.date} ({counts})"
 
 
 def _model_text(c: CaseOutcome) -> str:
@@ -26,6 +48,12 @@ def _model_text(c: CaseOutcome) -> str:
         if c.model_threshold is not None:
             text += f" (threshold {c.model_threshold:.0%})"
     return text
+
+
+def _meeting_names(s: MeetingSummary) -> dict[int, str]:
+    """Each meeting's title, with its number where two chosen meetings share a title."""
+    repeated = {t for t, n in Counter(s.titles).items() if n > 1}
+    return {m: f"{t} (meeting {m})" if t in repeated else t for m, t in zip(s.meeting_ids, s.titles, strict=True)}
 
 
 def _question(q: QuestionSummary) -> None:
@@ -59,34 +87,56 @@ def _question(q: QuestionSummary) -> None:
     )
 
 
-def summary(library: CaseLibrary, meeting: Meeting) -> None:
-    """The tab: counts, each question's figures, the cases (disagreements first), the CSV."""
-    s = meeting_summary(library, [meeting.id])
-    st.markdown(f"**{s.n_cases} cases, {s.n_reads} reads by {len(s.readers)} readers**")
+def _cases(s: MeetingSummary) -> None:
+    """The cases, the room's disagreements with the model first; which meeting each came from
+    when there are several."""
+    names = _meeting_names(s) if len(s.meeting_ids) > 1 else None
+    rows = []
+    for c in s.cases:
+        row = {"": "disagree" if c.disagrees else ""}
+        if names is not None:
+            row["Meeting"] = names[c.meeting_id]
+        row |= {
+            "Case": c.position,
+            "Patient": c.pseudonym,
+            "Day": "" if c.days_since_admission is None else f"{c.days_since_admission:g}",
+            "Room": c.room_read or ("no reads" if not c.reads else "no majority"),
+            "Model": _model_text(c),
+            "Truth": "unknown" if c.truth is None else c.truth,
+        }
+        rows.append(row)
+    st.markdown(f"**Cases: the {len(s.disagreements)} where the room and the model disagreed first**")
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
+
+
+def figures(library: CaseLibrary, meeting_ids: Sequence[int], *, no_reads: str = "") -> MeetingSummary | None:
+    """The figures of ``meeting_ids`` pooled (one meeting alone is a list of one): counts, each
+    question's figures per reader and for all readers, the cases (disagreements first).
+
+    ``no_reads`` is the hint shown after "No read has been recorded ..." when the meetings hold
+    no read (where to record them). Returns the summary, or None when nothing was shown but a
+    message.
+    """
+    try:
+        s = meeting_summary(library, meeting_ids)
+    except DashboardError as e:
+        st.error(str(e))
+        return None
+    where = "this meeting" if len(s.meeting_ids) == 1 else f"these {len(s.meeting_ids)} meetings"
+    st.markdown(f"**{s.n_cases} cases, {s.n_reads} reads by {len(s.readers)} readers** in {where}")
     if not s.n_reads:
-        st.info("No read has been recorded in this meeting yet: record the room's reads in Present.")
-        return
+        st.info(f"No read has been recorded in {where} yet" + (f": {no_reads}" if no_reads else "."))
+        return None
     st.caption(f"{s.truth_note} {s.models_note}")
     for q in s.questions:
         _question(q)
-    st.markdown(f"**Cases: the {len(s.disagreements)} where the room and the model disagreed first**")
-    st.dataframe(
-        pd.DataFrame(
-            [
-                {
-                    "": "disagree" if c.disagrees else "",
-                    "Case": c.position,
-                    "Patient": c.pseudonym,
-                    "Day": "" if c.days_since_admission is None else f"{c.days_since_admission:g}",
-                    "Room": c.room_read or ("no reads" if not c.reads else "no majority"),
-                    "Model": _model_text(c),
-                    "Truth": "unknown" if c.truth is None else c.truth,
-                }
-                for c in s.cases
-            ]
-        ),
-        hide_index=True,
-    )
+    _cases(s)
+    return s
+
+
+def downloads(library: CaseLibrary, meeting: Meeting) -> None:
+    """One meeting's exports: the reads as CSV."""
+    # The meeting's HTML minute will get its button here, beside the CSV's.
     st.download_button(
         "Download the reads (CSV)",
         reads_csv(library, meeting.id),
@@ -94,3 +144,30 @@ def summary(library: CaseLibrary, meeting: Meeting) -> None:
         mime="text/csv",
         key="review_summary_csv",
     )
+
+
+def summary(library: CaseLibrary, meeting: Meeting) -> None:
+    """The Case review page's Summary tab: ``meeting``'s figures, or those of several meetings
+    pooled (the user adds them in a chooser that starts at ``meeting``), and the downloads of
+    the one meeting chosen."""
+    meetings = {m.id: m for m in library.meetings()}
+    meetings.setdefault(meeting.id, meeting)
+    chosen = st.multiselect(
+        "Meetings",
+        list(meetings),
+        default=[meeting.id],
+        # One chooser per meeting in the sidebar: choosing another meeting starts from that one.
+        key=f"review_summary_meetings_{meeting.id}",
+        format_func=lambda i: meeting_label(meetings[i]),
+        help="Add meetings to pool their reads: the figures are then over every read of every meeting chosen.",
+    )
+    if not chosen:
+        st.info("Choose at least one meeting.")
+        return
+    s = figures(library, chosen, no_reads="record the room's reads in Present.")
+    if s is None:
+        return
+    if len(chosen) == 1:
+        downloads(library, meetings[chosen[0]])
+    else:
+        st.caption("The downloads are per meeting: choose one meeting to download its reads.")
