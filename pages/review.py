@@ -26,7 +26,7 @@ from core.review.meetings import (
     read_choices,
     reads_by_case,
 )
-from ui import frame, resources, review, review_summary
+from ui import frame, resources, review, review_present, review_summary
 from ui.library import library_or_stop
 
 AGREES = {"yes": True, "no": False, "not sure": None}
@@ -270,7 +270,11 @@ def present(meeting: Meeting, *, large: bool) -> None:
         else:
             study = studies[0]
         model_id = review.compared_model_id(registry, study, patient.summary.source)
-        cam = study.modality == "X-ray" and model_id is not None and st.toggle("Grad-CAM overlay", key="review_cam")
+        cam = review_present.cam_available(registry, study, model_id) and st.toggle(
+            "Grad-CAM overlay",
+            key="review_cam",
+            help="Where the model looked: the X-ray model's map, or COVID3D's 3D map on the CT slice shown.",
+        )
 
     prev.button(
         "Previous",
@@ -303,19 +307,17 @@ def present(meeting: Meeting, *, large: bool) -> None:
     prior = review.prior_of(patient, study)
     with images:
         if prior is not None:
-            left, right = st.columns(2)
-            with left:
-                review.show_study(library, prior, cam_model=cam_model, height=520, what="Prior: ")
-            with right:
-                review.show_study(library, study, cam_model=cam_model, height=520, what="Current: ")
+            review_present.show_pair(library, registry, prior, study, cam_model=cam_model, height=520)
         else:
-            review.show_study(library, study, cam_model=cam_model, height=600)
+            review_present.show_single(library, registry, study, cam_model=cam_model, height=600)
+        review_present.similar_strip(library, registry, patient, case, study)
     with facts:
         st.subheader("Revealed" if case.revealed else "Hidden until the reveal" if case.hidden else "Known")
         for fact in review.case_facts(case, patient, study):
             shown = review.HIDDEN if fact.hidden else fact.text
             st.markdown(f"**{fact.item.capitalize()}**: {shown}")
         model_outputs(case, study, model_id)
+        review_present.st_curve(library, registry, patient, case, study)
     with st.container(border=True):
         record_read(case, study, model_id)
 

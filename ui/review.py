@@ -1,5 +1,6 @@
 """Helpers of the Case review page (pages/review.py): which meeting opens, presenter mode, what a
-case shows on the projector before and after its reveal, the images of a case, the reader.
+case shows on the projector before and after its reveal, the reader (the images of a case and
+the model views beside them are in :mod:`ui.review_present`).
 
 The projector shows a case by its pseudonym and days since admission only: never a name, an
 original id or a calendar date (the library keeps none of the first two; dates are offsets).
@@ -10,24 +11,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import numpy as np
 import streamlit as st
 
-from core.ct.preprocess import LUNG_WINDOW, window_hu
-from core.ct.views import pixel_size_mm, take_slice
 from core.errors import DashboardError, MissingModelError
-from core.explain.figures import IMAGE_CONFIG, image_figure
-from core.explain.overlay import display_shape, downsample_for_display, render_overlay
-from core.inference import xray_analysis
 from core.library.demo import DEMO_MEETING_TITLE, DEMO_SOURCE
 from core.library.records import Patient, Study
 from core.library.store import CaseLibrary
 from core.models.registry import ModelRegistry
 from core.review.meetings import HIDEABLE, Meeting, MeetingCase
 from core.review.model_read import ModelRead, default_model_id, model_read
-from core.search.embeddings import read_stored_xray
 from core.text import describe_outcome
-from core.trajectory.scores import read_stored_ct
 from ui import resources
 from ui.auth import auth_configured, current_user
 from ui.session import memo
@@ -193,56 +186,3 @@ def reader_name() -> str:
     )
     st.session_state[READER_KEY] = name.strip()
     return name.strip()
-
-
-def _xray_figure(library: CaseLibrary, image_id: int, model_id: str | None, height: int) -> str:
-    """Draw a stored radiograph (with the Grad-CAM of ``model_id`` unless None); return the caption."""
-    image = memo(("review-xray", image_id), read_stored_xray, library, image_id)
-    shown = downsample_for_display(image.windowed())
-    if model_id is None:
-        rgb = render_overlay(shown, None)
-        caption = ""
-        colorscale = None
-    else:
-        model = resources.model(model_id)
-        analysis = memo(("review-cam", image_id, model_id, model.card.version), xray_analysis, model, image, None)
-        rgb = render_overlay(shown, analysis.explanation(display_shape(image.shape)).values, "Jet", 0.45)
-        caption = f"Grad-CAM of {model_id} for the class it predicts (named at the reveal)."
-        colorscale = "Jet"
-    st.plotly_chart(
-        image_figure(rgb, colorscale, "Grad-CAM", height=height), config=IMAGE_CONFIG, key=f"review_img_{image_id}"
-    )
-    return caption
-
-
-def _ct_figure(library: CaseLibrary, image_id: int, height: int) -> str:
-    """An axial slice viewer of a stored CT series (lung window); return the caption."""
-    volume = memo(("review-ct", image_id), read_stored_ct, library, image_id)
-    count = int(volume.hu.shape[0])
-    index = st.slider("Axial slice", 1, count, (count + 1) // 2, key=f"review_slice_{image_id}") - 1
-    gray = window_hu(take_slice(volume.hu, "Axial", index), *LUNG_WINDOW)
-    rgb = render_overlay(np.asarray(gray), None)
-    fig = image_figure(rgb, None, "", height=height, pixel_mm=pixel_size_mm(volume.spacing_mm, "Axial"))
-    st.plotly_chart(fig, config=IMAGE_CONFIG, key=f"review_img_{image_id}")
-    return f"Axial slice {index + 1} of {count}, lung window."
-
-
-def show_study(library: CaseLibrary, study: Study, *, cam_model: str | None, height: int, what: str = "") -> None:
-    """A study's image as the presenter shows it: an X-ray (with ``cam_model``'s Grad-CAM unless
-    None), a CT series with an axial slice slider, or a stored CT slice image; a plain line when
-    it cannot be read. ``what`` goes before the study's name ("Prior: ")."""
-    st.markdown(f"**{what}{study_label(study)}**")
-    if not study.images:
-        st.info("This study has no stored image.")
-        return
-    image = study.images[0]
-    try:
-        if image.kind == "ct-series":
-            caption = _ct_figure(library, image.id, height)
-        else:
-            caption = _xray_figure(library, image.id, cam_model if study.modality == "X-ray" else None, height)
-    except DashboardError as e:
-        st.error(str(e))
-        return
-    if caption:
-        st.caption(caption)
