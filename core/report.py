@@ -33,12 +33,17 @@ from io import BytesIO
 
 __all__ = [
     "DICOM_IDENTIFIER_KEYWORDS",
+    "REPORT_CSS",
     "CaseReport",
     "ReportImage",
     "ReportPrediction",
     "ReportSection",
     "dicom_identifier_items",
     "dicom_identifiers",
+    "escape_html",
+    "html_image",
+    "html_paragraphs",
+    "html_table",
     "render_report",
     "report_bytes",
     "report_filename",
@@ -428,3 +433,19 @@ footer { border-top: 1px solid var(--rule); padding-top: 8px; color: var(--muted
   .modebar-container { display: none !important; }
 }
 """
+
+
+# --------------------------------------------------------------------------------------------
+# The writer's parts under public names, for a document with another layout in the same look
+# (the case-review meeting's minute, core.review.minute): one writer, one escaping rule.
+
+#: The report's style sheet.
+REPORT_CSS = _CSS
+#: Caller-given text, HTML-escaped (quotes included).
+escape_html = _esc
+#: Plain text as ``<p>`` elements (blank lines separate paragraphs).
+html_paragraphs = _paragraphs
+#: Rows of strings as a table, the first row its header, every cell escaped.
+html_table = _table
+#: A :class:`ReportImage` as a ``<figure>`` with its PNG inlined as a ``data:`` URI.
+html_image = _image
