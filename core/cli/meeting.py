@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 from core.cli.common import device_arg, library_arg, open_existing, registry_of, weights_arg
 from core.errors import InvalidInputError
 from core.review.meetings import HIDEABLE, Meeting, check_date, reads_by_case, today
+from core.review.minute import meeting_minute
 from core.review.model_read import model_read
 from core.review.summary import MeetingSummary, QuestionSummary, kappa_text, meeting_summary, reads_csv, share_text
 
@@ -107,9 +109,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     library_arg(summary)
     summary.set_defaults(func=run_summary)
 
-    export = cmd.add_parser("export", help="a meeting's reads as CSV, one row per read (no patient name or date)")
+    export = cmd.add_parser(
+        "export",
+        help="a meeting's reads as CSV (one row per read) and/or its minute as one HTML file (no patient name or date)",
+    )
     export.add_argument("meeting_id", type=_meeting_id, metavar="MEETING_ID")
-    export.add_argument("--csv", type=Path, required=True, metavar="PATH", help="the CSV file to write")
+    export.add_argument("--csv", type=Path, default=None, metavar="PATH", help="the CSV file of the reads to write")
+    export.add_argument(
+        "--html",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="the minute to write: one self-contained HTML file of the summary, the cases with their images and "
+        "Grad-CAM maps (the models run here), what each hid, and the reads",
+    )
+    weights_arg(export)
+    device_arg(export)
     library_arg(export)
     export.set_defaults(func=run_export)
 
@@ -287,12 +302,29 @@ def run_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_export(args: argparse.Namespace) -> int:
-    library = open_existing(args)
-    text = reads_csv(library, args.meeting_id)
+def _write(path: Path, text: str) -> None:
     try:
-        args.csv.write_text(text, encoding="utf-8")
+        path.write_text(text, encoding="utf-8")
     except OSError as e:
-        raise InvalidInputError(f"Could not write {args.csv}: {e.strerror}.") from e
-    print(f"{len(library.reads(args.meeting_id))} reads of meeting {args.meeting_id} written to {args.csv}")
+        raise InvalidInputError(f"Could not write {path}: {e.strerror}.") from e
+
+
+def run_export(args: argparse.Namespace) -> int:
+    if args.csv is None and args.html is None:
+        raise InvalidInputError("Name what to write: --csv PATH (the reads), --html PATH (the minute), or both.")
+    for path in (args.csv, args.html):  # refused before the models run, not after
+        if path is not None and not path.parent.is_dir():
+            raise InvalidInputError(f"Could not write {path}: there is no folder {path.parent}.")
+    library = open_existing(args)
+    if args.csv is not None:
+        _write(args.csv, reads_csv(library, args.meeting_id))
+        print(f"{len(library.reads(args.meeting_id))} reads of meeting {args.meeting_id} written to {args.csv}")
+    if args.html is not None:
+        start = time.perf_counter()
+        text = meeting_minute(library, args.meeting_id, registry_of(args))
+        _write(args.html, text)
+        print(
+            f"minute of meeting {args.meeting_id} ({len(library.meeting(args.meeting_id).cases)} cases, "
+            f"{len(text.encode('utf-8')) / 1e6:.1f} MB) written to {args.html} in {time.perf_counter() - start:.0f} s"
+        )
     return 0
