@@ -404,7 +404,7 @@ def _header(meeting: Meeting, s: MeetingSummary) -> str:
         ("Cases", str(s.n_cases)),
         ("Reads", str(s.n_reads)),
         ("Readers", ", ".join(s.readers) or "none"),
-        ("Room and model disagreed", f"{len(s.disagreements)} cases"),
+        ("Room and model disagreed", f"{len(s.disagreements)} of {s.n_cases} cases"),
     )
     items = "".join(f"<div><dt>{escape_html(k)}</dt><dd>{escape_html(v)}</dd></div>" for k, v in meta)
     return (
