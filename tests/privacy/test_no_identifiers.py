@@ -228,9 +228,9 @@ def test_commands_that_read_the_library(
     records: list[logging.LogRecord],
     tmp_path: Path,
 ) -> None:
-    """km, evaluate-retrieval, findings-change, a case-review meeting (read, summary, CSV export)
-    and the audit log, on a library holding the marked cases (the Kaplan-Meier cohort is made of
-    them)."""
+    """km, evaluate-retrieval, findings-change, a case-review meeting (read, summary, CSV export,
+    HTML minute) and the audit log, on a library holding the marked cases (the Kaplan-Meier
+    cohort is made of them)."""
     lib = ("--library", str(marked_library.root))
     streams = []
     got = run_cli(capsys, "km", "--endpoint", "death", "--group-by", "age", "--json", *lib)
@@ -272,6 +272,11 @@ def test_commands_that_read_the_library(
     streams.append(run_cli(capsys, "meeting", "export", meeting, "--csv", str(csv_path), *lib))
     assert csv_path.read_text(encoding="utf-8").count("\n") == 2  # the header and the read
     assert_none(find_markers(csv_path.read_bytes(), marked.markers, "csv"), marked, "the meeting's CSV export")
+    minute_path = tmp_path / "minute.html"
+    streams.append(run_cli(capsys, "meeting", "export", meeting, "--html", str(minute_path), *lib))
+    minute = minute_path.read_text(encoding="utf-8")
+    assert marked_library.pseudonym in minute and minute.count("data:image/png;base64,") >= 1  # its images too
+    assert_none(find_markers(minute_path.read_bytes(), marked.markers, "html"), marked, "the meeting's minute")
     got = run_cli(capsys, "library", "audit", "--json", *lib)
     entries = [json.loads(line) for line in got[0].splitlines()]
     assert any(e["pseudonym"] == marked_library.pseudonym for e in entries)
