@@ -21,6 +21,7 @@ from core.errors import DashboardError
 from core.library.meeting_records import Meeting
 from core.library.store import CaseLibrary
 from core.review.summary import (
+    ALL_READERS,
     CaseOutcome,
     MeetingSummary,
     QuestionSummary,
@@ -29,6 +30,14 @@ from core.review.summary import (
     reads_csv,
     share_text,
 )
+
+#: The columns of each question's figures table.
+KAPPA = "Kappa with the model (95% CI)"
+ACCURACY = "Accuracy (95% CI)"
+SENSITIVITY = "Sensitivity (95% CI)"
+SPECIFICITY = "Specificity (95% CI)"
+#: Cases shown before the cases table scrolls.
+CASES_SHOWN = 25
 
 
 def meeting_label(meeting: Meeting, n_reads: int | None = None) -> str:
@@ -50,41 +59,54 @@ def _model_text(c: CaseOutcome) -> str:
     return text
 
 
+def _day_text(c: CaseOutcome) -> str:
+    """The study's day since admission, or what stands for the whole patient."""
+    if c.study_id is None:
+        return "whole patient"
+    return "" if c.days_since_admission is None else f"{c.days_since_admission:g}"
+
+
 def _meeting_names(s: MeetingSummary) -> dict[int, str]:
     """Each meeting's title, with its number where two chosen meetings share a title."""
     repeated = {t for t, n in Counter(s.titles).items() if n > 1}
     return {m: f"{t} (meeting {m})" if t in repeated else t for m, t in zip(s.meeting_ids, s.titles, strict=True)}
 
 
+def _model_row_name(reader: str) -> str:
+    return f"model, {reader}'s cases" if reader != ALL_READERS else f"model, {ALL_READERS}' cases"
+
+
 def _question(q: QuestionSummary) -> None:
+    """One question's table: each reader's row (and all readers'), each followed by the model's
+    row on the same reads, so a reader's accuracy stands right above the model's; then the
+    agreement between readers."""
     st.markdown(f"**{q.question}** ({', '.join(q.labels)})")
     if q.note:
         st.caption(q.note)
     binary = q.pooled.sensitivity is not None
     rows = []
     for f in (*q.readers, q.pooled):
-        row = {
+        reader = {
             "Reader": f.reader,
             "Reads": f.n_reads,
-            "Kappa with the model (95% CI)": kappa_text(f.vs_model),
-            "Reader accuracy": share_text(f.accuracy),
-            "Model accuracy": share_text(f.model_accuracy),
+            KAPPA: kappa_text(f.vs_model),
+            ACCURACY: share_text(f.accuracy),
         }
+        model = {"Reader": _model_row_name(f.reader), "Reads": None, KAPPA: "", ACCURACY: share_text(f.model_accuracy)}
         if binary:
-            row |= {
-                "Reader sensitivity": share_text(f.sensitivity),
-                "Reader specificity": share_text(f.specificity),
-                "Model sensitivity": share_text(f.model_sensitivity),
-                "Model specificity": share_text(f.model_specificity),
-            }
-        rows.append(row)
-    st.dataframe(pd.DataFrame(rows), hide_index=True)
+            reader |= {SENSITIVITY: share_text(f.sensitivity), SPECIFICITY: share_text(f.specificity)}
+            model |= {SENSITIVITY: share_text(f.model_sensitivity), SPECIFICITY: share_text(f.model_specificity)}
+        rows += [reader, model]
+    table = pd.DataFrame(rows).astype({"Reads": "Int64"})  # the model's rows have no reads of their own
+    st.dataframe(table, hide_index=True, height="content", placeholder="")
     b = q.between_readers
-    st.caption(
-        f"Between readers (Fleiss' kappa, 95% CI): {kappa_text(b)}"
-        + (f". {b.reason}" if b.reason else "")
-        + (f" Pooled kappa: {q.pooled.vs_model.reason}" if q.pooled.vs_model.reason else "")
-    )
+    st.markdown(f"**Between readers** (Fleiss' kappa, 95% CI): {kappa_text(b)}")
+    notes = ["Each model row: the model's reads stored with that reader's reads, against the same truth."]
+    if b.reason:
+        notes.append(f"Between readers: {b.reason}")
+    if q.pooled.vs_model.reason:
+        notes.append(f"All readers' kappa with the model: {q.pooled.vs_model.reason}")
+    st.caption(" ".join(notes))
 
 
 def _cases(s: MeetingSummary) -> None:
@@ -99,14 +121,23 @@ def _cases(s: MeetingSummary) -> None:
         row |= {
             "Case": c.position,
             "Patient": c.pseudonym,
-            "Day": "" if c.days_since_admission is None else f"{c.days_since_admission:g}",
+            "Day": _day_text(c),
             "Room": c.room_read or ("no reads" if not c.reads else "no majority"),
             "Model": _model_text(c),
             "Truth": "unknown" if c.truth is None else c.truth,
         }
         rows.append(row)
     st.markdown(f"**Cases: the {len(s.disagreements)} where the room and the model disagreed first**")
-    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        height="content" if len(rows) <= CASES_SHOWN else 38 + 35 * CASES_SHOWN,
+        column_config={
+            "": st.column_config.TextColumn(width="small"),
+            "Case": st.column_config.NumberColumn(width="small"),
+            "Model": st.column_config.TextColumn(width=260),
+        },
+    )
 
 
 def figures(library: CaseLibrary, meeting_ids: Sequence[int], *, no_reads: str = "") -> MeetingSummary | None:

@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.library.store import SqliteLibrary, open_library
 from tests.helpers import ROOT
+from ui.review_summary import KAPPA
 
 PAGE = str(ROOT / "pages" / "review.py")
 SECOND_TITLE = "Second chest meeting"
@@ -100,7 +101,7 @@ def test_the_summary_pools_two_meetings_with_each_case_s_meeting_disagreements_f
     figures = next(d.value for d in at.dataframe if "Reader" in d.value.columns)
     pooled = figures[figures["Reader"] == "all readers"].iloc[0]
     assert pooled["Reads"] == 10
-    assert pooled["Kappa with the model (95% CI)"].startswith("0.17 (")
+    assert pooled[KAPPA].startswith("0.17 (")
     # The CSV is one meeting's: pooled, the page says so instead of offering one.
     assert not at.get("download_button")
     assert any("choose one meeting to download" in c.value for c in at.caption)
