@@ -14,7 +14,7 @@ from pathlib import Path
 from core.cli.common import device_arg, library_arg, open_existing, registry_of, weights_arg
 from core.errors import InvalidInputError
 from core.review.meetings import HIDEABLE, Meeting, check_date, reads_by_case, today
-from core.review.minute import meeting_minute
+from core.review.minute import meeting_minute, threshold_text
 from core.review.model_read import model_read
 from core.review.summary import MeetingSummary, QuestionSummary, kappa_text, meeting_summary, reads_csv, share_text
 
@@ -281,9 +281,7 @@ def _print_summary(s: MeetingSummary) -> None:
         what = "whole patient" if c.study_id is None else f"study {c.study_id}"
         model = "-" if c.model_label is None else c.model_label
         if c.model_label is not None and c.model_probability is not None:
-            model += f" {c.model_probability:.0%}"
-            if c.model_threshold is not None:
-                model += f" (threshold {c.model_threshold:.0%})"
+            model += f" {c.model_probability:.0%} ({threshold_text(c.model_threshold)})"
         truth = "unknown" if c.truth is None else f"{c.truth} ({c.truth_source})"
         room = c.room_read or ("no reads" if not c.reads else "no majority")
         print(

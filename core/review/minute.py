@@ -9,8 +9,8 @@ model disagreed first, each with
 - its images: of a single-study case, that study; of a whole patient, the latest study of each
   modality. An X-ray carries the Grad-CAM of the model the reads were compared with (else the
   model the pages show first) for the class it predicts; a CT series a lung-window axial slice
-  with COVID3D's 3D Grad-CAM, the middle of the slices through the lungs (or a slice model's map
-  of its most COVID-like slice). Images are sized as in the case reports
+  with COVID3D's 3D Grad-CAM, the slice through the lungs where the map is strongest (or a slice
+  model's map of its most COVID-like slice). Images are sized as in the case reports
   (:data:`~core.case_reports.common.REPORT_IMAGE_MAX_SIDE`);
 - what it hid until the reveal, now stated: the diagnosis, the outcome, the notes;
 - the model's outputs, each probability with the threshold it was held against (an X-ray
@@ -155,7 +155,7 @@ def meeting_minute(
     cases = {c.id: c for c in meeting.cases}
     reads = reads_by_case(library.reads(meeting.id))
     patients: dict[str, Patient] = {}
-    body = [_header(meeting, summary), _summary(summary), _overview(summary)]
+    body = [_header(meeting, summary), _summary(summary), _overview(summary, registry)]
     for outcome in summary.cases:
         case = cases[outcome.case_id]
         patient = patients.get(case.pseudonym) or patients.setdefault(case.pseudonym, library.patient(case.pseudonym))
@@ -337,9 +337,9 @@ def _ct_view(
     library: CaseLibrary, image_id: int, study: Study, model: LoadedModel | None
 ) -> tuple[ReportImage, ModelRead | None]:
     """An axial slice of a stored CT series in the lung window, at square pixels and the report
-    size, and the model's read of the series: the middle of the slices through the lungs with
-    COVID3D's 3D Grad-CAM over it (or alone, without a CT model), or a slice model's map of its
-    most COVID-like slice."""
+    size, and the model's read of the series: with COVID3D, the slice through the lungs where
+    its 3D Grad-CAM is strongest, the map over it; with a slice model, its most COVID-like slice
+    with its map; without a CT model, the middle of the slices through the lungs."""
     volume = read_stored_ct(library, image_id)
     count = int(volume.hu.shape[0])
     lungs = np.flatnonzero(lung_slices(volume.hu))
@@ -350,6 +350,13 @@ def _ct_view(
         assert analysis.probability is not None and analysis.threshold is not None  # COVID3D was run
         read = _ct_read(model, study, analysis.probability, analysis.threshold, analysis.covid3d_ood)
         if analysis.cam is not None:
+            strength = analysis.cam.reshape(count, -1).mean(axis=1)
+            if lungs.size:
+                index = int(lungs[np.argmax(strength[lungs])])
+                which = " (the slice through the lungs where the map is strongest)"
+            else:
+                index = int(np.argmax(strength))
+                which = " (where the map is strongest)"
             heat, mapped = analysis.cam[index], f"3D Grad-CAM of {model.card.id} {model.card.version}"
     elif model is not None and model.card.input_kind == "ct-slice":
         analysis = analyse_ct(volume, None, model)
@@ -471,7 +478,7 @@ def compared_text(c: CaseOutcome, n_classes: int | None = None) -> str:
     return model_output_text(c.model_label, c.model_probability, c.model_threshold, n_classes)
 
 
-def _overview(s: MeetingSummary) -> str:
+def _overview(s: MeetingSummary, registry: ModelRegistry) -> str:
     rows: list[Sequence[str]] = [("", "Case", "Patient", "Day", "Room", "Model (compared with the reads)", "Truth")]
     for c in s.cases:
         rows.append(
@@ -481,7 +488,7 @@ def _overview(s: MeetingSummary) -> str:
                 c.pseudonym,
                 "whole patient" if c.days_since_admission is None else f"{c.days_since_admission:g}",
                 c.room_read or ("no reads" if not c.reads else "no majority"),
-                compared_text(c),
+                compared_text(c, _n_classes(registry, c.model_id)),
                 UNLABELLED if c.truth is None else c.truth,
             )
         )
