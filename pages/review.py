@@ -305,19 +305,24 @@ def present(meeting: Meeting, *, large: bool) -> None:
 
     cam_model = model_id if cam else None
     prior = review.prior_of(patient, study)
-    with images:
+    with images:  # the CT slider goes beside the images, under the Grad-CAM toggle
         if prior is not None:
-            review_present.show_pair(library, registry, prior, study, cam_model=cam_model, height=520)
+            review_present.show_pair(library, registry, prior, study, cam_model=cam_model, height=440, controls=facts)
         else:
-            review_present.show_single(library, registry, study, cam_model=cam_model, height=600)
-        review_present.similar_strip(library, registry, patient, case, study)
+            review_present.show_single(library, registry, study, cam_model=cam_model, height=480, controls=facts)
+        # The similar patients and the s(t) curve side by side under the images: one screen.
+        strip, curve = st.columns([3, 2]) if review_present.has_ct_series(patient) else (st.container(), None)
+        with strip:
+            review_present.similar_strip(library, registry, patient, case, study)
+        if curve is not None:
+            with curve:
+                review_present.st_curve(library, registry, patient, case, study)
     with facts:
         st.subheader("Revealed" if case.revealed else "Hidden until the reveal" if case.hidden else "Known")
         for fact in review.case_facts(case, patient, study):
             shown = review.HIDDEN if fact.hidden else fact.text
             st.markdown(f"**{fact.item.capitalize()}**: {shown}")
         model_outputs(case, study, model_id)
-        review_present.st_curve(library, registry, patient, case, study)
     with st.container(border=True):
         record_read(case, study, model_id)
 

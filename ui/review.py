@@ -41,6 +41,7 @@ PRESENTER_CSS = """
 .stMainBlockContainer h1 { font-size: 2rem !important; padding-top: 0 !important; }
 .stMainBlockContainer h2 { font-size: 2.3rem !important; }
 .stMainBlockContainer h3 { font-size: 1.9rem !important; }
+.stMainBlockContainer .st-key-review_strip p { font-size: 1.1rem !important; }
 </style>
 """
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from core.ct.analysis import CtAnalysis, analyse_ct
 from core.ct.preprocess import LUNG_WINDOW, window_hu
@@ -45,8 +46,9 @@ from ui.session import memo
 CAM_OPACITY = 0.45
 #: Patients in the similar-patients strip.
 STRIP_SIZE = 5
-#: Type on the presenter's charts, large enough for the back of a room.
+#: Type on the presenter's charts, large enough for the back of a room, in the page's text colour.
 CHART_FONT = 18
+TEXT_COLOUR = "#31333F"
 
 
 # -- images -------------------------------------------------------------------------------------
@@ -140,9 +142,10 @@ def _cam_words(model: LoadedModel, modality: str) -> str:
     return f"3D Grad-CAM of {model.id} for COVID-19 on the slice shown; red: where it looked most."
 
 
-def _ct_slider(key: str, count: int) -> int:
-    """The axial slice chosen (0-based), middle first."""
-    return st.slider("Axial slice", 1, count, (count + 1) // 2, key=key) - 1
+def _ct_slider(key: str, count: int, controls: DeltaGenerator | None) -> int:
+    """The axial slice chosen (0-based), middle first; the slider goes in ``controls`` (default:
+    where the figure goes)."""
+    return (controls or st).slider("Axial slice", 1, count, (count + 1) // 2, key=key) - 1
 
 
 def show_single(
@@ -152,9 +155,11 @@ def show_single(
     *,
     cam_model: str | None,
     height: int,
+    controls: DeltaGenerator | None = None,
 ) -> None:
-    """One study as the presenter shows it: an X-ray or a CT slice viewer (axial slider), with the
-    Grad-CAM of ``cam_model`` unless None; a plain line when it cannot be read."""
+    """One study as the presenter shows it: an X-ray or a CT slice viewer (its axial slider in
+    ``controls``, default above the image), with the Grad-CAM of ``cam_model`` unless None; a
+    plain line when it cannot be read."""
     st.markdown(f"**{study_label(study)}**")
     if not study.images:
         st.info("This study has no stored image.")
@@ -164,7 +169,7 @@ def show_single(
         model = _cam_model(registry, study, cam_model)
         if image.kind == "ct-series":
             count = int(_volume(library, image.id).hu.shape[0])
-            index = _ct_slider(f"review_slice_{image.id}", count)
+            index = _ct_slider(f"review_slice_{image.id}", count, controls)
             rgb, analysis = _ct_rgb(library, image.id, index, model, None)
             pixel_mm = pixel_size_mm(_volume(library, image.id).spacing_mm, "Axial")
             caption = f"Axial slice {index + 1} of {count}, lung window." + _ct_caveat(analysis)
@@ -191,13 +196,14 @@ def show_pair(
     *,
     cam_model: str | None,
     height: int,
+    controls: DeltaGenerator | None = None,
 ) -> None:
     """The prior and the current study in one figure with linked zoom (zoom or pan one, the
     other follows), both with the Grad-CAM of ``cam_model`` unless None. The prior is resized to
     the current's grid; for CTs one slider moves both to the same position (the same fraction of
     the way through each series)."""
     if not (prior.images and study.images) or prior.images[0].kind != study.images[0].kind:
-        show_single(library, registry, study, cam_model=cam_model, height=height)
+        show_single(library, registry, study, cam_model=cam_model, height=height, controls=controls)
         return
     before, now = prior.images[0], study.images[0]
     try:
@@ -205,7 +211,7 @@ def show_pair(
         if now.kind == "ct-series":
             count = int(_volume(library, now.id).hu.shape[0])
             prior_count = int(_volume(library, before.id).hu.shape[0])
-            index = _ct_slider(f"review_slice_pair_{now.id}", count)
+            index = _ct_slider(f"review_slice_pair_{now.id}", count, controls)
             prior_index = round(index / max(count - 1, 1) * (prior_count - 1))
             right, analysis = _ct_rgb(library, now.id, index, model, None)
             left, prior_analysis = _ct_rgb(library, before.id, prior_index, model, right.shape[:2])
@@ -225,11 +231,11 @@ def show_pair(
     fig = side_by_side_figure(
         left, right, (f"Prior: {study_label(prior)}", f"Current: {study_label(study)}"), height, pixel_mm
     )
-    fig.update_annotations(font_size=CHART_FONT + 4)
+    fig.update_annotations(font=dict(size=CHART_FONT + 4, color=TEXT_COLOUR))
     fig.update_layout(margin=dict(l=0, r=0, t=44, b=0))
     st.plotly_chart(fig, config=IMAGE_CONFIG, key=f"review_pair_{before.id}_{now.id}")
     words = _cam_words(model, study.modality) + " " if model is not None else ""
-    st.caption(f"{words}{caption} Scroll to zoom, drag to pan: both images move together; double-click to reset.")
+    st.caption(f"{words}{caption} Scroll to zoom, drag to pan: both follow; double-click to reset.")
 
 
 # -- s(t) ---------------------------------------------------------------------------------------
@@ -242,6 +248,11 @@ def _ct_volume_model(registry: ModelRegistry, patient: Patient) -> str | None:
     if model_id is None or registry.card(model_id).input_kind != "ct-volume":
         return None
     return model_id
+
+
+def has_ct_series(patient: Patient) -> bool:
+    """Whether the patient has a CT series, so an s(t) curve to show."""
+    return any(s.modality == "CT" and any(i.kind == "ct-series" for i in s.images) for s in patient.studies)
 
 
 def trajectory_of(library: SqliteLibrary, patient: Patient, model: LoadedModel) -> Trajectory:
@@ -261,7 +272,7 @@ def st_curve(
 ) -> None:
     """The patient's s(t) when they have CT series: hidden while the case hides its model outputs
     and is not revealed; the end of the stay only once the outcome may be seen."""
-    if not any(s.modality == "CT" and any(i.kind == "ct-series" for i in s.images) for s in patient.studies):
+    if not has_ct_series(patient):
         return
     if "model outputs" in case.hidden_now:
         st.markdown(f"**s(t) curve**: {HIDDEN}")
@@ -298,7 +309,11 @@ def st_curve(
         x_title=f"days since {'admission' if trajectory.axis == 'admission' else 'symptom onset'}",
         selected=study.id if study.modality == "CT" else None,
     )
-    fig.update_layout(height=300, font=dict(size=CHART_FONT), margin=dict(l=10, r=10, t=30, b=10))
+    fig.update_layout(height=240, font=dict(size=CHART_FONT), margin=dict(l=10, r=10, t=10, b=10))
+    # The page's chart theme sets its own small tick and label type: set it where it is read.
+    fig.update_xaxes(tickfont_size=CHART_FONT - 2, title_font_size=CHART_FONT)
+    fig.update_yaxes(tickfont_size=CHART_FONT - 2, title_font_size=CHART_FONT)
+    fig.update_annotations(font_size=CHART_FONT - 2)
     st.markdown(f"**s(t) curve** ({model.id})")
     st.plotly_chart(fig, config={"displaylogo": False}, key=f"review_st_{case.id}")
     st.caption(
@@ -344,9 +359,8 @@ def similar_strip(
     if query is None:
         return
     query_study, image_id = query
-    title = "Most similar past patients" + (
-        "" if query_study.id == study.id else f" (by the {study_label(query_study)})"
-    )
+    title = "Similar past patients"
+    searched = "the X-ray shown" if query_study.id == study.id else f"the {study_label(query_study)}"
     if REFERENCE_MODEL not in registry.classifier_ids("xray"):
         st.markdown(f"**{title}**: no search model ({REFERENCE_MODEL}) is registered.")
         return
@@ -375,13 +389,13 @@ def similar_strip(
         st.markdown(f"**{title}**: no other patient in the search.")
         return
     hide_labels = "diagnosis" in case.hidden_now
-    st.markdown(f"**{title}**" + (f" · their diagnoses {HIDDEN}" if hide_labels else ""))
-    cols = st.columns(STRIP_SIZE)
+    st.markdown(f"**{title}**" + (f": diagnoses {HIDDEN}" if hide_labels else ""))
+    cols = st.container(key="review_strip").columns(STRIP_SIZE)  # the key sizes its type (ui.review)
     for col, result in zip(cols, results.results, strict=False):
         with col:
             thumb = library.thumbnail(result.matched_image_id)
             if thumb:
                 st.image(thumb, width="stretch")
-            label = "" if hide_labels else f" · {result.patient.summary.label or UNLABELLED}"
+            label = "" if hide_labels else f"  \n{result.patient.summary.label or UNLABELLED}"
             st.markdown(f"**{result.pseudonym}**{label}")
-    st.caption(f"By {model.id}'s image embedding (cosine similarity); the patient shown is left out.")
+    st.caption(f"By {model.id}'s embedding of {searched} (cosine similarity); the patient shown is left out.")

@@ -167,21 +167,21 @@ def test_the_similar_strip_names_other_patients_and_their_diagnoses_after_the_re
     patient, study = find(library, "X-ray", with_prior=False)
     others = {p.pseudonym: p.label for p in library.patients() if p.pseudonym != patient.pseudonym}
     at, _ = present_one(library, patient.pseudonym, study, ["diagnosis"])
-    (heading,) = [m for m in markdown(at) if m.startswith("**Most similar past patients**")]
+    (heading,) = [m for m in markdown(at) if m.startswith("**Similar past patients**")]
     assert HIDDEN in heading
     shown = [m.strip("*") for m in markdown(at) if m.strip("*") in others]
     assert 1 <= len(shown) <= 5
     assert patient.pseudonym not in " ".join(markdown(at)[markdown(at).index(heading) :])
     at.button(key="review_reveal").click()
     run(at)
-    labelled = [m for m in markdown(at) if m.startswith("**P-") and "** · " in m]
-    assert [m.split("**")[1] for m in labelled] == shown
-    assert all(m.endswith(f" · {others[m.split('**')[1]] or 'not labelled'}") for m in labelled)
+    labelled = [m.split("  \n") for m in markdown(at) if m.startswith("**P-") and "**  \n" in m]
+    assert [name.strip("*") for name, _ in labelled] == shown
+    assert all(label == (others[name.strip("*")] or "not labelled") for name, label in labelled)
 
 
 def test_without_the_search_embeddings_the_strip_says_so_in_one_line(library: SqliteLibrary) -> None:
     patient, study = find(library, "X-ray", with_prior=False)
     at, _ = present_one(library, patient.pseudonym, study, [])
     assert any(
-        m.startswith("**Most similar past patients**: the library's search is not prepared yet") for m in markdown(at)
+        m.startswith("**Similar past patients**: the library's search is not prepared yet") for m in markdown(at)
     )
