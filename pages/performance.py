@@ -7,6 +7,10 @@ operating threshold with its sensitivity and specificity, seed 002's k-fold tabl
 models the AUC across perturbed windows (seed 003). Two or more models side by side on the
 same cases with DeLong's test. A self-contained HTML report of all of it.
 
+The Readers tab: clinicians' reads from the case-review meetings against the model and the
+truth (issue 20), from the reads stored in the case library; it works without any model, and
+says so plainly where the case library is not ready or cannot be opened.
+
 A dataset path must lie inside the data roots (core.deployment).
 """
 
@@ -37,9 +41,9 @@ from core.evaluation.figures import (
 from core.evaluation.html import performance_report, performance_report_filename
 from core.evaluation.results import Calibration, Comparison, Evaluation, Level
 from core.report import today
-from ui import frame
+from ui import frame, resources
 from ui.model_card import ood_detector, provenance, shortcut_checks
-from ui.performance import comparison, evaluation, kfold_frame, per_class_frame
+from ui.performance import comparison, evaluation, kfold_frame, per_class_frame, readers
 from ui.report import report_download
 
 
@@ -51,44 +55,6 @@ def _is_demo_source(text: str) -> bool:
 
 HELD_OUT, DATASET = "Held-out split (recorded at training)", "A dataset on this computer"
 DEFAULT_MODEL = "cxr-resnet18"
-
-registry = frame.page("Model performance")
-cards = registry.cards()
-if not cards:
-    st.info("No models are registered in the weights folder.")
-    st.stop()
-
-ids = [c.id for c in cards]
-left, right = st.columns([3, 2])
-chosen = left.multiselect(
-    "Models",
-    ids,
-    default=[DEFAULT_MODEL] if DEFAULT_MODEL in ids else ids[:1],
-    help="Choose two or more X-ray classifiers (or CT models) to compare them on the same cases.",
-)
-source_kind = right.radio("Evaluate on", [HELD_OUT, DATASET], horizontal=True)
-data_path: str | None = None
-if source_kind == DATASET:
-    data_path = (
-        right.text_input(
-            "Dataset path",
-            placeholder="/data/covid-xray (class folders), manifest.csv, or a CT metadata.csv folder",
-            help="X-ray models: class folders (COVID/, NORMAL/, Viral Pneumonia/) or a CSV manifest path,label"
-            "[,patient_id]; the findings model: a CheXpert-style CSV; CT models: a folder with metadata.csv "
-            "or a CSV manifest of series (or demo:N, N demo patients' CT phantoms drawn in memory). Every case in it "
-            f"is used. {roots_hint()}",
-        ).strip()
-        or None
-    )
-    if data_path is None:
-        st.info("Enter the path of a dataset to evaluate on.")
-        st.stop()
-    if not _is_demo_source(data_path):  # the demo phantoms are drawn in memory, not read from disk
-        with frame.plain_errors():
-            data_path = str(confine(data_path))
-if not chosen:
-    st.info("Choose at least one model.")
-    st.stop()
 
 
 def _level_view(ev: Evaluation, level: Level, key: str) -> None:
@@ -234,62 +200,106 @@ def _model_view(model_id: str) -> Evaluation | None:
     return ev
 
 
-evaluations: list[Evaluation] = []
-tabs = st.tabs(chosen)
-for tab, model_id in zip(tabs, chosen, strict=True):
-    with tab:
-        ev = _model_view(model_id)
-        if ev is not None:
-            evaluations.append(ev)
+frame.heading("Model performance")
+models_tab, readers_tab = st.tabs(["Models", "Readers"])
+with readers_tab:  # first: it needs no model, and the Models tab ends the page where it has nothing to show
+    readers()
+with models_tab:
+    with frame.plain_errors():
+        registry = resources.registry()
+    cards = registry.cards()
+    if not cards:
+        st.info("No models are registered in the weights folder.")
+        st.stop()
 
-result: Comparison | None = None
-chosen_cards = [registry.card(i) for i in chosen]
-if len(chosen) >= 2:
-    st.subheader("Side by side on the same cases")
-    if comparable(chosen_cards):
-        positive = "COVID-19"
-        if all(model_kind(c) == "xray" for c in chosen_cards):
-            classes = list(chosen_cards[0].labels)
-            positive = st.selectbox(
-                "Compare on P(class) against the other classes",
-                classes,
-                index=classes.index("COVID-19") if "COVID-19" in classes else 0,
-                key="compare_positive",
-            )
-        try:
-            result = comparison(chosen, data_path, positive)
-        except DashboardError as e:
-            st.error(str(e))
-        if result is not None:
-            st.caption(
-                f"P({result.positive}) of each model on {result.n} {result.unit}s of "
-                f"{result.n_patients} patients: {result.data}."
-            )
-            fig_col, table_col = st.columns([3, 2])
-            fig_col.plotly_chart(comparison_figure(result), key="comparison")
-            table_col.dataframe(
-                [
-                    {
-                        "models": f"{p.a} - {p.b}",
-                        "AUC difference": f"{p.difference:+.3f}",
-                        "DeLong p": format_p_value(p.delong_p),
-                        "bootstrap 95% CI": f"{p.bootstrap_ci[0]:+.3f} to {p.bootstrap_ci[1]:+.3f}",
-                    }
-                    for p in result.pairs
-                ],
-                hide_index=True,
-            )
-            table_col.caption("AUCs: " + "; ".join(f"{m.id} {format_auc(m.auc, m.auc_ci)}" for m in result.models))
-    else:
-        st.info(
-            "Side by side compares 3-class X-ray models with each other, or CT models with each other "
-            "(the findings and series models score other things)."
-        )
-
-if evaluations:
-    report_download(
-        lambda: performance_report(evaluations, result, created=today()),
-        key="performance_report",
-        file_name=performance_report_filename([e.model.id for e in evaluations]),
-        label="Download performance report (HTML)",
+    ids = [c.id for c in cards]
+    left, right = st.columns([3, 2])
+    chosen = left.multiselect(
+        "Models",
+        ids,
+        default=[DEFAULT_MODEL] if DEFAULT_MODEL in ids else ids[:1],
+        help="Choose two or more X-ray classifiers (or CT models) to compare them on the same cases.",
     )
+    source_kind = right.radio("Evaluate on", [HELD_OUT, DATASET], horizontal=True)
+    data_path: str | None = None
+    if source_kind == DATASET:
+        data_path = (
+            right.text_input(
+                "Dataset path",
+                placeholder="/data/covid-xray (class folders), manifest.csv, or a CT metadata.csv folder",
+                help="X-ray models: class folders (COVID/, NORMAL/, Viral Pneumonia/) or a CSV manifest path,label"
+                "[,patient_id]; the findings model: a CheXpert-style CSV; CT models: a folder with metadata.csv "
+                "or a CSV manifest of series (or demo:N, N demo patients' CT phantoms drawn in memory). Every case in it "
+                f"is used. {roots_hint()}",
+            ).strip()
+            or None
+        )
+        if data_path is None:
+            st.info("Enter the path of a dataset to evaluate on.")
+            st.stop()
+        if not _is_demo_source(data_path):  # the demo phantoms are drawn in memory, not read from disk
+            with frame.plain_errors():
+                data_path = str(confine(data_path))
+    if not chosen:
+        st.info("Choose at least one model.")
+        st.stop()
+
+    evaluations: list[Evaluation] = []
+    tabs = st.tabs(chosen)
+    for tab, model_id in zip(tabs, chosen, strict=True):
+        with tab:
+            ev = _model_view(model_id)
+            if ev is not None:
+                evaluations.append(ev)
+
+    result: Comparison | None = None
+    chosen_cards = [registry.card(i) for i in chosen]
+    if len(chosen) >= 2:
+        st.subheader("Side by side on the same cases")
+        if comparable(chosen_cards):
+            positive = "COVID-19"
+            if all(model_kind(c) == "xray" for c in chosen_cards):
+                classes = list(chosen_cards[0].labels)
+                positive = st.selectbox(
+                    "Compare on P(class) against the other classes",
+                    classes,
+                    index=classes.index("COVID-19") if "COVID-19" in classes else 0,
+                    key="compare_positive",
+                )
+            try:
+                result = comparison(chosen, data_path, positive)
+            except DashboardError as e:
+                st.error(str(e))
+            if result is not None:
+                st.caption(
+                    f"P({result.positive}) of each model on {result.n} {result.unit}s of "
+                    f"{result.n_patients} patients: {result.data}."
+                )
+                fig_col, table_col = st.columns([3, 2])
+                fig_col.plotly_chart(comparison_figure(result), key="comparison")
+                table_col.dataframe(
+                    [
+                        {
+                            "models": f"{p.a} - {p.b}",
+                            "AUC difference": f"{p.difference:+.3f}",
+                            "DeLong p": format_p_value(p.delong_p),
+                            "bootstrap 95% CI": f"{p.bootstrap_ci[0]:+.3f} to {p.bootstrap_ci[1]:+.3f}",
+                        }
+                        for p in result.pairs
+                    ],
+                    hide_index=True,
+                )
+                table_col.caption("AUCs: " + "; ".join(f"{m.id} {format_auc(m.auc, m.auc_ci)}" for m in result.models))
+        else:
+            st.info(
+                "Side by side compares 3-class X-ray models with each other, or CT models with each other "
+                "(the findings and series models score other things)."
+            )
+
+    if evaluations:
+        report_download(
+            lambda: performance_report(evaluations, result, created=today()),
+            key="performance_report",
+            file_name=performance_report_filename([e.model.id for e in evaluations]),
+            label="Download performance report (HTML)",
+        )

@@ -2,7 +2,8 @@
 
 An evaluation runs a model over hundreds of images or scans: each is computed once per process
 for a (model version, temperature, data) and shared by every session, with a progress bar the
-first time.
+first time. The Readers tab's figures (:func:`readers`) come from the reads stored in the case
+library, computed afresh on each visit: no model runs for them.
 """
 
 from __future__ import annotations
@@ -15,13 +16,17 @@ from typing import Any, TypeVar
 import pandas as pd
 import streamlit as st
 
+from core.errors import DashboardError
 from core.evaluation.compare import compare
 from core.evaluation.data import evaluation_data
 from core.evaluation.evaluate import evaluate
 from core.evaluation.figures import format_auc, format_number, format_percent
 from core.evaluation.results import Comparison, Evaluation, KFold, Level
+from core.library.demo import needs_demo_build
+from core.library.store import SqliteLibrary
 from core.types import Progress
-from ui import resources
+from ui import resources, review_summary
+from ui.library import library, library_path
 
 Result = TypeVar("Result", Evaluation, Comparison)
 
@@ -118,3 +123,57 @@ def kfold_frame(kfold: KFold) -> pd.DataFrame:
     if kept is not None:
         frame["fold"] = [f"{f} (kept)" if f == str(kept) else f for f in frame["fold"]]
     return frame
+
+
+def _case_library() -> SqliteLibrary | None:
+    """The app's case library where it is built and opens; else a plain message and None.
+
+    Unlike the library's own pages, this one neither builds the demo library (the first launch
+    takes minutes and would hold the model figures back) nor ends the page when the library
+    cannot be opened: the other tabs do not need it.
+    """
+    try:
+        if needs_demo_build(library_path()):
+            st.info(
+                "The case library is not ready yet: on a first launch Home builds it and shows how far it "
+                "is. The readers' figures appear here once it is ready."
+            )
+            return None
+        return library()
+    except DashboardError as e:
+        st.info(f"The readers' figures need the case library, which cannot be opened: {e}")
+        return None
+
+
+def readers() -> None:
+    """The Readers tab: the room's reads against the model and the truth, pooled over the
+    case-review meetings chosen (every meeting with reads, to start with)."""
+    st.caption(
+        "Clinicians' reads recorded on the Case review page (a meeting's Present tab), each against the "
+        "model's read stored with it and against the truth where it is known."
+    )
+    case_library = _case_library()
+    if case_library is None:
+        return
+    try:
+        meetings = case_library.meetings()
+        n_reads = {m.id: len(case_library.reads(m.id)) for m in meetings}
+    except DashboardError as e:
+        st.info(f"The readers' figures need the case library, which cannot be read: {e}")
+        return
+    with_reads = {m.id: m for m in meetings if n_reads[m.id]}
+    if not with_reads:
+        st.info("No read has been recorded yet: record the room's reads in a meeting on the Case review page.")
+        return
+    chosen = st.multiselect(
+        "Meetings",
+        list(with_reads),
+        default=list(with_reads),
+        key="performance_reader_meetings",
+        format_func=lambda i: review_summary.meeting_label(with_reads[i], n_reads[i]),
+        help="Every meeting with reads to start with; remove meetings to see the figures of the others.",
+    )
+    if not chosen:
+        st.info("Choose at least one meeting.")
+        return
+    review_summary.figures(case_library, chosen)

@@ -4,7 +4,9 @@ On the shipped demo weights (their cards record the held-out split, which the pa
 the default model's numbers equal the ones recorded at training time, the threshold slider
 moves sensitivity and specificity, two X-ray models are compared, the findings and survival
 models show what they can. On tiny CT models and a drawn demo CT dataset: the CT levels and the
-window-robustness band. Bad input gives a plain error.
+window-robustness band. Bad input gives a plain error. The Readers tab: the figures of reads
+recorded in two case-review meetings, narrowed to one, and plain messages where there is no read
+or no case library to read them from.
 """
 
 from __future__ import annotations
@@ -14,8 +16,12 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.library.store import DATABASE_NAME, open_library
 from core.models.registry import ModelRegistry
+from core.review.summary import COVID_QUESTION, kappa_text, meeting_summary, share_text
 from tests.helpers import ROOT
+from tests.pages.test_review_summary import record_two_meetings
+from ui.review_summary import ACCURACY, KAPPA, SENSITIVITY
 
 PAGE = str(ROOT / "pages" / "performance.py")
 DATASET = "A dataset on this computer"
@@ -24,6 +30,19 @@ DATASET = "A dataset on this computer"
 @pytest.fixture
 def app() -> AppTest:
     return AppTest.from_file(PAGE, default_timeout=300)
+
+
+def readers_tab(app: AppTest):  # noqa: ANN201
+    (tab,) = [t for t in app.tabs if t.label == "Readers"]
+    return tab
+
+
+@pytest.fixture
+def no_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty weights folder, so the Models tab evaluates nothing and the Readers tab is tested alone."""
+    folder = tmp_path / "no-weights"
+    folder.mkdir()
+    monkeypatch.setenv("DASHBOARD_WEIGHTS_DIR", str(folder))
 
 
 def metric(app: AppTest, label: str) -> str:
@@ -58,6 +77,8 @@ def test_default_model_shows_its_recorded_held_out_numbers(app: AppTest) -> None
         assert name in titles
     assert any("Calibrated probabilities" in m.value for m in app.markdown)
     assert app.get("download_button"), "no report download"
+    # The Readers tab beside the models; this test's scratch case library is not built, which it says.
+    assert any("not ready yet" in i.value for i in readers_tab(app).info)
 
 
 def test_the_threshold_slider_trades_sensitivity_for_specificity(app: AppTest) -> None:
@@ -129,3 +150,72 @@ def test_ct_models_on_a_demo_dataset_per_scan_and_patient_with_a_window_band(
     app.number_input[0].set_value(2).run()
     assert not app.exception
     assert any("windows" in t for t in chart_titles(app))
+
+
+def test_the_readers_tab_shows_the_figures_of_two_meetings_and_of_one(library_copy: Path, no_models: None) -> None:
+    library = open_library(library_copy)
+    demo_id, second_id = record_two_meetings(library)
+    app = AppTest.from_file(PAGE, default_timeout=60)
+    app.run()
+    assert not app.exception, app.exception
+    assert [t.label for t in app.tabs][:2] == ["Models", "Readers"]
+    assert any("No models are registered" in i.value for i in app.info)  # and the Readers tab still works
+    tab = readers_tab(app)
+    chooser = tab.multiselect(key="performance_reader_meetings")
+    assert set(chooser.value) == {demo_id, second_id}  # every meeting with reads
+
+    def pooled_row(ids: list[int]) -> dict:
+        """All readers' figures, checked against the core's, with the model's on the same reads."""
+        figures = next(d.value for d in readers_tab(app).dataframe if "Reader" in d.value.columns)
+        assert list(figures["Reader"]) == [
+            "Dr A",
+            "model, Dr A's cases",
+            "Dr B",
+            "model, Dr B's cases",
+            "all readers",
+            "model, all readers' cases",
+        ]
+        rows = figures.set_index("Reader")
+        expected = meeting_summary(library, ids).question(COVID_QUESTION).pooled
+        row = rows.loc["all readers"].to_dict()
+        assert row[KAPPA] == kappa_text(expected.vs_model)
+        assert row[ACCURACY] == share_text(expected.accuracy)
+        assert rows.loc["model, all readers' cases", SENSITIVITY] == share_text(expected.model_sensitivity)
+        return row
+
+    both = pooled_row(chooser.value)
+    assert both["Reads"] == 10 and both[KAPPA].startswith("0.17 (")
+    cases = next(d.value for d in tab.dataframe if "Room" in d.value.columns)
+    assert list(cases[""][:2]) == ["disagree", "disagree"]
+    # Narrowed to the demo meeting: its four reads alone, and another kappa.
+    chooser.set_value([demo_id]).run()
+    assert not app.exception, app.exception
+    one = pooled_row([demo_id])
+    assert one["Reads"] == 4 and one[KAPPA].startswith("0.00 (")
+    assert one[ACCURACY] != both[ACCURACY]
+    cases = next(d.value for d in readers_tab(app).dataframe if "Room" in d.value.columns)
+    assert list(cases[""]).count("disagree") == 1 and "Meeting" not in cases.columns
+
+
+def test_the_readers_tab_without_reads_says_where_to_record_them(library_copy: Path, no_models: None) -> None:
+    app = AppTest.from_file(PAGE, default_timeout=60)
+    app.run()
+    assert not app.exception, app.exception
+    tab = readers_tab(app)
+    assert any("No read has been recorded yet" in i.value and "Case review" in i.value for i in tab.info)
+    assert not tab.dataframe
+
+
+def test_a_case_library_that_cannot_be_opened_leaves_the_page_working(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_models: None
+) -> None:
+    broken = tmp_path / "broken-library"
+    broken.mkdir()
+    (broken / DATABASE_NAME).write_bytes(b"not a database" * 100)
+    monkeypatch.setenv("DASHBOARD_LIBRARY", str(broken))
+    app = AppTest.from_file(PAGE, default_timeout=60)
+    app.run()
+    assert not app.exception, app.exception
+    assert not app.error
+    (message,) = [i.value for i in readers_tab(app).info]
+    assert "cannot be opened" in message and "not a case library" in message
