@@ -17,6 +17,7 @@ from core.review.meetings import HIDEABLE, Meeting, check_date, reads_by_case, t
 from core.review.minute import meeting_minute, threshold_text
 from core.review.model_read import model_read
 from core.review.summary import MeetingSummary, QuestionSummary, kappa_text, meeting_summary, reads_csv, share_text
+from core.review.uploads import add_upload_to_meeting
 
 
 def _hideable(text: str) -> str:
@@ -58,6 +59,33 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--json", action="store_true")
     library_arg(add)
     add.set_defaults(func=run_add)
+
+    upload = cmd.add_parser(
+        "add-upload",
+        help="store an image you have reviewed (one X-ray, or the DICOM slices of one CT series) in the library, "
+        "de-identified, and put it last in a meeting",
+    )
+    upload.add_argument("meeting_id", type=_meeting_id, metavar="MEETING_ID")
+    upload.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH", help="the image file, or the series' files or folder"
+    )
+    upload.add_argument("--modality", choices=("X-ray", "CT"), required=True)
+    upload.add_argument("--label", default=None, help="the reviewed diagnosis: Normal, 'Viral pneumonia' or COVID-19")
+    upload.add_argument("--admission-day", type=float, default=None, help="days since admission (optional)")
+    upload.add_argument("--patient", default=None, help="a library patient's pseudonym (a follow-up); default: new")
+    upload.add_argument("--note", default=None, help="free text; never a patient's name")
+    upload.add_argument(
+        "--show",
+        nargs="+",
+        type=_hideable,
+        choices=HIDEABLE,
+        default=(),
+        metavar="ITEM",
+        help=f"shown from the start: any of {', '.join(HIDEABLE)} (default: hide all)",
+    )
+    upload.add_argument("--json", action="store_true")
+    library_arg(upload)
+    upload.set_defaults(func=run_add_upload)
 
     ls = cmd.add_parser("list", help="every meeting, the latest first")
     ls.add_argument("--json", action="store_true", help="one JSON object per meeting")
@@ -156,6 +184,47 @@ def run_add(args: argparse.Namespace) -> int:
             f"case {case.id} ({what}) added to meeting {case.meeting_id} at position {case.position}; "
             f"hidden until revealed: {_hides(case.hidden)}"
         )
+    return 0
+
+
+def _upload_files(paths: list[Path]) -> list[tuple[str, bytes]]:
+    """Each file named, and every file in each folder named (recursively), as (name, bytes)."""
+    files: list[tuple[str, bytes]] = []
+    for path in paths:
+        try:
+            found = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            files += [(p.name, p.read_bytes()) for p in found]
+        except OSError as e:
+            raise InvalidInputError(f"Could not read {path}: {e.strerror or e}.") from e
+    if not files:
+        raise InvalidInputError(f"No file in {', '.join(map(str, paths))}.")
+    return files
+
+
+def run_add_upload(args: argparse.Namespace) -> int:
+    library = open_existing(args)
+    got = add_upload_to_meeting(
+        library,
+        args.meeting_id,
+        _upload_files(args.paths),
+        modality=args.modality,
+        label=args.label,
+        note=args.note,
+        offset_admission_days=args.admission_day,
+        patient=args.patient,
+        hidden=[h for h in HIDEABLE if h not in args.show],
+    )
+    case = got.case
+    if args.json:
+        print(json.dumps(case.as_dict() | {"already_in_library": got.already_in_library, "warning": got.warning}))
+    else:
+        stored = "in the library already" if got.already_in_library else "stored in the library, de-identified"
+        print(
+            f"case {case.id} ({case.pseudonym} study {case.study_id}, {stored}) added to meeting {case.meeting_id} "
+            f"at position {case.position}; hidden until revealed: {_hides(case.hidden)}"
+        )
+        if got.warning:
+            print(f"warning: {got.warning}")
     return 0
 
 

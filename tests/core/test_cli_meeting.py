@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 from pathlib import Path
 
 import pytest
 
+from core.demo.ct_phantom import generate_ct
+from core.demo.dicom_writer import DicomPatient, DicomStudy, ct_series_files, new_uid
 from core.labels import XRAY_LABELS
 from core.library.demo import DEMO_MEETING_TITLE
 from core.library.store import open_library
@@ -174,3 +177,45 @@ def test_a_meetings_summary_and_its_csv_from_the_command_line(
     bad = ("meeting", "export", mid, "--csv", str(tmp_path / "no-such-folder" / "r.csv"), *lib)
     assert_one_line_error(*run(capsys, *bad), "could not write")
     assert len(open_library(library_copy).reads(int(mid))) == 2 * len(cases)
+
+
+def test_add_upload_stores_a_reviewed_ct_series_folder_and_puts_it_in_the_meeting(
+    library_copy: Path, tmp_path: Path, capsys
+) -> None:
+    lib = ("--library", str(library_copy))
+    mid = str(run_json(capsys, "meeting", "create", "--title", "Uploads", "--date", "2026-12-08", *lib)["id"])
+    ct = generate_ct("COVID-19", 0.5, 41, shape=(16, 48, 48))
+    folder = tmp_path / "DOE_JANE_series"
+    folder.mkdir()
+    patient = DicomPatient("DOE^JANE", "MRN-5150", "19580412", "F", 61)
+    for name, data in ct_series_files(
+        ct.hu, ct.spacing_mm, patient, DicomStudy(new_uid("cli-up"), "A-1", dt.date(2020, 3, 15))
+    ):
+        (folder / name).write_bytes(data)
+    upload = (
+        "meeting",
+        "add-upload",
+        mid,
+        str(folder),
+        "--modality",
+        "CT",
+        "--label",
+        "COVID-19",
+        "--admission-day",
+        "4",
+    )
+    got = run_json(capsys, *upload, "--show", "notes", "--json", *lib)
+    assert got["position"] == 1 and not got["already_in_library"]
+    assert set(got["hidden"]) == {"diagnosis", "outcome", "model outputs"}
+    (study,) = open_library(library_copy).patient(got["pseudonym"]).studies
+    assert study.id == got["study_id"] and study.modality == "CT" and study.offset_admission_days == 4
+    assert "DOE" not in json.dumps(got) and "MRN-5150" not in json.dumps(got)
+
+    other = str(run_json(capsys, "meeting", "create", "--title", "Again", *lib)["id"])
+    again = run_json(capsys, "meeting", "add-upload", other, *upload[3:], "--json", *lib)
+    assert again["already_in_library"] and again["study_id"] == got["study_id"]
+    assert_one_line_error(*run(capsys, *upload, *lib), "already")  # the same study twice in one meeting
+    assert_one_line_error(
+        *run(capsys, "meeting", "add-upload", mid, str(tmp_path / "none.png"), "--modality", "X-ray", *lib),
+        "Could not read",
+    )
