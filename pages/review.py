@@ -26,7 +26,7 @@ from core.review.meetings import (
     read_choices,
     reads_by_case,
 )
-from ui import frame, resources, review, review_present, review_summary
+from ui import frame, resources, review, review_present, review_summary, review_uploads
 from ui.library import library_or_stop
 
 AGREES = {"yes": True, "no": False, "not sure": None}
@@ -133,6 +133,7 @@ def prepare(meeting: Meeting) -> None:
     patients = library.patients()
     if not patients:
         st.info("The case library has no patient to add.")
+        review_uploads.add_uploads(library, meeting)
         return
     names = {p.pseudonym: p for p in patients}
     c1, c2 = st.columns(2)
@@ -154,6 +155,7 @@ def prepare(meeting: Meeting) -> None:
         study = None if study_id == WHOLE_PATIENT else int(study_id)
         if _error_line(lambda: library.add_to_meeting(meeting.id, pick, study, hidden)):
             st.rerun()
+    review_uploads.add_uploads(library, meeting)
 
 
 def _position(meeting: Meeting) -> tuple[str, int]:
