@@ -19,11 +19,11 @@ import numpy as np
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from core.ct.analysis import CtAnalysis, analyse_ct
-from core.ct.preprocess import LUNG_WINDOW, window_hu
+from core.ct.preprocess import LUNG_WINDOW, prepare_volume, window_hu
 from core.ct.views import pixel_size_mm, take_slice
 from core.errors import DashboardError
 from core.explain.figures import IMAGE_CONFIG, image_figure, side_by_side_figure
+from core.explain.gradcam3d import covid3d_with_cam, resize_cam
 from core.explain.overlay import display_shape, downsample_for_display, render_overlay, resize_unit
 from core.inference import xray_analysis
 from core.library.records import Patient, Study
@@ -71,16 +71,22 @@ def _volume(library: SqliteLibrary, image_id: int) -> CtVolume:
     return memo(("review-ct", image_id), read_stored_ct, library, image_id)
 
 
-def ct_analysis(library: SqliteLibrary, image_id: int, model: LoadedModel) -> CtAnalysis:
-    """COVID3D on a stored CT series with its 3D Grad-CAM (at the volume's shape), once per
-    session, series and model version: moving the slice slider draws from the stored map."""
+def _covid3d_map(volume: CtVolume, model: LoadedModel) -> np.ndarray:
+    """COVID3D's 3D Grad-CAM (for COVID-19, in [0, 1]) over the volume's own (z, y, x) grid."""
+    _, grid = covid3d_with_cam(model, prepare_volume(volume, model.card.input))
+    return resize_cam(grid, volume.hu.shape)
+
+
+def ct_map(library: SqliteLibrary, image_id: int, model: LoadedModel) -> np.ndarray:
+    """COVID3D's 3D Grad-CAM of a stored CT series, once per session, series and model version:
+    moving the slice slider draws from the stored map. The map alone: the OOD check of the CT
+    page's analysis would double a case change's wait, and the model's read at the reveal (its
+    probability, threshold and OOD verdict) says whether the CT is like its training data."""
     return memo(
         ("review-ct-cam", image_id, model.id, model.card.version),
-        analyse_ct,
+        _covid3d_map,
         _volume(library, image_id),
         model,
-        None,
-        cam=True,
     )
 
 
@@ -117,23 +123,16 @@ def _xray_rgb(
 
 def _ct_rgb(
     library: SqliteLibrary, image_id: int, index: int, model: LoadedModel | None, shape: tuple[int, int] | None
-) -> tuple[np.ndarray, CtAnalysis | None]:
+) -> np.ndarray:
     """Axial slice ``index`` of a stored series in the lung window (with COVID3D's 3D Grad-CAM
-    on it unless ``model`` is None), resized to ``shape`` if given; and the analysis drawn."""
+    on it unless ``model`` is None), resized to ``shape`` if given."""
     volume = _volume(library, image_id)
     gray = np.asarray(window_hu(take_slice(volume.hu, "Axial", index), *LUNG_WINDOW), dtype=np.float32)
-    analysis = ct_analysis(library, image_id, model) if model is not None else None
-    heat = take_slice(analysis.cam, "Axial", index) if analysis is not None and analysis.cam is not None else None
+    heat = take_slice(ct_map(library, image_id, model), "Axial", index) if model is not None else None
     if shape is not None:
         gray = resize_unit(gray, shape)
         heat = resize_unit(np.asarray(heat, dtype=np.float32), shape) if heat is not None else None
-    return render_overlay(gray, heat, "Jet", CAM_OPACITY), analysis
-
-
-def _ct_caveat(analysis: CtAnalysis | None) -> str:
-    if analysis is None or analysis.covid3d_ood is None or analysis.covid3d_ood.in_distribution:
-        return ""
-    return f" This CT is unlike {analysis.covid3d_id}'s training data: the map shows where it looked, not a finding."
+    return render_overlay(gray, heat, "Jet", CAM_OPACITY)
 
 
 def _cam_words(model: LoadedModel, modality: str) -> str:
@@ -170,9 +169,9 @@ def show_single(
         if image.kind == "ct-series":
             count = int(_volume(library, image.id).hu.shape[0])
             index = _ct_slider(f"review_slice_{image.id}", count, controls)
-            rgb, analysis = _ct_rgb(library, image.id, index, model, None)
+            rgb = _ct_rgb(library, image.id, index, model, None)
             pixel_mm = pixel_size_mm(_volume(library, image.id).spacing_mm, "Axial")
-            caption = f"Axial slice {index + 1} of {count}, lung window." + _ct_caveat(analysis)
+            caption = f"Axial slice {index + 1} of {count}, lung window."
         else:
             rgb = _xray_rgb(library, image.id, model if study.modality == "X-ray" else None, None)
             pixel_mm = (1.0, 1.0)
@@ -213,12 +212,12 @@ def show_pair(
             prior_count = int(_volume(library, before.id).hu.shape[0])
             index = _ct_slider(f"review_slice_pair_{now.id}", count, controls)
             prior_index = round(index / max(count - 1, 1) * (prior_count - 1))
-            right, analysis = _ct_rgb(library, now.id, index, model, None)
-            left, prior_analysis = _ct_rgb(library, before.id, prior_index, model, right.shape[:2])
+            right = _ct_rgb(library, now.id, index, model, None)
+            left = _ct_rgb(library, before.id, prior_index, model, right.shape[:2])
             pixel_mm = pixel_size_mm(_volume(library, now.id).spacing_mm, "Axial")
             caption = (
                 f"Axial slice {prior_index + 1} of {prior_count} (prior) and {index + 1} of {count} (current): "
-                "the same position in each series, lung window." + _ct_caveat(analysis or prior_analysis)
+                "the same position in each series, lung window."
             )
         else:
             right = _xray_rgb(library, now.id, model, None)
