@@ -20,6 +20,7 @@ import streamlit as st
 from core.errors import DashboardError
 from core.library.meeting_records import Meeting
 from core.library.store import CaseLibrary
+from core.review.minute import meeting_minute, minute_filename
 from core.review.summary import (
     ALL_READERS,
     CaseOutcome,
@@ -30,6 +31,7 @@ from core.review.summary import (
     reads_csv,
     share_text,
 )
+from ui import resources
 
 #: The columns of each question's figures table.
 KAPPA = "Kappa with the model (95% CI)"
@@ -166,14 +168,42 @@ def figures(library: CaseLibrary, meeting_ids: Sequence[int], *, no_reads: str =
 
 
 def downloads(library: CaseLibrary, meeting: Meeting) -> None:
-    """One meeting's exports: the reads as CSV."""
-    # The meeting's HTML minute will get its button here, beside the CSV's.
-    st.download_button(
+    """One meeting's exports: the reads as CSV, and the minute as one HTML file (made on request:
+    it draws each case's images and maps, several seconds; offered while the meeting is as it
+    was made from)."""
+    csv_column, minute_column = st.columns(2)
+    csv_column.download_button(
         "Download the reads (CSV)",
         reads_csv(library, meeting.id),
         file_name=f"meeting-{meeting.id}-reads.csv",
         mime="text/csv",
         key="review_summary_csv",
+    )
+    key = f"review_minute_{meeting.id}"
+    state = (library.meeting(meeting.id).cases, tuple(library.reads(meeting.id)))
+    made = st.session_state.get(key)
+    if made is None or made[0] != state:
+        if minute_column.button(
+            "Make the minute (HTML)",
+            key="review_minute_make",
+            help="One file with the figures, each case's images with the model's map, what it hid, the model's "
+            "outputs with their thresholds and the reads; pseudonyms and days since admission only.",
+        ):
+            try:
+                with st.spinner("Drawing each case's images and maps"):
+                    html = meeting_minute(library, meeting.id, resources.registry(), load=resources.model)
+            except DashboardError as e:
+                minute_column.error(str(e))
+                return
+            st.session_state[key] = made = (state, html)
+        else:
+            return
+    minute_column.download_button(
+        "Download the minute (HTML)",
+        made[1],
+        file_name=minute_filename(meeting),
+        mime="text/html",
+        key="review_minute_download",
     )
 
 

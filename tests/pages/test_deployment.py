@@ -64,7 +64,8 @@ def test_performance_dataset_path_outside_the_roots_is_refused(allowed: Path) ->
         f"'/etc' is outside the folders this dashboard may read: the dashboard reads only from "
         f"{allowed.resolve()}; whoever runs it can add a folder to DASHBOARD_DATA_ROOTS."
     ]
-    assert not at.tabs, "no model was evaluated"
+    assert [t.label for t in at.tabs] == ["Models", "Readers"]  # no model tab inside: none was evaluated
+    assert not at.metric
 
 
 def test_a_read_only_screen_hides_import_and_add_and_says_so(

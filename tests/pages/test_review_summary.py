@@ -118,3 +118,25 @@ def test_a_meeting_without_reads_says_where_to_record_them(library) -> None:  # 
     assert not at.get("download_button")
     at.multiselect(key=f"review_summary_meetings_{demo.id}").set_value([]).run()
     assert any("Choose at least one meeting" in i.value for i in at.info)
+
+
+def test_the_minute_is_made_on_request_and_made_again_once_the_meeting_changes(library) -> None:  # noqa: ANN001
+    demo_id, _ = record_two_meetings(library)
+    demo = library.meeting(demo_id)
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    at.selectbox(key="review_meeting").set_value(demo_id).run()
+    assert not [b for b in at.get("download_button") if b.proto.label == "Download the minute (HTML)"]
+    at.button(key="review_minute_make").click().run()
+    assert not at.exception, at.exception
+    (button,) = [b for b in at.get("download_button") if b.proto.label == "Download the minute (HTML)"]
+    html = at.session_state[f"review_minute_{demo_id}"][1]
+    assert html.startswith("<!DOCTYPE html>") or html.lstrip().lower().startswith("<!doctype html>")
+    assert all(c.pseudonym in html for c in demo.cases) and "Dr A" in html
+
+    # A read recorded after it: the minute on offer would be out of date, so it is made again.
+    library.add_read(demo.cases[2].id, "Dr C", "Normal", 2, None, "", None, None)
+    at.run()
+    assert not [b for b in at.get("download_button") if b.proto.label == "Download the minute (HTML)"]
+    at.button(key="review_minute_make").click().run()
+    assert "Dr C" in at.session_state[f"review_minute_{demo_id}"][1]
