@@ -37,7 +37,8 @@ PRESENTER_CSS = """
 .stMainBlockContainer { padding-top: 1rem; max-width: 100%; }
 .stMainBlockContainer p, .stMainBlockContainer li, .stMainBlockContainer label,
 .stMainBlockContainer button p { font-size: 1.45rem !important; }
-.stMainBlockContainer [data-testid="stCaptionContainer"] p { font-size: 1rem !important; }
+.stMainBlockContainer [data-testid="stCaptionContainer"] p { font-size: 1.15rem !important; }
+.stMainBlockContainer [data-testid="stSelectbox"] div, .stMainBlockContainer [data-testid="stSelectbox"] input { font-size: 1.3rem !important; }
 .stMainBlockContainer h1 { font-size: 2rem !important; padding-top: 0 !important; }
 .stMainBlockContainer h2 { font-size: 2.3rem !important; }
 .stMainBlockContainer h3 { font-size: 1.9rem !important; }
