@@ -244,6 +244,17 @@ def record_read(case: MeetingCase, study: Study, model_id: str | None) -> None:
     )
 
 
+def unlike_training_data(case: MeetingCase, study: Study, model_id: str) -> None:
+    """A warning beside a drawn map when its model finds the study unlike its training data (the
+    map then has no grounds); said before the reveal too, as it gives no diagnosis away."""
+    try:
+        read = review.case_model_read(library, registry, case, study, model_id)
+    except DashboardError:
+        return  # the model outputs say why the model cannot read the study
+    if read.in_distribution is False:
+        st.warning(f"{model_id} finds this study unlike the images it was trained on: its map has no grounds here.")
+
+
 def present(meeting: Meeting, *, large: bool) -> None:
     """One case of the meeting: its images, what it hides until revealed, and the room's reads."""
     if not meeting.cases:
@@ -320,6 +331,8 @@ def present(meeting: Meeting, *, large: bool) -> None:
             with curve:
                 review_present.st_curve(library, registry, patient, case, study)
     with facts:
+        if cam_model is not None:
+            unlike_training_data(case, study, cam_model)
         st.subheader("Revealed" if case.revealed else "Hidden until the reveal" if case.hidden else "Known")
         for fact in review.case_facts(case, patient, study):
             shown = review.HIDDEN if fact.hidden else fact.text

@@ -12,11 +12,15 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.demo.ood_probes import photograph, to_png
+from core.demo.xray_phantom import generate_xray
 from core.library.records import Patient, Study
 from core.library.store import SqliteLibrary, open_library
 from core.models.registry import ModelRegistry
+from core.review.uploads import add_upload_to_meeting
 from core.search.embeddings import index_library
-from tests.helpers import ROOT
+from tests.ct_helpers import register_tiny_ct_model
+from tests.helpers import ROOT, fit_phantom_reference, register_tiny_model
 
 PAGE = str(ROOT / "pages" / "review.py")
 HIDDEN = "hidden until the reveal"
@@ -25,9 +29,6 @@ HIDDEN = "hidden until the reveal"
 @pytest.fixture(scope="module")
 def present_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny untrained models: the reference X-ray model and COVID3D."""
-    from tests.ct_helpers import register_tiny_ct_model
-    from tests.helpers import register_tiny_model
-
     folder = tmp_path_factory.mktemp("present-weights")
     register_tiny_model(folder, "cxr-resnet18")
     register_tiny_ct_model(folder, "covid3d-tiny")
@@ -185,3 +186,32 @@ def test_without_the_search_embeddings_the_strip_says_so_in_one_line(library: Sq
     assert any(
         m.startswith("**Similar past patients**: the library's search is not prepared yet") for m in markdown(at)
     )
+
+
+@pytest.fixture
+def ood_library(library_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SqliteLibrary:
+    """The demo library's copy over one tiny X-ray model that knows its (phantom) training data."""
+    weights = tmp_path / "ood-weights"
+    register_tiny_model(weights, "cxr-resnet18")
+    fit_phantom_reference(weights, "cxr-resnet18")
+    monkeypatch.setenv("DASHBOARD_WEIGHTS_DIR", str(weights))
+    monkeypatch.delenv("DASHBOARD_READ_ONLY", raising=False)
+    return open_library(library_copy)
+
+
+@pytest.mark.parametrize("unlike", [True, False])
+def test_a_map_of_a_study_unlike_the_training_data_says_it_has_no_grounds(
+    ood_library: SqliteLibrary, unlike: bool
+) -> None:
+    image = to_png(photograph(1)) if unlike else generate_xray("COVID-19", 0.6, 20_001, size=128).to_png()
+    meeting = ood_library.create_meeting("Map check", "2024-03-01")
+    add_upload_to_meeting(ood_library, meeting, [("x.png", image)], modality="X-ray", label="Normal")
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.query_params["present"] = "1"
+    at.run()
+    assert not any("unlike the images" in w.value for w in at.warning)  # no map drawn yet
+    at.toggle(key="review_cam").set_value(True)
+    run(at)
+    warned = [w.value for w in at.warning if "finds this study unlike the images it was trained on" in w.value]
+    assert bool(warned) is unlike
+    assert any(HIDDEN in m for m in markdown(at))  # said before the reveal, with the outputs still hidden
