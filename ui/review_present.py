@@ -137,7 +137,7 @@ def _ct_rgb(
 
 def _cam_words(model: LoadedModel, modality: str) -> str:
     if modality == "X-ray":
-        return f"Grad-CAM of {model.id} for the class it predicts (named at the reveal); red: where it looked most."
+        return f"Grad-CAM of {model.id} for the class it predicts (in Model outputs); red: where it looked most."
     return f"3D Grad-CAM of {model.id} for COVID-19 on the slice shown; red: where it looked most."
 
 
