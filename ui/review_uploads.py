@@ -84,7 +84,9 @@ def add_uploads(library: CaseLibrary, meeting: Meeting) -> None:
     with form:
         chosen = by_name[st.selectbox("Upload", list(by_name), key="review_upload_pick")]
         c1, c2 = st.columns(2)
-        label = c1.selectbox("Reviewed diagnosis", (*XRAY_LABELS, UNLABELLED), key="review_upload_label")
+        label = c1.selectbox(  # no diagnosis unless one is chosen: a default would label cases unseen
+            "Reviewed diagnosis", (*XRAY_LABELS, UNLABELLED), index=len(XRAY_LABELS), key="review_upload_label"
+        )
         admission = c2.number_input(
             "Days since admission (optional)", value=None, step=1.0, key="review_upload_admission"
         )
