@@ -39,3 +39,9 @@ class InsufficientDataError(DashboardError):
 
 class OutsideDataRootsError(InvalidInputError):
     """A path typed into the app that leads outside the folders the app may read (its data roots)."""
+
+
+class PacsError(DashboardError):
+    """A PACS that cannot be reached, refuses the association or the request, times out, or
+    sends less than it promised; the message names the server by host and port, never a
+    credential."""

@@ -33,6 +33,7 @@ LAYERS: tuple[str, ...] = (
     "findings",
     "inference",
     "library",
+    "pacs",  # find, retrieve and send to an archive; imports into the library de-identified
     "datasets",  # readers and splits of training data; the Cohen CT reader uses the library's importer
     "ct",
     "search",
