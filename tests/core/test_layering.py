@@ -33,7 +33,6 @@ LAYERS: tuple[str, ...] = (
     "findings",
     "inference",
     "library",
-    "pacs",  # find, retrieve and send to an archive; imports into the library de-identified
     "datasets",  # readers and splits of training data; the Cohen CT reader uses the library's importer
     "ct",
     "search",
@@ -42,6 +41,7 @@ LAYERS: tuple[str, ...] = (
     "survival",  # its risk check reports evaluation's binary metrics
     "text",  # the pages' wording; km_summary writes p-values as the survival figures do
     "case_reports",  # a page's case report, assembled from the analyses above and written by report
+    "pacs",  # find, retrieve and send to an archive: results drawn as the case reports draw them
     "review",  # case-review meetings, reads and agreement statistics: may use the analyses and case reports
     "training",  # a trainer fits, then evaluates what it ships
     "cli",
