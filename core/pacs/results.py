@@ -57,6 +57,7 @@ from core.io.decoding import looks_like_raw_dicom
 from core.io.images import read_xray
 from core.models.registry import LoadedModel
 from core.ood import OodVerdict
+from core.pacs.send import quiet_library_logs
 
 __all__ = [
     "MANUFACTURER",
@@ -509,6 +510,7 @@ def _build(
         map_line += " The map shows where the model looked, not a finding."
     lines += [map_line, f"{RESEARCH_STATEMENT} Made by the {MANUFACTURER} {__version__}."]
     pixels = burn_in(rgb, lines, colormap)
+    quiet_library_logs("highdicom")
     sc = hd.sc.SCImage.from_ref_dataset(
         ref,
         pixels,
