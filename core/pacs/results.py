@@ -68,6 +68,7 @@ __all__ = [
     "burn_in",
     "ct_results",
     "describe_results",
+    "result_statement",
     "xray_results",
 ]
 
@@ -312,16 +313,22 @@ def ct_results(
     return _build(ref, headers, shown, rgb, orientation, statements, map_line, colormap)
 
 
+def result_statement(datasets: Sequence[Dataset]) -> list[str]:
+    """The statement burned into the capture among ``datasets``, one sentence a line, read back
+    from its Image Comments."""
+    comments = next((str(ds.ImageComments) for ds in datasets if "ImageComments" in ds), "")
+    return comments.splitlines()
+
+
 def describe_results(datasets: Sequence[Dataset]) -> list[str]:
     """What is about to be sent, one line per object and then the statement, read back from the
     objects themselves (no identifier: the study by its UID only)."""
     lines = []
     for ds in datasets:
-        what = pydicom.uid.UID(str(ds.SOPClassUID)).name
+        what = pydicom.uid.UID(str(ds.SOPClassUID)).name.removesuffix(" Storage")
         size = f", {ds.Columns} x {ds.Rows} px" if "Rows" in ds else ""
         lines.append(f"{what} '{ds.get('SeriesDescription', '')}'{size}, into study {ds.StudyInstanceUID}")
-    comments = next((str(ds.ImageComments) for ds in datasets if "ImageComments" in ds), "")
-    return lines + [f"  {line}" for line in comments.splitlines()]
+    return lines + [f"  {line}" for line in result_statement(datasets)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -414,7 +421,7 @@ def _ct_statements(
                 n_classes=2,
                 decision="COVID+" if analysis.covid_positive else "COVID-",
                 ood=analysis.covid3d_ood,
-                numbers=(("score s", float(analysis.score or 0.0)),),
+                numbers=(("score s (logit)", float(analysis.score or 0.0)),),
                 rule="COVID+ when P(COVID+) is at or above the threshold",
                 report_names=("Probability of COVID+",),
             )
