@@ -28,8 +28,9 @@ from core.errors import DashboardError
 from core.explain.figures import IMAGE_CONFIG, image_figure
 from core.explain.overlay import render_overlay
 from core.io.ct_input import list_ct_upload_series, read_ct_upload
+from core.pacs.results import ct_results
 from core.report import report_filename_for
-from ui import frame
+from ui import frame, pacs
 from ui.model_card import model_label
 from ui.report import IDENTIFIERS_LABEL, report_download
 from ui.session import digest, memo, share_ct
@@ -55,7 +56,8 @@ demo_cols = st.columns(len(DEMO_CTS))
 for col, label in zip(demo_cols, DEMO_CTS, strict=True):
     if col.button(f"Demo CT: {label}", key=f"ct_demo_{label}"):
         st.session_state["ct_demo"] = label
-files = [(f.name, f.getvalue()) for f in uploads or []]
+retrieved = pacs.from_pacs("ct", "CT")  # nothing shown unless the deployment configures a PACS
+files = [(f.name, f.getvalue()) for f in uploads or []] or (list(retrieved.files) if retrieved else [])
 share_ct(files)  # the Case review page can add it to a meeting
 demo_label = st.session_state.get("ct_demo") if not files else None
 if not files and demo_label is None:
@@ -394,3 +396,8 @@ report_download(
     key="ct_report",
     file_name=report_filename_for(pseudonym),
 )
+if files and is_dicom_series(volume) and (covid3d is not None or slice_model is not None):
+    pacs.send_results(
+        f"ct_{key[:12]}",
+        functools.partial(ct_results, files, covid3d, slice_model, series_uid=volume.series_uid, opacity=opacity),
+    )

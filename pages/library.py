@@ -16,7 +16,7 @@ from core.labels import XRAY_LABELS
 from core.library.importers import add_upload, import_source
 from core.library.records import OUTCOMES, Patient, PatientFilter
 from core.text import describe_outcome, describe_study_time
-from ui import frame
+from ui import frame, pacs
 from ui.library import library_or_stop, show_full_size
 
 UNLABELLED = "Unlabelled"
@@ -208,10 +208,22 @@ else:
             "Add an image you have reviewed as a new case: one X-ray, or the DICOM slices of one CT series. "
             "Names, ids, dates and institutions are removed before anything is stored."
         )
-        files = st.file_uploader(
+        uploaded = st.file_uploader(
             "Image file(s)", accept_multiple_files=True, key="library_upload", help="PNG, JPEG, TIFF or DICOM"
         )
+        retrieved = pacs.from_pacs("library")  # nothing shown unless the deployment configures a PACS
+        files = [(f.name, f.getvalue()) for f in uploaded or []] or (list(retrieved.files) if retrieved else [])
+        if retrieved and not uploaded:
+            st.caption(f"{retrieved.name}: added as one study when you press the button below.")
         u1, u2 = st.columns(2)
+        if (
+            retrieved
+            and not uploaded
+            and st.session_state.get("library_pacs_for") != retrieved.match.series_instance_uid
+        ):
+            # A series just retrieved sets the modality once; the user may still change it.
+            st.session_state["library_upload_modality"] = "CT" if retrieved.match.modality == "CT" else "X-ray"
+            st.session_state["library_pacs_for"] = retrieved.match.series_instance_uid
         up_modality = u1.selectbox("Modality", ("X-ray", "CT"), key="library_upload_modality")
         up_label = u2.selectbox("Reviewed diagnosis", (*XRAY_LABELS, UNLABELLED), key="library_upload_label")
         attach = st.selectbox(
@@ -230,7 +242,7 @@ else:
             try:
                 added = add_upload(
                     library,
-                    [(f.name, f.getvalue()) for f in files or []],
+                    files,
                     modality=up_modality,
                     label=None if up_label == UNLABELLED else up_label,
                     note=note,

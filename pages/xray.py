@@ -18,9 +18,10 @@ from core.explain.overlay import COLORMAPS, display_shape, downsample_for_displa
 from core.findings import predict_findings
 from core.inference import Reading, predict_xray, summarise, xray_analysis, xray_ood
 from core.io.images import read_xray
+from core.pacs.results import xray_results
 from core.report import report_filename_for
 from core.text import describe_image
-from ui import frame, resources
+from ui import frame, pacs, resources
 from ui.model_card import model_label
 from ui.readings import headline, ood_warnings, probability_table
 from ui.report import IDENTIFIERS_LABEL, report_download
@@ -84,7 +85,16 @@ uploads = st.file_uploader(
 if st.button("Load demo X-rays (synthetic phantoms)", key="xray_demo"):
     st.session_state["xray_demo_files"] = demo_xrays()
 demo_files = st.session_state.get("xray_demo_files", [])
-files = [(f.name, f.getvalue(), False) for f in uploads or []] + [(n, d, True) for n, d in demo_files]
+retrieved = pacs.from_pacs("xray", "DX")  # nothing shown unless the deployment configures a PACS
+from_pacs = (
+    [
+        (retrieved.name if len(retrieved.files) == 1 else f"{retrieved.name}, image {i}", d, False)
+        for i, (_, d) in enumerate(retrieved.files, 1)
+    ]
+    if retrieved
+    else []
+)
+files = [(f.name, f.getvalue(), False) for f in uploads or []] + from_pacs + [(n, d, True) for n, d in demo_files]
 share_xrays([(n, d) for n, d, _ in files])  # the Similar cases page searches with these
 if not files:
     st.info(
@@ -269,3 +279,7 @@ for name, data, is_demo in files:
                 key=f"xray_report_{key[:12]}",
                 file_name=report_filename_for(upload_pseudonym(data)),
             )
+            if not is_demo and pacs.is_dicom(data) and not cam_model.card.multi_label:
+                pacs.send_results(
+                    f"xray_{key[:12]}", functools.partial(xray_results, [(name, data)], cam_model, opacity=opacity)
+                )

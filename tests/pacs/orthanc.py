@@ -45,6 +45,7 @@ class Orthanc:
 
     def __init__(self, folder: Path, *, calling_port: int | None = None) -> None:
         self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
         self.http_port = free_port()
         self.dicom_port = free_port()
         # Where this application's own storage SCP would listen (C-MOVE's destination).
