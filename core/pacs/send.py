@@ -168,6 +168,9 @@ def _send_stow(settings: PacsSettings, datasets: Sequence[Dataset]) -> SendRepor
         # On the session, not in the client's headers: dicomweb-client logs its headers at DEBUG.
         session.auth = (settings.username, settings.password)
     client = DICOMwebClient(url=settings.url, session=session, timeout=settings.timeout_s)
+    # dicomweb-client retries a failed request 5 times, waiting up to 16 s between tries: a
+    # server that is down would take half a minute to say so, past the settings' timeout.
+    client.set_http_retry_params(retry=False)
     try:
         # To /studies, not /studies/{uid}: dicomweb-client logs the study's UID when it is named.
         answer = client.store_instances(list(datasets))
