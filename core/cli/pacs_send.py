@@ -27,6 +27,7 @@ from core.errors import InvalidInputError, MissingModelError
 from core.io.decoding import looks_like_raw_dicom
 from core.models.registry import LoadedModel, ModelRegistry
 from core.pacs.results import ct_results, describe_results, result_statement, xray_results
+from core.pacs.retrieve import retrieve_series
 from core.pacs.send import send_datasets
 from core.pacs.settings import DEFAULT_CALLING_AET, ENV_PREFIX, PacsSettings, settings_from_env
 
@@ -189,17 +190,6 @@ def build_results(args: argparse.Namespace, files: Sequence[tuple[str, bytes]]) 
     return xray_results(files, _load(registry, model_id, "xray"))
 
 
-def _retrieve(settings: PacsSettings, study_uid: str, series_uid: str) -> list[tuple[str, bytes]]:
-    """The series' instances, retrieved into memory by :func:`core.pacs.retrieve.retrieve_series`."""
-    try:
-        # Here, not at the top: core.pacs.retrieve is written beside this command (issue 21) and
-        # PATHs must work without it.
-        from core.pacs.retrieve import retrieve_series
-    except ModuleNotFoundError as e:
-        raise InvalidInputError("Retrieving a series is not available in this version: give DICOM PATHs.") from e
-    return retrieve_series(settings, study_uid, series_uid)
-
-
 def _confirmed(lines: Sequence[str], where: str) -> bool:
     """Show what would be sent on stderr and ask on the terminal."""
     print(f"To be stored in {where}:", file=sys.stderr)
@@ -219,7 +209,7 @@ def run_send(args: argparse.Namespace) -> int:
     if args.paths:
         files = read_sources(args.paths, settings)
     elif args.study and args.series:
-        files = _retrieve(settings, args.study, args.series)
+        files = retrieve_series(settings, args.study, args.series)
     else:
         raise InvalidInputError("Name the source: DICOM PATHs, or --study UID --series UID of the archive.")
     datasets = build_results(args, files)

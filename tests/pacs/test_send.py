@@ -236,12 +236,12 @@ def failing_settings(orthanc: Orthanc, case: str, listener_port: int) -> PacsSet
 
 
 FAILURES = {
-    "dimse down": "could not be reached",
-    "dicomweb down": "could not be reached",
-    "wrong called AE title": "refused the association",
+    "dimse down": "cannot be reached",
+    "dicomweb down": "cannot be reached",
+    "wrong called AE title": "does not answer to the AE title NOT-ORTHANC",
     "unknown calling AE title": "STRANGER",
-    "wrong password": "refused the user name and password",
-    "no answer": "did not answer within 1 s",
+    "wrong password": "refused the user name or password",
+    "no answer": "did not answer the association request within 1 s",
 }
 
 
@@ -278,7 +278,7 @@ def test_a_server_stopped_before_sending_is_one_plain_error(
     datasets = xray_results(xray_source.files, ModelRegistry(tiny_weights, device="cpu").load("cxr-custom"))
     fresh_orthanc.stop()
     for settings in (fresh_orthanc.dimse, fresh_orthanc.dicomweb):
-        with pytest.raises(PacsError, match="could not be reached"):
+        with pytest.raises(PacsError, match="cannot be reached"):
             send_datasets(settings, datasets)
 
 
@@ -386,6 +386,38 @@ def test_cli_sends_a_ct_folder_with_yes(
     assert any(line.startswith("covid3d-tiny ") for line in sent["statement"])
     for o in sent["objects"]:
         assert orthanc.instances_of_series(o["series_instance_uid"]) == 1
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_cli_sends_the_results_of_a_series_retrieved_from_the_archive(
+    protocol: str,
+    orthanc: Orthanc,
+    ct_source: LoadedStudy,
+    ct_weights: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    where = (
+        ("--dimse", f"127.0.0.1:{orthanc.dicom_port}", "--aet", "ORTHANC")
+        if protocol == "dimse"
+        else ("--dicomweb", orthanc.dicomweb.url, "--user", USER)
+    )
+    monkeypatch.setenv("DASHBOARD_PACS_PASSWORD", PASSWORD)
+    status, out, err = run_cli(
+        capsys, *where, "--study", ct_source.study_uid, "--series", ct_source.series_uid,
+        "--weights", str(ct_weights), "--yes", "--json",
+    )  # fmt: skip
+    assert status == 0, err
+    sent = json.loads(out)
+    assert sent["study_instance_uid"] == ct_source.study_uid and sent["protocol"] == protocol
+    sr = read_back(orthanc, sent["objects"][1]["sop_instance_uid"])
+    referenced = {
+        i.ReferencedSOPInstanceUID
+        for s in sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
+        for i in s.ReferencedSOPSequence
+    }
+    sources = {pydicom.dcmread(BytesIO(d), stop_before_pixels=True).SOPInstanceUID for _, d in ct_source.files}
+    assert referenced == sources | {sent["objects"][0]["sop_instance_uid"]}
 
 
 def test_cli_errors_are_one_line(
