@@ -57,11 +57,17 @@ def pacs_settings() -> PacsSettings | None:
     return settings_from_mapping(section) if section is not None else settings_from_env()
 
 
+def _day(dicom_date: str) -> str:
+    """A DICOM date (YYYYMMDD) as 2020-04-02; anything else as it is."""
+    d = dicom_date.strip()
+    return f"{d[:4]}-{d[4:6]}-{d[6:]}" if len(d) == 8 and d.isdigit() else d
+
+
 def series_label(m: SeriesMatch) -> str:
     """A series in the chooser: modality, description, count, study date and accession."""
     count = "?" if m.n_instances is None else str(m.n_instances)
     what = m.description or m.study_description or "no description"
-    return f"{m.modality} · {what} · {count} images · study of {m.study_date or 'unknown date'} · {m.accession or 'no accession'}"
+    return f"{m.modality} · {what} · {count} images · study of {_day(m.study_date) or 'unknown date'} · {m.accession or 'no accession'}"
 
 
 def _table(matches: list[SeriesMatch]) -> pd.DataFrame:
@@ -70,7 +76,7 @@ def _table(matches: list[SeriesMatch]) -> pd.DataFrame:
             {
                 "Patient ID": m.patient_id,
                 "Name": m.patient_name.replace("^", " ").strip(),
-                "Study date": m.study_date,
+                "Study date": _day(m.study_date),
                 "Accession": m.accession,
                 "Study": m.study_description,
                 "Series": m.series_number,
@@ -139,7 +145,7 @@ def pacs_source(key: str, settings: PacsSettings, modality: str = "") -> Retriev
     if searched and not matches and found_key in st.session_state:
         st.info("No series matches the search.")
     if matches:
-        st.dataframe(_table(matches), hide_index=True)
+        st.table(_table(matches).set_index("Patient ID"))  # no download button: identifiers stay on screen
         index = st.selectbox(
             "Series",
             range(len(matches)),

@@ -70,7 +70,7 @@ def test_the_ct_page_retrieves_a_series_and_shows_what_its_upload_shows(archive,
     configure(monkeypatch, archive.orthanc.dicomweb)
     at = ok(AppTest.from_file(CT_PAGE, default_timeout=120).run())
     search(at, "ct", id=archive.ct.patient_id)
-    (table,) = at.dataframe
+    (table,) = at.table
     assert list(table.value["Accession"]) == [archive.ct.accession] and list(table.value["Images"]) == [16]
     at.button(key="ct_pacs_retrieve").click().run()
     ok(at)
