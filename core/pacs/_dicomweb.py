@@ -38,11 +38,15 @@ class _WildcardSession(requests.Session):
 
 def client_of(settings: PacsSettings) -> DICOMwebClient:
     """A client of the server at ``settings.url``, with HTTP basic authentication when the
-    settings name a user, and ``settings.timeout_s`` on every connection and read."""
+    settings name a user, ``settings.timeout_s`` on every connection and read, and no retry."""
     session = _WildcardSession()
     if settings.username or settings.password:
         session.auth = (settings.username, settings.password)
-    return DICOMwebClient(settings.url, session=session, timeout=settings.timeout_s)
+    client = DICOMwebClient(settings.url, session=session, timeout=settings.timeout_s)
+    # Its default retries each failed request 5 times with exponential waits, connection
+    # errors included: a server that is down would take minutes, not one timeout, to report.
+    client.set_http_retry_params(retry=False)
+    return client
 
 
 def http_failure(settings: PacsSettings, error: Exception, what: str) -> str:

@@ -104,10 +104,14 @@ def _refusal(settings: PacsSettings, assoc: Association, connected: bool, elapse
     return f"{where} broke off the association before it began (it accepted none of the services asked for)."
 
 
-def broken_off(settings: PacsSettings, assoc: Association, what: str) -> str:
+def broken_off(settings: PacsSettings, assoc: Association, what: str, silent_s: float, *, first: bool = True) -> str:
     """The message for a request (``what``: "the search", "the transfer after 3 of 16
-    instances") that ended without a final status: the archive aborted or stopped answering."""
-    if assoc.is_aborted:
+    instances") that ended without a final status, ``silent_s`` after the archive's last
+    answer: it aborted or closed the connection, or stopped answering. ``first``: before any
+    answer to the request, when an archive that refuses this application's AE title does so."""
+    if assoc.is_aborted or silent_s < 0.9 * settings.timeout_s:
+        if not first:
+            return f"{settings.where} broke off {what}."
         return (
             f"{settings.where} broke off {what} (is this application's AE title {settings.calling_aet} "
             "allowed to query and retrieve there?)."

@@ -11,6 +11,7 @@ user typed them; how they match (case, accents) is the archive's rule.
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -204,10 +205,12 @@ def _c_find(
     settings: PacsSettings, assoc: Association, identifier: Dataset, what: str, limit: int | None = None
 ) -> list[Dataset]:
     found: list[Dataset] = []
+    last_answer = time.monotonic()
     for status, answer in assoc.send_c_find(identifier, _FIND):
         code = _dimse.status_of(status)
         if code is None:
-            raise PacsError(_dimse.broken_off(settings, assoc, what))
+            raise PacsError(_dimse.broken_off(settings, assoc, what, time.monotonic() - last_answer))
+        last_answer = time.monotonic()
         if code in _dimse.PENDING:
             if answer is not None:
                 found.append(answer)

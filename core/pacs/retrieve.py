@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import functools
 import io
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 
 import requests
 from pydicom import Dataset
@@ -103,10 +104,7 @@ def retrieve_series(
     if expected is not None and expected <= 0:
         raise PacsError(f"{settings.where} holds no instance of that series.")
     if expected is not None and expected > settings.max_instances:
-        raise PacsError(
-            f"The series has {expected} instances, more than the {settings.max_instances} "
-            "one retrieval may bring (the PACS setting max_instances): nothing was retrieved."
-        )
+        raise PacsError(_too_many(settings, expected))
     received = _Received(settings, expected, progress)
     if settings.protocol == "dimse":
         _get_dimse(settings, study_uid, series_uid, received)
@@ -225,10 +223,15 @@ def _get_dimse(settings: PacsSettings, study_uid: str, series_uid: str, received
     with _dimse.association(
         settings, _storage_contexts(), roles=roles, handlers=[(evt.EVT_C_STORE, on_store)]
     ) as assoc:
+        last_answer = time.monotonic()
         for status, _ in assoc.send_c_get(identifier, _GET):
             code = _dimse.status_of(status)
             if code is None:
-                raise PacsError(_dimse.broken_off(settings, assoc, received.stopped()) + " Nothing was kept.")
+                silent_s = time.monotonic() - last_answer
+                first = not received.instances
+                cause = _dimse.broken_off(settings, assoc, received.stopped(), silent_s, first=first)
+                raise PacsError(f"{cause} Nothing was kept.")
+            last_answer = time.monotonic()
             _announce(received, status)
             if received.error:
                 assoc.abort()
@@ -254,6 +257,8 @@ def _announce(received: _Received, status: Dataset) -> None:
     if any(p is not None for p in parts):
         counted = sum(int(p) for p in parts if p is not None)
         received.announced = max(received.announced or 0, counted)
+        if counted > received.settings.max_instances and not received.error:
+            received.error = _too_many(received.settings, counted)
 
 
 def _check_final(settings: PacsSettings, status: Dataset, code: int, received: _Received) -> None:
@@ -277,8 +282,10 @@ def _check_final(settings: PacsSettings, status: Dataset, code: int, received: _
 def _get_dicomweb(settings: PacsSettings, study_uid: str, series_uid: str, received: _Received) -> None:
     client = _dicomweb.client_of(settings)
     with _dicomweb.requests_to(settings, "the transfer"):
-        instances = client.iter_series(study_uid, series_uid)
+        instances: Iterator[Dataset] = iter(())
         try:
+            # The request is sent here; the instances are read from its answer as they come.
+            instances = client.iter_series(study_uid, series_uid)
             for ds in instances:
                 if not received.add(_part10(ds)):
                     raise PacsError(received.error)
@@ -286,12 +293,14 @@ def _get_dicomweb(settings: PacsSettings, study_uid: str, series_uid: str, recei
         except requests.HTTPError as e:
             if e.response is not None and e.response.status_code == 404:
                 raise PacsError(f"{settings.where} holds no series with that Series Instance UID.") from None
-            raise PacsError(_dicomweb.http_failure(settings, e, received.stopped())) from None
+            raise PacsError(_dicomweb.http_failure(settings, e, "the transfer")) from None
         except requests.RequestException as e:
             cause = _dicomweb.http_failure(settings, e, received.stopped())
             raise PacsError(f"{cause} Nothing was kept.") from None
         finally:
-            instances.close()
+            close = getattr(instances, "close", None)
+            if close is not None:
+                close()
 
 
 def _part10(ds: Dataset) -> bytes:
@@ -301,5 +310,16 @@ def _part10(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
+def _too_many(settings: PacsSettings, n: int) -> str:
+    return (
+        f"The series has {n} instances, more than the {settings.max_instances} one retrieval may bring "
+        "(the PACS setting max_instances): nothing was retrieved."
+    )
+
+
 def _size(n_bytes: int) -> str:
-    return f"{n_bytes / 1024**3:.1f} GB" if n_bytes >= 1024**3 else f"{n_bytes / 1024**2:.0f} MB"
+    if n_bytes >= 1024**3:
+        return f"{n_bytes / 1024**3:.1f} GB"
+    if n_bytes >= 1024**2:
+        return f"{n_bytes / 1024**2:.0f} MB"
+    return f"{n_bytes / 1024:.0f} kB"
