@@ -382,3 +382,22 @@ def test_a_source_that_is_not_dicom_or_holds_several_images_is_refused(
         xray_results([("chest.png", chest_png)], xray_model)
     with pytest.raises(InvalidInputError, match="one radiograph at a time"):
         xray_results([*xray_source.files, *xray_source.files], xray_model)
+
+
+def test_a_source_without_the_optional_attributes_still_gives_valid_objects(
+    xray_source: LoadedStudy, xray_model: LoadedModel
+) -> None:
+    """Archives often hold files without a Study ID, a referring physician or a patient's sex."""
+    ds = pydicom.dcmread(BytesIO(xray_source.files[0][1]))
+    for keyword in ("StudyID", "ReferringPhysicianName", "PatientSex", "PatientBirthDate", "PatientOrientation"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    buffer = BytesIO()
+    ds.save_as(buffer)
+    sc, sr = xray_results([("xray.dcm", buffer.getvalue())], xray_model)
+    assert missing_attributes(sc, TYPE1 | SC_TYPE1, TYPE2 | SC_TYPE2) == []
+    assert missing_attributes(sr, TYPE1 | SR_TYPE1, TYPE2 | SR_TYPE2) == []
+    assert sc.StudyInstanceUID == sr.StudyInstanceUID == ds.StudyInstanceUID
+    assert tuple(sc.PatientOrientation) == ("L", "F"), "a frontal film's usual display when the file says none"
+    for obj in (sc, sr):
+        assert written_and_read(obj).SOPInstanceUID == obj.SOPInstanceUID  # strict VR checks raise
