@@ -165,7 +165,11 @@ class ModelStatement:
         numbers = "".join(f"; {name} {value:+.2f}" for name, value in self.numbers)
         head = f"{self.model_id} {self.model_version}: "
         if self.withheld:
-            return [head + "unlike the training data: no result.", f"For reference only: {output}{numbers}."]
+            assert self.ood is not None  # withheld
+            return [
+                head + f"unlike the training data: no result (OOD {self.ood.comparison()}).",
+                f"For reference only: {output}{numbers}.",
+            ]
         decision = "" if self.decision == what else f"{self.decision}: "
         return [head + f"{decision}{output}{numbers}.", *([self.ood_words()] if self.ood else [])]
 

@@ -279,7 +279,7 @@ def test_statement_words_threshold_argmax_and_no_result() -> None:
     unlike = OodVerdict("covid3d", 3.5, 2.0, unit="volume")
     withheld = ModelStatement("covid3d", "1", (("P(COVID+)", 0.9),), 0.5, 2, "COVID+", ood=unlike)
     assert withheld.withheld and withheld.finding == "No result: unlike the training data"
-    assert withheld.lines()[0] == "covid3d 1: unlike the training data: no result."
+    assert withheld.lines()[0] == "covid3d 1: unlike the training data: no result (OOD score 3.50 > threshold 2.00)."
     assert "COVID+:" not in " ".join(withheld.lines())
 
 
