@@ -124,10 +124,7 @@ def _send_dimse(settings: PacsSettings, datasets: Sequence[Dataset]) -> SendRepo
 
 
 def _send_stow(settings: PacsSettings, datasets: Sequence[Dataset]) -> SendReport:
-    client = _dicomweb.client_of(settings)
-    # dicomweb-client retries a failed request 5 times, waiting up to 16 s between tries: a
-    # server that is down would take half a minute to say so, past the settings' timeout.
-    client.set_http_retry_params(retry=False)
+    client = _dicomweb.client_of(settings)  # without dicomweb-client's retries
     # To /studies, not /studies/{uid}: dicomweb-client logs the study's UID when it is named.
     with _dicomweb.requests_to(settings, "the request to store the results"):
         answer = client.store_instances(list(datasets))
