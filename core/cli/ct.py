@@ -24,6 +24,7 @@ from core.io.ct_input import read_ct_path
 from core.models.covid3d import DEMO_COVID3D
 from core.models.ct_slice import DEMO_CT_SLICE
 from core.models.registry import DEFAULT_WEIGHTS_DIR
+from core.types import CtVolume
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -152,7 +153,12 @@ def run_predict(args: argparse.Namespace) -> int:
     path = Path(args.path)
     if not path.exists():
         raise InvalidInputError(f"{args.path} does not exist.")
-    volume = read_ct_path(path, series_uid=args.series)
+    return predict_volume(args, read_ct_path(path, series_uid=args.series), str(path))
+
+
+def predict_volume(args: argparse.Namespace, volume: CtVolume, source: str) -> int:
+    """What ``predict-ct`` prints for ``volume`` (read from a path, or from the series
+    ``pacs get`` retrieved), ``source`` being what its ``path`` field and first line name."""
     registry = registry_of(args)
     volume_id = _first(registry, "ct-volume", args.model)
     slice_id = _first(registry, "ct-slice", args.slice_model)
@@ -166,7 +172,7 @@ def run_predict(args: argparse.Namespace) -> int:
     )
     pseudonym = upload_pseudonym(volume.hu.tobytes())
     out = {
-        "path": str(path),
+        "path": source,
         "shape_zyx": list(volume.hu.shape),
         "spacing_mm_zyx": [round(float(v), 4) for v in volume.spacing_mm],
         # The series' original UID identifies the examination: a hash of its voxels names it instead.
@@ -198,13 +204,15 @@ def run_predict(args: argparse.Namespace) -> int:
             "domain": registry.card(result.slice_model_id).domain_words,
         } | _ood_fields(result.slice_ood)
         if args.cam_dir:
-            out["slice_model"] |= _write_slice_cam(args, volume, registry.load(result.slice_model_id), result, pseudonym)
+            out["slice_model"] |= _write_slice_cam(
+                args, volume, registry.load(result.slice_model_id), result, pseudonym
+            )
     if args.json:
         print(json.dumps(out))
         return 0
     z, y, x = volume.hu.shape
     dz, dy, dx = volume.spacing_mm
-    print(f"{path}: {z} x {y} x {x} voxels (z, y, x) at {dz:.2f} x {dy:.2f} x {dx:.2f} mm")
+    print(f"{source}: {z} x {y} x {x} voxels (z, y, x) at {dz:.2f} x {dy:.2f} x {dx:.2f} mm")
     for w in volume.warnings:
         print(f"  warning: {w}")
     if out["covid3d"]:

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "synthetic demo data"),
     "library": ("library", "the case library: import, list, show"),
     "meeting": ("meeting", "case-review meetings: create, add, list, show, move, record a read"),
+    "pacs": ("pacs", "a hospital archive (PACS): find series, get one into memory and analyse it"),
     "predict-ct": ("ct", "COVID3D and slice-model predictions for one CT series"),
     "train-ct3d": ("ct", "train COVID3D (3D CNN on whole volumes) with patient-level k-fold CV"),
     "train-ct-slice": ("ct", "train the 2D slice model (ResNet, COVID vs normal) with patient-level k-fold CV"),

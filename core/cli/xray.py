@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -111,19 +112,30 @@ def _model_ids(args: argparse.Namespace, registry: ModelRegistry) -> list[str]:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    return predict_xray_files(args, args.files, _read_file)
+
+
+def _read_file(name: str) -> bytes:
+    path = Path(name)
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise DashboardError(f"{path.name} cannot be read ({e.strerror or e}).") from e
+
+
+def predict_xray_files(args: argparse.Namespace, names: Sequence[str], read: Callable[[str], bytes]) -> int:
+    """What ``predict-xray`` prints for the files ``names``, each read by ``read`` (from disk,
+    or from the instances ``pacs get`` retrieved): a record per file and model, a line on
+    stderr per file that cannot be read; the exit status (1 when any could not)."""
     registry = registry_of(args)
     models = [registry.load(mid) for mid in _model_ids(args, registry)]
     if args.cam_dir:
         args.cam_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
-    for name in args.files:
-        path = Path(name)
+    for name in names:
         try:
-            try:
-                data = path.read_bytes()
-            except OSError as e:
-                raise DashboardError(f"{path.name} cannot be read ({e.strerror or e}).") from e
-            image = read_xray(data, path.name)
+            data = read(name)
+            image = read_xray(data, Path(name).name)
         except DashboardError as e:
             print(f"error: {name}: {e}", file=sys.stderr)
             failures += 1
@@ -154,7 +166,7 @@ def run_predict(args: argparse.Namespace) -> int:
                     print(f"{name}  [{model.id}, {reading.domain}]  NO RESULT: {reading.ood.headline()}  ({probs})")
                 sys.stdout.flush()
     if failures:
-        print(f"{failures} of {len(args.files)} file(s) could not be read", file=sys.stderr)
+        print(f"{failures} of {len(names)} file(s) could not be read", file=sys.stderr)
         return 1
     return 0
 
