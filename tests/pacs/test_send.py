@@ -32,7 +32,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
-from core.cli.main import COMMANDS, main
+from core.cli.main import COMMANDS, build_parser, main
 from core.cli.pacs_send import add_send_command
 from core.errors import DashboardError, PacsError
 from core.models.registry import ModelRegistry
@@ -286,10 +286,21 @@ def test_a_server_stopped_before_sending_is_one_plain_error(
 # pacs send-results
 
 
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+
+
+def registered() -> bool:
+    """Whether ``python -m core pacs send-results`` exists (the lead registers it in core.cli.pacs)."""
+    if "pacs" not in COMMANDS:
+        return False
+    return "send-results" in _subcommands(_subcommands(build_parser("pacs")).get("pacs", argparse.ArgumentParser()))
+
+
 def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
     """Exit status, stdout and stderr of ``pacs send-results ARGV``: through ``python -m core``
-    once ``pacs`` is registered there, else through a parser holding this command alone."""
-    if "pacs" in COMMANDS:
+    once the command is registered there, else through a parser holding this command alone."""
+    if registered():
         status = main(["pacs", "send-results", *argv])
     else:
         parser = argparse.ArgumentParser()
