@@ -15,27 +15,21 @@ written to disk either way.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import io
 import json
-import os
 import sys
 from collections.abc import Sequence
 
 import pydicom
 
-from core.cli.common import device_arg, weights_arg
+from core.cli.common import archive_args, archive_settings, device_arg, weights_arg
+from core.cli.pacs_send import add_send_command  # the pacs command's second module: send-results
 from core.cli.progress import LazyBar
 from core.errors import InvalidInputError
 from core.pacs.query import PacsQuery, find_one_series, find_series
 from core.pacs.retrieve import retrieve_series
-from core.pacs.settings import ENV_PREFIX, PacsSettings, settings_from_env, settings_from_mapping
-
-#: The environment variable that holds the DICOMweb password (the only place it is read from).
-PASSWORD_ENV = f"{ENV_PREFIX}PASSWORD"
-#: Settings of the environment that still apply when the archive is named on the command line.
-_KEPT_FROM_ENV = ("max_instances", "max_bytes", "timeout_s", "calling_aet", "username", "password")
+from core.pacs.settings import PacsSettings
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -73,50 +67,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     # What predict-xray and predict-ct take that a retrieval has no use for: no file is written.
     get.set_defaults(func=run_get, cam_dir=None, cam_slice=None, method="gradcam", colormap="Jet", opacity=0.5)
 
-    # `pacs send-results` (core.cli.pacs_send) is registered here, on `commands`.
-
-
-def archive_args(p: argparse.ArgumentParser) -> None:
-    """``--dicomweb URL`` or ``--dimse HOST:PORT`` with ``--aet``; ``--calling-aet``, ``--user``."""
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--dicomweb", metavar="URL", help="the DICOMweb base URL, e.g. http://pacs:8042/dicom-web")
-    where.add_argument("--dimse", metavar="HOST:PORT", help="the archive's DICOM host and port")
-    p.add_argument("--aet", help="with --dimse: the archive's AE title")
-    p.add_argument("--calling-aet", help="this application's AE title (default: DASHBOARD)")
-    p.add_argument("--user", help=f"with --dicomweb: the user name (the password is read from ${PASSWORD_ENV})")
-
-
-def settings_of(args: argparse.Namespace, environ: dict[str, str] | None = None) -> PacsSettings:
-    """The archive the command names, else the one of the environment; a plain error if none."""
-    env = dict(os.environ if environ is None else environ)
-    if not args.dicomweb and not args.dimse:
-        settings = settings_from_env(env)
-        if settings is None:
-            raise InvalidInputError(
-                f"Name the archive: --dicomweb URL, or --dimse HOST:PORT --aet AET "
-                f"(or set {ENV_PREFIX}URL or {ENV_PREFIX}HOST)."
-            )
-        changes = {"called_aet": args.aet, "calling_aet": args.calling_aet, "username": args.user}
-        return dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})
-    values: dict[str, object] = {
-        k[len(ENV_PREFIX) :].lower(): v
-        for k, v in env.items()
-        if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX) :].lower() in _KEPT_FROM_ENV
-    }
-    if args.dicomweb:
-        values |= {"protocol": "dicomweb", "url": args.dicomweb}
-    else:
-        if not args.aet:
-            raise InvalidInputError("--dimse needs --aet, the archive's AE title.")
-        host, _, port = args.dimse.rpartition(":")
-        if not host or not port.isdigit():
-            raise InvalidInputError(f"--dimse takes HOST:PORT, e.g. pacs.example.org:104, not {args.dimse!r}.")
-        values |= {"protocol": "dimse", "host": host, "port": port, "called_aet": args.aet}
-    if args.calling_aet:
-        values["calling_aet"] = args.calling_aet
-    if args.user is not None:
-        values["username"] = args.user
-    return settings_from_mapping(values)
+    add_send_command(commands)
 
 
 def _date(text: str | None, option: str) -> datetime.date | None:
@@ -131,7 +82,7 @@ def _date(text: str | None, option: str) -> datetime.date | None:
 
 
 def run_find(args: argparse.Namespace) -> int:
-    settings = settings_of(args)
+    settings = archive_settings(args)
     query = PacsQuery(
         patient_id=args.patient_id,
         patient_name=args.name,
@@ -160,7 +111,7 @@ def run_find(args: argparse.Namespace) -> int:
 
 
 def run_get(args: argparse.Namespace) -> int:
-    settings = settings_of(args)
+    settings = archive_settings(args)
     study_uid, expected = args.study, None
     if not study_uid:
         found = find_one_series(settings, args.series)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from io import BytesIO
@@ -22,18 +21,17 @@ from pathlib import Path
 import pydicom
 from pydicom.dataset import Dataset
 
-from core.cli.common import device_arg, registry_of, weights_arg
+from core.cli.common import archive_args, archive_settings, device_arg, registry_of, weights_arg
 from core.errors import InvalidInputError, MissingModelError
 from core.io.decoding import looks_like_raw_dicom
 from core.models.registry import LoadedModel, ModelRegistry
 from core.pacs.results import ct_results, describe_results, result_statement, xray_results
 from core.pacs.retrieve import retrieve_series
 from core.pacs.send import send_datasets
-from core.pacs.settings import DEFAULT_CALLING_AET, ENV_PREFIX, PacsSettings, settings_from_env
+from core.pacs.settings import PacsSettings
 
 #: The X-ray model results are made with when none is named: the real-data one where registered.
 DEFAULT_XRAY_MODELS = ("cxr-real-resnet18", "cxr-resnet18")
-PASSWORD_ENV = f"{ENV_PREFIX}PASSWORD"
 
 
 def add_send_command(sub: argparse._SubParsersAction) -> None:
@@ -43,13 +41,7 @@ def add_send_command(sub: argparse._SubParsersAction) -> None:
         help="analyse DICOM files or a series of the archive and store the results there as DICOM (SC + SR)",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--dicomweb", metavar="URL", help="the archive's DICOMweb base URL (STOW-RS)")
-    where.add_argument("--dimse", metavar="HOST:PORT", help="the archive's DIMSE address (C-STORE); with --aet")
-    p.add_argument("--aet", help="the archive's AE title (with --dimse)")
-    p.add_argument("--calling-aet", default=None, help=f"this application's AE title (default {DEFAULT_CALLING_AET})")
-    p.add_argument("--user", default=None, help=f"DICOMweb user name (the password: ${PASSWORD_ENV} only)")
-    p.add_argument("--timeout", type=float, default=None, help="seconds to wait for the archive (default 30)")
+    archive_args(p)
     p.add_argument("paths", nargs="*", metavar="PATH", help="DICOM files or folders of one study's image or series")
     p.add_argument("--study", metavar="UID", help="with --series: analyse a series of the archive itself")
     p.add_argument("--series", metavar="UID", help="the Series Instance UID to retrieve (with --study)")
@@ -60,42 +52,6 @@ def add_send_command(sub: argparse._SubParsersAction) -> None:
     weights_arg(p)
     device_arg(p)
     p.set_defaults(func=run_send)
-
-
-def settings_of(args: argparse.Namespace, environ: dict[str, str] | None = None) -> PacsSettings:
-    """The archive of ``--dicomweb`` / ``--dimse`` (password from the environment), else of the
-    ``DASHBOARD_PACS_*`` settings; a plain error when neither names one."""
-    env = dict(os.environ if environ is None else environ)
-    timeout = {"timeout_s": args.timeout} if args.timeout is not None else {}
-    if args.dicomweb:
-        return PacsSettings(
-            "dicomweb",
-            url=args.dicomweb.strip().rstrip("/"),
-            username=args.user if args.user is not None else env.get(f"{ENV_PREFIX}USERNAME", ""),
-            password=env.get(PASSWORD_ENV, ""),
-            **timeout,
-        )
-    if args.dimse:
-        host, _, port = args.dimse.strip().rpartition(":")
-        if not host or not port.isdigit():
-            raise InvalidInputError(f"--dimse takes HOST:PORT, not {args.dimse!r}.")
-        if not args.aet:
-            raise InvalidInputError("--dimse needs the archive's AE title: --aet AET.")
-        return PacsSettings(
-            "dimse",
-            host=host,
-            port=int(port),
-            called_aet=args.aet.strip(),
-            calling_aet=(args.calling_aet or DEFAULT_CALLING_AET).strip(),
-            **timeout,
-        )
-    found = settings_from_env(env)
-    if found is None:
-        raise InvalidInputError(
-            f"Name the archive: --dicomweb URL, or --dimse HOST:PORT --aet AET (or set {ENV_PREFIX}URL or "
-            f"{ENV_PREFIX}HOST)."
-        )
-    return found
 
 
 def _is_dicom(data: bytes) -> bool:
@@ -201,7 +157,7 @@ def _confirmed(lines: Sequence[str], where: str) -> bool:
 
 
 def run_send(args: argparse.Namespace) -> int:
-    settings = settings_of(args)
+    settings = archive_settings(args)
     if not args.yes and not sys.stdin.isatty():
         raise InvalidInputError("Not sending without confirmation: stdin is not a terminal; pass --yes to send.")
     if args.paths and (args.study or args.series):
