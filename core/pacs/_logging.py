@@ -16,8 +16,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-#: Loggers (with their children) whose records never leave them: they quote identifiers.
-SILENCED_LOGGERS: tuple[str, ...] = ("pynetdicom", "dicomweb_client")
+#: Loggers (with their children) whose records never leave them: they quote identifiers
+#: (highdicom logs the source instance's UID as it copies a study's patient module).
+SILENCED_LOGGERS: tuple[str, ...] = ("pynetdicom", "dicomweb_client", "highdicom")
 #: The logger of urllib3 that writes each request's URL.
 URLLIB3_REQUESTS = "urllib3.connectionpool"
 

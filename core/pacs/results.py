@@ -32,7 +32,6 @@ Examples
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from io import BytesIO
@@ -58,6 +57,7 @@ from core.io.decoding import looks_like_raw_dicom
 from core.io.images import read_xray
 from core.models.registry import LoadedModel
 from core.ood import OodVerdict
+from core.pacs._logging import quiet_network_logs
 
 __all__ = [
     "MANUFACTURER",
@@ -454,16 +454,6 @@ def _ct_statements(
 # The objects
 
 
-def _quiet_highdicom() -> None:
-    """Keep highdicom's records off the application's handlers: it logs the source instance's
-    UID at INFO as it copies the patient and study modules (as :mod:`core.pacs._logging` does
-    for the network libraries; idempotent, called before building, never at import)."""
-    library = logging.getLogger("highdicom")
-    library.propagate = False
-    if not any(isinstance(h, logging.NullHandler) for h in library.handlers):
-        library.addHandler(logging.NullHandler())
-
-
 def _capture_shape(shape: tuple[int, ...]) -> tuple[int, int]:
     """(H, W) enlarged so the longest side is at least :data:`MIN_CAPTURE_SIDE`."""
     h, w = int(shape[0]), int(shape[1])
@@ -531,7 +521,7 @@ def _build(
         map_line += " The map shows where the model looked, not a finding."
     lines += [map_line, f"{RESEARCH_STATEMENT} Made by the {MANUFACTURER} {__version__}."]
     pixels = burn_in(rgb, lines, colormap)
-    _quiet_highdicom()
+    quiet_network_logs()  # highdicom's records quote the source's UIDs
     sc = hd.sc.SCImage.from_ref_dataset(
         ref,
         pixels,
