@@ -39,7 +39,8 @@ class Retrieved:
     def name(self) -> str:
         """How the pages head it: "From PACS: CT, CHEST 1.0 (16 images)"."""
         what = ", ".join(x for x in (self.match.modality, self.match.description) if x)
-        return f"From PACS: {what} ({len(self.files)} images)"
+        n = len(self.files)
+        return f"From PACS: {what} ({n} image{'s' if n != 1 else ''})"
 
 
 def _secrets_section() -> Mapping[str, object] | None:
