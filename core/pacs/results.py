@@ -234,9 +234,15 @@ def xray_results(
     )
     gray = downsample_for_display(image.windowed(), REPORT_IMAGE_MAX_SIDE)
     shape = _capture_shape(gray.shape)
-    heat = analysis.explanation(display_shape(image.shape, REPORT_IMAGE_MAX_SIDE)).values
-    rgb = render_overlay(resize_unit(gray, shape), resize_unit(heat, shape), colormap, opacity)
-    map_line = f"Grad-CAM of {pred.model_id} for the class it predicts ({pred.predicted_label}), {colormap} colour bar."
+    if _unlike(reading.ood):  # a map of a model with no grounds here is not drawn
+        rgb = render_overlay(resize_unit(gray, shape), None, colormap, opacity)
+        map_line = f"No map: {pred.model_id} finds this image unlike its training data."
+    else:
+        heat = analysis.explanation(display_shape(image.shape, REPORT_IMAGE_MAX_SIDE)).values
+        rgb = render_overlay(resize_unit(gray, shape), resize_unit(heat, shape), colormap, opacity)
+        map_line = (
+            f"Grad-CAM of {pred.model_id} for the class it predicts ({pred.predicted_label}), {colormap} colour bar."
+        )
     orientation = _orientation(header, default=("L", "F"))
     return _build(header, [header], header, rgb, orientation, [statement], map_line, colormap)
 
@@ -254,8 +260,9 @@ def ct_results(
     and report.
 
     The capture shows the lung-window axial slice through the lungs where COVID3D's 3D Grad-CAM
-    is strongest, its map over it; without COVID3D, the slice model's most COVID-like slice with
-    its Grad-CAM. The report states each model's output.
+    is strongest, its map over it; without COVID3D, or where COVID3D finds the series unlike its
+    training data, the slice model's most COVID-like slice with its Grad-CAM; where every model
+    finds it so, the middle lung slice without a map. The report states each model's output.
 
     Parameters
     ----------
@@ -290,31 +297,44 @@ def ct_results(
     count = int(volume.hu.shape[0])
     lungs = np.flatnonzero(lung_slices(volume.hu))
     analysis = analyse_ct(volume, covid3d, slice_model, cam=covid3d is not None)
-    if analysis.cam is not None:
+    # A map is drawn only by a model that finds the series like its training data: COVID3D's
+    # first, else the slice model's; where neither does, the slice without a map.
+    heat: np.ndarray | None
+    if analysis.cam is not None and not _unlike(analysis.covid3d_ood):
         strength = analysis.cam.reshape(count, -1).mean(axis=1)
         index = int(lungs[np.argmax(strength[lungs])]) if lungs.size else int(np.argmax(strength))
         heat = analysis.cam[index]
         which = "through the lungs where the map is strongest" if lungs.size else "where the map is strongest"
         mapped = f"3D Grad-CAM of {analysis.covid3d_id}"
-    else:
-        assert slice_model is not None and analysis.slice_probabilities is not None  # the slice model was run
+    elif slice_model is not None and analysis.slice_probabilities is not None and not _unlike(analysis.slice_ood):
         index = int(np.argmax(np.where(analysis.slices_read, analysis.slice_probabilities, -1.0)))
         heat = slice_cam(volume, slice_model, index)
         which, mapped = "its most COVID-like slice", f"Grad-CAM of {slice_model.card.id} for COVID-19"
+    else:
+        index = int(lungs[lungs.size // 2]) if lungs.size else count // 2
+        heat = None
+        which = "the middle of the lungs" if lungs.size else "the middle of the series"
+        mapped = "no map: every model finds this series unlike its training data"
     row_mm, col_mm = pixel_size_mm(volume.spacing_mm, "Axial")
     unit = min(row_mm, col_mm)  # square pixels, as the pages show a slice
     h, w = volume.hu.shape[1] * row_mm / unit, volume.hu.shape[2] * col_mm / unit
     scale = min(1.0, REPORT_IMAGE_MAX_SIDE / max(h, w))
     shape = _capture_shape((max(1, round(h * scale)), max(1, round(w * scale))))
     gray = resize_unit(window_hu(volume.hu[index], *LUNG_WINDOW), shape)
-    rgb = render_overlay(gray, resize_unit(heat, shape), colormap, opacity)
+    rgb = render_overlay(gray, resize_unit(heat, shape) if heat is not None else None, colormap, opacity)
     ordered = _slice_order(headers)
     shown = ordered[index] if ordered is not None and len(ordered) == count else None
     statements = _ct_statements(analysis, covid3d, slice_model)
-    map_line = f"Axial slice {index + 1} of {count} ({which}), lung window; {mapped}, {colormap} colour bar."
+    drawn = f"{mapped}, {colormap} colour bar" if heat is not None else mapped
+    map_line = f"Axial slice {index + 1} of {count} ({which}), lung window; {drawn}."
     ref = shown if shown is not None else headers[0]
     orientation = _orientation(ref, default=("L", "P"))
     return _build(ref, headers, shown, rgb, orientation, statements, map_line, colormap)
+
+
+def _unlike(verdict: OodVerdict | None) -> bool:
+    """Whether a model said the input is unlike its training data (None: it has no reference)."""
+    return verdict is not None and not verdict.in_distribution
 
 
 def result_statement(datasets: Sequence[Dataset]) -> list[str]:

@@ -401,3 +401,30 @@ def test_a_source_without_the_optional_attributes_still_gives_valid_objects(
     assert tuple(sc.PatientOrientation) == ("L", "F"), "a frontal film's usual display when the file says none"
     for obj in (sc, sr):
         assert written_and_read(obj).SOPInstanceUID == obj.SOPInstanceUID  # strict VR checks raise
+
+
+def test_a_model_unlike_the_image_draws_no_map_on_the_capture(
+    xray_source: LoadedStudy,
+    ct_source: LoadedStudy,
+    tiny_weights: Path,
+    ct_models,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+) -> None:
+    """A map of a model that has no grounds on the image is not sent: the X-ray capture has none;
+    a CT's is the slice model's where COVID3D alone finds the series unlike, and none where both do."""
+    model = ModelRegistry(tiny_weights, device="cpu").load("cxr-custom")
+    monkeypatch.setattr(model, "ood_verdict", lambda x, unit="image": OodVerdict(model.id, 9.0, 2.0))
+    sc, _ = xray_results(xray_source.files, model)
+    assert "No map: cxr-custom finds this image unlike its training data." in str(sc.ImageComments)
+    assert "Grad-CAM of" not in str(sc.ImageComments)
+
+    covid3d, slice_model = ct_models
+    monkeypatch.setattr(covid3d, "ood_verdict", lambda x, unit="volume": OodVerdict(covid3d.id, 9.0, 2.0, unit=unit))
+    sc, _ = ct_results(ct_source.files, covid3d, slice_model)
+    assert f"Grad-CAM of {slice_model.card.id} for COVID-19" in str(sc.ImageComments)
+    assert f"3D Grad-CAM of {covid3d.card.id}" not in str(sc.ImageComments)
+    monkeypatch.setattr(
+        slice_model, "ood_verdict", lambda x, unit="slice": OodVerdict(slice_model.id, 9.0, 2.0, unit=unit)
+    )
+    sc, _ = ct_results(ct_source.files, covid3d, slice_model)
+    assert "no map: every model finds this series unlike its training data" in str(sc.ImageComments)
