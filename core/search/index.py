@@ -9,8 +9,12 @@ backends answer :meth:`VectorIndex.search` with the same result on the same data
 - :class:`FaissIndex`: faiss-cpu's exact ``IndexFlatIP`` (``"flat"``), or its 8-bit scalar
   quantiser (``"sq8"``), which scans a quarter of the bytes for large libraries at a small
   loss of recall (measured by ``benchmarks/bench_search.py``).
+- :class:`core.search.ann.IvfIndex` (``"faiss-ivf"``): an approximate inverted-file index
+  that reads only the few clusters nearest the query; :func:`choose_backend` picks it above
+  :data:`AUTO_IVF_FROM` vectors (``"auto"``), and :mod:`core.search.ann` keeps it in a file
+  beside the library.
 
-Ties are broken by the smaller id, in both backends, so their results compare equal.
+Ties are broken by the smaller id, in every backend, so their results compare equal.
 """
 
 from __future__ import annotations
@@ -22,7 +26,13 @@ from typing import Final
 import numpy as np
 
 #: Backends by name, for ``make_index`` and the command line.
-BACKENDS: Final = ("exact", "faiss-flat", "faiss-sq8")
+BACKENDS: Final = ("exact", "faiss-flat", "faiss-sq8", "faiss-ivf")
+#: What ``make_index`` and the command line accept: a backend, or "auto" (by the library's size).
+CHOICES: Final = ("auto", *BACKENDS)
+#: "auto" picks the approximate index from this many vectors, the exact scan below: the size
+#: where the IVF index answers a top-10 query faster than the exact scan at recall@10 >= 0.95
+#: on the demo library's embeddings replicated with noise (``benchmarks/bench_search.py --crossover``).
+AUTO_IVF_FROM: Final = 50_000
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
@@ -51,6 +61,10 @@ class VectorIndex(abc.ABC):
     @abc.abstractmethod
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Normalised queries -> (similarities, ids), each (q, k), best first; ids -1 past the end."""
+
+    @abc.abstractmethod
+    def remove(self, ids: Sequence[int]) -> None:
+        """Take the vectors of ``ids`` out of the index; ids it does not hold are ignored."""
 
     @abc.abstractmethod
     def __len__(self) -> int: ...
@@ -120,8 +134,16 @@ class ExactIndex(VectorIndex):
         self._ids = np.concatenate([self._ids, ids_arr])
         self._vectors = np.concatenate([self._vectors, v])
 
+    def remove(self, ids: Sequence[int]) -> None:
+        keep = ~np.isin(self._ids, np.asarray(ids, dtype=np.int64))
+        self._ids, self._vectors = self._ids[keep], self._vectors[keep]
+
     def __len__(self) -> int:
         return int(self._ids.size)
+
+    def items(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every (id, normalised vector) held: ids (n,) and vectors (n, dim), in the order added."""
+        return self._ids, self._vectors
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return _top_k(queries @ self._vectors.T, self._ids, k)
@@ -157,6 +179,13 @@ class FaissIndex(VectorIndex):
         self._index.add_with_ids(v, ids_arr)
         self._seen |= new
 
+    def remove(self, ids: Sequence[int]) -> None:
+        import faiss  # optional dependency: imported by the faiss backends only
+
+        gone = np.asarray(ids, dtype=np.int64).ravel()
+        self._index.remove_ids(faiss.IDSelectorBatch(gone))
+        self._seen -= set(gone.tolist())
+
     def __len__(self) -> int:
         return int(self._index.ntotal)
 
@@ -166,35 +195,62 @@ class FaissIndex(VectorIndex):
             return _top_k(np.zeros((queries.shape[0], 0), np.float32), np.zeros(0, np.int64), k)
         # Ask for a few more than k so that ties at the k-th place can be ordered by id.
         extra = min(n, k + 8)
-        if queries.shape[0] == 1:
-            # One query scans the library on one thread anyway; more threads only add overhead
-            # (measured: 1M vectors, 81 ms on one thread vs 148 ms on two).
-            import faiss
-
-            threads = faiss.omp_get_max_threads()
-            faiss.omp_set_num_threads(1)
-            try:
-                sims, ids = self._index.search(queries, extra)
-            finally:
-                faiss.omp_set_num_threads(threads)
-        else:
-            sims, ids = self._index.search(queries, extra)
-        valid = ids >= 0
-        sims = np.where(valid, sims, -np.inf).astype(np.float32)
-        out_s = np.full((queries.shape[0], k), -np.inf, dtype=np.float32)
-        out_i = np.full((queries.shape[0], k), -1, dtype=np.int64)
-        for row in range(queries.shape[0]):
-            keep = np.flatnonzero(valid[row])
-            order = np.lexsort((ids[row, keep], -sims[row, keep]))[:k]
-            out_s[row, : order.size] = sims[row, keep[order]]
-            out_i[row, : order.size] = ids[row, keep[order]]
-        return out_s, out_i
+        # One query scans the library on one thread anyway; more threads only add overhead
+        # (measured: 1M vectors, 81 ms on one thread vs 148 ms on two).
+        sims, ids = faiss_search(self._index, queries, extra)
+        return order_by_id(sims, ids, k)
 
 
-def make_index(backend: str, dim: int) -> VectorIndex:
-    """An empty index of ``backend`` (one of :data:`BACKENDS`)."""
+def faiss_search(
+    index: object, queries: np.ndarray, k: int, params: object | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``index.search(queries, k, params=params)`` of a faiss index, on one OpenMP thread for a
+    single query (faiss splits its work by query: a second thread only adds its start-up cost)."""
+    import faiss  # optional dependency: imported by the faiss backends only
+
+    if queries.shape[0] != 1:
+        return index.search(queries, k, params=params)  # type: ignore[attr-defined]
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        return index.search(queries, k, params=params)  # type: ignore[attr-defined]
+    finally:
+        faiss.omp_set_num_threads(threads)
+
+
+def order_by_id(sims: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """faiss's answer (q, k' >= k; id -1 for none) as the best ``k`` by (-similarity, id),
+    padded with -inf and -1."""
+    valid = ids >= 0
+    sims = np.where(valid, sims, -np.inf).astype(np.float32)
+    out_s = np.full((ids.shape[0], k), -np.inf, dtype=np.float32)
+    out_i = np.full((ids.shape[0], k), -1, dtype=np.int64)
+    for row in range(ids.shape[0]):
+        keep = np.flatnonzero(valid[row])
+        order = np.lexsort((ids[row, keep], -sims[row, keep]))[:k]
+        out_s[row, : order.size] = sims[row, keep[order]]
+        out_i[row, : order.size] = ids[row, keep[order]]
+    return out_s, out_i
+
+
+def choose_backend(n: int) -> str:
+    """The backend "auto" means for a library of ``n`` vectors: the exact scan below
+    :data:`AUTO_IVF_FROM`, the approximate IVF index from there."""
+    return "faiss-ivf" if n >= AUTO_IVF_FROM else "exact"
+
+
+def make_index(backend: str, dim: int, size: int = 0) -> VectorIndex:
+    """An empty index of ``backend`` (one of :data:`CHOICES`); "auto" chooses by ``size``, the
+    number of vectors it will hold."""
+    if backend == "auto":
+        backend = choose_backend(size)
     if backend == "exact":
         return ExactIndex(dim)
     if backend in ("faiss-flat", "faiss-sq8"):
         return FaissIndex(dim, backend.removeprefix("faiss-"))
-    raise ValueError(f"unknown search backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if backend == "faiss-ivf":
+        # core.search.ann builds on this module's VectorIndex: importing it at the top would be circular.
+        from core.search.ann import IvfIndex
+
+        return IvfIndex(dim)
+    raise ValueError(f"unknown search backend {backend!r}; expected one of {', '.join(CHOICES)}")
