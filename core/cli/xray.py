@@ -173,6 +173,7 @@ def predict_xray_files(args: argparse.Namespace, names: Sequence[str], read: Cal
 
 def run_train(args: argparse.Namespace) -> int:
     # Here, not at the top: it costs 1.3-1.5 s of import (python -X importtime) that predict-xray need not pay.
+    from core.training import distributed
     from core.training.xray import XrayTrainConfig, train_xray
 
     if args.threads:
@@ -206,7 +207,10 @@ def run_train(args: argparse.Namespace) -> int:
         strong_augment=args.strong_augment,
         block=args.block,
     )
-    result = train_xray(args.data, args.out, config, progress=True)
+    # Under torchrun the other processes train quietly; rank 0 shows progress and writes.
+    result = train_xray(args.data, args.out, config, progress=distributed.is_main())
+    if not distributed.is_main():
+        return 0
     held = result.card.metrics["held_out"]
     print(
         f"wrote {result.weights_path} ({result.card.id} {result.card.version}); "

@@ -12,6 +12,11 @@ survival and prognosis models.
 
 :func:`predict_logits` runs a network in eval mode over batches and returns its logits; every
 trainer measures its shipped weights with it.
+
+Under ``torchrun`` (:mod:`core.training.distributed`) :func:`seeded_device` joins the process
+group, and :func:`fit` sums the training loss over the processes, validates on rank 0 only (the
+whole dev split, so the numbers are those of one process) and hands that record to every
+process: the kept epoch and early stopping are the same decisions everywhere.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 from core.models.registry import select_device
+from core.training import distributed
 
 #: One batch of :func:`fit_binary`: the model's positional inputs, the 0/1 targets (N,) and
 #: per-sample weights (N,).
@@ -70,9 +76,11 @@ class FitResult:
 
 def seeded_device(seed: int, device: str | None) -> torch.device:
     """Seed torch's global generator (initial weights, augmentation, shuffling) with ``seed`` and
-    pick the device (``device`` "cpu", "cuda" or None: CUDA when present)."""
+    pick the device (``device`` "cpu", "cuda" or None: CUDA when present). Under ``torchrun``,
+    join the process group (:func:`core.training.distributed.start`; on CUDA, this process's GPU):
+    every process starts from the same seed, so from the same weights."""
     torch.manual_seed(seed)
-    return select_device(device)
+    return distributed.start(select_device(device))
 
 
 def lowest_dev_loss(record: Record, best: Record | None) -> bool:
@@ -99,16 +107,23 @@ def fit(
 
     Parameters
     ----------
-    batches : epoch -> that epoch's training batches (shuffled by the trainer, with its seed)
-    step : one batch -> its :class:`StepLoss` (the forward pass and the loss; the model is in train mode)
-    validate : () -> the epoch's validation numbers, e.g. ``{"dev_loss": ...}``; it sets eval mode itself
+    model : the network whose weights are kept (not its DistributedDataParallel wrapper)
+    batches : epoch -> that epoch's training batches (shuffled by the trainer, with its seed; in a
+        process group this process's shard, :mod:`core.training.distributed`)
+    step : one batch -> its :class:`StepLoss` (the forward pass and the loss; the model is in train
+        mode); in a group it runs the network through :func:`core.training.distributed.wrap`
+    validate : () -> the epoch's validation numbers, e.g. ``{"dev_loss": ...}``; it sets eval mode
+        itself. In a group it runs on rank 0 only (on ``model``, no collective) and its record is
+        sent to the other processes
     patience : stop after this many epochs without improvement; ``None`` runs every epoch
     improved : whether an epoch's record beats the best so far (default :func:`lowest_dev_loss`)
     scheduler : stepped after every optimiser step
     desc : what the progress bar and the per-epoch lines start with, e.g. ``"fold 2 "``
     say : where the per-epoch lines go (default: above the progress bar when ``progress``)
     """
-    if say is None:
+    main = distributed.is_main()
+    progress = progress and main
+    if say is None or not main:
         say = tqdm.write if progress else _silent
     best = FitResult(copy.deepcopy(model.state_dict()), 0)
     best_record: Record | None = None
@@ -129,10 +144,11 @@ def fit(
             if loss.correct is not None:
                 correct = (correct or 0) + loss.correct
             bar.set_postfix(loss=f"{total / max(weight, 1e-12):.4f}")
+        total, weight, n_correct = distributed.sum_across([total, weight, correct or 0])
         record: Record = {"epoch": epoch, "train_loss": total / max(weight, 1e-12)}
         if correct is not None:
-            record["train_accuracy"] = correct / weight
-        record |= validate()
+            record["train_accuracy"] = n_correct / weight
+        record |= distributed.from_main(validate() if main else {})
         best.history.append(record)
         say(
             f"{desc}epoch {epoch}: "
@@ -198,7 +214,17 @@ def fit_binary(
     if not params:
         raise ValueError("the model has no trainable parameters")
 
+    # In a process group the gradients are averaged through DistributedDataParallel, which must
+    # run the forward pass: ``forward`` may reach only part of ``model`` (a frozen CNN's features).
+    trained = (
+        distributed.wrap(_Forward(model, forward), find_unused_parameters=True) if distributed.active() else forward
+    )
+
     def step(batch: Batch) -> StepLoss:
+        inputs, y, w = batch
+        return StepLoss(_weighted_bce(trained(*inputs), y, w), float(w.sum()))
+
+    def dev_step(batch: Batch) -> StepLoss:
         inputs, y, w = batch
         return StepLoss(_weighted_bce(forward(*inputs), y, w), float(w.sum()))
 
@@ -207,12 +233,25 @@ def fit_binary(
         torch.optim.Adam(params, lr=lr),
         train_batches,
         step,
-        lambda: evaluate(model, dev_batches(), step),
+        lambda: evaluate(model, dev_batches(), dev_step),
         max_epochs=max_epochs,
         patience=patience,
         progress=progress,
         desc=desc,
     )
+
+
+class _Forward(nn.Module):
+    """``model`` (its parameters registered) called through ``forward``: what
+    DistributedDataParallel wraps when the training pass is not ``model.forward``."""
+
+    def __init__(self, model: nn.Module, forward: Callable[..., torch.Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        object.__setattr__(self, "call", forward)  # not a second registration when ``forward`` is ``model``
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.call(*inputs)
 
 
 def balanced_weights(y: Sequence[float]) -> np.ndarray:

@@ -11,6 +11,11 @@ A trainer says what it knows before the weights exist (:class:`CardDraft`), whic
 temperature comes from (:class:`DevSplit`) and how it measures the shipped network
 (``measure`` returning :class:`Measured`).
 
+Under ``torchrun`` (:mod:`core.training.distributed`) only rank 0 publishes: it writes the
+weights, measures them and writes the one manifest entry (the same entry a single process
+writes, with a ``distributed`` record of the run); the other processes wait at a barrier and
+receive its card.
+
 Examples
 --------
 >>> published = publish(best.state, lambda: build_model(arch, **kwargs), device, out_dir, draft,
@@ -33,6 +38,7 @@ from torch import nn
 from core.evaluation.calibration import Calibration, fit_calibration
 from core.models.manifest import InputSpec, ModelCard, write_manifest_entry
 from core.models.registry import load_state_dict, sha256_of
+from core.training import distributed
 
 DEMO_INTENDED_USE = "Demo weights trained on synthetic phantoms; not for clinical use."
 
@@ -85,11 +91,12 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class Published:
-    """What :func:`publish` wrote, with the shipped network (eval mode) and its calibration."""
+    """What :func:`publish` wrote, with the shipped network (eval mode) and its calibration
+    (``shipped`` is None on the processes of a group other than rank 0, which wrote nothing)."""
 
     card: ModelCard
     weights_path: Path
-    shipped: nn.Module
+    shipped: nn.Module | None
     calibration: Calibration
 
 
@@ -104,7 +111,7 @@ def provenance() -> dict[str, str]:
         "trained_on": dt.date.today().isoformat(),
         "torch": torch.__version__,
         "stored_as": "float16 (loaded as float32)",
-    }
+    } | distributed.describe()
 
 
 def card_version(digest: str) -> str:
@@ -128,8 +135,31 @@ def publish(
 
     ``training`` is the trainer's record of the run (data, config, curves); the calibration
     record and :func:`provenance` are added to it.
+
+    In a process group rank 0 alone does all this; every process then returns its card.
     """
     out = Path(out_dir)
+    if not distributed.is_main():
+        distributed.barrier()
+        card, calibration = distributed.from_main(None)
+        return Published(card, out / f"{draft.id}.pt", None, calibration)
+    published = _publish(state, network, device, out, draft, dev, measure, training)
+    if distributed.active():
+        distributed.barrier()
+        distributed.from_main((published.card, published.calibration))
+    return published
+
+
+def _publish(
+    state: dict[str, torch.Tensor],
+    network: Callable[[], nn.Module],
+    device: torch.device,
+    out: Path,
+    draft: CardDraft,
+    dev: DevSplit,
+    measure: Callable[[nn.Module, float, np.ndarray], Measured],
+    training: dict[str, Any],
+) -> Published:
     out.mkdir(parents=True, exist_ok=True)
     weights_path = out / f"{draft.id}.pt"
     save_half(state, weights_path)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from core.ct.preprocess import LUNG_WINDOW
@@ -48,7 +48,7 @@ from core.models.manifest import InputSpec
 from core.ood import fit_reference, layer_features, write_reference
 from core.preprocess import normalise, to_unit_square
 from core.torchvision_compat import ensure_torchvision
-from core.training import loop
+from core.training import distributed, loop
 from core.training.loop import Record, StepLoss, evaluate, predict_logits, seeded_device
 from core.training.publish import DEMO_INTENDED_USE, CardDraft, DevSplit, Measured, TrainResult, publish
 
@@ -391,13 +391,11 @@ def train_xray(
     counts = Counter(train_targets.tolist())
     if len(counts) < 2:
         raise InsufficientDataError("The training split has fewer than two classes.")
-    gen = torch.Generator().manual_seed(config.seed)
-    if config.balanced:
-        weights = torch.tensor([1.0 / counts[int(t)] for t in train_targets], dtype=torch.double)
-        sampler = WeightedRandomSampler(weights, num_samples=len(weights), replacement=True, generator=gen)
-        train_loader = DataLoader(sets["train"], batch_size=config.batch_size, sampler=sampler)
-    else:
-        train_loader = DataLoader(sets["train"], batch_size=config.batch_size, shuffle=True, generator=gen)
+    weights = (
+        torch.tensor([1.0 / counts[int(t)] for t in train_targets], dtype=torch.double) if config.balanced else None
+    )
+    # Under torchrun, this process's shard of the training split (core.training.distributed).
+    train_loader = distributed.training_loader(sets["train"], config.batch_size, config.seed, weights)
     dev_loader = DataLoader(sets["dev"], batch_size=64)
 
     model = build_model(config.architecture, **arch_kwargs)
@@ -415,18 +413,23 @@ def train_xray(
         _cosine_schedule(optimiser, config.max_epochs, len(train_loader)) if config.schedule == "cosine" else None
     )
     loss_fn = nn.CrossEntropyLoss()
+    trained = distributed.wrap(model)  # the model itself for one process
 
-    def step(batch: tuple[torch.Tensor, torch.Tensor], layout: torch.memory_format = torch.channels_last) -> StepLoss:
+    def step(
+        batch: tuple[torch.Tensor, torch.Tensor],
+        layout: torch.memory_format = torch.channels_last,
+        network: nn.Module = trained,
+    ) -> StepLoss:
         x, y = batch[0].to(device, memory_format=layout), batch[1].to(device)
-        logits = model(x)
+        logits = network(x)
         return StepLoss(loss_fn(logits, y), len(y), int((logits.argmax(1) == y).sum()))
 
     fit = loop.fit(
         model,
         optimiser,
-        lambda epoch: train_loader,
+        lambda epoch: distributed.for_epoch(train_loader, epoch),
         step,
-        lambda: evaluate(model, dev_loader, partial(step, layout=torch.preserve_format)),
+        lambda: evaluate(model, dev_loader, partial(step, layout=torch.preserve_format, network=model)),
         max_epochs=config.max_epochs,
         patience=config.patience,
         scheduler=scheduler,
@@ -490,7 +493,8 @@ def train_xray(
     network = partial(build_model, config.architecture, **arch_kwargs)
     published = publish(fit.state, network, device, out_dir, draft, dev, measure, training)
     curves_path = Path(out_dir) / f"{config.id}.learning-curves.csv"
-    _write_curves(curves_path, fit.history)
+    if distributed.is_main():
+        _write_curves(curves_path, fit.history)
     return XrayTrainResult(published.card, published.weights_path, fit.history, curves_path)
 
 
