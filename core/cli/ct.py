@@ -251,6 +251,7 @@ def _train_on_slice_images(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     # Here, not at the top: they cost 1.3-1.5 s of import (python -X importtime) that predict-ct need not pay.
+    from core.training import distributed
     from core.training.ct import CtTrainConfig, train_ct
     from core.training.xray import DEMO_INTENDED_USE
 
@@ -278,7 +279,10 @@ def run_train(args: argparse.Namespace) -> int:
         options.update(width=args.width, input_depth=args.input_depth)
     else:
         options.update(resnet_depth=args.resnet_depth, max_slices_per_scan=args.max_slices)
-    result = train_ct(args.data, args.out, CtTrainConfig(**options), progress=True)
+    # Under torchrun the other processes train quietly; rank 0 shows progress and writes.
+    result = train_ct(args.data, args.out, CtTrainConfig(**options), progress=distributed.is_main())
+    if not distributed.is_main():
+        return 0
     held = result.card.metrics["held_out"]
     print(
         f"wrote {result.weights_path} ({result.card.id} {result.card.version}); kept fold "

@@ -55,6 +55,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     # Here, not at the top: it costs 1.3-1.5 s of import (python -X importtime) that findings-change need not pay.
+    from core.training import distributed
     from core.training.findings import FindingsTrainConfig, train_findings
 
     if args.data != "demo" and not Path(args.data).is_file():
@@ -74,7 +75,10 @@ def run_train(args: argparse.Namespace) -> int:
         device=args.device,
         data_note=args.note,
     )
-    result = train_findings(args.data, args.out, config)
+    # Under torchrun the other processes train quietly; rank 0 shows progress and writes.
+    result = train_findings(args.data, args.out, config, progress=distributed.is_main())
+    if not distributed.is_main():
+        return 0
     m = result.card.metrics["held_out"]
     aucs = ", ".join(f"{name} {v['auc']:.3f}" for name, v in m["per_finding"].items() if v["auc"] is not None)
     mean = "-" if m["mean_auc"] is None else f"{m['mean_auc']:.3f}"

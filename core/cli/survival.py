@@ -101,6 +101,7 @@ def _km_line(km: dict) -> str:
 
 def run_train_survival(args: argparse.Namespace) -> int:
     # Here, not at the top: it costs 1.3-1.5 s of import (python -X importtime) that km need not pay.
+    from core.training import distributed
     from core.training.survival import SurvivalTrainConfig, train_survival
 
     patients, source = _training_patients(args)
@@ -113,7 +114,10 @@ def run_train_survival(args: argparse.Namespace) -> int:
         data_note=args.note,
         **_overrides(args),
     )
-    result = train_survival(patients, args.out, config, source=source)
+    # Under torchrun the other processes train quietly; rank 0 shows progress and writes.
+    result = train_survival(patients, args.out, config, source=source, progress=distributed.is_main())
+    if not distributed.is_main():
+        return 0
     m = result.card.metrics["held_out"]
     auc = "-" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
     print(
@@ -125,6 +129,7 @@ def run_train_survival(args: argparse.Namespace) -> int:
 
 def run_train_prognosis(args: argparse.Namespace) -> int:
     # Here, not at the top: it costs 1.3-1.5 s of import (python -X importtime) that km need not pay.
+    from core.training import distributed
     from core.training.prognosis import PrognosisTrainConfig, train_prognosis
 
     patients, source = _training_patients(args)
@@ -137,7 +142,10 @@ def run_train_prognosis(args: argparse.Namespace) -> int:
         data_note=args.note,
         **_overrides(args),
     )
-    result = train_prognosis(patients, args.out, config, source=source)
+    # Under torchrun the other processes train quietly; rank 0 shows progress and writes.
+    result = train_prognosis(patients, args.out, config, source=source, progress=distributed.is_main())
+    if not distributed.is_main():
+        return 0
     m = result.card.metrics["held_out"]
     auc = "-" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
     clinical = m.get("km_clinical")

@@ -52,7 +52,7 @@ from core.models.architectures import build_model
 from core.models.covid3d import COVID3D_GRADCAM_LAYER, DEMO_COVID3D
 from core.models.ct_slice import CT_SLICE_GRADCAM_LAYER, DEMO_CT_SLICE
 from core.models.manifest import InputSpec
-from core.training import loop
+from core.training import distributed, loop
 from core.training.loop import FitResult, Record, StepLoss, device_batches, predict_logits, seeded_device
 from core.training.publish import DEMO_INTENDED_USE, CardDraft, DevSplit, Measured, TrainResult, publish
 
@@ -295,8 +295,12 @@ def _fit(config: CtTrainConfig, train: _Data, val: _Data, device: torch.device, 
     )
     y_val = val.y.numpy()
 
+    trained = distributed.wrap(model)  # the model itself for one process
+
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = torch.randperm(train.x.shape[0], generator=gen)
+        # Under torchrun every process draws the same permutation and takes its share: equal
+        # shares draw equally from ``gen``, which so stays the same on every process.
+        order = distributed.shard(torch.randperm(train.x.shape[0], generator=gen))
         for start in range(0, len(order), config.batch_size):
             idx = order[start : start + config.batch_size]
             if len(idx) < 2 <= len(order):
@@ -308,7 +312,7 @@ def _fit(config: CtTrainConfig, train: _Data, val: _Data, device: torch.device, 
 
     def step(batch: tuple[torch.Tensor, torch.Tensor]) -> StepLoss:
         x, y = batch
-        logits = model(x)
+        logits = trained(x)
         return StepLoss(loss_fn(logits[:, 0], y.float()) if covid3d else loss_fn(logits, y), len(y))
 
     def validate() -> Record:

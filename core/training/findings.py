@@ -51,7 +51,7 @@ from core.io.images import read_xray
 from core.models.architectures import build_model
 from core.models.manifest import InputSpec
 from core.preprocess import to_unit_square
-from core.training import loop
+from core.training import distributed, loop
 from core.training.loop import StepLoss, evaluate, seeded_device
 from core.training.publish import DEMO_INTENDED_USE, CardDraft, DevSplit, Measured, TrainResult, publish
 from core.training.xray import IMAGENET_MEAN, IMAGENET_STD, _ImageSet, image_logits
@@ -157,23 +157,24 @@ def train_findings(
         name: _ImageSet(images[idx], torch.from_numpy(targets[idx]), spec, augment=config.augment and name == "train")
         for name, idx in rows.items()
     }
-    gen = torch.Generator().manual_seed(config.seed)
-    train_loader = DataLoader(sets["train"], batch_size=config.batch_size, shuffle=True, generator=gen)
+    # Under torchrun, this process's shard of the training split (core.training.distributed).
+    train_loader = distributed.training_loader(sets["train"], config.batch_size, config.seed)
     dev_loader = DataLoader(sets["dev"], batch_size=64)
 
     model = build_model("densenet121", **config.architecture_kwargs()).to(device)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight.to(device))
+    trained = distributed.wrap(model)  # the model itself for one process
 
-    def step(batch: tuple[torch.Tensor, torch.Tensor]) -> StepLoss:
+    def step(batch: tuple[torch.Tensor, torch.Tensor], network: nn.Module = trained) -> StepLoss:
         x, y = batch[0].to(device), batch[1].to(device)
-        return StepLoss(loss_fn(model(x), y), len(y))
+        return StepLoss(loss_fn(network(x), y), len(y))
 
     fit = loop.fit(
         model,
         torch.optim.Adam(model.parameters(), lr=config.lr),
-        lambda epoch: train_loader,
+        lambda epoch: distributed.for_epoch(train_loader, epoch),
         step,
-        lambda: evaluate(model, dev_loader, step),
+        lambda: evaluate(model, dev_loader, partial(step, network=model)),
         max_epochs=config.max_epochs,
         patience=config.patience,
         progress=progress,

@@ -43,6 +43,7 @@ from core.models.prognosis import HIGH_RISK_DAYS, Covid3DPrognosis
 from core.models.registry import ModelRegistry
 from core.survival.analysis import risk_groups_km
 from core.survival.cohort import OutcomePatient, Scan, clinical_design
+from core.training import distributed
 from core.training.loop import Batch, balanced_weights, fit_binary, predict_logits, seeded_device
 from core.training.publish import DEMO_INTENDED_USE, CardDraft, DevSplit, Measured, TrainResult, publish
 
@@ -156,6 +157,7 @@ def _batches(
     order = np.arange(len(items))
     if seed is not None:
         np.random.default_rng(seed).shuffle(order)
+        order = distributed.shard(order)  # under torchrun, this process's share of the epoch
     for i in range(0, len(order), batch_size):
         idx = order[i : i + batch_size]
         z = torch.stack([torch.stack([cache[s.ref] for s in items[j].scans]) for j in idx])

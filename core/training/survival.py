@@ -38,6 +38,7 @@ from core.models.survival import CnnLstmSurvival
 from core.preprocess import normalise, to_unit_square
 from core.survival.analysis import risk_groups_km
 from core.survival.cohort import OutcomePatient
+from core.training import distributed
 from core.training.loop import Batch, balanced_weights, fit_binary, predict_logits, seeded_device
 from core.training.publish import DEMO_INTENDED_USE, CardDraft, DevSplit, Measured, TrainResult, publish
 
@@ -139,6 +140,7 @@ def _batches(
     order = list(ids)
     if shuffle_seed is not None:
         np.random.default_rng(shuffle_seed).shuffle(order)
+        order = distributed.shard(order)  # under torchrun, this process's share of the epoch
     for i in range(0, len(order), batch_size):
         chunk = order[i : i + batch_size]
         x, lengths = pad_batch([inputs[p] for p in chunk])
