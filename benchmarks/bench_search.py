@@ -53,8 +53,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from timing import median_ms  # noqa: E402
 
-from core.search.ann import IvfIndex, load_ivf, save_ivf  # noqa: E402
-from core.search.index import AUTO_IVF_FROM, BACKENDS, VectorIndex, make_index  # noqa: E402
+from core.search.ann import load_ivf, save_ivf  # noqa: E402
+from core.search.index import AUTO_IVF_FROM, BACKENDS, IvfIndex, VectorIndex, make_index  # noqa: E402
 
 DIM = 512
 SEED = 2020

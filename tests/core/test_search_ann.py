@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from core.search import ann, index
-from core.search.ann import IvfIndex, index_path, library_vector_index, open_ivf
-from core.search.index import ExactIndex, choose_backend, make_index
+from core.search.ann import index_path, library_vector_index, open_ivf
+from core.search.index import ExactIndex, IvfIndex, choose_backend, make_index, n_lists
 
 DIM = 32
 
@@ -47,7 +47,7 @@ def test_recall_at_10_against_the_exact_search_reading_a_few_clusters(data) -> N
     clusters, ids, vectors = data
     ivf = IvfIndex(DIM)
     ivf.add(ids, vectors)
-    assert ivf.trained and ivf.nlist == ann.n_lists(4000)
+    assert ivf.trained and ivf.nlist == n_lists(4000)
     assert ivf.nprobe <= ivf.nlist // 4  # it reads a small share of the library, not all of it
     queries = clusters.draw(200)  # new images like the library's
     sims, found = ivf.search(queries, 10)
