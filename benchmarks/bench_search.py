@@ -102,8 +102,11 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     return float((found[:, :, None] == truth[:, None, :]).any(axis=2).mean())
 
 
-def bench_backend(backend: str, library: np.ndarray, queries: np.ndarray, repeats: int) -> tuple[Row, np.ndarray]:
-    """Build one index, time single top-K queries; the row and the ids found for ``queries[-RECALL_QUERIES:]``."""
+def bench_backend(
+    backend: str, library: np.ndarray, queries: np.ndarray, repeats: int
+) -> tuple[Row, np.ndarray, VectorIndex]:
+    """Build one index, time single top-K queries; the row, the ids found for
+    ``queries[-RECALL_QUERIES:]`` and the index."""
     index = make_index(backend, DIM)
     start = time.perf_counter()
     index.add(np.arange(len(library)), library)
@@ -118,7 +121,7 @@ def bench_backend(backend: str, library: np.ndarray, queries: np.ndarray, repeat
         bytes_read = round(n * vector_bytes * index.nprobe / index.nlist) + centres
         index_bytes += centres
         lists = f"{index.nprobe}/{index.nlist}"
-    return Row(backend, build_s, query_ms, float("nan"), bytes_read, index_bytes, lists), found
+    return Row(backend, build_s, query_ms, float("nan"), bytes_read, index_bytes, lists), found, index
 
 
 def target(n: int, row: Row) -> str:
@@ -156,18 +159,22 @@ def print_row(row: Row, note: str, bandwidth: float) -> bool:
 
 def run_backends(
     backends: tuple[str, ...], n: int, library: np.ndarray, queries: np.ndarray, repeats: int, bandwidth: float
-) -> None:
-    """Every backend on one library, one index at a time (exact first: it gives the truth)."""
+) -> IvfIndex | None:
+    """Every backend on one library, one index at a time (exact first: it gives the truth);
+    the IVF index when one was built (the last), for timing its file."""
     print_header()
-    truth, cached = None, False
-    for backend in sorted(backends, key=lambda b: b != "exact"):
-        row, found = bench_backend(backend, library, queries, repeats)
+    truth, cached, ivf = None, False, None
+    for backend in sorted(backends, key=lambda b: (b != "exact", b == "faiss-ivf")):
+        row, found, index = bench_backend(backend, library, queries, repeats)
         truth = found if truth is None else truth
         row.recall = recall_at_k(found, truth)
         cached |= print_row(row, target(n, row), bandwidth)
-        gc.collect()  # the index went with bench_backend's frame: free it before the next one
+        ivf = index if isinstance(index, IvfIndex) else None
+        del index
+        gc.collect()  # free each index before the next one is built
     if cached:
         print("(ratio < 1: the library was read from the CPU caches, or the bandwidth reading was low)")
+    return ivf
 
 
 def bench_size(n: int, repeats: int) -> None:
@@ -179,6 +186,7 @@ def bench_size(n: int, repeats: int) -> None:
     print(f"\n# {n:,} random vectors ({library.nbytes / 1e6:,.0f} MB float32)")
     print("memory bandwidth: " + ", ".join(f"{name} {rate / 1e9:.1f} GB/s" for name, rate in rates.items()))
     run_backends(BACKENDS, n, library, queries, repeats, max(rates.values()))
+    gc.collect()
     del library
     gc.collect()
 
@@ -235,9 +243,8 @@ def bench_demo(replicas: Replicas, n: int, repeats: int) -> None:
     queries = replicas.draw(repeats + WARMUP + RECALL_QUERIES)
     print(f"\n# {n:,} noisy copies of the demo library's embeddings ({library.nbytes / 1e6:,.0f} MB float32)")
     print("memory bandwidth: " + ", ".join(f"{name} {rate / 1e9:.1f} GB/s" for name, rate in rates.items()))
-    run_backends(DEMO_BACKENDS, n, library, queries, repeats, max(rates.values()))
-    index = IvfIndex(DIM)
-    index.add(np.arange(n), library)
+    index = run_backends(DEMO_BACKENDS, n, library, queries, repeats, max(rates.values()))
+    assert index is not None
     del library
     gc.collect()
     with tempfile.TemporaryDirectory() as folder:
