@@ -12,6 +12,18 @@ from plotly.subplots import make_subplots
 from core.explain.overlay import downsample_for_display, png_bytes
 
 
+def _image_trace(rgb: np.ndarray, pixel_mm: tuple[float, float]) -> go.Image:
+    """An RGB image as one PNG trace, downsampled for display, its axes in original pixels times
+    ``pixel_mm`` (row height, column width)."""
+    h, w = rgb.shape[:2]
+    row_mm, col_mm = pixel_mm
+    shown = downsample_for_display(rgb)
+    uri = "data:image/png;base64," + base64.b64encode(png_bytes(shown)).decode("ascii")
+    return go.Image(
+        source=uri, x0=0, y0=0, dx=col_mm * w / shown.shape[1], dy=row_mm * h / shown.shape[0], hoverinfo="skip"
+    )
+
+
 def image_figure(
     rgb: np.ndarray,
     colorscale: str | None = None,
@@ -27,18 +39,7 @@ def image_figure(
     """
     h, w = rgb.shape[:2]
     row_mm, col_mm = pixel_mm
-    shown = downsample_for_display(rgb)
-    uri = "data:image/png;base64," + base64.b64encode(png_bytes(shown)).decode("ascii")
-    fig = go.Figure(
-        go.Image(
-            source=uri,
-            x0=0,
-            y0=0,
-            dx=col_mm * w / shown.shape[1],
-            dy=row_mm * h / shown.shape[0],
-            hoverinfo="skip",
-        )
-    )
+    fig = go.Figure(_image_trace(rgb, pixel_mm))
     if colorscale:
         fig.add_trace(
             go.Scatter(
@@ -90,20 +91,7 @@ def side_by_side_figure(
     row_mm, col_mm = pixel_mm
     fig = make_subplots(rows=1, cols=2, subplot_titles=titles, horizontal_spacing=0.02)
     for col, rgb in ((1, left), (2, right)):
-        shown = downsample_for_display(rgb)
-        uri = "data:image/png;base64," + base64.b64encode(png_bytes(shown)).decode("ascii")
-        fig.add_trace(
-            go.Image(
-                source=uri,
-                x0=0,
-                y0=0,
-                dx=col_mm * w / shown.shape[1],
-                dy=row_mm * h / shown.shape[0],
-                hoverinfo="skip",
-            ),
-            row=1,
-            col=col,
-        )
+        fig.add_trace(_image_trace(rgb, pixel_mm), row=1, col=col)
     # One zoom for both: the second panel's axes follow the first's.
     fig.update_xaxes(visible=False, range=[0, w * col_mm], matches="x")
     fig.update_yaxes(visible=False, range=[h * row_mm, 0], matches="y", scaleanchor="x")
