@@ -28,12 +28,18 @@ __all__ = ["auth_configured", "current_user", "providers", "require_sign_in"]
 _PROVIDER_KEYS = ("client_id", "server_metadata_url")
 
 
-def _auth_section() -> Mapping[str, object] | None:
+def secrets_section(name: str) -> Mapping[str, object] | None:
+    """The ``[name]`` section of the deployment's secrets, or None (no such section, or no
+    secrets file at all)."""
     try:
-        section = st.secrets.get("auth")
+        section = st.secrets.get(name)
     except (FileNotFoundError, StreamlitSecretNotFoundError):  # no secrets file at all
         return None
     return section if isinstance(section, Mapping) else None
+
+
+def _auth_section() -> Mapping[str, object] | None:
+    return secrets_section("auth")
 
 
 def auth_configured() -> bool:

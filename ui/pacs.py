@@ -10,13 +10,12 @@ one plain line and the page goes on.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
 import streamlit as st
 from pydicom import Dataset
-from streamlit.errors import StreamlitSecretNotFoundError
 
 from core.errors import DashboardError
 from core.pacs.query import PacsQuery, SeriesMatch, find_series
@@ -24,6 +23,7 @@ from core.pacs.results import describe_results
 from core.pacs.retrieve import retrieve_series
 from core.pacs.send import send_datasets
 from core.pacs.settings import PacsSettings, settings_from_env, settings_from_mapping
+from ui.auth import secrets_section
 
 ANY_MODALITY = "any"
 
@@ -43,18 +43,10 @@ class Retrieved:
         return f"From PACS: {what} ({n} image{'s' if n != 1 else ''})"
 
 
-def _secrets_section() -> Mapping[str, object] | None:
-    try:
-        section = st.secrets.get("pacs")
-    except (FileNotFoundError, StreamlitSecretNotFoundError):  # no secrets file at all
-        return None
-    return section if isinstance(section, Mapping) else None
-
-
 def pacs_settings() -> PacsSettings | None:
     """The deployment's archive: the secrets' ``[pacs]`` section, else the environment; None when
     neither configures one. Settings that do not make sense raise a plain error."""
-    section = _secrets_section()
+    section = secrets_section("pacs")
     return settings_from_mapping(section) if section is not None else settings_from_env()
 
 

@@ -18,7 +18,7 @@ from core.library.demo import DEMO_MEETING_TITLE, DEMO_SOURCE
 from core.library.records import Patient, Study
 from core.library.store import CaseLibrary
 from core.models.registry import ModelRegistry
-from core.review.meetings import HIDEABLE, Meeting, MeetingCase
+from core.review.meetings import HIDEABLE, Meeting, MeetingCase, study_day
 from core.review.model_read import ModelRead, default_model_id, model_read
 from core.text import describe_outcome
 from ui import resources
@@ -76,15 +76,6 @@ def case_what(case: MeetingCase, patient: Patient) -> str:
 def study_label(study: Study) -> str:
     """A study by modality and day: "X-ray, day 4 since admission" (never a calendar date)."""
     return f"{study.modality}, {study_day(study)}"
-
-
-def study_day(study: Study) -> str:
-    """When a study was taken in days since admission (else since symptom onset)."""
-    if study.offset_admission_days is not None:
-        return f"day {study.offset_admission_days:g} since admission"
-    if study.offset_onset_days is not None:
-        return f"day {study.offset_onset_days:g} since symptom onset"
-    return "day unknown"
 
 
 def case_studies(patient: Patient, case: MeetingCase) -> list[Study]:

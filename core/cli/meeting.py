@@ -32,6 +32,19 @@ def _meeting_id(text: str) -> int:
         raise argparse.ArgumentTypeError(f"'{text}' is not a number (meeting, case and position are numbers)") from None
 
 
+def _show_arg(p: argparse.ArgumentParser) -> None:
+    """``--show ITEM ...``: what a case added to a meeting shows from the start."""
+    p.add_argument(
+        "--show",
+        nargs="+",
+        type=_hideable,
+        choices=HIDEABLE,
+        default=(),
+        metavar="ITEM",
+        help=f"shown from the start, not hidden until revealed: any of {', '.join(HIDEABLE)} (default: hide all)",
+    )
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("meeting")
     cmd = p.add_subparsers(dest="meeting_command", required=True, metavar="MEETING_COMMAND")
@@ -47,15 +60,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add.add_argument("meeting_id", type=_meeting_id, metavar="MEETING_ID")
     add.add_argument("pseudonym", metavar="PSEUDONYM")
     add.add_argument("--study", type=_meeting_id, default=None, help="only this study of the patient")
-    add.add_argument(
-        "--show",
-        nargs="+",
-        type=_hideable,
-        choices=HIDEABLE,
-        default=(),
-        metavar="ITEM",
-        help=f"shown from the start, not hidden until revealed: any of {', '.join(HIDEABLE)} (default: hide all)",
-    )
+    _show_arg(add)
     add.add_argument("--json", action="store_true")
     library_arg(add)
     add.set_defaults(func=run_add)
@@ -74,15 +79,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     upload.add_argument("--admission-day", type=float, default=None, help="days since admission (optional)")
     upload.add_argument("--patient", default=None, help="a library patient's pseudonym (a follow-up); default: new")
     upload.add_argument("--note", default=None, help="free text; never a patient's name")
-    upload.add_argument(
-        "--show",
-        nargs="+",
-        type=_hideable,
-        choices=HIDEABLE,
-        default=(),
-        metavar="ITEM",
-        help=f"shown from the start: any of {', '.join(HIDEABLE)} (default: hide all)",
-    )
+    _show_arg(upload)
     upload.add_argument("--json", action="store_true")
     library_arg(upload)
     upload.set_defaults(func=run_add_upload)

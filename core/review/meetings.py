@@ -29,6 +29,7 @@ from core.library.meeting_records import (
     check_hidden,
     read_choices,
 )
+from core.library.records import Study
 from core.models.manifest import ModelCard, read_manifest
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "progress_text",
     "read_choices",
     "reads_by_case",
+    "study_day",
     "today",
 ]
 
@@ -86,3 +88,13 @@ def reads_by_case(reads: Iterable[Read]) -> dict[int, list[Read]]:
     for r in reads:
         out[r.meeting_case_id].append(r)
     return dict(out)
+
+
+def study_day(study: Study) -> str:
+    """When a study was taken in days since admission (else since symptom onset): the only
+    time a meeting shows, never a calendar date."""
+    if study.offset_admission_days is not None:
+        return f"day {study.offset_admission_days:g} since admission"
+    if study.offset_onset_days is not None:
+        return f"day {study.offset_onset_days:g} since symptom onset"
+    return "day unknown"

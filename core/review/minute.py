@@ -55,7 +55,7 @@ from core.library.store import CaseLibrary
 from core.models.registry import LoadedModel, ModelRegistry
 from core.ood import OodVerdict
 from core.report import REPORT_CSS, ReportImage, escape_html, html_image, html_paragraphs, html_table
-from core.review.meetings import reads_by_case
+from core.review.meetings import reads_by_case, study_day
 from core.review.model_read import READS_MODALITY, ModelRead, default_model_id
 from core.review.summary import (
     CaseOutcome,
@@ -189,15 +189,6 @@ def shown_studies(patient: Patient, case: MeetingCase) -> list[Study]:
             latest[s.modality] = s
     chosen = {s.id for s in latest.values()}
     return [s for s in patient.studies if s.id in chosen]
-
-
-def study_day(study: Study) -> str:
-    """When a study was taken in days since admission (else since symptom onset)."""
-    if study.offset_admission_days is not None:
-        return f"day {study.offset_admission_days:g} since admission"
-    if study.offset_onset_days is not None:
-        return f"day {study.offset_onset_days:g} since symptom onset"
-    return "day unknown"
 
 
 def _study_name(study: Study) -> str:
