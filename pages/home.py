@@ -34,7 +34,7 @@ else:
         f"{counts.patients} patients",
         help=f"{counts.studies} studies ("
         + ", ".join(f"{n} {m}" for m, n in sorted(counts.by_modality.items()))
-        + f") in {case_library.root}",
+        + f") in {case_library.location}",
     )
     warm = warmup.start(library_path(), case_library)
 

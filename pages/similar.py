@@ -116,12 +116,12 @@ else:
     study = options.get(study_label) or studies[0]
     case_image_id = next(im.id for im in study.images if im.kind == "xray")
     try:
-        query_image = memo(("stored", str(library.root), case_image_id), read_stored_xray, library, case_image_id)
+        query_image = memo(("stored", library.location, case_image_id), read_stored_xray, library, case_image_id)
     except DashboardError as e:
         st.error(str(e))
         st.stop()
     query_title = f"{pick}, {describe_study_time(study).lower()}"
-    query_key = ("case", str(library.root), case_image_id)
+    query_key = ("case", library.location, case_image_id)
 
 where = SearchFilter(
     labels=tuple(labels) or None,
@@ -243,10 +243,10 @@ if results.results:
     opacity = c4.slider("Opacity", 0.0, 1.0, 0.45, 0.05, key="similar_opacity", disabled=not show_cam)
     other_id, other_title = choices.get(pick, choices[first])
     try:
-        other = memo(("stored", str(library.root), other_id), read_stored_xray, library, other_id)
+        other = memo(("stored", library.location, other_id), read_stored_xray, library, other_id)
         version = index.model_version
         q_pred, q_cam = memo(("similar-cam", *query_key, version), analyse_xray, model, query_image)
-        o_pred, o_cam = memo(("similar-cam", "case", str(library.root), other_id, version), analyse_xray, model, other)
+        o_pred, o_cam = memo(("similar-cam", "case", library.location, other_id, version), analyse_xray, model, other)
     except DashboardError as e:
         st.error(str(e))
         st.stop()

@@ -316,7 +316,7 @@ try:
             maps = uploaded.maps(fraction)
         else:
             maps = memo(
-                ("traj-maps", str(library.root), pick, model.id, trajectory.model_version, round(fraction, 3)),
+                ("traj-maps", library.location, pick, model.id, trajectory.model_version, round(fraction, 3)),
                 scaled_maps,
                 library,
                 model,
@@ -460,7 +460,7 @@ if missing:
         f"(about {max(estimate / 60, 1):.0f} min on a CPU); the cohort view shows the scored ones."
     )
 everyone = memo(
-    ("traj-cohort", str(library.root), model.id, trajectory.model_version, have, missing, trajectory.axis),
+    ("traj-cohort", library.location, model.id, trajectory.model_version, have, missing, trajectory.axis),
     cohort_trajectories,
     library,
     model,

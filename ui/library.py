@@ -26,7 +26,7 @@ from core.errors import DashboardError
 from core.io.images import read_xray
 from core.library.demo import add_demo_meeting, build_demo_library, needs_demo_build, needs_demo_meeting
 from core.library.records import Study
-from core.library.store import LibraryError, SqliteLibrary, default_library_path, open_library
+from core.library.store import CaseLibrary, LibraryError, default_library_location, open_library
 from ui import warmup
 from ui.auth import current_user
 from ui.frame import plain_errors
@@ -59,7 +59,7 @@ def demo_patients() -> int:
 
 
 @st.cache_resource(show_spinner=False)
-def _open(path: str) -> SqliteLibrary:
+def _open(path: str) -> CaseLibrary:
     return open_library(path)
 
 
@@ -118,11 +118,12 @@ def _wait_for(build: _DemoBuild) -> None:
 
 
 def library_path() -> str:
-    """Where the app's case library is (``$DASHBOARD_LIBRARY`` or ``data/library``)."""
-    return str(default_library_path())
+    """Where the app's case library is (``$DASHBOARD_LIBRARY``, a folder or a PostgreSQL address,
+    or ``data/library``)."""
+    return default_library_location()
 
 
-def library() -> SqliteLibrary:
+def library() -> CaseLibrary:
     """The app's case library, built from the demo cohort first if it is empty or half-built; its
     changes are recorded in the audit log under this session's user. A demo library built before
     case-review meetings existed gets its demo meeting here (not on a read-only screen)."""
@@ -137,13 +138,13 @@ def library() -> SqliteLibrary:
     return opened.acting(current_user())
 
 
-def library_or_stop() -> SqliteLibrary:
+def library_or_stop() -> CaseLibrary:
     """:func:`library`, or a plain error and the end of the page when it cannot be opened."""
     with plain_errors():
         return library()
 
 
-def show_full_size(library: SqliteLibrary, study: Study) -> None:
+def show_full_size(library: CaseLibrary, study: Study) -> None:
     """A study's stored image at full resolution (an X-ray), or the thumbnail slice of a CT series."""
     if not study.images:
         st.info("This study has no stored image.")

@@ -23,7 +23,7 @@ from core.evaluation.evaluate import evaluate
 from core.evaluation.figures import format_auc, format_number, format_percent
 from core.evaluation.results import Comparison, Evaluation, KFold, Level
 from core.library.demo import needs_demo_build
-from core.library.store import SqliteLibrary
+from core.library.store import CaseLibrary
 from core.types import Progress
 from ui import resources, review_summary
 from ui.library import library, library_path
@@ -125,7 +125,7 @@ def kfold_frame(kfold: KFold) -> pd.DataFrame:
     return frame
 
 
-def _case_library() -> SqliteLibrary | None:
+def _case_library() -> CaseLibrary | None:
     """The app's case library where it is built and opens; else a plain message and None.
 
     Unlike the library's own pages, this one neither builds the demo library (the first launch

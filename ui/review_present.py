@@ -27,7 +27,7 @@ from core.explain.gradcam3d import covid3d_with_cam, resize_cam
 from core.explain.overlay import display_shape, downsample_for_display, render_overlay, resize_unit
 from core.inference import xray_analysis
 from core.library.records import Patient, Study
-from core.library.store import SqliteLibrary
+from core.library.store import CaseLibrary
 from core.models.registry import LoadedModel, ModelRegistry
 from core.review.meetings import MeetingCase
 from core.search.embeddings import REFERENCE_MODEL, embedding_version, read_stored_xray
@@ -54,20 +54,20 @@ TEXT_COLOUR = "#31333F"
 # -- images -------------------------------------------------------------------------------------
 
 
-def _xray_unit(library: SqliteLibrary, image_id: int) -> np.ndarray:
+def _xray_unit(library: CaseLibrary, image_id: int) -> np.ndarray:
     """A stored radiograph at its own window, downsampled for display ((H, W) in [0, 1])."""
     image = memo(("review-xray", image_id), read_stored_xray, library, image_id)
     return downsample_for_display(image.windowed())
 
 
-def _xray_cam(library: SqliteLibrary, image_id: int, model: LoadedModel) -> np.ndarray:
+def _xray_cam(library: CaseLibrary, image_id: int, model: LoadedModel) -> np.ndarray:
     """The Grad-CAM of ``model`` for the class it predicts, at the display size ((H, W) in [0, 1])."""
     image = memo(("review-xray", image_id), read_stored_xray, library, image_id)
     analysis = memo(("review-cam", image_id, model.id, model.card.version), xray_analysis, model, image, None)
     return analysis.explanation(display_shape(image.shape)).values
 
 
-def _volume(library: SqliteLibrary, image_id: int) -> CtVolume:
+def _volume(library: CaseLibrary, image_id: int) -> CtVolume:
     return memo(("review-ct", image_id), read_stored_ct, library, image_id)
 
 
@@ -77,7 +77,7 @@ def _covid3d_map(volume: CtVolume, model: LoadedModel) -> np.ndarray:
     return resize_cam(grid, volume.hu.shape)
 
 
-def ct_map(library: SqliteLibrary, image_id: int, model: LoadedModel) -> np.ndarray:
+def ct_map(library: CaseLibrary, image_id: int, model: LoadedModel) -> np.ndarray:
     """COVID3D's 3D Grad-CAM of a stored CT series, once per session, series and model version:
     moving the slice slider draws from the stored map. The map alone: the OOD check of the CT
     page's analysis would double a case change's wait, and the model's read at the reveal (its
@@ -110,7 +110,7 @@ def cam_available(registry: ModelRegistry, study: Study, model_id: str | None) -
 
 
 def _xray_rgb(
-    library: SqliteLibrary, image_id: int, model: LoadedModel | None, shape: tuple[int, int] | None
+    library: CaseLibrary, image_id: int, model: LoadedModel | None, shape: tuple[int, int] | None
 ) -> np.ndarray:
     """A radiograph (with ``model``'s Grad-CAM unless None) as RGB, resized to ``shape`` if given."""
     unit = _xray_unit(library, image_id)
@@ -122,7 +122,7 @@ def _xray_rgb(
 
 
 def _ct_rgb(
-    library: SqliteLibrary, image_id: int, index: int, model: LoadedModel | None, shape: tuple[int, int] | None
+    library: CaseLibrary, image_id: int, index: int, model: LoadedModel | None, shape: tuple[int, int] | None
 ) -> np.ndarray:
     """Axial slice ``index`` of a stored series in the lung window (with COVID3D's 3D Grad-CAM
     on it unless ``model`` is None), resized to ``shape`` if given."""
@@ -148,7 +148,7 @@ def _ct_slider(key: str, count: int, controls: DeltaGenerator | None) -> int:
 
 
 def show_single(
-    library: SqliteLibrary,
+    library: CaseLibrary,
     registry: ModelRegistry,
     study: Study,
     *,
@@ -188,7 +188,7 @@ def show_single(
 
 
 def show_pair(
-    library: SqliteLibrary,
+    library: CaseLibrary,
     registry: ModelRegistry,
     prior: Study,
     study: Study,
@@ -254,11 +254,11 @@ def has_ct_series(patient: Patient) -> bool:
     return any(s.modality == "CT" and any(i.kind == "ct-series" for i in s.images) for s in patient.studies)
 
 
-def trajectory_of(library: SqliteLibrary, patient: Patient, model: LoadedModel) -> Trajectory:
+def trajectory_of(library: CaseLibrary, patient: Patient, model: LoadedModel) -> Trajectory:
     """The patient's s(t) from the library's stored scores (scans not scored yet are scored and
     stored), once per session and model version."""
     return memo(
-        ("review-traj", str(library.root), patient.summary.pseudonym, model.id, score_version(model)),
+        ("review-traj", library.location, patient.summary.pseudonym, model.id, score_version(model)),
         patient_trajectory,
         library,
         patient.summary.pseudonym,
@@ -267,7 +267,7 @@ def trajectory_of(library: SqliteLibrary, patient: Patient, model: LoadedModel) 
 
 
 def st_curve(
-    library: SqliteLibrary, registry: ModelRegistry, patient: Patient, case: MeetingCase, study: Study
+    library: CaseLibrary, registry: ModelRegistry, patient: Patient, case: MeetingCase, study: Study
 ) -> None:
     """The patient's s(t) when they have CT series: hidden while the case hides its model outputs
     and is not revealed; the end of the stay only once the outcome may be seen."""
@@ -343,12 +343,12 @@ def _query_xray(patient: Patient, study: Study) -> tuple[Study, int] | None:
     return chosen, xray_id(chosen)  # type: ignore[return-value]
 
 
-def _search(library: SqliteLibrary, model: LoadedModel, image_id: int, index) -> SearchResults:  # noqa: ANN001
+def _search(library: CaseLibrary, model: LoadedModel, image_id: int, index) -> SearchResults:  # noqa: ANN001
     return find_similar(library, model, case_image_id=image_id, k=STRIP_SIZE, index=index)
 
 
 def similar_strip(
-    library: SqliteLibrary, registry: ModelRegistry, patient: Patient, case: MeetingCase, study: Study
+    library: CaseLibrary, registry: ModelRegistry, patient: Patient, case: MeetingCase, study: Study
 ) -> None:
     """A row of the most similar past patients (the patient itself left out) by the search
     embedding of the X-ray shown, each with a thumbnail of the image that matched and its
@@ -374,7 +374,7 @@ def similar_strip(
             st.markdown(f"**{title}**: this X-ray is not in the search yet (Home shows the library's preparation).")
             return
         results = memo(
-            ("review-similar", str(library.root), image_id, version, len(index)),
+            ("review-similar", library.location, image_id, version, len(index)),
             _search,
             library,
             model,

@@ -12,7 +12,7 @@ import streamlit as st
 
 from core.case_reports.survival import PatientView, s_figure_json, survival_case_report
 from core.library.records import PatientSummary
-from core.library.store import SqliteLibrary
+from core.library.store import CaseLibrary
 from core.models.registry import LoadedModel
 from core.report import report_filename_for
 from core.survival.analysis import GroupedCohort, role_of, stratify
@@ -45,7 +45,7 @@ def _count(n: int, noun: str) -> str:
 
 
 def grouped_cohort(
-    library: SqliteLibrary,
+    library: CaseLibrary,
     patients: list[OutcomePatient],
     endpoint: str,
     grouping: str,
@@ -85,7 +85,7 @@ def grouped_cohort(
 
 
 def case_report(
-    library: SqliteLibrary,
+    library: CaseLibrary,
     view: PatientView,
     analyses: dict[str, tuple[GroupedCohort, KMAnalysis]],
     models: dict[str, LoadedModel],

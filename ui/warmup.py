@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from core.errors import DashboardError
-from core.library.store import SqliteLibrary, open_library
+from core.library.store import CaseLibrary, open_library
 from core.models.registry import ModelRegistry
 from core.search.embeddings import REFERENCE_MODEL, index_library
 from core.survival.analysis import model_role_ids, role_of, stratify
@@ -103,7 +103,7 @@ def enabled() -> bool:
     return os.environ.get("DASHBOARD_WARM_UP", "1").strip().lower() not in ("0", "no", "off", "false")
 
 
-def _key(library: SqliteLibrary, registry: ModelRegistry) -> tuple[object, ...]:
+def _key(library: CaseLibrary, registry: ModelRegistry) -> tuple[object, ...]:
     counts = library.counts()
     return (counts.studies, tuple(sorted((c.id, c.sha256) for c in registry.cards())))
 
@@ -114,7 +114,7 @@ def current(path: str) -> WarmUp | None:
         return _WARMUPS.get(path)
 
 
-def start(path: str, library: SqliteLibrary | None = None) -> WarmUp | None:
+def start(path: str, library: CaseLibrary | None = None) -> WarmUp | None:
     """The warm-up of the library at ``path``: the one running, the finished one when the library
     and the weights have not changed since, or a new one started in a background thread.
 
@@ -137,7 +137,7 @@ def start(path: str, library: SqliteLibrary | None = None) -> WarmUp | None:
         return warm
 
 
-def _steps(warm: WarmUp, registry: ModelRegistry, library: SqliteLibrary) -> list[tuple[str, Callable[[], None]]]:
+def _steps(warm: WarmUp, registry: ModelRegistry, library: CaseLibrary) -> list[tuple[str, Callable[[], None]]]:
     """The warm-up's steps, in the order a presentation needs them: (what, do it)."""
 
     def progress(step: str, unit: str) -> Progress:

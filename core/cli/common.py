@@ -19,7 +19,6 @@ import argparse
 import dataclasses
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 from core.errors import InvalidInputError
 from core.library.audit import cli_user
@@ -54,9 +53,9 @@ def registry_of(args: argparse.Namespace):
 def library_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--library",
-        type=Path,
         default=None,
-        help="library folder (default: $DASHBOARD_LIBRARY, else the app's own data/library)",
+        help="library folder, or a postgresql://user@host:port/database address "
+        "(default: $DASHBOARD_LIBRARY, else the app's own data/library)",
     )
 
 

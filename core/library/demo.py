@@ -33,12 +33,13 @@ from core.library.importers import cohen_row, prepare_image, series_image
 from core.library.meeting_records import HIDEABLE
 from core.library.records import ImportReport, PatientSummary
 from core.library.store import (
-    DATABASE_NAME,
+    CaseLibrary,
     LibraryError,
     NewImage,
-    SqliteLibrary,
     content_key,
-    default_library_path,
+    default_library_location,
+    is_database_url,
+    library_exists,
     open_library,
 )
 from core.types import Progress
@@ -58,7 +59,7 @@ MEETING_SETTING = "demo_meeting"
 
 @dataclass(frozen=True)
 class DemoLibraryReport:
-    library: Path
+    library: str  # where: a folder, or a PostgreSQL address
     n_patients: int
     seconds: float
     imported: ImportReport
@@ -107,7 +108,7 @@ def build_demo_library(
     is complete (see :func:`needs_demo_build`).
     """
     start = time.perf_counter()
-    library: SqliteLibrary = open_library(path).acting(DEMO_BUILD_USER)
+    library = open_library(path).acting(DEMO_BUILD_USER)
     secret = library.secret()
     cohort = simulate_cohort(n_patients, seed)
     report = ImportReport()
@@ -146,7 +147,8 @@ def build_demo_library(
         progress(len(cohort) - len(todo), len(cohort))
     for done, cases in enumerate(drawn(), start=len(cohort) - len(todo) + 1):
         for line, case in enumerate(cases, start=1):
-            row = cohen_row(library, library.root, line, case.row, findings, True, True, DEMO_SOURCE, check_files=False)
+            # The demo's images are in memory: no dataset folder is read (check_files=False).
+            row = cohen_row(library, Path(), line, case.row, findings, True, True, DEMO_SOURCE, check_files=False)
             assert row is not None  # every modality and view is included
             if library.has_source_key(case.source_key):
                 report.duplicates += 1
@@ -161,7 +163,7 @@ def build_demo_library(
             progress(done, len(cohort))
     add_demo_meeting(library)
     library.set_setting(BUILD_SETTING, "complete")
-    return DemoLibraryReport(library.root, len(cohort), time.perf_counter() - start, report)
+    return DemoLibraryReport(library.location, len(cohort), time.perf_counter() - start, report)
 
 
 def choose_demo_patients(patients: list[PatientSummary], n: int = DEMO_MEETING_SIZE) -> list[str]:
@@ -189,7 +191,7 @@ def choose_demo_patients(patients: list[PatientSummary], n: int = DEMO_MEETING_S
     return chosen
 
 
-def add_demo_meeting(library: SqliteLibrary) -> int:
+def add_demo_meeting(library: CaseLibrary) -> int:
     """Make the demo meeting (:data:`DEMO_MEETING_TITLE`, dated today) of chosen demo patients
     (:func:`choose_demo_patients`) with everything hideable hidden until revealed (the notes
     too: the demo's notes name the findings that give the diagnosis away); return its id.
@@ -215,7 +217,7 @@ def add_demo_meeting(library: SqliteLibrary) -> int:
     return meeting.id
 
 
-def needs_demo_meeting(library: SqliteLibrary) -> bool:
+def needs_demo_meeting(library: CaseLibrary) -> bool:
     """True when a library of demo patients has never had its demo meeting made, or its making
     was interrupted: a library built before meetings existed gets one the next time it is opened.
     A demo meeting someone deleted stays deleted (its making was recorded as complete)."""
@@ -225,10 +227,17 @@ def needs_demo_meeting(library: SqliteLibrary) -> bool:
 
 
 def needs_demo_build(path: str | Path | None = None) -> bool:
-    """True when there is no library at ``path`` yet, it holds no patient, or a demo build
-    into it started and did not finish (the app was stopped during its first launch)."""
-    root = default_library_path() if path is None else Path(path)
-    if not (root / DATABASE_NAME).is_file():
+    """True when there is no library folder at ``path`` yet, it holds no patient, or a demo build
+    into it started and did not finish (the app was stopped during its first launch).
+
+    A PostgreSQL library is a department's: the app never fills it with the demo cohort on
+    its own (``python -m core library demo --library postgresql://...`` does, when asked); only
+    a demo build into it that was interrupted is resumed.
+    """
+    where = default_library_location() if path is None else path
+    if is_database_url(where):
+        return library_exists(where) and open_library(where).setting(BUILD_SETTING) == "started"
+    if not library_exists(where):
         return True
-    library = open_library(root)
+    library = open_library(where)
     return library.setting(BUILD_SETTING) == "started" or library.counts().patients == 0

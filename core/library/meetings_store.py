@@ -1,4 +1,4 @@
-"""The SQL of case-review meetings, for :class:`core.library.store.SqliteLibrary`.
+"""The SQL of case-review meetings, for :class:`core.library.sql.SqlLibrary` (SQLite and PostgreSQL).
 
 Each function works inside a connection (and, for a change, the transaction) that the store
 opened, so a change and its audit entry are written together; the store's methods are the
@@ -19,10 +19,10 @@ order on every read, so a gap left by a removed patient never shows.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 
 from core.errors import InvalidInputError
+from core.library.base import Connection
 from core.library.meeting_records import Meeting, MeetingCase, Read, hidden_of, hidden_text
 
 _CASE_SQL = (
@@ -44,20 +44,20 @@ def _case(row: Sequence[object], position: int) -> MeetingCase:
     )
 
 
-def _meeting_row(con: sqlite3.Connection, meeting_id: int) -> tuple[int, str, str, str]:
+def _meeting_row(con: Connection, meeting_id: int) -> tuple[int, str, str, str]:
     row = con.execute("SELECT id, title, date, created_by FROM meetings WHERE id = ?", (int(meeting_id),)).fetchone()
     if row is None:
         raise InvalidInputError(f"There is no meeting {meeting_id} in the case library.")
     return int(row[0]), str(row[1]), str(row[2]), str(row[3])
 
 
-def cases_of(con: sqlite3.Connection, meeting_id: int) -> list[MeetingCase]:
+def cases_of(con: Connection, meeting_id: int) -> list[MeetingCase]:
     """A meeting's cases in presentation order, at positions 1..n."""
     rows = con.execute(_CASE_SQL + " WHERE c.meeting_id = ?" + _ORDER, (int(meeting_id),)).fetchall()
     return [_case(r, n) for n, r in enumerate(rows, start=1)]
 
 
-def case(con: sqlite3.Connection, case_id: int) -> MeetingCase:
+def case(con: Connection, case_id: int) -> MeetingCase:
     """One meeting case with its current position; a plain error when there is none."""
     row = con.execute("SELECT meeting_id FROM meeting_cases WHERE id = ?", (int(case_id),)).fetchone()
     if row is None:
@@ -65,27 +65,26 @@ def case(con: sqlite3.Connection, case_id: int) -> MeetingCase:
     return next(c for c in cases_of(con, int(row[0])) if c.id == int(case_id))
 
 
-def meeting(con: sqlite3.Connection, meeting_id: int) -> Meeting:
+def meeting(con: Connection, meeting_id: int) -> Meeting:
     mid, title, date, created_by = _meeting_row(con, meeting_id)
     return Meeting(mid, title, date, created_by, tuple(cases_of(con, mid)))
 
 
-def meetings(con: sqlite3.Connection) -> list[Meeting]:
+def meetings(con: Connection) -> list[Meeting]:
     """Every meeting with its cases, the latest meeting day first (then the latest created)."""
     ids = [int(r[0]) for r in con.execute("SELECT id FROM meetings ORDER BY date DESC, id DESC")]
     return [meeting(con, i) for i in ids]
 
 
-def create(con: sqlite3.Connection, title: str, date: str, user: str, at: str) -> int:
-    cur = con.execute(
-        "INSERT INTO meetings (title, date, created_by, created_at) VALUES (?, ?, ?, ?)", (title, date, user, at)
-    )
-    return int(cur.lastrowid or 0)
+def create(con: Connection, title: str, date: str, user: str, at: str) -> int:
+    row = con.execute(
+        "INSERT INTO meetings (title, date, created_by, created_at) VALUES (?, ?, ?, ?) RETURNING id",
+        (title, date, user, at),
+    ).fetchone()
+    return int(row[0])
 
 
-def add(
-    con: sqlite3.Connection, meeting_id: int, pseudonym: str, study_id: int | None, hidden: frozenset[str]
-) -> MeetingCase:
+def add(con: Connection, meeting_id: int, pseudonym: str, study_id: int | None, hidden: frozenset[str]) -> MeetingCase:
     """Put a patient (or one of their studies) last in a meeting; plain errors for an unknown
     meeting, patient or study, and for a case the meeting already has."""
     mid = _meeting_row(con, meeting_id)[0]
@@ -102,19 +101,19 @@ def add(
         if c.pseudonym == pseudonym and c.study_id == study_id:
             raise InvalidInputError(f"{what} is already case {c.position} of meeting {mid}.")
     last = con.execute("SELECT COALESCE(MAX(position), 0) FROM meeting_cases WHERE meeting_id = ?", (mid,)).fetchone()
-    cur = con.execute(
+    row = con.execute(
         "INSERT INTO meeting_cases (meeting_id, position, patient_id, study_id, hidden, revealed)"
-        " VALUES (?, ?, ?, ?, ?, 0)",
+        " VALUES (?, ?, ?, ?, ?, 0) RETURNING id",
         (mid, int(last[0]) + 1, patient_id, study_id, hidden_text(hidden)),
-    )
-    return case(con, int(cur.lastrowid or 0))
+    ).fetchone()
+    return case(con, int(row[0]))
 
 
-def _renumber(con: sqlite3.Connection, case_ids: Sequence[int]) -> None:
+def _renumber(con: Connection, case_ids: Sequence[int]) -> None:
     con.executemany("UPDATE meeting_cases SET position = ? WHERE id = ?", [(n, i) for n, i in enumerate(case_ids, 1)])
 
 
-def move(con: sqlite3.Connection, meeting_id: int, case_id: int, new_position: int) -> tuple[MeetingCase, int]:
+def move(con: Connection, meeting_id: int, case_id: int, new_position: int) -> tuple[MeetingCase, int]:
     """Move a case to ``new_position`` (1 = first), the others keeping their order; return the
     moved case and the position it had."""
     mid = _meeting_row(con, meeting_id)[0]
@@ -130,7 +129,7 @@ def move(con: sqlite3.Connection, meeting_id: int, case_id: int, new_position: i
     return case(con, moved.id), moved.position
 
 
-def remove(con: sqlite3.Connection, case_id: int) -> MeetingCase:
+def remove(con: Connection, case_id: int) -> MeetingCase:
     """Remove a case (and its reads) from its meeting; return it as it was."""
     gone = case(con, case_id)
     con.execute("DELETE FROM meeting_cases WHERE id = ?", (gone.id,))
@@ -138,19 +137,19 @@ def remove(con: sqlite3.Connection, case_id: int) -> MeetingCase:
     return gone
 
 
-def set_hidden(con: sqlite3.Connection, case_id: int, hidden: frozenset[str]) -> MeetingCase:
+def set_hidden(con: Connection, case_id: int, hidden: frozenset[str]) -> MeetingCase:
     c = case(con, case_id)
     con.execute("UPDATE meeting_cases SET hidden = ? WHERE id = ?", (hidden_text(hidden), c.id))
     return case(con, c.id)
 
 
-def reveal(con: sqlite3.Connection, case_id: int, revealed: bool) -> MeetingCase:
+def reveal(con: Connection, case_id: int, revealed: bool) -> MeetingCase:
     c = case(con, case_id)
     con.execute("UPDATE meeting_cases SET revealed = ? WHERE id = ?", (int(bool(revealed)), c.id))
     return case(con, c.id)
 
 
-def modalities(con: sqlite3.Connection, c: MeetingCase) -> set[str]:
+def modalities(con: Connection, c: MeetingCase) -> set[str]:
     """The modalities a case shows: its study's, or every one of the patient's studies'."""
     if c.study_id is not None:
         rows = con.execute("SELECT modality FROM studies WHERE id = ?", (c.study_id,))
@@ -163,7 +162,7 @@ def modalities(con: sqlite3.Connection, c: MeetingCase) -> set[str]:
 
 
 def put_read(
-    con: sqlite3.Connection,
+    con: Connection,
     case_id: int,
     reader: str,
     read: str,
@@ -200,15 +199,16 @@ def put_read(
             (*values, int(row[0])),
         )
         return int(row[0]), True
-    cur = con.execute(
+    row = con.execute(
         "INSERT INTO reads (meeting_case_id, reader, read, confidence, agrees_with_model, comment, model_id,"
-        " model_version, at, model_label, model_probability, model_threshold) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " model_version, at, model_label, model_probability, model_threshold)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (case_id, reader, *values),
-    )
-    return int(cur.lastrowid or 0), False
+    ).fetchone()
+    return int(row[0]), False
 
 
-def reads(con: sqlite3.Connection, meeting_id: int) -> list[Read]:
+def reads(con: Connection, meeting_id: int) -> list[Read]:
     """A meeting's reads, by case in presentation order, then in the order they were recorded."""
     mid = _meeting_row(con, meeting_id)[0]
     rows = con.execute(
@@ -238,7 +238,7 @@ def reads(con: sqlite3.Connection, meeting_id: int) -> list[Read]:
     ]
 
 
-def count_for_patient(con: sqlite3.Connection, pseudonym: str) -> tuple[int, int]:
+def count_for_patient(con: Connection, pseudonym: str) -> tuple[int, int]:
     """How many meeting cases and reads a patient has (what removing them removes)."""
     row = con.execute(
         "SELECT COUNT(DISTINCT c.id), COUNT(r.id) FROM meeting_cases c JOIN patients p ON p.id = c.patient_id"

@@ -1,4 +1,4 @@
-"""The case library's store: a small interface and its SQLite implementation.
+"""The default case library store: a folder with one SQLite file, no server.
 
 A library is a folder::
 
@@ -7,127 +7,75 @@ A library is a folder::
     files/              de-identified image files, under paths the library makes up:
                         files/<pseudonym>/<study id>/<name>  (a folder of slices for a CT series)
 
-Pages, importers and analyses talk to :class:`CaseLibrary`; :class:`SqliteLibrary` is the
-default implementation, and a server database can replace it by implementing the same
-methods. Nothing that identifies a person is stored: importers de-identify first, and the
-store only ever sees pseudonyms, offsets in days and de-identified files.
-
-The library keeps a random secret (in its ``meta`` table) that keys pseudonyms, UID
-remapping and the fingerprints used to recognise a re-imported file; whoever holds the
-library file can therefore recompute a pseudonym from an original patient id, which is what
-lets a re-import find its patients again. Treat the library file like the data it holds.
+The interface is :class:`core.library.base.CaseLibrary` and the SQL is shared with the
+PostgreSQL store (:mod:`core.library.sql`); this module adds SQLite's connections, its schema
+and its checks of the file, and :func:`open_library`, which opens either store from a location.
+The library keeps its secret in the ``meta`` table: treat the file like the data it holds.
 """
 
 from __future__ import annotations
 
-import abc
 import contextlib
-import copy
 import errno
-import hashlib
-import hmac
-import json
 import logging
 import os
 import secrets
 import shutil
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Self
 
-import numpy as np
+from core.library.base import (
+    DEFAULT_LIBRARY_DIR,
+    LIBRARY_ENV,
+    CaseLibrary,
+    Connection,
+    LibraryError,
+    MissingLibraryError,
+    NewImage,
+    content_key,
+    default_library_location,
+    is_database_url,
+)
+from core.library.postgres import PostgresLibrary
+from core.library.records import ImageRecord
+from core.library.sql import SqlLibrary
 
-from core.errors import DashboardError, InvalidInputError
-from core.library import meetings_store
-from core.library.audit import UNKNOWN_USER, AuditEntry, clean_user, utc_now
-from core.library.deid import Deidentifier
-from core.library.meeting_records import (
-    HIDEABLE,
-    Meeting,
-    MeetingCase,
-    Read,
-    check_comment,
-    check_confidence,
-    check_date,
-    check_hidden,
-    check_model,
-    check_model_read,
-    check_read,
-    check_reader,
-    check_title,
-)
-from core.library.records import (
-    IMAGE_KINDS,
-    MODALITIES,
-    ImageRecord,
-    ImageRef,
-    LibraryCounts,
-    NewPatient,
-    NewStudy,
-    Patient,
-    PatientFilter,
-    PatientSummary,
-    Study,
-)
+__all__ = [
+    "DATABASE_NAME",
+    "DEFAULT_LIBRARY_DIR",
+    "LIBRARY_ENV",
+    "CaseLibrary",
+    "LibraryError",
+    "MissingLibraryError",
+    "NewImage",
+    "SqliteLibrary",
+    "content_key",
+    "default_library_location",
+    "default_library_path",
+    "is_database_url",
+    "library_exists",
+    "open_library",
+]
 
 logger = logging.getLogger(__name__)
 
-#: Environment variable naming the app's library folder.
-LIBRARY_ENV = "DASHBOARD_LIBRARY"
-#: The app's own library when the environment does not name one (ignored by git).
-DEFAULT_LIBRARY_DIR = Path(__file__).resolve().parents[2] / "data" / "library"
 DATABASE_NAME = "library.sqlite"
 FILES_DIR = "files"
 SCHEMA_VERSION = 1
-
-
-def content_key(secret: bytes, contents: Iterable[bytes]) -> str:
-    """A keyed digest of a set of files (in any order) that recognises them when imported again.
-
-    Only the digest is stored, never a plain hash of a file: without the library's secret it
-    cannot confirm that a given file was imported.
-    """
-    digests = sorted(hashlib.sha256(data).digest() for data in contents)
-    mac = hmac.new(secret, digestmod=hashlib.sha256)
-    for d in digests:
-        mac.update(d)
-    return mac.hexdigest()
-
-
-def default_library_path() -> Path:
-    """The app's library folder: ``$DASHBOARD_LIBRARY``, else ``data/library`` in the project."""
-    env = os.environ.get(LIBRARY_ENV)
-    return Path(env).expanduser() if env else DEFAULT_LIBRARY_DIR
-
-
-@dataclass(frozen=True)
-class NewImage:
-    """An image to store: its de-identified files (name, bytes) and a PNG thumbnail."""
-
-    kind: str  # one of IMAGE_KINDS
-    files: tuple[tuple[str, bytes], ...]
-    width: int | None = None
-    height: int | None = None
-    depth: int | None = None
-    thumbnail_png: bytes | None = None
-
-
-class LibraryError(DashboardError):
-    """The library folder cannot be opened or written."""
-
-
-class MissingLibraryError(LibraryError):
-    """There is no library where one was expected (and it was not to be created)."""
-
 
 #: How long a write waits for another program's write to finish before giving up, and how long
 #: it waits quietly before saying that it is waiting.
 _WAIT_S = 120.0
 _QUIET_WAIT_S = 1.0
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def default_library_path() -> Path:
+    """The app's library folder: ``$DASHBOARD_LIBRARY``, else ``data/library`` in the project
+    (for a library named by a ``postgresql://`` address use :func:`default_library_location`)."""
+    return Path(default_library_location())
 
 
 def _os_words(e: OSError) -> str:
@@ -151,203 +99,6 @@ def _sqlite_words(e: sqlite3.Error) -> str:
     if "not a database" in text or "malformed" in text:
         return "is damaged (restore it from a backup)"
     return f"could not be read or written ({text})"
-
-
-class CaseLibrary(abc.ABC):
-    """What pages, importers and analyses may ask of a case library.
-
-    ``user`` is who the changes made through this object are recorded under in the audit log
-    (see :mod:`core.library.audit`); :meth:`acting` gives a view of the same library for
-    another user, so one library opened per process serves every signed-in user.
-    """
-
-    root: Path
-    user: str = UNKNOWN_USER
-
-    def acting(self, user: str) -> Self:
-        """This library, with its changes recorded under ``user`` (same store, same locks)."""
-        view = copy.copy(self)
-        view.user = clean_user(user)
-        return view
-
-    # -- identity -------------------------------------------------------------------------
-    @abc.abstractmethod
-    def secret(self) -> bytes:
-        """The library's key for pseudonyms, UID remapping and fingerprints."""
-
-    def pseudonym(self, source: str, patient_id: str) -> str:
-        """The pseudonym this library gives ``patient_id`` of a dataset of kind ``source``."""
-        return Deidentifier(self.secret()).pseudonym(source, patient_id)
-
-    def content_key(self, contents: Iterable[bytes]) -> str:
-        """Keyed fingerprint of a study's source files; see :func:`content_key`."""
-        return content_key(self.secret(), contents)
-
-    @abc.abstractmethod
-    def setting(self, key: str) -> str | None:
-        """A value the library keeps about itself (e.g. how far the demo build got), or None."""
-
-    @abc.abstractmethod
-    def set_setting(self, key: str, value: str) -> None: ...
-
-    # -- writing --------------------------------------------------------------------------
-    @abc.abstractmethod
-    def has_source_key(self, key: str) -> bool:
-        """Whether a study with this fingerprint was imported already."""
-
-    @abc.abstractmethod
-    def study_of_source_key(self, key: str) -> tuple[str, int] | None:
-        """The patient's pseudonym and the study id of the study with this fingerprint, if any."""
-
-    @abc.abstractmethod
-    def source_keys(self) -> set[str]:
-        """The fingerprints of every study in the library."""
-
-    @abc.abstractmethod
-    def add_case(self, patient: NewPatient, study: NewStudy, images: Sequence[NewImage], source_key: str) -> int:
-        """Store one study (creating or updating its patient) atomically; return the study id."""
-
-    # -- reading --------------------------------------------------------------------------
-    @abc.abstractmethod
-    def counts(self) -> LibraryCounts: ...
-
-    @abc.abstractmethod
-    def patients(self, where: PatientFilter | None = None) -> list[PatientSummary]: ...
-
-    @abc.abstractmethod
-    def patient(self, pseudonym: str) -> Patient:
-        """One patient with all studies in time order; raises ``InvalidInputError`` if unknown."""
-
-    @abc.abstractmethod
-    def thumbnail(self, image_id: int) -> bytes | None: ...
-
-    @abc.abstractmethod
-    def image_path(self, image: ImageRecord) -> Path:
-        """Absolute path of an image's file (or folder of slices for a CT series)."""
-
-    def image_files(self, image: ImageRecord) -> list[tuple[str, bytes]]:
-        """The stored files of an image as (name, bytes): one file, or every slice of a series."""
-        path = self.image_path(image)
-        try:
-            if path.is_dir():
-                return [(p.name, p.read_bytes()) for p in sorted(path.iterdir()) if p.is_file()]
-            return [(path.name, path.read_bytes())]
-        except OSError as e:
-            raise LibraryError(f"An image file of the case library could not be read: {e.strerror}.") from e
-
-    @abc.abstractmethod
-    def image_record(self, image_id: int) -> ImageRecord:
-        """One image's record; raises ``InvalidInputError`` if unknown."""
-
-    @abc.abstractmethod
-    def image_refs(self, kinds: Sequence[str] | None = None) -> list[ImageRef]:
-        """Every image (of these kinds) with its study and patient, by image id."""
-
-    # -- derived data filled by later analyses --------------------------------------------
-    @abc.abstractmethod
-    def put_pixel_digests(self, digests: dict[int, str]) -> None:
-        """Store a keyed digest of each image's decoded pixels (see ``core.search.embeddings``)."""
-
-    @abc.abstractmethod
-    def images_with_pixel_digest(self, digest: str) -> list[int]:
-        """Ids of the images whose pixels have this digest (the same picture, in any file format)."""
-
-    @abc.abstractmethod
-    def pixel_digest_of(self, image_id: int) -> str | None:
-        """The stored pixel digest of an image, or None when it was not indexed yet."""
-
-    @abc.abstractmethod
-    def drop_embeddings(self, model_id: str, keep_version: str) -> int:
-        """Delete a model's embeddings of every version but ``keep_version``; return how many."""
-
-    @abc.abstractmethod
-    def put_embeddings(self, model_id: str, model_version: str, vectors: dict[int, np.ndarray]) -> None:
-        """Store one vector per image id for a model version."""
-
-    @abc.abstractmethod
-    def embeddings(self, model_id: str, model_version: str) -> tuple[list[int], np.ndarray]:
-        """Image ids and their vectors (n, d) float32 for a model version."""
-
-    @abc.abstractmethod
-    def count_embeddings(self, model_id: str, model_version: str) -> int:
-        """How many images have a vector for a model version (without reading the vectors)."""
-
-    @abc.abstractmethod
-    def put_scores(self, model_id: str, model_version: str, name: str, values: dict[int, float]) -> None:
-        """Store one named score per study id for a model version."""
-
-    @abc.abstractmethod
-    def scores(self, model_id: str, model_version: str, name: str) -> dict[int, float]: ...
-
-    # -- case-review meetings (see core.library.meeting_records) --------------------------
-    @abc.abstractmethod
-    def create_meeting(self, title: str, date: str) -> int:
-        """Create an empty meeting (``date`` is the meeting's day, YYYY-MM-DD); return its id."""
-
-    @abc.abstractmethod
-    def meetings(self) -> list[Meeting]:
-        """Every meeting with its cases, the latest meeting day first."""
-
-    @abc.abstractmethod
-    def meeting(self, meeting_id: int) -> Meeting:
-        """One meeting with its cases in presentation order; a plain error if unknown."""
-
-    @abc.abstractmethod
-    def meeting_case(self, case_id: int) -> MeetingCase:
-        """One meeting case with its current position; a plain error if unknown."""
-
-    @abc.abstractmethod
-    def add_to_meeting(
-        self, meeting_id: int, pseudonym: str, study_id: int | None = None, hidden: Iterable[str] = HIDEABLE
-    ) -> MeetingCase:
-        """Put a patient (or one of their studies) last in a meeting, hiding ``hidden`` until
-        revealed; a plain error for an unknown patient or study, or a case already there."""
-
-    @abc.abstractmethod
-    def move_case(self, meeting_id: int, case_id: int, new_position: int) -> MeetingCase:
-        """Move a case to ``new_position`` (1 = first); the others keep their order."""
-
-    @abc.abstractmethod
-    def remove_from_meeting(self, case_id: int) -> None:
-        """Remove a case and its reads from its meeting."""
-
-    @abc.abstractmethod
-    def set_hidden(self, case_id: int, hidden: Iterable[str]) -> MeetingCase:
-        """What a case hides until revealed (any of ``HIDEABLE``)."""
-
-    @abc.abstractmethod
-    def reveal(self, case_id: int, revealed: bool = True) -> MeetingCase:
-        """Reveal a case's hidden items (or, with ``revealed=False``, hide them again)."""
-
-    @abc.abstractmethod
-    def add_read(
-        self,
-        case_id: int,
-        reader: str,
-        read: str,
-        confidence: int,
-        agrees_with_model: bool | None = None,
-        comment: str = "",
-        model_id: str | None = None,
-        model_version: str | None = None,
-        model_label: str | None = None,
-        model_probability: float | None = None,
-        model_threshold: float | None = None,
-    ) -> int:
-        """Record a reader's read of a meeting case (replacing their earlier read of it, so a
-        reader has one read per case); return the read's id. ``model_label``,
-        ``model_probability`` and ``model_threshold`` are what the model (``model_id``) read in
-        the case (:func:`core.review.model_read.model_read`), kept so the agreement figures can
-        be computed again: the label None when the model gave none."""
-
-    @abc.abstractmethod
-    def reads(self, meeting_id: int) -> list[Read]:
-        """A meeting's reads, by case in presentation order."""
-
-    # -- audit ----------------------------------------------------------------------------
-    @abc.abstractmethod
-    def audit_log(self, *, limit: int | None = None, pseudonym: str | None = None) -> list[AuditEntry]:
-        """The audit log, newest first (at most ``limit`` entries; of one patient when given)."""
 
 
 _SCHEMA = """
@@ -448,27 +199,8 @@ _TABLES = frozenset(
 #: The reads' columns added since meetings were first stored: what the model read in the case.
 _READ_MODEL_COLUMNS = (("model_label", "TEXT"), ("model_probability", "REAL"), ("model_threshold", "REAL"))
 
-_PATIENT_COLUMNS = (
-    "label",
-    "sex",
-    "age_years",
-    "outcome",
-    "survival",
-    "length_of_stay_days",
-    "went_icu",
-    "intubated",
-)
 
-
-def _bool_or_none(value: object) -> bool | None:
-    return None if value is None else bool(value)
-
-
-def _int_or_none(value: bool | None) -> int | None:
-    return None if value is None else int(value)
-
-
-class SqliteLibrary(CaseLibrary):
+class SqliteLibrary(SqlLibrary):
     """A case library in one SQLite file beside a ``files/`` folder.
 
     Safe to share between the threads of one process (Streamlit sessions): each call opens
@@ -477,6 +209,7 @@ class SqliteLibrary(CaseLibrary):
 
     def __init__(self, root: str | Path, *, create: bool = True) -> None:
         self.root = Path(root)
+        self.location = str(self.root)
         self.database = self.root / DATABASE_NAME
         self.files_dir = self.root / FILES_DIR
         self._write_lock = threading.Lock()
@@ -608,105 +341,26 @@ class SqliteLibrary(CaseLibrary):
             with con:  # commit, or roll back on any error (also KeyboardInterrupt)
                 yield con
 
-    def _meta(self, key: str) -> str:
-        with self._connect() as con:
-            row = con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        if row is None:
-            raise LibraryError(f"The case library at {self.root} is damaged (no {key}).")
-        return str(row[0])
+    # -- image files ----------------------------------------------------------------------
+    def _store_image_files(self, con: Connection, image_id: int, path: str, image: NewImage) -> None:
+        target = self.files_dir / path
+        if image.kind == "ct-series":
+            for name, data in image.files:
+                self._write_file(target / name, data)
+        else:
+            self._write_file(target, image.files[0][1])
 
-    def secret(self) -> bytes:
-        return self._secret
+    def _prepare_study_files(self, pseudonym: str, study_id: int) -> None:
+        shutil.rmtree(self._study_folder(pseudonym, study_id), ignore_errors=True)  # left by a killed write
 
-    def setting(self, key: str) -> str | None:
-        with self._connect() as con:
-            row = con.execute("SELECT value FROM meta WHERE key = ?", (f"setting:{key}",)).fetchone()
-        return None if row is None else str(row[0])
+    def _discard_study_files(self, pseudonym: str, study_id: int) -> None:
+        shutil.rmtree(self._study_folder(pseudonym, study_id), ignore_errors=True)
 
-    def set_setting(self, key: str, value: str) -> None:
-        with self._writing() as con:
-            con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"setting:{key}", value))
+    def _discard_patient_files(self, pseudonym: str) -> None:
+        shutil.rmtree(self.files_dir / pseudonym, ignore_errors=True)
 
-    # -- writing --------------------------------------------------------------------------
-    def has_source_key(self, key: str) -> bool:
-        with self._connect() as con:
-            return con.execute("SELECT 1 FROM studies WHERE source_key = ?", (key,)).fetchone() is not None
-
-    def study_of_source_key(self, key: str) -> tuple[str, int] | None:
-        with self._connect() as con:
-            row = con.execute(
-                "SELECT p.pseudonym, s.id FROM studies s JOIN patients p ON p.id = s.patient_id WHERE s.source_key = ?",
-                (key,),
-            ).fetchone()
-        return None if row is None else (str(row[0]), int(row[1]))
-
-    def source_keys(self) -> set[str]:
-        with self._connect() as con:
-            return {str(row[0]) for row in con.execute("SELECT source_key FROM studies")}
-
-    def add_case(self, patient: NewPatient, study: NewStudy, images: Sequence[NewImage], source_key: str) -> int:
-        if study.modality not in MODALITIES:
-            raise InvalidInputError(f"Unknown modality {study.modality!r}; expected one of {', '.join(MODALITIES)}.")
-        for image in images:
-            if image.kind not in IMAGE_KINDS:
-                raise InvalidInputError(f"Unknown image kind {image.kind!r}.")
-            if not image.files:
-                raise InvalidInputError("An image to store has no files.")
-        folder: Path | None = None
-        try:
-            # One transaction: the patient, the study, its images. Files are written before the
-            # commit and removed on failure; a process killed in between leaves only files no
-            # row points to, which the next write of that study id replaces.
-            with self._writing() as con:
-                patient_id = self._upsert_patient(con, patient)
-                cur = con.execute(
-                    "INSERT INTO studies (patient_id, modality, view, offset_onset_days, offset_admission_days,"
-                    " label, note, findings_json, source_key, burned_in) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        patient_id,
-                        study.modality,
-                        study.view,
-                        study.offset_onset_days,
-                        study.offset_admission_days,
-                        study.label,
-                        study.note,
-                        None if study.findings is None else json.dumps(study.findings, sort_keys=True),
-                        source_key,
-                        study.burned_in,
-                    ),
-                )
-                study_id = int(cur.lastrowid or 0)
-                self._record(con, "add-case", patient.pseudonym, study_id, f"{study.modality} from {patient.source}")
-                folder = self.files_dir / patient.pseudonym / f"{study_id:07d}"
-                shutil.rmtree(folder, ignore_errors=True)  # left by a write that was killed
-                for n, image in enumerate(images):
-                    if image.kind == "ct-series":
-                        path = folder / f"series-{n}"
-                        for name, data in image.files:
-                            self._write_file(path / name, data)
-                    else:
-                        name, data = image.files[0]
-                        path = folder / name
-                        self._write_file(path, data)
-                    con.execute(
-                        "INSERT INTO images (study_id, kind, path, n_files, width, height, depth, thumbnail)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            study_id,
-                            image.kind,
-                            path.relative_to(self.files_dir).as_posix(),
-                            len(image.files),
-                            image.width,
-                            image.height,
-                            image.depth,
-                            image.thumbnail_png,
-                        ),
-                    )
-        except BaseException:
-            if folder is not None:
-                shutil.rmtree(folder, ignore_errors=True)
-            raise
-        return study_id
+    def _study_folder(self, pseudonym: str, study_id: int) -> Path:
+        return self.files_dir / pseudonym / f"{study_id:07d}"
 
     @staticmethod
     def _write_file(path: Path, data: bytes) -> None:
@@ -718,397 +372,32 @@ class SqliteLibrary(CaseLibrary):
         except OSError as e:
             raise LibraryError(f"Could not write an image into the case library: {_os_words(e)}.") from e
 
-    def _upsert_patient(self, con: sqlite3.Connection, p: NewPatient) -> int:
-        values = (
-            p.label,
-            p.sex,
-            p.age_years,
-            p.outcome,
-            _int_or_none(p.survival),
-            p.length_of_stay_days,
-            _int_or_none(p.went_icu),
-            _int_or_none(p.intubated),
-        )
-        row = con.execute("SELECT id FROM patients WHERE pseudonym = ?", (p.pseudonym,)).fetchone()
-        if row is None:
-            cur = con.execute(
-                f"INSERT INTO patients (pseudonym, source, {', '.join(_PATIENT_COLUMNS)}) VALUES (?, ?{', ?' * 8})",
-                (p.pseudonym, p.source, *values),
-            )
-            return int(cur.lastrowid or 0)
-        # Known patient: fill in what this row knows, keep what earlier rows knew.
-        sets = ", ".join(f"{c} = COALESCE(?, {c})" for c in _PATIENT_COLUMNS)
-        con.execute(f"UPDATE patients SET {sets} WHERE id = ?", (*values, row[0]))
-        return int(row[0])
-
-    def delete_patient(self, pseudonym: str) -> None:
-        """Remove a patient, their studies, images, derived data, files, meeting cases and the
-        reads of those cases."""
-        with self._writing() as con:
-            n_cases, n_reads = meetings_store.count_for_patient(con, pseudonym)
-            gone = con.execute("DELETE FROM patients WHERE pseudonym = ?", (pseudonym,)).rowcount
-            if gone:
-                detail = f"with {n_cases} meeting cases and {n_reads} reads" if n_cases else ""
-                self._record(con, "delete-patient", pseudonym, None, detail)
-        shutil.rmtree(self.files_dir / pseudonym, ignore_errors=True)
-
-    def _record(
-        self, con: sqlite3.Connection, action: str, pseudonym: str | None, study_id: int | None, detail: str
-    ) -> None:
-        """An audit entry, written in the caller's transaction: it exists exactly when the change does."""
-        con.execute(
-            "INSERT INTO audit (at, user, action, pseudonym, study_id, detail) VALUES (?, ?, ?, ?, ?, ?)",
-            (utc_now(), self.user, action, pseudonym, study_id, detail),
-        )
-
-    def audit_log(self, *, limit: int | None = None, pseudonym: str | None = None) -> list[AuditEntry]:
-        sql = "SELECT id, at, user, action, pseudonym, study_id, detail FROM audit"
-        params: list[object] = []
-        if pseudonym is not None:
-            sql += " WHERE pseudonym = ?"
-            params.append(pseudonym)
-        sql += " ORDER BY id DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(max(0, int(limit)))
-        with self._connect() as con:
-            rows = con.execute(sql, params).fetchall()
-        return [
-            AuditEntry(int(r[0]), str(r[1]), str(r[2]), str(r[3]), r[4], None if r[5] is None else int(r[5]), str(r[6]))
-            for r in rows
-        ]
-
-    # -- case-review meetings: the SQL is in core.library.meetings_store --------------------
-    # Every change is one transaction with its audit entry. An entry names the meeting, the
-    # case and the patient, never a meeting's title or a read's comment (free text, which a
-    # user might fill with a name).
-    def create_meeting(self, title: str, date: str) -> int:
-        title, date = check_title(title), check_date(date)
-        with self._writing() as con:
-            meeting_id = meetings_store.create(con, title, date, self.user, utc_now())
-            self._record(con, "create-meeting", None, None, f"meeting {meeting_id} of {date}")
-        return meeting_id
-
-    def meetings(self) -> list[Meeting]:
-        with self._connect() as con:
-            return meetings_store.meetings(con)
-
-    def meeting(self, meeting_id: int) -> Meeting:
-        with self._connect() as con:
-            return meetings_store.meeting(con, meeting_id)
-
-    def meeting_case(self, case_id: int) -> MeetingCase:
-        with self._connect() as con:
-            return meetings_store.case(con, case_id)
-
-    def add_to_meeting(
-        self, meeting_id: int, pseudonym: str, study_id: int | None = None, hidden: Iterable[str] = HIDEABLE
-    ) -> MeetingCase:
-        kept = check_hidden(hidden)
-        with self._writing() as con:
-            c = meetings_store.add(con, meeting_id, pseudonym, study_id, kept)
-            hides = ", ".join(h for h in HIDEABLE if h in kept) or "nothing"
-            self._record(
-                con,
-                "add-to-meeting",
-                c.pseudonym,
-                c.study_id,
-                f"meeting {c.meeting_id}, case {c.id} at position {c.position}; hides {hides}",
-            )
-        return c
-
-    def move_case(self, meeting_id: int, case_id: int, new_position: int) -> MeetingCase:
-        with self._writing() as con:
-            c, was = meetings_store.move(con, meeting_id, case_id, new_position)
-            self._record(
-                con,
-                "move-in-meeting",
-                c.pseudonym,
-                c.study_id,
-                f"meeting {c.meeting_id}, case {c.id} from position {was} to {c.position}",
-            )
-        return c
-
-    def remove_from_meeting(self, case_id: int) -> None:
-        with self._writing() as con:
-            c = meetings_store.remove(con, case_id)
-            self._record(con, "remove-from-meeting", c.pseudonym, c.study_id, f"meeting {c.meeting_id}, case {c.id}")
-
-    def set_hidden(self, case_id: int, hidden: Iterable[str]) -> MeetingCase:
-        kept = check_hidden(hidden)
-        with self._writing() as con:
-            c = meetings_store.set_hidden(con, case_id, kept)
-            hides = ", ".join(h for h in HIDEABLE if h in kept) or "nothing"
-            self._record(
-                con, "set-hidden", c.pseudonym, c.study_id, f"meeting {c.meeting_id}, case {c.id} hides {hides}"
-            )
-        return c
-
-    def reveal(self, case_id: int, revealed: bool = True) -> MeetingCase:
-        with self._writing() as con:
-            c = meetings_store.reveal(con, case_id, revealed)
-            action = "reveal-case" if revealed else "hide-case-again"
-            self._record(con, action, c.pseudonym, c.study_id, f"meeting {c.meeting_id}, case {c.id}")
-        return c
-
-    def add_read(
-        self,
-        case_id: int,
-        reader: str,
-        read: str,
-        confidence: int,
-        agrees_with_model: bool | None = None,
-        comment: str = "",
-        model_id: str | None = None,
-        model_version: str | None = None,
-        model_label: str | None = None,
-        model_probability: float | None = None,
-        model_threshold: float | None = None,
-    ) -> int:
-        reader = check_reader(reader)
-        level = check_confidence(confidence)
-        text = check_comment(comment)
-        mid, version = check_model(agrees_with_model, model_id, model_version)
-        m_label, m_probability, m_threshold = check_model_read(mid, model_label, model_probability, model_threshold)
-        with self._writing() as con:
-            c = meetings_store.case(con, case_id)
-            label = check_read(read, meetings_store.modalities(con, c))
-            read_id, replaced = meetings_store.put_read(
-                con,
-                c.id,
-                reader,
-                label,
-                level,
-                agrees_with_model,
-                text,
-                mid,
-                version,
-                utc_now(),
-                m_label,
-                m_probability,
-                m_threshold,
-            )
-            detail = f"meeting {c.meeting_id}, case {c.id}: read {read_id} by {reader}"
-            if mid:
-                detail += f", compared with {mid} {version}"
-            if replaced:
-                detail += " (replaces their earlier read)"
-            self._record(con, "record-read", c.pseudonym, c.study_id, detail)
-        return read_id
-
-    def reads(self, meeting_id: int) -> list[Read]:
-        with self._connect() as con:
-            return meetings_store.reads(con, meeting_id)
-
-    # -- reading --------------------------------------------------------------------------
-    def counts(self) -> LibraryCounts:
-        with self._connect() as con:
-            n_patients = con.execute("SELECT COUNT(*) FROM patients").fetchone()[0]
-            n_studies = con.execute("SELECT COUNT(*) FROM studies").fetchone()[0]
-            n_images = con.execute("SELECT COUNT(*) FROM images").fetchone()[0]
-            by_modality = dict(con.execute("SELECT modality, COUNT(*) FROM studies GROUP BY modality").fetchall())
-            by_label = dict(
-                con.execute("SELECT COALESCE(label, 'Unknown'), COUNT(*) FROM patients GROUP BY label").fetchall()
-            )
-        return LibraryCounts(n_patients, n_studies, n_images, by_modality, by_label)
-
-    _SUMMARY_SQL = """
-        SELECT p.pseudonym, p.source, p.label, p.sex, p.age_years, p.outcome, p.survival,
-               p.length_of_stay_days, p.went_icu, p.intubated,
-               COUNT(s.id), SUM(s.modality = 'X-ray'), SUM(s.modality = 'CT')
-        FROM patients p LEFT JOIN studies s ON s.patient_id = p.id
-    """
-
-    @staticmethod
-    def _summary(row: Sequence[object]) -> PatientSummary:
-        return PatientSummary(
-            pseudonym=str(row[0]),
-            source=str(row[1]),
-            label=row[2],  # type: ignore[arg-type]
-            sex=row[3],  # type: ignore[arg-type]
-            age_years=row[4],  # type: ignore[arg-type]
-            outcome=row[5],  # type: ignore[arg-type]
-            survival=_bool_or_none(row[6]),
-            length_of_stay_days=row[7],  # type: ignore[arg-type]
-            went_icu=_bool_or_none(row[8]),
-            intubated=_bool_or_none(row[9]),
-            n_studies=int(row[10] or 0),  # type: ignore[call-overload]
-            n_xray=int(row[11] or 0),  # type: ignore[call-overload]
-            n_ct=int(row[12] or 0),  # type: ignore[call-overload]
-        )
-
-    def patients(self, where: PatientFilter | None = None) -> list[PatientSummary]:
-        f = where or PatientFilter()
-        clauses: list[str] = []
-        params: list[object] = []
-        if f.labels is not None:
-            clauses.append(f"p.label IN ({', '.join('?' * len(f.labels))})" if f.labels else "0")
-            params.extend(f.labels)
-        if f.outcomes is not None:
-            clauses.append(f"p.outcome IN ({', '.join('?' * len(f.outcomes))})" if f.outcomes else "0")
-            params.extend(f.outcomes)
-        having = ["COUNT(s.id) >= ?"]
-        params_having: list[object] = [f.min_studies]
-        if f.max_studies is not None:
-            having.append("COUNT(s.id) <= ?")
-            params_having.append(f.max_studies)
-        if f.modality is not None:
-            having.append("SUM(s.modality = ?) > 0")
-            params_having.append(f.modality)
-        sql = (
-            self._SUMMARY_SQL
-            + (f" WHERE {' AND '.join(clauses)}" if clauses else "")
-            + f" GROUP BY p.id HAVING {' AND '.join(having)} ORDER BY p.pseudonym"
-        )
-        with self._connect() as con:
-            rows = con.execute(sql, (*params, *params_having)).fetchall()
-        return [self._summary(r) for r in rows]
-
-    def patient(self, pseudonym: str) -> Patient:
-        with self._connect() as con:
-            row = con.execute(self._SUMMARY_SQL + " WHERE p.pseudonym = ? GROUP BY p.id", (pseudonym,)).fetchone()
-            if row is None:
-                raise InvalidInputError(f"There is no patient {pseudonym} in the case library.")
-            studies = con.execute(
-                "SELECT s.id, s.modality, s.view, s.offset_onset_days, s.offset_admission_days, s.label, s.note,"
-                " s.findings_json, s.burned_in FROM studies s JOIN patients p ON p.id = s.patient_id WHERE p.pseudonym = ?",
-                (pseudonym,),
-            ).fetchall()
-            ids = [s[0] for s in studies]
-            images: dict[int, list[ImageRecord]] = {i: [] for i in ids}
-            if ids:
-                for r in con.execute(
-                    "SELECT id, study_id, kind, path, n_files, width, height, depth FROM images"
-                    f" WHERE study_id IN ({', '.join('?' * len(ids))}) ORDER BY id",
-                    ids,
-                ):
-                    images[r[1]].append(ImageRecord(*r))
-        out = [
-            Study(
-                id=s[0],
-                patient_pseudonym=pseudonym,
-                modality=s[1],
-                view=s[2],
-                offset_onset_days=s[3],
-                offset_admission_days=s[4],
-                label=s[5],
-                note=s[6],
-                findings=None if s[7] is None else json.loads(s[7]),
-                images=tuple(images[s[0]]),
-                burned_in=s[8],
-            )
-            for s in studies
-        ]
-
-        # Time order: days since admission, else since onset; studies without any offset last.
-        def when(st: Study) -> tuple[int, float, int]:
-            day = st.day
-            return (day is None, 0.0 if day is None else float(day), st.id)
-
-        return Patient(self._summary(row), tuple(sorted(out, key=when)))
-
-    def thumbnail(self, image_id: int) -> bytes | None:
-        with self._connect() as con:
-            row = con.execute("SELECT thumbnail FROM images WHERE id = ?", (image_id,)).fetchone()
-        return None if row is None or row[0] is None else bytes(row[0])
-
     def image_path(self, image: ImageRecord) -> Path:
+        """Absolute path of an image's file (or folder of slices for a CT series)."""
         return self.files_dir / image.path
 
-    def image_record(self, image_id: int) -> ImageRecord:
-        with self._connect() as con:
-            row = con.execute(
-                "SELECT id, study_id, kind, path, n_files, width, height, depth FROM images WHERE id = ?", (image_id,)
-            ).fetchone()
-        if row is None:
-            raise InvalidInputError(f"There is no image {image_id} in the case library.")
-        return ImageRecord(*row)
-
-    def image_refs(self, kinds: Sequence[str] | None = None) -> list[ImageRef]:
-        sql = (
-            "SELECT i.id, i.study_id, p.pseudonym, i.kind, s.modality FROM images i"
-            " JOIN studies s ON s.id = i.study_id JOIN patients p ON p.id = s.patient_id"
-        )
-        params: tuple[str, ...] = ()
-        if kinds is not None:
-            sql += f" WHERE i.kind IN ({', '.join('?' * len(kinds))})" if kinds else " WHERE 0"
-            params = tuple(kinds)
-        with self._connect() as con:
-            rows = con.execute(sql + " ORDER BY i.id", params).fetchall()
-        return [ImageRef(int(r[0]), int(r[1]), str(r[2]), str(r[3]), str(r[4])) for r in rows]
-
-    # -- derived data ---------------------------------------------------------------------
-    def put_pixel_digests(self, digests: dict[int, str]) -> None:
-        with self._writing() as con:
-            con.executemany(
-                "INSERT OR REPLACE INTO pixel_digests VALUES (?, ?)", [(int(k), str(v)) for k, v in digests.items()]
-            )
-
-    def images_with_pixel_digest(self, digest: str) -> list[int]:
-        with self._connect() as con:
-            rows = con.execute("SELECT image_id FROM pixel_digests WHERE digest = ? ORDER BY image_id", (digest,))
-            return [int(r[0]) for r in rows]
-
-    def pixel_digest_of(self, image_id: int) -> str | None:
-        with self._connect() as con:
-            row = con.execute("SELECT digest FROM pixel_digests WHERE image_id = ?", (image_id,)).fetchone()
-        return None if row is None else str(row[0])
-
-    def drop_embeddings(self, model_id: str, keep_version: str) -> int:
-        with self._writing() as con:
-            cur = con.execute(
-                "DELETE FROM embeddings WHERE model_id = ? AND model_version != ?", (model_id, keep_version)
-            )
-            return int(cur.rowcount)
-
-    def put_embeddings(self, model_id: str, model_version: str, vectors: dict[int, np.ndarray]) -> None:
-        rows = []
-        for image_id, v in vectors.items():
-            arr = np.ascontiguousarray(v, dtype=np.float32).ravel()
-            rows.append((int(image_id), model_id, model_version, int(arr.size), arr.tobytes()))
-        with self._writing() as con:
-            con.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)", rows)
-
-    def embeddings(self, model_id: str, model_version: str) -> tuple[list[int], np.ndarray]:
-        with self._connect() as con:
-            rows = con.execute(
-                "SELECT image_id, dim, vector FROM embeddings WHERE model_id = ? AND model_version = ? ORDER BY image_id",
-                (model_id, model_version),
-            ).fetchall()
-        if not rows:
-            return [], np.zeros((0, 0), dtype=np.float32)
-        dims = {r[1] for r in rows}
-        if len(dims) != 1:
-            raise LibraryError(f"Embeddings of {model_id} {model_version} have different lengths.")
-        matrix = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), dims.pop())
-        return [int(r[0]) for r in rows], matrix.copy()
-
-    def count_embeddings(self, model_id: str, model_version: str) -> int:
-        with self._connect() as con:
-            row = con.execute(
-                "SELECT COUNT(*) FROM embeddings WHERE model_id = ? AND model_version = ?", (model_id, model_version)
-            ).fetchone()
-        return int(row[0])
-
-    def put_scores(self, model_id: str, model_version: str, name: str, values: dict[int, float]) -> None:
-        rows = [(int(k), model_id, model_version, name, float(v)) for k, v in values.items()]
-        with self._writing() as con:
-            con.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?)", rows)
-
-    def scores(self, model_id: str, model_version: str, name: str) -> dict[int, float]:
-        with self._connect() as con:
-            rows = con.execute(
-                "SELECT study_id, value FROM scores WHERE model_id = ? AND model_version = ? AND name = ?",
-                (model_id, model_version, name),
-            ).fetchall()
-        return {int(k): float(v) for k, v in rows}
+    def image_files(self, image: ImageRecord) -> list[tuple[str, bytes]]:
+        path = self.image_path(image)
+        try:
+            if path.is_dir():
+                return [(p.name, p.read_bytes()) for p in sorted(path.iterdir()) if p.is_file()]
+            return [(path.name, path.read_bytes())]
+        except OSError as e:
+            raise LibraryError(f"An image file of the case library could not be read: {e.strerror}.") from e
 
 
-def open_library(path: str | Path | None = None, *, create: bool = True) -> SqliteLibrary:
-    """Open (or create) the library folder ``path`` (default: :func:`default_library_path`)."""
-    return SqliteLibrary(default_library_path() if path is None else path, create=create)
+def open_library(location: str | Path | None = None, *, create: bool = True) -> CaseLibrary:
+    """Open (or create) the library at ``location``: a ``postgresql://`` address opens a
+    PostgreSQL database, anything else a folder (default: :func:`default_library_location`)."""
+    where = default_library_location() if location is None else location
+    if is_database_url(where):
+        return PostgresLibrary(str(where), create=create)
+    return SqliteLibrary(where, create=create)
 
 
-def library_exists(path: str | Path | None = None) -> bool:
-    root = default_library_path() if path is None else Path(path)
-    return (root / DATABASE_NAME).is_file()
+def library_exists(location: str | Path | None = None) -> bool:
+    """Whether there is a library at ``location`` (a PostgreSQL database is asked)."""
+    where = default_library_location() if location is None else location
+    if is_database_url(where):
+        return PostgresLibrary.exists(str(where))
+    return (Path(where) / DATABASE_NAME).is_file()

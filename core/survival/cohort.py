@@ -31,7 +31,7 @@ from core.demo.cohort import simulate_cohort
 from core.demo.ct_phantom import generate_ct
 from core.demo.xray_phantom import generate_xray
 from core.errors import InvalidInputError
-from core.library.store import DATABASE_NAME, open_library
+from core.library.store import is_database_url, library_exists, open_library
 from core.models.prognosis import HIGH_RISK_DAYS
 from core.search.embeddings import read_stored_xray
 from core.trajectory.scores import read_stored_ct
@@ -202,14 +202,14 @@ def load_outcome_source(src: str) -> tuple[list[OutcomePatient], str]:
             return demo_patients(n), f"demo cohort: {n} simulated patients, seed {DEMO_TRAINING_SEED}"
         except ValueError as e:
             raise InvalidInputError(f"--data {src}: {e}") from None
-    path = Path(src)
-    if not (path / DATABASE_NAME).is_file():
+    if not library_exists(src):
         raise InvalidInputError(
-            f"{src} is not a case library (no {DATABASE_NAME} in it). Import a dataset first with "
+            f"{src} is not a case library. Import a dataset first with "
             "'python -m core library import', or use --data demo."
         )
-    library = open_library(path, create=False)
-    return library_patients(library), f"case library {path.resolve().name}"
+    library = open_library(src, create=False)
+    name = library.location if is_database_url(src) else Path(src).resolve().name
+    return library_patients(library), f"case library {name}"
 
 
 def clinical_design(patients: list[OutcomePatient]) -> np.ndarray:
