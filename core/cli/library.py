@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from core.cli.common import (
+    cli_user,
     embedding_model_arg,
     library_arg,
     load_embedding_model,
@@ -22,7 +23,10 @@ from core.errors import InvalidInputError
 from core.labels import canonical_label
 from core.library.demo import build_demo_library
 from core.library.importers import import_source
-from core.library.records import PatientFilter
+from core.library.migrate import migrate_library
+from core.library.records import ImageRecord, PatientFilter
+from core.library.sql import SqlLibrary
+from core.library.store import CaseLibrary, MissingLibraryError, SqliteLibrary, open_library
 from core.search.embeddings import index_library
 from core.trajectory.scores import score_library
 
@@ -90,6 +94,45 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     library_arg(audit)
     audit.set_defaults(func=run_audit)
 
+    move = lib.add_parser(
+        "migrate",
+        help="copy a library into another, empty one (e.g. a folder into PostgreSQL) and compare them: "
+        "the rows of every table and a checksum of every image",
+    )
+    move.add_argument("--from", dest="source", required=True, help="the library to copy (a folder or an address)")
+    move.add_argument(
+        "--to", dest="target", required=True, help="an empty library: postgresql://user@host:port/database, or a folder"
+    )
+    move.add_argument("--json", action="store_true", help="print the report as JSON")
+    move.set_defaults(func=run_migrate)
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    try:
+        source = open_library(args.source, create=False)
+    except MissingLibraryError as e:
+        raise InvalidInputError(str(e)) from e
+    target = open_library(args.target, create=True).acting(cli_user())
+    if not isinstance(source, SqlLibrary) or not isinstance(target, SqlLibrary):
+        raise InvalidInputError("Only SQLite and PostgreSQL libraries can be migrated.")
+    with LazyBar("copying", "image") as bar:
+        report = migrate_library(source, target, progress=bar)
+    if args.json:
+        print(json.dumps({**report.as_dict(), "ok": report.ok}))
+    else:
+        rows = sum(s for s, _ in report.rows.values())
+        print(
+            f"copied {source.location} into {target.location}: {rows} rows in {len(report.rows)} tables, "
+            f"{report.images_checked} images ({report.files_checked} files) compared by SHA-256 "
+            f"in {report.seconds:.1f} s"
+        )
+        for problem in report.problems:
+            print(f"  difference: {problem}")
+    if not report.ok:
+        print(f"error: the copy differs from {source.location} in {len(report.problems)} ways (see above).")
+        return 1
+    return 0
+
 
 def run_index(args: argparse.Namespace) -> int:
     library = open_existing(args)
@@ -135,10 +178,10 @@ def run_import(args: argparse.Namespace) -> int:
     with LazyBar("importing", "study") as bar:
         report = import_source(library, args.format, args.src, progress=bar, **options)
     if args.json:
-        print(json.dumps({"library": str(library.root), **report.as_dict()}))
+        print(json.dumps({"library": library.location, **report.as_dict()}))
     else:
         print(
-            f"added {report.added_studies} studies of {report.added_patients} new patients to {library.root}; "
+            f"added {report.added_studies} studies of {report.added_patients} new patients to {library.location}; "
             f"{report.duplicates} already there, {report.skipped_by_option} skipped by option, "
             f"{len(report.problems)} problems, {len(report.warnings)} warnings"
         )
@@ -188,6 +231,14 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _image_where(library: CaseLibrary, image: ImageRecord) -> str:
+    """Where an image's files are: a file or folder for a SQLite library, else its name in the
+    database that holds them."""
+    if isinstance(library, SqliteLibrary):
+        return str(library.image_path(image))
+    return f"{image.path} (in the database)"
+
+
 def run_show(args: argparse.Namespace) -> int:
     library = open_existing(args)
     patient = library.patient(args.pseudonym)
@@ -197,7 +248,7 @@ def run_show(args: argparse.Namespace) -> int:
             {
                 **{k: v for k, v in asdict(s).items() if k != "images"},
                 "images": [
-                    {"id": i.id, "kind": i.kind, "path": str(library.image_path(i)), "n_files": i.n_files}
+                    {"id": i.id, "kind": i.kind, "path": _image_where(library, i), "n_files": i.n_files}
                     for i in s.images
                 ],
             }
@@ -217,9 +268,9 @@ def run_stats(args: argparse.Namespace) -> int:
     library = open_existing(args)
     c = library.counts()
     if args.json:
-        print(json.dumps({"library": str(library.root), **asdict(c)}))
+        print(json.dumps({"library": library.location, **asdict(c)}))
     else:
-        print(f"{library.root}: {c.patients} patients, {c.studies} studies, {c.images} images")
+        print(f"{library.location}: {c.patients} patients, {c.studies} studies, {c.images} images")
         print("  by modality: " + ", ".join(f"{k} {v}" for k, v in sorted(c.by_modality.items())))
         print("  by label: " + ", ".join(f"{k} {v}" for k, v in sorted(c.by_label.items())))
     return 0
