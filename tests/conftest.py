@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from core.library.store import CaseLibrary, open_library
 from tests.helpers import TINY_MODELS, register_tiny_model
+from tests.pg import PostgresServer
 
 #: Fixtures shared by several test folders (the ``deferred`` download recorder).
 pytest_plugins = ["tests.report_helpers"]
@@ -94,3 +97,64 @@ def cohen_dataset(tmp_path: Path) -> Path:
     from tests.datasets import write_cohen_dataset
 
     return write_cohen_dataset(tmp_path)
+
+
+# ----------------------------------------------------------------------------- library backends
+
+#: The stores a library test runs on: a SQLite folder, and a PostgreSQL database (tests/pg.py).
+LIBRARY_BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throw-away PostgreSQL server per test process (xdist worker), started when first needed."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(params=LIBRARY_BACKENDS)
+def library_backend(request: pytest.FixtureRequest) -> str:
+    """The store of the test's libraries: ``"sqlite"`` or ``"postgresql"`` (the test runs on each)."""
+    return request.param
+
+
+@pytest.fixture
+def make_location(library_backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """A factory ``make_location(name="lib") -> str``: where a fresh, empty library of the
+    test's backend goes (a folder under tmp_path, or the URL of a new database). The same name
+    gives the same location within a test; the databases are dropped after it."""
+    locations: dict[str, str] = {}
+    server: PostgresServer | None = None
+
+    def make(name: str = "lib") -> str:
+        nonlocal server
+        if name not in locations:
+            if library_backend == "sqlite":
+                locations[name] = str(tmp_path / name)
+            else:
+                server = server or request.getfixturevalue("postgres_server")
+                locations[name] = server.create_database()
+        return locations[name]
+
+    yield make
+    if server is not None:
+        for url in locations.values():
+            server.drop_database(url)
+
+
+@pytest.fixture
+def library_location(make_location: Callable[..., str]) -> str:
+    """Where a fresh, empty library goes, on each backend in turn (see :func:`make_location`)."""
+    return make_location("lib")
+
+
+@pytest.fixture
+def make_library(make_location: Callable[..., str]) -> Callable[..., CaseLibrary]:
+    """A factory ``make_library(name="lib") -> CaseLibrary``: a new library of the test's backend
+    (the same name opens the same library again; ``"lib"`` is the one at ``library_location``),
+    for tests that need two libraries."""
+
+    def make(name: str = "lib") -> CaseLibrary:
+        return open_library(make_location(name))
+
+    return make
