@@ -9,16 +9,18 @@ import json
 import sqlite3
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from core.library.audit import clean_user
 from core.library.importers import add_upload, import_source
 from core.library.store import DATABASE_NAME, LibraryError, SqliteLibrary, open_library
 from tests.cli_helpers import assert_one_line_error, run
+from tests.pg import run_sql
 
 
-def test_an_added_upload_is_recorded_with_its_user_pseudonym_and_study(tmp_path: Path, chest_png: bytes) -> None:
-    library = open_library(tmp_path / "lib").acting("Dr Ada Lovelace")
+def test_an_added_upload_is_recorded_with_its_user_pseudonym_and_study(library_location: str, chest_png: bytes) -> None:
+    library = open_library(library_location).acting("Dr Ada Lovelace")
     pseudonym, study_id = add_upload(library, [("SMITH^JOHN-MRN-42.png", chest_png)], modality="X-ray", label=None)
 
     (entry,) = library.audit_log()
@@ -35,8 +37,8 @@ def test_an_added_upload_is_recorded_with_its_user_pseudonym_and_study(tmp_path:
     assert "SMITH" not in repr(entry)
 
 
-def test_acting_is_a_view_for_another_user_over_the_same_library(tmp_path: Path, chest_png: bytes) -> None:
-    library = open_library(tmp_path / "lib")
+def test_acting_is_a_view_for_another_user_over_the_same_library(library_location: str, chest_png: bytes) -> None:
+    library = open_library(library_location)
     ada, bob = library.acting("ada"), library.acting("bob")
     add_upload(ada, [("a.png", chest_png)], modality="X-ray", label=None)
     add_upload(bob, [("b.png", chest_png[:-1] + b"\x00")], modality="X-ray", label="Normal")
@@ -44,8 +46,8 @@ def test_acting_is_a_view_for_another_user_over_the_same_library(tmp_path: Path,
     assert library.user == "unknown" and library.counts().studies == 2
 
 
-def test_a_dataset_import_records_one_entry_per_case(tmp_path: Path, cohen_dataset: Path) -> None:
-    library = open_library(tmp_path / "lib").acting("importer")
+def test_a_dataset_import_records_one_entry_per_case(library_location: str, cohen_dataset: Path) -> None:
+    library = open_library(library_location).acting("importer")
     report = import_source(library, "cohen", cohen_dataset)
     log = library.audit_log()
     assert len(log) == report.added_studies > 0
@@ -54,8 +56,8 @@ def test_a_dataset_import_records_one_entry_per_case(tmp_path: Path, cohen_datas
     assert all(e.detail.endswith("from cohen") for e in log)
 
 
-def test_removing_a_patient_is_recorded_and_their_entries_stay(tmp_path: Path, chest_png: bytes) -> None:
-    library = open_library(tmp_path / "lib").acting("ada")
+def test_removing_a_patient_is_recorded_and_their_entries_stay(library_location: str, chest_png: bytes) -> None:
+    library = open_library(library_location).acting("ada")
     pseudonym, _ = add_upload(library, [("a.png", chest_png)], modality="X-ray", label=None)
     library.delete_patient(pseudonym)
     library.delete_patient(pseudonym)  # nobody left to remove: nothing recorded
@@ -66,16 +68,26 @@ def test_removing_a_patient_is_recorded_and_their_entries_stay(tmp_path: Path, c
     assert [e.action for e in library.audit_log(pseudonym=pseudonym, limit=1)] == ["delete-patient"]
 
 
-@pytest.mark.parametrize("statement", ["UPDATE audit SET user = 'someone else'", "DELETE FROM audit"])
-def test_the_log_cannot_be_edited_even_through_sql(tmp_path: Path, chest_png: bytes, statement: str) -> None:
-    library = open_library(tmp_path / "lib").acting("ada")
+@pytest.mark.parametrize("statement", ["UPDATE audit SET detail = 'edited'", "DELETE FROM audit"])
+def test_the_log_cannot_be_edited_even_through_sql(library_location: str, chest_png: bytes, statement: str) -> None:
+    library = open_library(library_location).acting("ada")
     add_upload(library, [("a.png", chest_png)], modality="X-ray", label=None)
-    with sqlite3.connect(library.database) as con, pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        con.execute(statement)
+    with pytest.raises((sqlite3.IntegrityError, psycopg.Error), match="append-only"):
+        run_sql(library_location, statement)
+    assert [e.user for e in library.audit_log()] == ["ada"]
+
+
+@pytest.mark.parametrize("library_backend", ["postgresql"])  # SQLite has no TRUNCATE
+def test_the_log_cannot_be_emptied_by_truncating_it(library_location: str, chest_png: bytes) -> None:
+    library = open_library(library_location).acting("ada")
+    add_upload(library, [("a.png", chest_png)], modality="X-ray", label=None)
+    with pytest.raises(psycopg.Error, match="append-only"):
+        run_sql(library_location, "TRUNCATE audit")
     assert [e.user for e in library.audit_log()] == ["ada"]
 
 
 def test_a_failed_write_records_nothing(tmp_path: Path, chest_png: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    # SQLite only: a full disk under the files folder (PostgreSQL keeps the files in its tables).
     library = open_library(tmp_path / "lib").acting("ada")
 
     def disk_full(path: Path, data: bytes) -> None:
@@ -88,6 +100,7 @@ def test_a_failed_write_records_nothing(tmp_path: Path, chest_png: bytes, monkey
 
 
 def test_a_library_made_before_the_log_gets_one_when_opened(tmp_path: Path, chest_png: bytes) -> None:
+    # SQLite only: older versions of the app made SQLite libraries alone.
     root = tmp_path / "lib"
     open_library(root)
     with sqlite3.connect(root / DATABASE_NAME) as con:  # as an older version made it
@@ -103,12 +116,12 @@ def test_user_names_are_one_line_and_bounded() -> None:
     assert len(clean_user("x" * 1000)) == 120
 
 
-def test_the_command_line_records_the_account_that_ran_it(tmp_path: Path, cohen_dataset: Path, capsys) -> None:
+def test_the_command_line_records_the_account_that_ran_it(library_location: str, cohen_dataset: Path, capsys) -> None:
     status, _, err = run(
-        capsys, "library", "import", "--format", "cohen", str(cohen_dataset), "--library", str(tmp_path)
+        capsys, "library", "import", "--format", "cohen", str(cohen_dataset), "--library", library_location
     )
     assert status == 0, err
-    users = {e.user for e in open_library(tmp_path).audit_log()}
+    users = {e.user for e in open_library(library_location).audit_log()}
     assert users == {f"cli:{getpass.getuser()}"}
 
 
@@ -118,12 +131,12 @@ def _json_lines(capsys, *argv: str) -> list[dict]:
     return [json.loads(line) for line in out.splitlines()]
 
 
-def test_the_audit_command_prints_the_log_newest_first(tmp_path: Path, chest_png: bytes, capsys) -> None:
-    library = open_library(tmp_path).acting("Dr Ada")
+def test_the_audit_command_prints_the_log_newest_first(library_location: str, chest_png: bytes, capsys) -> None:
+    library = open_library(library_location).acting("Dr Ada")
     first, _ = add_upload(library, [("a.png", chest_png)], modality="X-ray", label=None)
     second, study = add_upload(library, [("b.png", chest_png[:-1] + b"\x00")], modality="X-ray", label=None)
 
-    entries = _json_lines(capsys, "library", "audit", "--library", str(tmp_path))
+    entries = _json_lines(capsys, "library", "audit", "--library", library_location)
     assert [e["pseudonym"] for e in entries] == [second, first]
     assert entries[0] | {"at": None, "id": None} == {
         "id": None,
@@ -134,15 +147,15 @@ def test_the_audit_command_prints_the_log_newest_first(tmp_path: Path, chest_png
         "study_id": study,
         "detail": "X-ray from upload",
     }
-    only_first = _json_lines(capsys, "library", "audit", "--library", str(tmp_path), "--pseudonym", first)
+    only_first = _json_lines(capsys, "library", "audit", "--library", library_location, "--pseudonym", first)
     assert [e["pseudonym"] for e in only_first] == [first]
 
-    status, out, _ = run(capsys, "library", "audit", "--library", str(tmp_path), "--limit", "1")
+    status, out, _ = run(capsys, "library", "audit", "--library", library_location, "--limit", "1")
     assert status == 0
     lines = out.splitlines()
     assert lines[-1] == "1 entries" and f"Dr Ada  add-case  {second} study {study}  X-ray from upload" in lines[0]
 
 
-def test_the_audit_command_refuses_a_limit_below_one(tmp_path: Path, capsys) -> None:
-    open_library(tmp_path)
-    assert_one_line_error(*run(capsys, "library", "audit", "--library", str(tmp_path), "--limit", "0"), "--limit")
+def test_the_audit_command_refuses_a_limit_below_one(library_location: str, capsys) -> None:
+    open_library(library_location)
+    assert_one_line_error(*run(capsys, "library", "audit", "--library", library_location, "--limit", "0"), "--limit")

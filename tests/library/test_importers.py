@@ -18,11 +18,12 @@ from core.demo.xray_phantom import generate_xray
 from core.errors import InvalidInputError
 from core.library.importers import add_upload, import_cohen, import_csv, import_folders
 from core.library.store import open_library
-from tests.datasets import IDENTIFIERS, everything_stored, rng_bytes
+from tests.datasets import IDENTIFIERS, rng_bytes
+from tests.pg import everything_stored
 
 
-def test_cohen_import_keeps_what_it_should_and_reports_bad_rows(tmp_path: Path, cohen_dataset: Path) -> None:
-    lib = open_library(tmp_path / "lib")
+def test_cohen_import_keeps_what_it_should_and_reports_bad_rows(library_location: str, cohen_dataset: Path) -> None:
+    lib = open_library(library_location)
     report = import_cohen(lib, cohen_dataset, workers=1)
     assert report.added_studies == 5  # rows 2, 3, 5, 6, 10
     assert report.added_patients == 3
@@ -43,11 +44,11 @@ def test_cohen_import_keeps_what_it_should_and_reports_bad_rows(tmp_path: Path, 
     assert lib.patient(lib.pseudonym("cohen", "5")).summary.label is None  # bacterial: kept, unlabelled
 
 
-def test_stored_images_read_back_through_the_project_readers(tmp_path: Path, cohen_dataset: Path) -> None:
+def test_stored_images_read_back_through_the_project_readers(library_location: str, cohen_dataset: Path) -> None:
     from core.io.ct_series import read_ct_series
     from core.io.images import read_xray
 
-    lib = open_library(tmp_path / "lib")
+    lib = open_library(library_location)
     import_cohen(lib, cohen_dataset, workers=1)
     p1 = lib.patient(lib.pseudonym("cohen", "1"))
     for study in p1.studies:
@@ -62,15 +63,14 @@ def test_stored_images_read_back_through_the_project_readers(tmp_path: Path, coh
         assert lib.thumbnail(image.id)[:4] == b"\x89PNG"
 
 
-def test_no_original_identifier_survives_anywhere_in_the_store(tmp_path: Path, cohen_dataset: Path) -> None:
+def test_no_original_identifier_survives_anywhere_in_the_store(library_location: str, cohen_dataset: Path) -> None:
     import pydicom
 
     originals = {pydicom.dcmread(p).StudyInstanceUID for p in (cohen_dataset / "images" / "p1-ct").iterdir()}
     originals |= {pydicom.dcmread(p).SOPInstanceUID for p in (cohen_dataset / "images" / "p1-ct").iterdir()}
     originals.add(pydicom.dcmread(cohen_dataset / "images" / "p1-b.dcm").SeriesInstanceUID)
-    lib_root = tmp_path / "lib"
-    import_cohen(open_library(lib_root), cohen_dataset, workers=1)
-    stored = everything_stored(lib_root)
+    import_cohen(open_library(library_location), cohen_dataset, workers=1)
+    stored = everything_stored(library_location)
     for what, value in IDENTIFIERS.items():
         for form in {value, value.replace("^", " "), value.split("^")[0]}:
             assert form.encode() not in stored, f"{what} survived the import"
@@ -81,8 +81,8 @@ def test_no_original_identifier_survives_anywhere_in_the_store(tmp_path: Path, c
         assert name.encode() not in stored
 
 
-def test_reimporting_the_same_source_adds_nothing(tmp_path: Path, cohen_dataset: Path) -> None:
-    lib = open_library(tmp_path / "lib")
+def test_reimporting_the_same_source_adds_nothing(library_location: str, tmp_path: Path, cohen_dataset: Path) -> None:
+    lib = open_library(library_location)
     import_cohen(lib, cohen_dataset, workers=1)
     before = lib.counts()
     # Even from another path, under another folder name.
@@ -93,23 +93,25 @@ def test_reimporting_the_same_source_adds_nothing(tmp_path: Path, cohen_dataset:
     assert lib.counts() == before
 
 
-def test_cohen_options_for_lateral_views_and_ct(tmp_path: Path, cohen_dataset: Path) -> None:
-    lib = open_library(tmp_path / "a")
+def test_cohen_options_for_lateral_views_and_ct(library_location: str, cohen_dataset: Path) -> None:
+    lib = open_library(library_location)
     report = import_cohen(lib, cohen_dataset, include_lateral=True, include_ct=False, workers=1)
     assert report.added_studies == 5 and report.skipped_by_option == 1
     views = [s.view for s in lib.patient(lib.pseudonym("cohen", "1")).studies]
     assert "L" in views and lib.counts().by_modality.get("CT", 0) == 0
 
 
-def test_cohen_import_of_a_folder_without_metadata_fails_plainly(tmp_path: Path) -> None:
+def test_cohen_import_of_a_folder_without_metadata_fails_plainly(library_location: str, tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="metadata.csv"):
-        import_cohen(open_library(tmp_path / "lib"), tmp_path)
+        import_cohen(open_library(library_location), tmp_path)
     (tmp_path / "metadata.csv").write_text("a,b\n1,2\n")
     with pytest.raises(InvalidInputError, match="patientid"):
-        import_cohen(open_library(tmp_path / "lib"), tmp_path)
+        import_cohen(open_library(library_location), tmp_path)
 
 
-def test_class_folders_import_each_image_as_a_patient(tmp_path: Path, cohen_dataset: Path) -> None:
+def test_class_folders_import_each_image_as_a_patient(
+    library_location: str, tmp_path: Path, cohen_dataset: Path
+) -> None:
     src = tmp_path / "kaggle"
     for folder, name in (("COVID", "p1-a.png"), ("NORMAL", "p2.png"), ("Viral Pneumonia", "p5.png")):
         (src / folder / "images").mkdir(parents=True)
@@ -117,7 +119,7 @@ def test_class_folders_import_each_image_as_a_patient(tmp_path: Path, cohen_data
     (src / "COVID" / "masks").mkdir()
     shutil.copy(cohen_dataset / "images" / "p2.png", src / "COVID" / "masks" / "x.png")
     (src / "NORMAL" / "images" / "broken.png").write_bytes(rng_bytes(300))
-    lib = open_library(tmp_path / "lib")
+    lib = open_library(library_location)
     report = import_folders(lib, src, workers=1)
     assert report.added_studies == 3 and len(report.problems) == 1
     assert lib.counts().by_label == {"COVID-19": 1, "Normal": 1, "Viral pneumonia": 1}
@@ -125,7 +127,7 @@ def test_class_folders_import_each_image_as_a_patient(tmp_path: Path, cohen_data
         import_folders(lib, cohen_dataset)
 
 
-def test_csv_manifest_import(tmp_path: Path, cohen_dataset: Path) -> None:
+def test_csv_manifest_import(library_location: str, tmp_path: Path, cohen_dataset: Path) -> None:
     manifest = tmp_path / "manifest.csv"
     rows = [
         {
@@ -177,7 +179,7 @@ def test_csv_manifest_import(tmp_path: Path, cohen_dataset: Path) -> None:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    lib = open_library(tmp_path / "lib")
+    lib = open_library(library_location)
     report = import_csv(lib, manifest, workers=1)
     assert report.added_studies == 2
     assert [p.split(":")[0] for p in report.problems] == ["row 4", "row 5"]
@@ -186,9 +188,8 @@ def test_csv_manifest_import(tmp_path: Path, cohen_dataset: Path) -> None:
     assert a.summary.outcome == "died" and a.summary.survival is False and a.summary.age_years == 70
 
 
-def test_a_reviewed_upload_becomes_a_deidentified_case(tmp_path: Path, cohen_dataset: Path) -> None:
-    lib_root = tmp_path / "lib"
-    lib = open_library(lib_root)
+def test_a_reviewed_upload_becomes_a_deidentified_case(library_location: str, cohen_dataset: Path) -> None:
+    lib = open_library(library_location)
     data = (cohen_dataset / "images" / "p1-b.dcm").read_bytes()
     added = add_upload(lib, [("Doe_Jane.dcm", data)], modality="X-ray", label="COVID-19", note="ok")
     pseudonym, study_id = added
@@ -202,7 +203,7 @@ def test_a_reviewed_upload_becomes_a_deidentified_case(tmp_path: Path, cohen_dat
         add_upload(lib, [("again.dcm", data)], modality="X-ray", label=None)
     with pytest.raises(InvalidInputError):
         add_upload(lib, [("junk.png", rng_bytes(500))], modality="X-ray", label=None)
-    stored = everything_stored(lib_root)
+    stored = everything_stored(library_location)
     for value in (IDENTIFIERS["name"], IDENTIFIERS["patient_id"], "Doe_Jane"):
         assert value.encode() not in stored
 
@@ -229,7 +230,9 @@ def burned_in_dicom(data: bytes) -> bytes:
     return out.getvalue()
 
 
-def test_an_import_warns_of_each_study_that_may_carry_burned_in_text_by_row_and_still_adds_it(tmp_path: Path) -> None:
+def test_an_import_warns_of_each_study_that_may_carry_burned_in_text_by_row_and_still_adds_it(
+    library_location: str, tmp_path: Path
+) -> None:
     src = tmp_path / "src"
     src.mkdir()
     clean = generate_xray("Normal", 0.0, 21, size=256).to_png()
@@ -247,7 +250,7 @@ def test_an_import_warns_of_each_study_that_may_carry_burned_in_text_by_row_and_
     manifest.write_text(
         "path,label,patient_id\nclean.png,Normal,A\nDoe_Jane.png,COVID-19,B\nseries,COVID-19,C\n", encoding="utf-8"
     )
-    lib = open_library(tmp_path / "lib")
+    lib = open_library(library_location)
     report = import_csv(lib, manifest, workers=1)
     assert report.added_studies == 3 and report.problems == []
     assert [w.split(" (")[0] for w in report.warnings] == ["row 3", "row 4"]
@@ -263,18 +266,20 @@ def test_an_import_warns_of_each_study_that_may_carry_burned_in_text_by_row_and_
     assert lib.patient(lib.pseudonym("csv", "A")).studies[0].burned_in is None
 
 
-def test_class_folders_warn_of_the_one_image_with_burned_in_text(tmp_path: Path) -> None:
+def test_class_folders_warn_of_the_one_image_with_burned_in_text(library_location: str, tmp_path: Path) -> None:
     (tmp_path / "src" / "COVID").mkdir(parents=True)
     (tmp_path / "src" / "COVID" / "a.png").write_bytes(generate_xray("COVID-19", 0.5, 31, size=256).to_png())
     text = with_burned_in_text(generate_xray("COVID-19", 0.5, 32, size=256).to_png())
     (tmp_path / "src" / "COVID" / "b.png").write_bytes(text)
-    report = import_folders(open_library(tmp_path / "lib"), tmp_path / "src", workers=1)
+    report = import_folders(open_library(library_location), tmp_path / "src", workers=1)
     assert report.added_studies == 2
     assert len(report.warnings) == 1 and report.warnings[0].startswith("row 2 (")
 
 
-def test_a_reviewed_upload_whose_header_says_burned_in_annotation_warns(tmp_path: Path, cohen_dataset: Path) -> None:
-    lib = open_library(tmp_path / "lib")
+def test_a_reviewed_upload_whose_header_says_burned_in_annotation_warns(
+    library_location: str, cohen_dataset: Path
+) -> None:
+    lib = open_library(library_location)
     data = burned_in_dicom((cohen_dataset / "images" / "p1-b.dcm").read_bytes())
     added = add_upload(lib, [("Doe_Jane.dcm", data)], modality="X-ray", label="COVID-19")
     assert added.warning is not None

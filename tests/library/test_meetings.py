@@ -14,11 +14,12 @@ import pytest
 from core.errors import InvalidInputError, MissingModelError
 from core.library.audit import ACTIONS
 from core.library.records import NewPatient, NewStudy
-from core.library.store import DATABASE_NAME, NewImage, SqliteLibrary, open_library
+from core.library.store import DATABASE_NAME, CaseLibrary, NewImage, open_library
 from core.review.meetings import HIDEABLE, case_at, model_card, progress_text, reads_by_case
+from tests.pg import run_sql
 
 
-def add(lib: SqliteLibrary, pseudonym: str, day: float, modality: str = "X-ray", **patient: object) -> int:
+def add(lib: CaseLibrary, pseudonym: str, day: float, modality: str = "X-ray", **patient: object) -> int:
     """One study of ``pseudonym`` (tiny made-up files: meetings never read the pixels)."""
     data = f"{pseudonym}|{day}|{modality}".encode()
     kind = "xray" if modality == "X-ray" else "ct-series"
@@ -31,9 +32,9 @@ def add(lib: SqliteLibrary, pseudonym: str, day: float, modality: str = "X-ray",
 
 
 @pytest.fixture
-def lib(tmp_path: Path) -> SqliteLibrary:
-    """Three patients: P-A (X-ray and CT), P-B (X-ray), P-C (X-ray); opened as Dr Ada."""
-    library = open_library(tmp_path / "lib").acting("Dr Ada")
+def lib(library_location: str) -> CaseLibrary:
+    """Three patients: P-A (X-ray and CT), P-B (X-ray), P-C (X-ray); opened as Dr Ada, on each backend."""
+    library = open_library(library_location).acting("Dr Ada")
     add(library, "P-A", 0, label="COVID-19", outcome="died")
     add(library, "P-A", 3, "CT")
     add(library, "P-B", 0, label="Normal")
@@ -41,18 +42,18 @@ def lib(tmp_path: Path) -> SqliteLibrary:
     return library
 
 
-def study_of(lib: SqliteLibrary, pseudonym: str, modality: str) -> int:
+def study_of(lib: CaseLibrary, pseudonym: str, modality: str) -> int:
     return next(s.id for s in lib.patient(pseudonym).studies if s.modality == modality)
 
 
-def test_a_meeting_keeps_its_cases_in_order_across_reopening(lib: SqliteLibrary) -> None:
+def test_a_meeting_keeps_its_cases_in_order_across_reopening(lib: CaseLibrary) -> None:
     mid = lib.create_meeting("  Friday review ", "2026-03-06")
     ct = study_of(lib, "P-A", "CT")
     lib.add_to_meeting(mid, "P-B")
     lib.add_to_meeting(mid, "P-A", study_id=ct, hidden=("diagnosis",))
     lib.add_to_meeting(mid, "P-A")  # the whole patient is another case than one of their studies
 
-    again = open_library(lib.root).meeting(mid)
+    again = open_library(lib.location).meeting(mid)
     assert (again.title, again.date, again.created_by) == ("Friday review", "2026-03-06", "Dr Ada")
     assert [(c.position, c.pseudonym, c.study_id) for c in again.cases] == [
         (1, "P-B", None),
@@ -64,14 +65,14 @@ def test_a_meeting_keeps_its_cases_in_order_across_reopening(lib: SqliteLibrary)
     assert progress_text(again, case_at(again, 2)) == "case 2 of 3"
 
 
-def test_meetings_are_listed_latest_day_first(lib: SqliteLibrary) -> None:
+def test_meetings_are_listed_latest_day_first(lib: CaseLibrary) -> None:
     old = lib.create_meeting("January", "2026-01-10")
     new = lib.create_meeting("March", "2026-03-01")
     same_day = lib.create_meeting("March, second", "2026-03-01")
     assert [m.id for m in lib.meetings()] == [same_day, new, old]
 
 
-def test_moving_a_case_keeps_the_others_in_their_order(lib: SqliteLibrary) -> None:
+def test_moving_a_case_keeps_the_others_in_their_order(lib: CaseLibrary) -> None:
     mid = lib.create_meeting("Order", "2026-03-06")
     a, b, c = (lib.add_to_meeting(mid, p).id for p in ("P-A", "P-B", "P-C"))
 
@@ -98,7 +99,7 @@ def test_moving_a_case_keeps_the_others_in_their_order(lib: SqliteLibrary) -> No
     assert order() == [a, b] and [x.position for x in lib.meeting(mid).cases] == [1, 2]
 
 
-def test_hiding_and_revealing_are_per_case(lib: SqliteLibrary) -> None:
+def test_hiding_and_revealing_are_per_case(lib: CaseLibrary) -> None:
     mid = lib.create_meeting("Reveal", "2026-03-06")
     first = lib.add_to_meeting(mid, "P-A", hidden=("diagnosis", "outcome"))
     second = lib.add_to_meeting(mid, "P-B", hidden=())
@@ -111,11 +112,11 @@ def test_hiding_and_revealing_are_per_case(lib: SqliteLibrary) -> None:
 
     lib.set_hidden(second.id, ["model outputs", "notes"])
     assert not lib.reveal(first.id, revealed=False).revealed
-    a, b = open_library(lib.root).meeting(mid).cases
+    a, b = open_library(lib.location).meeting(mid).cases
     assert a.hidden_now == {"diagnosis", "outcome"} and b.hidden_now == {"notes", "model outputs"}
 
 
-def test_reads_keep_the_model_they_were_compared_with_and_when(lib: SqliteLibrary) -> None:
+def test_reads_keep_the_model_they_were_compared_with_and_when(lib: CaseLibrary) -> None:
     mid = lib.create_meeting("Reads", "2026-03-06")
     xray = lib.add_to_meeting(mid, "P-B", study_id=study_of(lib, "P-B", "X-ray"))
     ct = lib.add_to_meeting(mid, "P-A", study_id=study_of(lib, "P-A", "CT"))
@@ -125,7 +126,7 @@ def test_reads_keep_the_model_they_were_compared_with_and_when(lib: SqliteLibrar
     lib.add_read(xray.id, "Dr Cy", "viral", 2, False, "", "cxr-resnet18", "1.2.0")
     lib.add_read(ct.id, "Dr Bob", "not covid", 3)
 
-    reads = open_library(lib.root).reads(mid)
+    reads = open_library(lib.location).reads(mid)
     assert [(r.meeting_case_id, r.reader, r.read, r.confidence, r.agrees_with_model) for r in reads] == [
         (xray.id, "Dr Bob", "Normal", 4, True),
         (xray.id, "Dr Cy", "Viral pneumonia", 2, False),
@@ -157,7 +158,7 @@ def test_reads_keep_the_model_they_were_compared_with_and_when(lib: SqliteLibrar
     lib.add_read(whole.id, "Dr Cy", "COVID", 3)
 
 
-def test_a_read_keeps_what_the_model_read_in_the_case(lib: SqliteLibrary) -> None:
+def test_a_read_keeps_what_the_model_read_in_the_case(lib: CaseLibrary) -> None:
     """So that reader-vs-model agreement can be computed again without running the model."""
     mid = lib.create_meeting("Model reads", "2026-03-06")
     ct = lib.add_to_meeting(mid, "P-A", study_id=study_of(lib, "P-A", "CT"))
@@ -166,7 +167,7 @@ def test_a_read_keeps_what_the_model_read_in_the_case(lib: SqliteLibrary) -> Non
     lib.add_read(xray.id, "Dr Bob", "Normal", 4, None, "", "cxr-resnet18", "v2", None, 0.91)  # withheld: OOD
     lib.add_read(xray.id, "Dr Cy", "Normal", 2)
 
-    reads = open_library(lib.root).reads(mid)
+    reads = open_library(lib.location).reads(mid)
     assert [(r.model_label, r.model_probability, r.model_threshold) for r in reads] == [
         ("COVID", 0.73, 0.5),
         (None, 0.91, None),
@@ -179,7 +180,7 @@ def test_a_read_keeps_what_the_model_read_in_the_case(lib: SqliteLibrary) -> Non
     assert (again.model_version, again.model_label, again.model_probability) == ("v3", "not COVID", 0.2)
 
 
-def test_every_change_is_audited_without_a_title_or_a_comment(lib: SqliteLibrary) -> None:
+def test_every_change_is_audited_without_a_title_or_a_comment(lib: CaseLibrary) -> None:
     mid = lib.create_meeting("Mr Smith's scans", "2026-03-06")
     case = lib.add_to_meeting(mid, "P-B", hidden=("outcome",))
     other = lib.add_to_meeting(mid, "P-C")
@@ -213,7 +214,7 @@ def test_every_change_is_audited_without_a_title_or_a_comment(lib: SqliteLibrary
         assert "Smith" not in e.detail and "SMITH" not in e.detail and "old film" not in e.detail
 
 
-def test_removing_a_patient_removes_their_meeting_cases_and_reads(lib: SqliteLibrary) -> None:
+def test_removing_a_patient_removes_their_meeting_cases_and_reads(lib: CaseLibrary) -> None:
     mid = lib.create_meeting("Cascade", "2026-03-06")
     whole = lib.add_to_meeting(mid, "P-A")
     one_study = lib.add_to_meeting(mid, "P-A", study_id=study_of(lib, "P-A", "CT"))
@@ -226,15 +227,16 @@ def test_removing_a_patient_removes_their_meeting_cases_and_reads(lib: SqliteLib
     (left,) = lib.meeting(mid).cases
     assert (left.id, left.position) == (kept.id, 1)
     assert [r.meeting_case_id for r in lib.reads(mid)] == [kept.id]
-    with sqlite3.connect(lib.database) as con:  # nothing left behind that points at nobody
-        assert con.execute("SELECT COUNT(*) FROM reads").fetchone()[0] == 1
-        assert con.execute("SELECT COUNT(*) FROM meeting_cases").fetchone()[0] == 1
+    # Nothing left behind that points at nobody.
+    assert run_sql(lib.location, "SELECT COUNT(*) FROM reads") == [(1,)]
+    assert run_sql(lib.location, "SELECT COUNT(*) FROM meeting_cases") == [(1,)]
     assert lib.audit_log(limit=1)[0].detail == "with 2 meeting cases and 2 reads"
     with pytest.raises(InvalidInputError, match=f"no meeting case {whole.id}"):
         lib.reveal(whole.id)
 
 
 def test_a_library_made_before_meetings_gets_them_when_opened(tmp_path: Path) -> None:
+    # SQLite only: older versions of the app made SQLite libraries alone.
     root = tmp_path / "lib"
     add(open_library(root), "P-A", 0)
     with sqlite3.connect(root / DATABASE_NAME) as con:  # as the first versions made it
@@ -250,6 +252,7 @@ def test_a_library_made_before_meetings_gets_them_when_opened(tmp_path: Path) ->
 
 
 def test_a_library_with_reads_of_before_the_models_read_gets_its_columns_when_opened(tmp_path: Path) -> None:
+    # SQLite only: older versions of the app made SQLite libraries alone.
     root = tmp_path / "lib"
     library = open_library(root)
     add(library, "P-A", 0)
@@ -290,7 +293,7 @@ def test_a_library_with_reads_of_before_the_models_read_gets_its_columns_when_op
         (lambda lib, m: lib.add_read(1, "Dr Bob", "Normal", 3, None, "", "m", "v", "Normal", float("nan")), "0 to 1"),
     ],
 )
-def test_bad_input_is_refused_in_plain_words_and_changes_nothing(lib: SqliteLibrary, call, words: str) -> None:  # noqa: ANN001
+def test_bad_input_is_refused_in_plain_words_and_changes_nothing(lib: CaseLibrary, call, words: str) -> None:  # noqa: ANN001
     mid = lib.create_meeting("Errors", "2026-03-06")
     lib.add_to_meeting(mid, "P-A")  # case 1
     before = (lib.meetings(), lib.reads(mid), len(lib.audit_log()))

@@ -1,9 +1,11 @@
-"""The SQLite case library: what goes in comes out, in time order, filtered, without duplicates."""
+"""The case library, on SQLite and on PostgreSQL: what goes in comes out, in time order, filtered,
+without duplicates."""
 
 from __future__ import annotations
 
 import sqlite3
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,16 @@ import pytest
 
 from core.errors import InvalidInputError
 from core.library.records import NewPatient, NewStudy, PatientFilter
-from core.library.store import DATABASE_NAME, LibraryError, NewImage, SqliteLibrary, content_key, open_library
+from core.library.store import (
+    DATABASE_NAME,
+    CaseLibrary,
+    LibraryError,
+    NewImage,
+    SqliteLibrary,
+    content_key,
+    open_library,
+)
+from tests.pg import run_sql
 
 
 def png(seed: int = 0) -> bytes:
@@ -20,7 +31,7 @@ def png(seed: int = 0) -> bytes:
     return generate_xray("COVID-19", 0.5, seed, size=64).to_png()
 
 
-def add(lib: SqliteLibrary, pseudonym: str, day: float | None, modality: str = "X-ray", **patient) -> int:
+def add(lib: CaseLibrary, pseudonym: str, day: float | None, modality: str = "X-ray", **patient) -> int:
     data = png(zlib.crc32(f"{pseudonym}|{day}|{modality}".encode()) % 100_000)
     return lib.add_case(
         NewPatient(pseudonym=pseudonym, source="test", **patient),
@@ -30,33 +41,57 @@ def add(lib: SqliteLibrary, pseudonym: str, day: float | None, modality: str = "
     )
 
 
-def test_a_new_library_is_one_file_and_a_files_folder(tmp_path: Path) -> None:
-    lib = open_library(tmp_path / "lib")
+def n_stored_files(lib: CaseLibrary) -> int:
+    """How many image files the store holds: under ``files/`` (SQLite), in the database (PostgreSQL)."""
+    if isinstance(lib, SqliteLibrary):
+        return sum(1 for p in (lib.root / "files").rglob("*") if p.is_file())
+    return run_sql(lib.location, "SELECT COUNT(*) FROM image_files")[0][0]
+
+
+def test_a_new_sqlite_library_is_one_file_and_a_files_folder(tmp_path: Path) -> None:
+    # SQLite only: the layout of the folder.
+    open_library(tmp_path / "lib")
     assert (tmp_path / "lib" / "library.sqlite").is_file() and (tmp_path / "lib" / "files").is_dir()
+
+
+def test_a_new_library_is_empty_and_keeps_its_secret(
+    library_location: str, make_location: Callable[..., str], make_library: Callable[..., CaseLibrary]
+) -> None:
+    lib = open_library(library_location)
     assert lib.counts().patients == 0
     # The secret survives reopening, so pseudonyms stay stable.
-    assert open_library(tmp_path / "lib").pseudonym("x", "1") == lib.pseudonym("x", "1")
-    assert open_library(tmp_path / "other").pseudonym("x", "1") != lib.pseudonym("x", "1")
+    assert open_library(library_location).pseudonym("x", "1") == lib.pseudonym("x", "1")
+    assert make_library("other").pseudonym("x", "1") != lib.pseudonym("x", "1")
+    # Not made when it is not to be: an empty folder or an empty database is no library.
     with pytest.raises(LibraryError):
-        open_library(tmp_path / "missing", create=False)
+        open_library(make_location("missing"), create=False)
 
 
-def test_studies_come_back_in_time_order_not_insert_order(tmp_path: Path) -> None:
-    lib = open_library(tmp_path)
+def test_two_openings_of_one_library_see_each_others_additions(library_location: str) -> None:
+    first, second = open_library(library_location), open_library(library_location)
+    add(first, "P-A", 0)
+    add(second, "P-B", 1)
+    assert [p.pseudonym for p in first.patients()] == [p.pseudonym for p in second.patients()] == ["P-A", "P-B"]
+    first.delete_patient("P-B")
+    assert second.counts().patients == 1
+
+
+def test_studies_come_back_in_time_order_not_insert_order(library_location: str) -> None:
+    lib = open_library(library_location)
     for day in (9, 0, None, 3):
         add(lib, "P-A", day, label="COVID-19")
     patient = lib.patient("P-A")
     assert [s.day for s in patient.studies] == [0, 3, 9, None]
     assert [s.note for s in patient.studies] == ["day 0", "day 3", "day 9", "day None"]
     image = patient.studies[0].images[0]
-    assert lib.image_path(image).is_file() and lib.thumbnail(image.id) is not None
+    assert lib.thumbnail(image.id) is not None
     assert lib.image_files(image)[0][1][:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(InvalidInputError):
         lib.patient("P-NOBODY")
 
 
-def test_patient_fields_are_filled_by_later_rows_not_erased(tmp_path: Path) -> None:
-    lib = open_library(tmp_path)
+def test_patient_fields_are_filled_by_later_rows_not_erased(library_location: str) -> None:
+    lib = open_library(library_location)
     add(lib, "P-A", 0, label="COVID-19", age_years=61)
     add(lib, "P-A", 2, outcome="died", survival=False, length_of_stay_days=12)
     s = lib.patient("P-A").summary
@@ -64,8 +99,8 @@ def test_patient_fields_are_filled_by_later_rows_not_erased(tmp_path: Path) -> N
     assert s.n_studies == 2 and s.n_xray == 2 and s.n_ct == 0
 
 
-def test_filters_and_counts(tmp_path: Path) -> None:
-    lib = open_library(tmp_path)
+def test_filters_and_counts(library_location: str) -> None:
+    lib = open_library(library_location)
     add(lib, "P-A", 0, label="COVID-19", outcome="died")
     add(lib, "P-A", 4, modality="CT")
     add(lib, "P-B", 0, label="Normal", outcome="discharged")
@@ -82,23 +117,22 @@ def test_filters_and_counts(tmp_path: Path) -> None:
     assert c.by_modality == {"X-ray": 3, "CT": 1} and c.by_label["Normal"] == 1
 
 
-def test_a_source_key_is_stored_once(tmp_path: Path) -> None:
-    lib = open_library(tmp_path)
+def test_a_source_key_is_stored_once(library_location: str) -> None:
+    lib = open_library(library_location)
     add(lib, "P-A", 0)
     key = lib.content_key([png(zlib.crc32(b"P-A|0|X-ray") % 100_000)])
     assert lib.has_source_key(key)
     with pytest.raises(LibraryError):
         add(lib, "P-A", 0)
     # The failed insert left no stray study, image or file.
-    assert lib.counts().studies == 1
-    assert len(list((tmp_path / "files").rglob("*.png"))) == 1
+    assert (lib.counts().studies, lib.counts().images, n_stored_files(lib)) == (1, 1, 1)
     # Keys do not depend on file order and need the library's secret.
     a, b = b"one", b"two"
     assert content_key(b"k" * 32, [a, b]) == content_key(b"k" * 32, [b, a]) != content_key(b"j" * 32, [a, b])
 
 
-def test_ct_series_are_stored_as_a_folder_of_slices(tmp_path: Path) -> None:
-    lib = open_library(tmp_path)
+def test_ct_series_are_stored_as_their_slices(library_location: str) -> None:
+    lib = open_library(library_location)
     slices = tuple((f"IM-{i:04d}.dcm", bytes([i]) * 10) for i in range(1, 4))
     lib.add_case(
         NewPatient("P-CT", "test"),
@@ -107,12 +141,12 @@ def test_ct_series_are_stored_as_a_folder_of_slices(tmp_path: Path) -> None:
         "k1",
     )
     image = lib.patient("P-CT").studies[0].images[0]
-    assert image.kind == "ct-series" and image.n_files == 3 and lib.image_path(image).is_dir()
+    assert image.kind == "ct-series" and image.n_files == 3 and n_stored_files(lib) == 3
     assert lib.image_files(image) == list(slices)
 
 
-def test_bad_modality_or_kind_is_refused(tmp_path: Path) -> None:
-    lib = open_library(tmp_path)
+def test_bad_modality_or_kind_is_refused(library_location: str) -> None:
+    lib = open_library(library_location)
     with pytest.raises(InvalidInputError):
         lib.add_case(NewPatient("P", "t"), NewStudy("MRI"), [NewImage("xray", (("a.png", b"x"),))], "k")
     with pytest.raises(InvalidInputError):
@@ -120,8 +154,8 @@ def test_bad_modality_or_kind_is_refused(tmp_path: Path) -> None:
     assert lib.counts().patients == 0
 
 
-def test_embeddings_and_scores_round_trip_per_model_version(tmp_path: Path) -> None:
-    lib = open_library(tmp_path)
+def test_embeddings_and_scores_round_trip_per_model_version(library_location: str) -> None:
+    lib = open_library(library_location)
     study = add(lib, "P-A", 0)
     image_id = lib.patient("P-A").studies[0].images[0].id
     v = np.arange(512, dtype=np.float32) / 512
@@ -133,16 +167,14 @@ def test_embeddings_and_scores_round_trip_per_model_version(tmp_path: Path) -> N
     assert lib.scores("covid3d", "v1", "s") == {study: 0.75}
     # Deleting the patient removes derived data and files too.
     lib.delete_patient("P-A")
-    assert lib.embeddings("cxr-resnet18", "v1")[0] == [] and not (tmp_path / "files" / "P-A").exists()
+    assert lib.embeddings("cxr-resnet18", "v1")[0] == [] and n_stored_files(lib) == 0
 
 
-def test_count_embeddings_counts_without_reading_vectors(library_copy) -> None:  # noqa: ANN001 - fixture
-    import numpy as np
-
-    from core.library.store import open_library
-
-    lib = open_library(library_copy)
-    first, second = (r.image_id for r in lib.image_refs()[:2])
+def test_count_embeddings_counts_without_reading_vectors(library_location: str) -> None:
+    lib = open_library(library_location)
+    add(lib, "P-A", 0)
+    add(lib, "P-B", 0)
+    first, second = (r.image_id for r in lib.image_refs())
     assert lib.count_embeddings("m", "v1") == 0
     lib.put_embeddings("m", "v1", {first: np.ones(4), second: np.zeros(4)})
     lib.put_embeddings("m", "v2", {first: np.ones(4)})
@@ -150,6 +182,7 @@ def test_count_embeddings_counts_without_reading_vectors(library_copy) -> None: 
 
 
 def test_a_library_made_before_the_burned_in_flag_gets_its_column_when_opened(tmp_path: Path) -> None:
+    # SQLite only: older versions of the app made SQLite libraries alone.
     root = tmp_path / "lib"
     open_library(root)
     with sqlite3.connect(root / DATABASE_NAME) as con:  # the studies table as the first version made it
