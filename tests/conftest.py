@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from core.library.migrate import migrate_library
 from core.library.store import CaseLibrary, open_library
 from tests.helpers import TINY_MODELS, register_tiny_model
-from tests.pg import PostgresServer
+from tests.pg import LIBRARY_BACKENDS, PostgresServer
 
 #: Fixtures shared by several test folders (the ``deferred`` download recorder).
 pytest_plugins = ["tests.report_helpers"]
@@ -101,9 +102,6 @@ def cohen_dataset(tmp_path: Path) -> Path:
 
 # ----------------------------------------------------------------------------- library backends
 
-#: The stores a library test runs on: a SQLite folder, and a PostgreSQL database (tests/pg.py).
-LIBRARY_BACKENDS = ("sqlite", "postgresql")
-
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
@@ -158,3 +156,31 @@ def make_library(make_location: Callable[..., str]) -> Callable[..., CaseLibrary
         return open_library(make_location(name))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def postgres_demo_library(demo_library: Path, postgres_server: PostgresServer) -> str:
+    """The session's demo library copied into a PostgreSQL database (``library migrate``: the
+    same ids, secret and files), once per process; the template :func:`library_copy_location`
+    copies. Tests never open it."""
+    url = postgres_server.create_database()
+    report = migrate_library(open_library(demo_library, create=False), open_library(url))
+    assert report.ok, report.problems
+    return url
+
+
+@pytest.fixture
+def library_copy_location(
+    library_backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """A private, writable copy of the demo library on each backend in turn (a folder as
+    :func:`library_copy` makes, or a copy of :func:`postgres_demo_library`), and the app
+    pointed at it."""
+    if library_backend == "sqlite":
+        yield str(request.getfixturevalue("library_copy"))
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = server.create_database(template=request.getfixturevalue("postgres_demo_library"))
+    monkeypatch.setenv("DASHBOARD_LIBRARY", url)
+    yield url
+    server.drop_database(url)

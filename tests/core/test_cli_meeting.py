@@ -1,4 +1,5 @@
-"""``python -m core meeting``: prepare a meeting, record reads, and see it all back, from the shell."""
+"""``python -m core meeting``: prepare a meeting, record reads, and see it all back, from the shell,
+on a copy of the demo library in a SQLite folder and in PostgreSQL."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import csv
 import datetime as dt
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,9 +22,9 @@ from core.review.summary import EXPORT_COLUMNS
 from tests.cli_helpers import assert_one_line_error, run, run_json
 
 
-def test_a_meeting_round_trip_from_the_command_line(library_copy: Path, tiny_weights: Path, capsys) -> None:
-    lib = ("--library", str(library_copy))
-    library = open_library(library_copy)
+def test_a_meeting_round_trip_from_the_command_line(library_copy_location: str, tiny_weights: Path, capsys) -> None:
+    lib = ("--library", library_copy_location)
+    library = open_library(library_copy_location)
     first, second = (p.pseudonym for p in library.patients()[:2])
     xray = next(s.id for s in library.patient(second).studies if s.modality == "X-ray")
 
@@ -85,10 +87,12 @@ def test_a_meeting_round_trip_from_the_command_line(library_copy: Path, tiny_wei
     assert lines[-1] == "2 cases"
 
 
-def test_refusals_are_one_line(library_copy: Path, tiny_weights: Path, capsys) -> None:
-    lib = ("--library", str(library_copy))
+def test_refusals_are_one_line(
+    library_copy_location: str, make_location: Callable[..., str], tiny_weights: Path, capsys
+) -> None:
+    lib = ("--library", library_copy_location)
     mid = str(run_json(capsys, "meeting", "create", "--title", "T", "--date", "2026-03-06", *lib)["id"])
-    pseudonym = open_library(library_copy).patients()[0].pseudonym
+    pseudonym = open_library(library_copy_location).patients()[0].pseudonym
     case = str(run_json(capsys, "meeting", "add", mid, pseudonym, *lib)["id"])
 
     assert_one_line_error(*run(capsys, "meeting", "add", mid, "P-NOBODY", *lib), "no patient P-NOBODY")
@@ -99,16 +103,16 @@ def test_refusals_are_one_line(library_copy: Path, tiny_weights: Path, capsys) -
     read = ("meeting", "read", case, "--reader", "Dr Bob", "--read", "Normal", "--confidence", "3", *lib)
     assert_one_line_error(*run(capsys, *read, "--model", "nope", "--weights", str(tiny_weights)), "no model 'nope'")
     assert_one_line_error(*run(capsys, *read, "--agrees", "yes"), "--agrees needs --model")
-    assert_one_line_error(*run(capsys, *read[:-2], "--library", str(library_copy / "missing")), "no case library")
+    assert_one_line_error(*run(capsys, *read[:-2], "--library", make_location("missing")), "no case library")
     # Nothing of the refused commands was stored.
-    assert open_library(library_copy).reads(int(mid)) == []
+    assert open_library(library_copy_location).reads(int(mid)) == []
 
 
 def test_a_meetings_summary_and_its_csv_from_the_command_line(
-    library_copy: Path, tiny_weights: Path, tmp_path: Path, capsys
+    library_copy_location: str, tiny_weights: Path, tmp_path: Path, capsys
 ) -> None:
-    lib = ("--library", str(library_copy))
-    library = open_library(library_copy)
+    lib = ("--library", library_copy_location)
+    library = open_library(library_copy_location)
     studies = [
         (p.pseudonym, s.id, s.label)
         for p in library.patients()[:3]
@@ -136,7 +140,7 @@ def test_a_meetings_summary_and_its_csv_from_the_command_line(
         2 * len(cases),
         ["Dr Ann", "Dr Bob"],
     )
-    stored = open_library(library_copy).reads(int(mid))
+    stored = open_library(library_copy_location).reads(int(mid))
     xray = next(q for q in summary["questions"] if q["question"] == "X-ray class")
     ann = [r for r in stored if r.reader == "Dr Ann"]
     expected = cohen_kappa([r.read for r in ann], [r.model_label for r in ann], XRAY_LABELS)
@@ -176,13 +180,13 @@ def test_a_meetings_summary_and_its_csv_from_the_command_line(
     assert_one_line_error(*run(capsys, "meeting", "summary", "999", *lib), "no meeting 999")
     bad = ("meeting", "export", mid, "--csv", str(tmp_path / "no-such-folder" / "r.csv"), *lib)
     assert_one_line_error(*run(capsys, *bad), "could not write")
-    assert len(open_library(library_copy).reads(int(mid))) == 2 * len(cases)
+    assert len(open_library(library_copy_location).reads(int(mid))) == 2 * len(cases)
 
 
 def test_add_upload_stores_a_reviewed_ct_series_folder_and_puts_it_in_the_meeting(
-    library_copy: Path, tmp_path: Path, capsys
+    library_copy_location: str, tmp_path: Path, capsys
 ) -> None:
-    lib = ("--library", str(library_copy))
+    lib = ("--library", library_copy_location)
     mid = str(run_json(capsys, "meeting", "create", "--title", "Uploads", "--date", "2026-12-08", *lib)["id"])
     ct = generate_ct("COVID-19", 0.5, 41, shape=(16, 48, 48))
     folder = tmp_path / "DOE_JANE_series"
@@ -207,7 +211,7 @@ def test_add_upload_stores_a_reviewed_ct_series_folder_and_puts_it_in_the_meetin
     got = run_json(capsys, *upload, "--show", "notes", "--json", *lib)
     assert got["position"] == 1 and not got["already_in_library"]
     assert set(got["hidden"]) == {"diagnosis", "outcome", "model outputs"}
-    (study,) = open_library(library_copy).patient(got["pseudonym"]).studies
+    (study,) = open_library(library_copy_location).patient(got["pseudonym"]).studies
     assert study.id == got["study_id"] and study.modality == "CT" and study.offset_admission_days == 4
     assert "DOE" not in json.dumps(got) and "MRN-5150" not in json.dumps(got)
 
