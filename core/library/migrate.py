@@ -39,6 +39,11 @@ TABLES = (
     "reads",
     "audit",
 )
+#: Columns a store derives from the others and fills itself once the rows are in
+#: (``_copied_in``): never copied, so a library moves between a store that has them and one
+#: that has not (PostgreSQL's pgvector copy of each embedding, missing from SQLite and from a
+#: database without pgvector), and the target builds its own vector indexes from them.
+DERIVED_COLUMNS: dict[str, frozenset[str]] = {"embeddings": frozenset({"vec"})}
 _BATCH = 500
 
 
@@ -107,7 +112,7 @@ def migrate_library(source: SqlLibrary, target: SqlLibrary, *, progress: Progres
     _check_empty(target)
     with source._connect() as src:
         n_images = _count(src, "images")
-        columns = {t: _columns(src, t) for t in TABLES}
+        columns = {t: [c for c in _columns(src, t) if c not in DERIVED_COLUMNS.get(t, ())] for t in TABLES}
     with target._connect() as dst:
         for table, cols in columns.items():
             missing = sorted(set(cols) - set(_columns(dst, table)))
