@@ -182,3 +182,40 @@ def test_a_damaged_or_foreign_file_is_built_again(tmp_path: Path, data, caplog) 
     assert fresh.search(other[:10], 1)[1][:, 0].tolist() == ids[:10].tolist()
     path.write_bytes(b"not an index")
     assert len(open_ivf(tmp_path, "m", "v1", ids, vectors)) == len(ids)
+
+
+@pytest.mark.parametrize("backend", index.BACKENDS)
+def test_a_backend_that_keeps_its_vectors_gives_each_back_by_id(backend: str, data) -> None:
+    _, ids, vectors = data
+    idx = make_index(backend, DIM)
+    idx.add(ids[:3000], vectors[:3000])
+    some = ids[[5, 2999, 0, 1234]]
+    if not idx.holds_exact_vectors:  # faiss-sq8 keeps 8-bit codes
+        with pytest.raises(NotImplementedError):
+            idx.vectors_of(some)
+        return
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    np.testing.assert_allclose(idx.vectors_of(some), unit[[5, 2999, 0, 1234]], atol=1e-6)
+    assert idx.vectors_of([]).shape == (0, DIM)
+    idx.remove(ids[:10])
+    with pytest.raises(KeyError):
+        idx.vectors_of(ids[3:4])  # removed
+    with pytest.raises(KeyError):
+        idx.vectors_of(ids[3500:3501])  # never added
+    np.testing.assert_allclose(idx.vectors_of(ids[10:12]), unit[10:12], atol=1e-6)
+
+
+def test_a_stored_ivf_index_gives_back_its_vectors_even_from_a_file_written_without_the_id_table(
+    tmp_path: Path, data
+) -> None:
+    _, ids, vectors = data
+    built = IvfIndex(DIM)
+    built.add(ids, vectors)
+    assert built.trained
+    built._ivf.set_direct_map_type(index._faiss().DirectMap.NoMap)  # as files were written before it kept one
+    ann.save_ivf(built, tmp_path / "old.faiss", {"model_id": "m", "embedding_version": "v1"})
+    read, _ = ann.load_ivf(tmp_path / "old.faiss")
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    np.testing.assert_allclose(read.vectors_of(ids[[7, 3999]]), unit[[7, 3999]], atol=1e-6)
+    read.remove(ids[:5])  # removal by id works on the table it built
+    assert len(read) == len(ids) - 5 and not np.isin(read.search(vectors[:5], 10)[1], ids[:5]).any()
