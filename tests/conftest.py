@@ -120,7 +120,7 @@ def library_backend(request: pytest.FixtureRequest) -> str:
 def make_location(library_backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., str]]:
     """A factory ``make_location(name="lib") -> str``: where a fresh, empty library of the
     test's backend goes (a folder under tmp_path, or the URL of a new database). The same name
-    gives the same location within a test; the databases are dropped after it."""
+    gives the same location within a test; the databases are dropped after it (by the next)."""
     locations: dict[str, str] = {}
     server: PostgresServer | None = None
 
@@ -137,7 +137,7 @@ def make_location(library_backend: str, request: pytest.FixtureRequest, tmp_path
     yield make
     if server is not None:
         for url in locations.values():
-            server.drop_database(url)
+            server.drop_later(url)
 
 
 @pytest.fixture
@@ -183,4 +183,4 @@ def library_copy_location(
     url = server.create_database(template=request.getfixturevalue("postgres_demo_library"))
     monkeypatch.setenv("DASHBOARD_LIBRARY", url)
     yield url
-    server.drop_database(url)
+    server.drop_later(url)

@@ -120,6 +120,7 @@ class PostgresServer:
         self._admin: psycopg.Connection | None = None
         self._databases = 0
         self._plain_role = False
+        self._to_drop: list[str] = []
 
     # -- life cycle -------------------------------------------------------------------------
     def start(self, timeout_s: float = 30.0) -> PostgresServer:
@@ -242,6 +243,7 @@ class PostgresServer:
             raise RuntimeError("The test PostgreSQL is not running.")
         if template is not None and not vector:
             raise ValueError("A copy of a template keeps the superuser's tables: make it with vector=True.")
+        self._drop_waiting()
         self._databases += 1
         name = f"lib{self._databases}"
         owner = SUPERUSER
@@ -265,6 +267,20 @@ class PostgresServer:
         """Remove the database of ``url`` (made by :meth:`create_database`), ending its sessions."""
         if self._admin is not None:
             self._admin.execute(f"DROP DATABASE IF EXISTS {_database_name(url)} WITH (FORCE)")
+
+    def drop_later(self, url: str) -> None:
+        """Remove the database of ``url`` when the next one is made (or the server stops).
+
+        What a test leaves for its fixtures to drop: by the next test its libraries are gone and
+        their connections closed, while a drop at once finds them open, ends them, and waits a
+        tenth of a second in PostgreSQL for them to go.
+        """
+        self._to_drop.append(_database_name(url))
+
+    def _drop_waiting(self) -> None:
+        assert self._admin is not None
+        while self._to_drop:
+            self._admin.execute(f"DROP DATABASE IF EXISTS {self._to_drop.pop()} WITH (FORCE)")
 
     @property
     def log(self) -> Path:
