@@ -99,6 +99,22 @@ def test_a_failed_write_records_nothing(tmp_path: Path, chest_png: bytes, monkey
     assert library.audit_log() == [] and library.counts().studies == 0
 
 
+@pytest.mark.parametrize("library_backend", ["postgresql"])  # SQLite's full disk: the test above
+def test_a_failed_write_in_postgresql_records_nothing(library_location: str, chest_png: bytes) -> None:
+    library = open_library(library_location).acting("ada")
+    # The database server's disk fills up as the image's bytes go in, within the case's transaction.
+    run_sql(
+        library_location,
+        "CREATE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN RAISE EXCEPTION 'could not extend file' USING ERRCODE = 'disk_full'; END $$",
+    )
+    run_sql(library_location, "CREATE TRIGGER disk_full BEFORE INSERT ON image_files EXECUTE FUNCTION disk_full()")
+    with pytest.raises(LibraryError, match="disk is full") as e:
+        add_upload(library, [("a.png", chest_png)], modality="X-ray", label=None)
+    assert "\n" not in str(e.value)
+    assert library.audit_log() == [] and library.counts().studies == 0
+
+
 def test_a_library_made_before_the_log_gets_one_when_opened(tmp_path: Path, chest_png: bytes) -> None:
     # SQLite only: older versions of the app made SQLite libraries alone.
     root = tmp_path / "lib"
