@@ -15,8 +15,8 @@ from core.labels import canonical_label
 from core.library.records import OUTCOMES
 from core.search.embeddings import EMBEDDABLE_KINDS
 from core.search.evaluate import evaluate_retrieval
-from core.search.index import BACKENDS
-from core.search.similar import UNLABELLED, SearchFilter, find_similar, open_index, resolve_case
+from core.search.index import AUTO_IVF_FROM
+from core.search.similar import SEARCH_BACKENDS, UNLABELLED, SearchFilter, find_similar, open_index, resolve_case
 
 _IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
 
@@ -37,7 +37,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label", action="append", help="only patients with this diagnosis, or Unlabelled (repeatable)")
     p.add_argument("--outcome", action="append", choices=OUTCOMES, help="only patients with this outcome (repeatable)")
     p.add_argument("--modality", choices=("X-ray", "CT"), help="only patients with a study of this modality")
-    p.add_argument("--backend", choices=BACKENDS, default="exact", help="search backend (default exact)")
+    p.add_argument(
+        "--backend",
+        choices=SEARCH_BACKENDS,
+        default="auto",
+        help="where to search: auto (default: in the library's own vector index, pgvector in PostgreSQL, when it "
+        f"has one; else the exact scan, or the approximate IVF index from {AUTO_IVF_FROM:,} images), or one by name",
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     embedding_model_arg(p)
     library_arg(p)

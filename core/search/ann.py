@@ -1,13 +1,17 @@
-"""The approximate index's file beside the library (the index itself: :class:`IvfIndex`).
+"""The index a library's search uses: the approximate index's file beside the library (the
+index itself: :class:`IvfIndex`), or the library's own vector index (:class:`StoreIndex`).
 
-:func:`library_vector_index` is what a library's search uses: with backend "auto" it chooses
-by size (:func:`core.search.index.choose_backend`), and the IVF index is kept in a file in the
-library folder named after the model and its embedding version. The next process reads it
-instead of training again and brings it up to date: images deleted since are removed, new
-ones added (the clusters stay until the index has doubled). A file of another version, one
-that cannot be read, or one whose vectors are not the library's is built again; the files of
-the model's other versions are deleted. The file is derived data: deleting it costs one
-training.
+:func:`library_vector_index` is what a library without a vector index of its own uses: with
+backend "auto" it chooses by size (:func:`core.search.index.choose_backend`), and the IVF index
+is kept in a file in the library folder named after the model and its embedding version. The
+next process reads it instead of training again and brings it up to date: images deleted since
+are removed, new ones added (the clusters stay until the index has doubled). A file of another
+version, one that cannot be read, or one whose vectors are not the library's is built again;
+the files of the model's other versions are deleted. The file is derived data: deleting it
+costs one training.
+
+A library that searches its embeddings itself (PostgreSQL with pgvector: an HNSW index in the
+database) is searched there through :class:`StoreIndex`, and nothing is kept in a file.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ import logging
 import os
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
 import numpy as np
 
-from core.search.index import IvfIndex, VectorIndex, choose_backend, make_index, normalise
+from core.library.store import LibraryError
+from core.search.index import IvfIndex, VectorIndex, choose_backend, make_index, normalise, order_by_id
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +40,13 @@ FILE_PREFIX: Final = "search-index."
 FILE_SUFFIX: Final = ".faiss"
 _MAGIC: Final = b"COVIDDASH-IVF\n"
 _FORMAT: Final = 1
+
+#: The name of the search in the library's own vector index (pgvector's HNSW in PostgreSQL).
+STORE_BACKEND: Final = "pgvector"
+
+#: A library's own search: (normalised queries (m, d), k) -> (similarities (m, k), ids (m, k),
+#: -1 past the end), best first, or None when the library has no vector index (any more).
+Nearest = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray] | None]
 
 
 def save_ivf(index: IvfIndex, path: Path, key: dict[str, str]) -> None:
@@ -187,3 +199,51 @@ def library_vector_index(
     if len(ids):
         index.add(ids, vectors)
     return index
+
+
+class StoreIndex(VectorIndex):
+    """The library's own vector index (pgvector's HNSW in PostgreSQL), searched where it is.
+
+    It answers for the ``ids`` it was made with, the images whose owners the search knows: an
+    image the library returns beyond them (added by another process since) is passed over, and
+    the library asked for more until each query has ``k`` known ones or the library has no
+    more. Nothing is held here: vectors come and go as the library's embeddings are stored and
+    deleted, so :meth:`add` and :meth:`remove` refuse.
+    """
+
+    name = STORE_BACKEND
+
+    def __init__(self, dim: int, ids: Sequence[int], nearest: Nearest) -> None:
+        super().__init__(dim)
+        self._ids = np.unique(np.asarray(ids, dtype=np.int64))  # sorted, for the look-ups below
+        self._nearest = nearest
+
+    def add(self, ids: Sequence[int], vectors: np.ndarray) -> None:
+        raise NotImplementedError("the library's vector index holds its stored embeddings: store them there")
+
+    def remove(self, ids: Sequence[int]) -> None:
+        raise NotImplementedError("the library's vector index holds its stored embeddings: delete them there")
+
+    def __len__(self) -> int:
+        return int(self._ids.size)
+
+    def _known(self, ids: np.ndarray) -> np.ndarray:
+        """Which of ``ids`` this index answers for (a look-up in the sorted ids, not a scan)."""
+        if not self._ids.size:
+            return np.zeros(ids.shape, dtype=bool)
+        at = np.minimum(np.searchsorted(self._ids, ids), self._ids.size - 1)
+        return self._ids[at] == ids
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        want, ask = min(k, len(self)), k
+        while True:
+            answer = self._nearest(queries, ask)
+            if answer is None:
+                raise LibraryError("The case library no longer has its vector index; open the search again.")
+            sims = np.asarray(answer[0], dtype=np.float32)
+            ids = np.asarray(answer[1], dtype=np.int64)
+            known = self._known(ids) & (ids >= 0)
+            finished = (known.sum(axis=1) >= want) | ((ids >= 0).sum(axis=1) < ask)  # enough, or no more
+            if finished.all():
+                return order_by_id(sims, np.where(known, ids, -1), k)
+            ask *= 4

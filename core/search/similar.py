@@ -10,12 +10,18 @@ Who is left out:
   library case is recognised as that case, whatever the file format);
 - the query's patient (when the query is or matches a library image), unless
   ``include_query_patient``; then their *other* images may match.
+
+Where the search runs (``backend``, "auto" by default): in the library's own vector index when
+it has one (PostgreSQL with pgvector: HNSW in the database), else in the app's index of the
+library's embeddings: the exact scan below :data:`~core.search.index.AUTO_IVF_FROM` images, the
+approximate IVF index (kept in a file beside a library folder) from there.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, Final
 
 import numpy as np
 
@@ -23,11 +29,14 @@ from core.errors import InvalidInputError
 from core.library.records import ImageRef, Patient, PatientFilter, Study
 from core.library.store import CaseLibrary
 from core.models.registry import LoadedModel
+from core.search.ann import STORE_BACKEND, StoreIndex, library_vector_index
 from core.search.embeddings import check_embeddable, embed_xray, embedding_version, pixel_digest, read_stored_xray
-from core.search.index import VectorIndex, make_index, normalise
+from core.search.index import CHOICES, VectorIndex, choose_backend, normalise
 from core.types import XrayImage
 
 DEFAULT_K = 5
+#: What a search may be asked to run in: "auto", an index of the app's, or the library's own.
+SEARCH_BACKENDS: Final = (*CHOICES, STORE_BACKEND)
 #: Label filter value for patients without a diagnosis.
 UNLABELLED = "Unlabelled"
 
@@ -47,41 +56,78 @@ class SearchFilter:
 
 class LibraryIndex:
     """A library's embeddings for one model version in a :class:`VectorIndex`, with the owner
-    (study, patient) of every image. Build once and reuse for many queries."""
+    (study, patient) of every image. Build once and reuse for many queries.
 
-    def __init__(self, library: CaseLibrary, model_id: str, model_version: str, backend: str = "exact") -> None:
-        self.model_id, self.model_version, self.backend = model_id, model_version, backend
+    ``backend`` is one of :data:`SEARCH_BACKENDS`; "auto" searches in the library's own vector
+    index when it has one, else picks by size (:func:`core.search.ann.library_vector_index`).
+    :attr:`backend` is the one used. The vectors are kept once: in the index when it gives
+    them back exactly, here otherwise (faiss-sq8's codes are approximate; the library's own
+    index is in the database).
+    """
+
+    def __init__(self, library: CaseLibrary, model_id: str, model_version: str, backend: str = "auto") -> None:
+        if backend not in SEARCH_BACKENDS:
+            raise InvalidInputError(f"Unknown search backend {backend!r}; choose one of {', '.join(SEARCH_BACKENDS)}.")
+        in_library = library.has_vector_index()
+        if backend == STORE_BACKEND and not in_library:
+            raise InvalidInputError(
+                f"This case library has no vector index of its own ({STORE_BACKEND} in PostgreSQL); "
+                "choose another search backend."
+            )
+        self.model_id, self.model_version = model_id, model_version
         owners = {r.image_id: r for r in library.image_refs()}
         ids, matrix = library.embeddings(model_id, model_version)
         keep = [n for n, i in enumerate(ids) if i in owners]  # an image deleted since stays out
         self.ids: list[int] = [ids[n] for n in keep]
-        self.vectors = normalise(matrix[keep]) if keep else np.zeros((0, 1), dtype=np.float32)
-        self.row = {image_id: n for n, image_id in enumerate(self.ids)}
+        vectors = normalise(matrix[keep]) if keep else np.zeros((0, 1), dtype=np.float32)
+        del matrix
         self.owner: dict[int, ImageRef] = {i: owners[i] for i in self.ids}
         self.images_of: dict[str, list[int]] = {}
         for image_id in self.ids:
             self.images_of.setdefault(self.owner[image_id].patient_pseudonym, []).append(image_id)
+        if backend == "auto":
+            backend = STORE_BACKEND if in_library else choose_backend(len(self.ids))
+        self.backend = backend
         self.index: VectorIndex | None = None
-        if self.ids:
-            self.index = make_index(backend, self.vectors.shape[1])
-            self.index.add(self.ids, self.vectors)
+        self._vectors: np.ndarray | None = None  # only where the index cannot give them back
+        self._row: dict[int, int] = {}
+        if not self.ids:
+            return
+        if backend == STORE_BACKEND:
+            self.index = StoreIndex(vectors.shape[1], self.ids, partial(library.nearest, model_id, model_version))
+        else:
+            folder = getattr(library, "root", None)  # a library folder keeps the IVF index's file
+            self.index = library_vector_index(folder, model_id, model_version, self.ids, vectors, backend)
+        self.backend = self.index.name
+        if not self.index.holds_exact_vectors:
+            self._vectors = vectors
+            self._row = {image_id: n for n, image_id in enumerate(self.ids)}
 
     def __len__(self) -> int:
         return len(self.ids)
 
     @property
     def dim(self) -> int:
-        return int(self.vectors.shape[1]) if self.ids else 0
+        return 0 if self.index is None else self.index.dim
+
+    def _vectors_of(self, image_ids: list[int]) -> np.ndarray:
+        """The normalised vectors (n, dim) of indexed images."""
+        if self._vectors is not None:
+            return self._vectors[[self._row[i] for i in image_ids]]
+        assert self.index is not None
+        return self.index.vectors_of(image_ids)
 
     def vector(self, image_id: int) -> np.ndarray | None:
-        n = self.row.get(image_id)
-        return None if n is None else self.vectors[n]
+        """The normalised vector of an indexed image, None for one not indexed."""
+        if image_id not in self.owner:
+            return None
+        return self._vectors_of([image_id])[0]
 
     def similarity(self, query: np.ndarray, image_ids: list[int]) -> dict[int, float]:
         """Cosine similarity of ``query`` to each listed indexed image."""
-        rows = [self.row[i] for i in image_ids if i in self.row]
-        sims = self.vectors[rows] @ normalise(query)[0] if rows else np.zeros(0)
-        return {self.ids[r]: float(s) for r, s in zip(rows, sims, strict=True)}
+        known = [i for i in image_ids if i in self.owner]
+        sims = self._vectors_of(known) @ normalise(query)[0] if known else np.zeros(0)
+        return {i: float(s) for i, s in zip(known, sims, strict=True)}
 
     def nearest_patients(
         self,
@@ -225,8 +271,9 @@ def allowed_patients(library: CaseLibrary, where: SearchFilter | None) -> frozen
     return frozenset(p.pseudonym for p in summaries)
 
 
-def open_index(library: CaseLibrary, model: LoadedModel, backend: str = "exact") -> LibraryIndex:
-    """The library's index for ``model``'s current weights; a plain error when it is empty."""
+def open_index(library: CaseLibrary, model: LoadedModel, backend: str = "auto") -> LibraryIndex:
+    """The library's index for ``model``'s current weights, in ``backend`` (one of
+    :data:`SEARCH_BACKENDS`); a plain error when it is empty."""
     check_embeddable(model)
     index = LibraryIndex(library, model.id, embedding_version(model), backend)
     if not len(index):
