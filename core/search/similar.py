@@ -39,6 +39,8 @@ DEFAULT_K = 5
 SEARCH_BACKENDS: Final = (*CHOICES, STORE_BACKEND)
 #: Label filter value for patients without a diagnosis.
 UNLABELLED = "Unlabelled"
+#: An image kind (core.library.records.IMAGE_KINDS) in a message.
+_KIND_WORDS: Final = {"xray": "X-ray", "ct-slice": "CT slice", "ct-series": "CT series"}
 
 
 @dataclass(frozen=True)
@@ -379,7 +381,8 @@ def resolve_case(library: CaseLibrary, ref: str, kinds: tuple[str, ...] = ("xray
     ``kinds``), ``PSEUDONYM`` (the patient's first such image in time order) or
     ``PSEUDONYM@DAY`` (their such image of that day)."""
     text = ref.strip()
-    kind_words = " or ".join("X-ray" if k == "xray" else "CT slice" for k in kinds)
+    kind_words = " or ".join(_KIND_WORDS.get(k, k) for k in kinds)
+    article = "an" if kind_words.startswith("X") else "a"
     if text.startswith("image:"):
         try:
             image_id = int(text.removeprefix("image:"))
@@ -387,7 +390,10 @@ def resolve_case(library: CaseLibrary, ref: str, kinds: tuple[str, ...] = ("xray
             raise InvalidInputError(f"{ref!r} is not a case reference: image:ID takes a number.") from e
         record = library.image_record(image_id)
         if record.kind not in kinds:
-            raise InvalidInputError(f"Image {image_id} is a {record.kind}; the search takes a {kind_words} image.")
+            raise InvalidInputError(
+                f"Image {image_id} is a {_KIND_WORDS.get(record.kind, record.kind)}; "
+                f"the search takes {article} {kind_words} image."
+            )
         return image_id
     if text.startswith("study:"):
         try:
