@@ -173,12 +173,13 @@ def public_location(url: str) -> str:
 def _pg_words(e: psycopg.Error) -> str:
     """What PostgreSQL's error means for the user, to follow "The case library at ..."."""
     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    if isinstance(e, psycopg.OperationalError):
-        return f"cannot be reached ({first})"
-    if isinstance(e, psycopg.errors.InsufficientPrivilege):
-        return f"refused the change: the database user may not make it ({first})"
+    # DiskFull is a kind of OperationalError: asked first.
     if isinstance(e, psycopg.errors.DiskFull):
         return "cannot be written: the database server's disk is full (nothing of the last change was stored)"
+    if isinstance(e, psycopg.errors.InsufficientPrivilege):
+        return f"refused the change: the database user may not make it ({first})"
+    if isinstance(e, psycopg.OperationalError):
+        return f"cannot be reached ({first})"
     return f"could not be read or written ({first})"
 
 
