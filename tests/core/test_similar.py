@@ -1,5 +1,6 @@
 """core.search: indexing a case library, similar-patient search, case references and retrieval
-evaluation, on a copy of the small demo library with tiny untrained models (64 px).
+evaluation, on a copy of the small demo library with tiny untrained models (64 px), in a SQLite
+folder and in PostgreSQL (where the search runs in pgvector's index).
 
 Search results are checked against a brute-force reference computed here with numpy from the
 vectors the library stores, never against hard-coded answers.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import io
 import shutil
 from collections import defaultdict
+from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from core.demo.xray_phantom import generate_xray
 from core.errors import InvalidInputError
 from core.io.images import read_xray
 from core.library.records import NewPatient, NewStudy
-from core.library.store import NewImage, SqliteLibrary, open_library
+from core.library.store import CaseLibrary, NewImage, SqliteLibrary, open_library
 from core.models.registry import LoadedModel, ModelRegistry
 from core.search.embeddings import check_embeddable, embedding_version, index_library
 from core.search.evaluate import evaluate_retrieval
@@ -36,6 +38,7 @@ from core.search.similar import (
 )
 from core.types import XrayImage
 from tests.helpers import register_tiny_model
+from tests.pg import LIBRARY_BACKENDS, PostgresServer, run_sql
 
 MODEL_ID = "cxr-resnet18"
 TOL = 1e-5  # float32 similarities against a float64 reference
@@ -57,7 +60,7 @@ def _phantom_png(label: str, seed: int) -> bytes:
     return generate_xray(label, 0.0 if label == "Normal" else 0.6, seed=seed, size=256).to_png()
 
 
-def _add_extra_patient(library: SqliteLibrary) -> str:
+def _add_extra_patient(library: CaseLibrary) -> str:
     """An unlabelled patient who died, X-ray only, whose studies were stored out of time order:
     one without any day first, then day 4, then day 1."""
     pseudonym = library.pseudonym("test", "extra-patient")
@@ -69,15 +72,23 @@ def _add_extra_patient(library: SqliteLibrary) -> str:
     return pseudonym
 
 
-@pytest.fixture(scope="module")
-def indexed(tmp_path_factory: pytest.TempPathFactory, demo_library: Path, model: LoadedModel):
-    """A copy of the demo library plus one extra patient, indexed once; read-only for the tests."""
-    root = tmp_path_factory.mktemp("similar") / "library"
-    shutil.copytree(demo_library, root)
-    library = open_library(root, create=False)
+@pytest.fixture(scope="module", params=LIBRARY_BACKENDS)
+def indexed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, model: LoadedModel) -> Iterator:
+    """A copy of the demo library plus one extra patient, indexed once; read-only for the tests.
+    On each backend in turn: a copied folder, or a copy of the demo library's database."""
+    server: PostgresServer | None = None
+    if request.param == "sqlite":
+        location = str(tmp_path_factory.mktemp("similar") / "library")
+        shutil.copytree(request.getfixturevalue("demo_library"), location)
+    else:
+        server = request.getfixturevalue("postgres_server")
+        location = server.create_database(template=request.getfixturevalue("postgres_demo_library"))
+    library = open_library(location, create=False)
     extra = _add_extra_patient(library)
     report = index_library(library, model)
-    return library, report, extra
+    yield library, report, extra
+    if server is not None:
+        server.drop_later(location)
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +100,12 @@ def library_index(indexed, model: LoadedModel) -> LibraryIndex:
 # -- the brute-force reference ----------------------------------------------------------------
 
 
-def owners(library: SqliteLibrary) -> dict[int, str]:
+def owners(library: CaseLibrary) -> dict[int, str]:
     return {r.image_id: r.patient_pseudonym for r in library.image_refs()}
 
 
 def reference_ranking(
-    library: SqliteLibrary,
+    library: CaseLibrary,
     model: LoadedModel,
     query: np.ndarray,
     *,
@@ -117,7 +128,7 @@ def reference_ranking(
     return sorted(((p, i, s) for p, (i, s) in best.items()), key=lambda t: -t[2])
 
 
-def image_cosines(library: SqliteLibrary, model: LoadedModel, query: np.ndarray) -> dict[int, float]:
+def image_cosines(library: CaseLibrary, model: LoadedModel, query: np.ndarray) -> dict[int, float]:
     ids, matrix = library.embeddings(model.id, embedding_version(model))
     vectors = matrix.astype(np.float64)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -140,23 +151,23 @@ def assert_top_k(results, ranking: list[tuple[str, int, float]], k: int) -> None
         assert all(s <= cutoff + TOL for p, _, s in ranking if p not in got), "a closer patient was missed"
 
 
-def stored_vector(library: SqliteLibrary, model: LoadedModel, image_id: int) -> np.ndarray:
+def stored_vector(library: CaseLibrary, model: LoadedModel, image_id: int) -> np.ndarray:
     ids, matrix = library.embeddings(model.id, embedding_version(model))
     return matrix[ids.index(image_id)]
 
 
-def xray_ids_of(library: SqliteLibrary, pseudonym: str) -> list[int]:
+def xray_ids_of(library: CaseLibrary, pseudonym: str) -> list[int]:
     return [r.image_id for r in library.image_refs(("xray",)) if r.patient_pseudonym == pseudonym]
 
 
-def patient_with_most_xrays(library: SqliteLibrary) -> str:
+def patient_with_most_xrays(library: CaseLibrary) -> str:
     counts: dict[str, int] = defaultdict(int)
     for r in library.image_refs(("xray",)):
         counts[r.patient_pseudonym] += 1
     return max(sorted(counts), key=lambda p: counts[p])
 
 
-def n_patients_with_xrays(library: SqliteLibrary) -> int:
+def n_patients_with_xrays(library: CaseLibrary) -> int:
     return len({r.patient_pseudonym for r in library.image_refs(("xray",))})
 
 
@@ -190,10 +201,10 @@ def test_indexing_again_embeds_nothing(indexed, model: LoadedModel) -> None:
     assert calls == []  # nothing to do, no progress bar
 
 
-def test_only_a_newly_added_case_is_embedded(library_copy: Path, model: LoadedModel) -> None:
+def test_only_a_newly_added_case_is_embedded(library_copy_location: str, model: LoadedModel) -> None:
     from core.library.importers import add_upload
 
-    library = open_library(library_copy, create=False)
+    library = open_library(library_copy_location, create=False)
     first = index_library(library, model)
     pseudonym, study_id = add_upload(
         library, [("new.png", _phantom_png("COVID-19", 51_515))], modality="X-ray", label="COVID-19"
@@ -213,9 +224,9 @@ def test_only_a_newly_added_case_is_embedded(library_copy: Path, model: LoadedMo
 
 
 def test_new_weights_reembed_everything_and_drop_the_stale_vectors(
-    library_copy: Path, tiny_weights: Path, tmp_path: Path, model: LoadedModel
+    library_copy_location: str, tiny_weights: Path, tmp_path: Path, model: LoadedModel
 ) -> None:
-    library = open_library(library_copy, create=False)
+    library = open_library(library_copy_location, create=False)
     old = index_library(library, model)
     weights = tmp_path / "weights"
     shutil.copytree(tiny_weights, weights)
@@ -237,10 +248,20 @@ def test_new_weights_reembed_everything_and_drop_the_stale_vectors(
     assert len(open_index(library, retrained)) == len(ids)
 
 
-def test_an_unreadable_stored_image_is_reported_skipped_and_tried_again(library_copy: Path, model: LoadedModel) -> None:
-    library = open_library(library_copy, create=False)
+def damage_image(library: CaseLibrary, image_id: int, data: bytes) -> None:
+    """Overwrite a stored image's file past the library's code: in its folder, or in the database."""
+    if isinstance(library, SqliteLibrary):
+        library.image_path(library.image_record(image_id)).write_bytes(data)
+    else:
+        run_sql(library.location, f"UPDATE image_files SET data = '\\x{data.hex()}'::bytea WHERE image_id = {image_id}")
+
+
+def test_an_unreadable_stored_image_is_reported_skipped_and_tried_again(
+    library_copy_location: str, model: LoadedModel
+) -> None:
+    library = open_library(library_copy_location, create=False)
     victim = library.image_refs(("xray",))[0].image_id
-    library.image_path(library.image_record(victim)).write_bytes(b"not an image any more")
+    damage_image(library, victim, b"not an image any more")
     report = index_library(library, model)
     assert report.added == report.total - 1
     assert len(report.problems) == 1 and report.problems[0].startswith(f"image {victim}:")
@@ -249,8 +270,8 @@ def test_an_unreadable_stored_image_is_reported_skipped_and_tried_again(library_
     assert victim not in library.embeddings(MODEL_ID, embedding_version(model))[0]
 
 
-def test_open_index_without_embeddings_names_the_index_command(demo_library: Path, model: LoadedModel) -> None:
-    library = open_library(demo_library, create=False)
+def test_open_index_without_embeddings_names_the_index_command(library_copy_location: str, model: LoadedModel) -> None:
+    library = open_library(library_copy_location, create=False)
     with pytest.raises(InvalidInputError, match="library index"):
         open_index(library, model)
     some_xray = library.image_refs(("xray",))[0].image_id
@@ -361,12 +382,12 @@ def test_including_the_query_patient_never_returns_the_query_image(
 
 
 def test_a_case_that_shares_its_pixels_with_another_image_never_returns_that_copy(
-    library_copy: Path, model: LoadedModel
+    library_copy_location: str, model: LoadedModel
 ) -> None:
     """A re-encoded copy of a library image stored under another patient is the same picture."""
     from core.library.importers import add_upload
 
-    library = open_library(library_copy, create=False)
+    library = open_library(library_copy_location, create=False)
     original = next(
         r.image_id for r in library.image_refs(("xray",)) if library.image_record(r.image_id).path.endswith(".png")
     )
@@ -387,11 +408,11 @@ def test_a_case_that_shares_its_pixels_with_another_image_never_returns_that_cop
 
 
 def test_a_case_added_since_indexing_is_embedded_for_the_query_and_its_patient_left_out(
-    library_copy: Path, model: LoadedModel
+    library_copy_location: str, model: LoadedModel
 ) -> None:
     from core.library.importers import add_upload
 
-    library = open_library(library_copy, create=False)
+    library = open_library(library_copy_location, create=False)
     index_library(library, model)
     who = patient_with_most_xrays(library)
     png = _phantom_png("COVID-19", 62_626)
@@ -411,12 +432,15 @@ def test_a_case_added_since_indexing_is_embedded_for_the_query_and_its_patient_l
     assert who in {r.pseudonym for r in with_them.results}
 
 
-@pytest.mark.parametrize("backend", ["exact", "faiss-flat"])
-def test_nearest_patients_looks_past_a_crowd_of_excluded_images(backend: str, library_copy: Path) -> None:
+@pytest.mark.parametrize(
+    ("library_backend", "backend"),
+    [("sqlite", "exact"), ("sqlite", "faiss-flat"), ("postgresql", "exact"), ("postgresql", "pgvector")],
+)
+def test_nearest_patients_looks_past_a_crowd_of_excluded_images(backend: str, library_copy_location: str) -> None:
     """More than 64 images of one left-out patient nearest the query: the search must look further."""
     if backend.startswith("faiss"):
         pytest.importorskip("faiss")
-    library = open_library(library_copy, create=False)
+    library = open_library(library_copy_location, create=False)
     crowd = library.pseudonym("test", "crowd")
     png = _phantom_png("Normal", 5)
     for n in range(70):
@@ -437,7 +461,7 @@ def test_nearest_patients_looks_past_a_crowd_of_excluded_images(backend: str, li
         vectors[r.image_id] = query * (40.0 if who[r.image_id] == crowd else 2.0) + noise
     library.put_embeddings("synthetic", "v1", vectors)
     index = LibraryIndex(library, "synthetic", "v1", backend)
-    assert len(index) > 64 + 3
+    assert len(index) > 64 + 3 and index.backend == backend
 
     def reference(n: int) -> list[str]:
         best: dict[str, float] = {}
@@ -647,32 +671,40 @@ def test_bad_case_references_are_refused_in_plain_words(indexed) -> None:
 # -- backends ---------------------------------------------------------------------------------
 
 
-def test_faiss_and_exact_backends_give_the_same_patients(
+def test_the_library_searches_in_its_own_index_where_it_has_one(indexed, library_index: LibraryIndex) -> None:
+    library, _, _ = indexed
+    assert library_index.backend == ("exact" if isinstance(library, SqliteLibrary) else "pgvector")
+
+
+def test_faiss_and_the_default_backend_give_the_patients_of_the_exact_scan(
     indexed, library_index: LibraryIndex, model: LoadedModel
 ) -> None:
     pytest.importorskip("faiss")
     library, _, _ = indexed
-    faiss_index = LibraryIndex(library, MODEL_ID, embedding_version(model), backend="faiss-flat")
-    assert len(faiss_index) == len(library_index)
-    for ref in library.image_refs(("xray",)):
-        exact = find_similar(library, model, case_image_id=ref.image_id, k=4, index=library_index)
-        flat = find_similar(library, model, case_image_id=ref.image_id, k=4, index=faiss_index)
-        assert flat.backend == "faiss-flat" and exact.backend == "exact"
-        assert [r.pseudonym for r in flat.results] == [r.pseudonym for r in exact.results]
-        np.testing.assert_allclose(
-            [r.similarity for r in flat.results], [r.similarity for r in exact.results], atol=1e-5
-        )
-        for a, b in zip(flat.results, exact.results, strict=True):
-            # The best image of a patient may differ only where two of their images tie.
-            assert a.matched_image_id == b.matched_image_id or (
-                b.image_similarity[a.matched_image_id] == pytest.approx(b.similarity, abs=1e-5)
+    version = embedding_version(model)
+    exact_index = LibraryIndex(library, MODEL_ID, version, backend="exact")
+    # The default is the exact scan in a small SQLite library, pgvector's index in PostgreSQL.
+    for other in (LibraryIndex(library, MODEL_ID, version, backend="faiss-flat"), library_index):
+        assert len(other) == len(exact_index)
+        for ref in library.image_refs(("xray",)):
+            exact = find_similar(library, model, case_image_id=ref.image_id, k=4, index=exact_index)
+            found = find_similar(library, model, case_image_id=ref.image_id, k=4, index=other)
+            assert found.backend == other.backend and exact.backend == "exact"
+            assert [r.pseudonym for r in found.results] == [r.pseudonym for r in exact.results]
+            np.testing.assert_allclose(
+                [r.similarity for r in found.results], [r.similarity for r in exact.results], atol=1e-5
             )
+            for a, b in zip(found.results, exact.results, strict=True):
+                # The best image of a patient may differ only where two of their images tie.
+                assert a.matched_image_id == b.matched_image_id or (
+                    b.image_similarity[a.matched_image_id] == pytest.approx(b.similarity, abs=1e-5)
+                )
 
 
 # -- evaluation -------------------------------------------------------------------------------
 
 
-def _reference_evaluation(library: SqliteLibrary, model: LoadedModel, k: int):
+def _reference_evaluation(library: CaseLibrary, model: LoadedModel, k: int):
     """precision@k by label and same-patient hit rate, leave-one-image-out, from numpy."""
     labels = {p.pseudonym: p.label for p in library.patients()}
     who = owners(library)
