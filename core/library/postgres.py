@@ -28,7 +28,6 @@ import contextlib
 import hashlib
 import logging
 import secrets
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -36,6 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 import psycopg
 from psycopg import sql
+from psycopg_pool import ConnectionPool
 
 from core.library.base import Connection, LibraryError, MissingLibraryError, NewImage
 from core.library.records import ImageRecord
@@ -47,6 +47,9 @@ logger = logging.getLogger(__name__)
 #: it only has to be the same in every process).
 _WRITE_LOCK = 0x43_4F_56_49_44  # "COVID"
 _CONNECT_TIMEOUT_S = 10
+#: Connections one process keeps at most, and how long a page waits for one when all are busy.
+_POOL_SIZE = 8
+_POOL_WAIT_S = 60.0
 #: hnsw.ef_search: pgvector's default is 40; it must be at least k for k results, and it is
 #: capped at 1000, above which a search reads every row exactly instead.
 _MIN_EF_SEARCH, _MAX_EF_SEARCH = 40, 1000
@@ -205,33 +208,52 @@ class _Connection:
 class PostgresLibrary(SqlLibrary):
     """A case library in a PostgreSQL database (see the module's notes).
 
-    Safe to share between the threads of one process: each thread keeps its own connection
-    (opened on first use, opened again after the server dropped it).
+    Safe to share between the threads of one process: they borrow connections from one pool.
     """
 
     def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = url.strip()
         self.location = public_location(self.url)
-        self._local = threading.local()
         self._vector = False
-        self._initialise(create)
-        self.reload_secret()
+        self._pool = self._open_pool()
+        try:
+            self._initialise(create)
+            self.reload_secret()
+        except BaseException:
+            self.close()
+            raise
 
     # -- plumbing -------------------------------------------------------------------------
-    def _raw(self) -> psycopg.Connection:
-        con: psycopg.Connection | None = getattr(self._local, "con", None)
-        if con is None or con.closed or con.broken:
-            try:
-                con = psycopg.connect(self.url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S)
-            except psycopg.Error as e:
-                raise LibraryError(f"The case library at {self.location} {_pg_words(e)}.") from e
-            self._local.con = con
-        return con
+    def _open_pool(self) -> ConnectionPool:
+        """The process's connections to the library: at most :data:`_POOL_SIZE`, shared by
+        every thread (Streamlit runs each page in a thread of its own), each checked before it
+        is lent so that one the server dropped is replaced rather than failing a page."""
+        try:  # one connection first: its error says why (refused, unknown database, password)
+            psycopg.connect(self.url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S).close()
+        except psycopg.Error as e:
+            raise LibraryError(f"The case library at {self.location} {_pg_words(e)}.") from e
+        pool = ConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=_POOL_SIZE,
+            kwargs={"autocommit": True, "connect_timeout": _CONNECT_TIMEOUT_S},
+            check=ConnectionPool.check_connection,
+            timeout=_POOL_WAIT_S,
+            num_workers=1,
+            open=False,
+        )
+        pool.open()
+        return pool
+
+    def close(self) -> None:
+        """Close the library's connections (a later call opens none: open the library again)."""
+        self._pool.close()
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[_Connection]:
         try:
-            yield _Connection(self._raw())
+            with self._pool.connection() as con:
+                yield _Connection(con)
         except psycopg.Error as e:
             raise LibraryError(f"The case library at {self.location} {_pg_words(e)}.") from e
 

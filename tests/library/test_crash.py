@@ -82,7 +82,7 @@ def stages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             shutil.copytree(out[before], top / stage)
         out[stage] = top / stage
         assert main(argv(stage, out, top / stage)) == 0
-    out["build-demo"] = build_demo_library(top / "build-demo", PATIENTS, workers=1).library
+    out["build-demo"] = Path(build_demo_library(top / "build-demo", PATIENTS, workers=1).library)
     return out
 
 
