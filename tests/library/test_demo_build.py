@@ -202,3 +202,27 @@ def test_a_fresh_library_has_the_demo_meeting_once_and_a_resumed_build_completes
     library.set_setting(MEETING_SETTING, "started")
     assert add_demo_meeting(library) == meeting.id
     assert [c.pseudonym for c in library.meeting(meeting.id).cases] == [c.pseudonym for c in meeting.cases]
+
+
+@pytest.mark.parametrize("library_backend", ["postgresql"])
+def test_a_postgresql_library_gets_the_demo_cohort_only_when_asked_and_an_interrupted_build_resumes(
+    library_location: str,
+) -> None:
+    from core.library.demo import BUILD_SETTING, DEMO_SOURCE, build_demo_library, needs_demo_build
+    from core.library.store import open_library
+
+    # A department's empty database: the app opens it as it is, no synthetic patient drawn in.
+    assert not needs_demo_build(library_location)
+    library = open_library(library_location)
+    assert library.counts().patients == 0 and not needs_demo_build(library_location)
+
+    report = build_demo_library(library_location, 3, seed=4, workers=1)  # `library build-demo --library URL`
+    assert report.library == library.location and report.imported.added_studies > 0
+    assert {p.source for p in library.patients()} == {DEMO_SOURCE} and len(library.patients()) == 3
+    assert library.meetings(), "the demo meeting comes with the demo cohort"
+    assert not needs_demo_build(library_location)
+
+    library.set_setting(BUILD_SETTING, "started")  # a build cut short, as by stopping the app
+    assert needs_demo_build(library_location)
+    again = build_demo_library(library_location, 3, seed=4, workers=1)
+    assert again.imported.added_studies == 0 and not needs_demo_build(library_location)
