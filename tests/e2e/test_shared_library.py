@@ -1,6 +1,6 @@
 """End to end: two app processes on one PostgreSQL case library see each other's additions.
 
-A small demo library is migrated into a PostgreSQL database (tests/pg.py), and two
+A small demo library is migrated into a PostgreSQL database (tests/pg.py, tests/conftest.py), and two
 ``streamlit run app.py`` processes are started on it (``DASHBOARD_LIBRARY`` is the database's
 address, with a password the pages must never show). Process B's Case library page is opened;
 a chest X-ray made by the project's phantom generator is added as a new case through process
@@ -21,8 +21,7 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from core.demo.xray_phantom import generate_xray
-from core.library.migrate import migrate_library
-from core.library.store import SqliteLibrary, open_library
+from core.library.store import open_library
 from tests.browser import CHROMIUM, CHROMIUM_FLAGS, streamlit_app, wait_for_run_finished
 from tests.pg import PostgresServer
 
@@ -63,12 +62,11 @@ def no_error_on(page: Page) -> None:
 
 
 @pytest.fixture
-def shared_url(demo_library: Path, postgres_server: PostgresServer) -> Iterator[str]:
-    """A PostgreSQL library holding the small demo library; its address with a password."""
-    url = postgres_server.create_database()
-    assert migrate_library(SqliteLibrary(demo_library, create=False), open_library(url)).ok
+def shared_url(postgres_demo_library: str, postgres_server: PostgresServer) -> Iterator[str]:
+    """A copy of the small demo library migrated into PostgreSQL; its address with a password."""
+    url = postgres_server.create_database(template=postgres_demo_library)
     yield url.replace("postgresql://postgres@", f"postgresql://postgres:{PASSWORD}@")
-    postgres_server.drop_database(url)
+    postgres_server.drop_later(url)
 
 
 def test_two_app_processes_share_one_postgresql_library(shared_url: str, tiny_weights: Path, tmp_path: Path) -> None:

@@ -84,7 +84,7 @@ def new_database(postgres_server: PostgresServer) -> Iterator[Callable[..., str]
 
     yield make
     for url in made:
-        postgres_server.drop_database(url)
+        postgres_server.drop_later(url)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def migrated(source: Path, postgres_server: PostgresServer) -> Iterator[Migrated
     target = PostgresLibrary(url)
     report = migrate_library(SqliteLibrary(source, create=False), target)
     yield SqliteLibrary(source, create=False), target, report
-    postgres_server.drop_database(url)
+    postgres_server.drop_later(url)
 
 
 def test_every_table_has_as_many_rows_and_the_report_says_so(migrated: Migrated) -> None:
