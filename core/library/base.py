@@ -55,6 +55,23 @@ DEFAULT_LIBRARY_DIR = Path(__file__).resolve().parents[2] / "data" / "library"
 DATABASE_SCHEMES = ("postgresql://", "postgres://")
 
 
+#: The tables every store of a library has, parents before children (the audit log refers to
+#: studies by id without a foreign key, so it may come anywhere).
+TABLES = (
+    "meta",
+    "patients",
+    "studies",
+    "images",
+    "embeddings",
+    "pixel_digests",
+    "scores",
+    "meetings",
+    "meeting_cases",
+    "reads",
+    "audit",
+)
+
+
 def is_database_url(location: str | Path) -> bool:
     """Whether a library location names a PostgreSQL database (else it is a folder)."""
     return isinstance(location, str) and location.strip().lower().startswith(DATABASE_SCHEMES)

@@ -19,26 +19,11 @@ from typing import Any
 
 from core.errors import InvalidInputError
 from core.library.audit import utc_now
-from core.library.base import Connection, LibraryError, NewImage
+from core.library.base import TABLES, Connection, LibraryError, NewImage
 from core.library.records import ImageRecord
 from core.library.sql import SqlLibrary
 from core.types import Progress
 
-#: The tables a library is made of, parents before children (the audit log last but one:
-#: entries refer to studies by id without a foreign key).
-TABLES = (
-    "meta",
-    "patients",
-    "studies",
-    "images",
-    "embeddings",
-    "pixel_digests",
-    "scores",
-    "meetings",
-    "meeting_cases",
-    "reads",
-    "audit",
-)
 #: Columns a store derives from the others and fills itself once the rows are in
 #: (``_copied_in``): never copied, so a library moves between a store that has them and one
 #: that has not (PostgreSQL's pgvector copy of each embedding, missing from SQLite and from a

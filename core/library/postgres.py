@@ -145,21 +145,6 @@ CREATE TABLE vector_indexes (
 #: A later change to the schema is a new step here, never an edit of an old one.
 MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _SCHEMA_V1),)
 
-#: The tables a copy of a library holds (``library migrate``), parents before children.
-TABLES = (
-    "meta",
-    "patients",
-    "studies",
-    "images",
-    "embeddings",
-    "pixel_digests",
-    "scores",
-    "audit",
-    "meetings",
-    "meeting_cases",
-    "reads",
-)
-
 
 def public_location(url: str) -> str:
     """A PostgreSQL address without its password (for pages, logs and cache keys)."""

@@ -29,6 +29,7 @@ from pathlib import Path
 from core.library.base import (
     DEFAULT_LIBRARY_DIR,
     LIBRARY_ENV,
+    TABLES,
     CaseLibrary,
     Connection,
     LibraryError,
@@ -180,21 +181,7 @@ CREATE TABLE IF NOT EXISTS reads (
 """
 
 #: Every table of the schema: a library that lacks one was made by an older version.
-_TABLES = frozenset(
-    {
-        "meta",
-        "patients",
-        "studies",
-        "images",
-        "embeddings",
-        "pixel_digests",
-        "scores",
-        "audit",
-        "meetings",
-        "meeting_cases",
-        "reads",
-    }
-)
+_TABLES = frozenset(TABLES)
 
 #: The reads' columns added since meetings were first stored: what the model read in the case.
 _READ_MODEL_COLUMNS = (("model_label", "TEXT"), ("model_probability", "REAL"), ("model_threshold", "REAL"))
