@@ -50,9 +50,10 @@ _CONNECT_TIMEOUT_S = 10
 #: Connections one process keeps at most, and how long a page waits for one when all are busy.
 _POOL_SIZE = 8
 _POOL_WAIT_S = 60.0
-#: hnsw.ef_search: pgvector's default is 40; it must be at least k for k results, and it is
-#: capped at 1000, above which a search reads every row exactly instead.
-_MIN_EF_SEARCH, _MAX_EF_SEARCH = 40, 1000
+#: hnsw.ef_search: twice k, and at least 100 (pgvector's default of 40 found 84% of the exact
+#: top 10 among 1,205 random 512-d vectors, 100 found 97%, 200 all; 1.7-2.1 ms a query); capped
+#: at 1000, above which a search reads every row exactly instead.
+_MIN_EF_SEARCH, _MAX_EF_SEARCH = 100, 1000
 
 _SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -173,7 +174,12 @@ def _pg_words(e: psycopg.Error) -> str:
 
 def vector_text(vector: np.ndarray) -> str:
     """A vector in pgvector's text form, ``[x1,x2,...]``."""
-    return "[" + ",".join(repr(float(x)) for x in np.asarray(vector, dtype=np.float32).ravel()) + "]"
+    return "[" + ",".join(map(repr, np.asarray(vector, dtype=np.float32).ravel().tolist())) + "]"
+
+
+def _placeholders(statement: str) -> str:
+    """The shared SQL's ``?`` placeholders as psycopg's ``%s`` (a literal ``%`` kept as one)."""
+    return statement.replace("%", "%%").replace("?", "%s")
 
 
 class _Connection:
@@ -183,11 +189,11 @@ class _Connection:
         self.raw = con
 
     def execute(self, statement: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor:
-        return self.raw.execute(statement.replace("?", "%s"), tuple(parameters))
+        return self.raw.execute(_placeholders(statement), tuple(parameters))
 
     def executemany(self, statement: str, rows: Iterable[Sequence[Any]], /) -> None:
         with self.raw.cursor() as cur:
-            cur.executemany(statement.replace("?", "%s"), [tuple(r) for r in rows])
+            cur.executemany(_placeholders(statement), [tuple(r) for r in rows])
 
 
 class PostgresLibrary(SqlLibrary):
@@ -289,18 +295,26 @@ class PostgresLibrary(SqlLibrary):
             except psycopg.Error as e:
                 logger.info("pgvector could not be enabled at %s (%s); the app's index is used.", self.location, e)
                 return False
+        # Only a library that had no vector column yet takes the writers' lock, once: an open
+        # never reads the whole embeddings table.
+        with self._connect() as con:
+            if self._has_vector_column(con):
+                return True
         with self._writing() as con:
-            columns = {
-                str(r[0])
-                for r in con.execute(
-                    "SELECT column_name FROM information_schema.columns"
-                    " WHERE table_schema = current_schema() AND table_name = 'embeddings'"
-                )
-            }
-            if "vec" not in columns:  # embeddings stored before pgvector was there get their vectors
+            if not self._has_vector_column(con):  # another process may have added it meanwhile
                 con.execute("ALTER TABLE embeddings ADD COLUMN vec vector")
-            self.fill_vectors(con)
+                self.fill_vectors(con)  # embeddings stored before pgvector was there
         return True
+
+    @staticmethod
+    def _has_vector_column(con: _Connection) -> bool:
+        return (
+            con.execute(
+                "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()"
+                " AND table_name = 'embeddings' AND column_name = 'vec'"
+            ).fetchone()
+            is not None
+        )
 
     def fill_vectors(self, con: _Connection) -> int:
         """Give every stored embedding without one its pgvector vector and its model version an
@@ -432,23 +446,25 @@ class PostgresLibrary(SqlLibrary):
         ids = np.full((m, max(k, 0)), -1, dtype=np.int64)
         if k < 1:
             return sims, ids
-        # Literals, not parameters: the planner matches the partial index's WHERE only then.
-        distance = sql.SQL("vec::vector({dim}) <=> {query}::vector({dim})")
-        where = sql.SQL("model_id = {model} AND model_version = {version} AND dim = {dim}").format(
-            model=sql.Literal(model_id), version=sql.Literal(model_version), dim=sql.Literal(int(dim))
+        # The model and version as literals: the planner matches the partial index's WHERE only
+        # then; the query vector as a parameter, sent once.
+        query = sql.SQL(
+            "SELECT image_id, vec::vector({dim}) <=> %s::vector({dim}) AS distance FROM embeddings"
+            " WHERE model_id = {model} AND model_version = {version} AND dim = {dim} ORDER BY distance LIMIT {k}"
+        ).format(
+            dim=sql.Literal(int(dim)),
+            model=sql.Literal(model_id),
+            version=sql.Literal(model_version),
+            k=sql.Literal(int(k)),
         )
         with self._connect() as con, con.raw.transaction():
             if k <= _MAX_EF_SEARCH:
-                con.raw.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(_MIN_EF_SEARCH, k))))
+                ef = min(_MAX_EF_SEARCH, max(_MIN_EF_SEARCH, 2 * k))
+                con.raw.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(ef)))
             else:  # more than an HNSW search returns: read every row, exactly
                 con.raw.execute("SET LOCAL enable_indexscan = off")
             for row in range(m):
-                d = distance.format(dim=sql.Literal(int(dim)), query=sql.Literal(vector_text(q[row])))
-                found = con.raw.execute(
-                    sql.SQL("SELECT image_id, 1 - ({d}) FROM embeddings WHERE {where} ORDER BY {d} LIMIT {k}").format(
-                        d=d, where=where, k=sql.Literal(int(k))
-                    )
-                ).fetchall()
-                for n, (image_id, sim) in enumerate(found):
-                    ids[row, n], sims[row, n] = int(image_id), float(sim)
+                found = con.raw.execute(query, (vector_text(q[row]),)).fetchall()
+                for n, (image_id, distance) in enumerate(found):
+                    ids[row, n], sims[row, n] = int(image_id), 1.0 - float(distance)
         return sims, ids
