@@ -30,6 +30,7 @@ IMPORT_FORMATS = {
 frame.heading("Case library")
 library = library_or_stop()
 counts = library.counts()
+st.caption(f"Library: {library.location}")
 
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Patients", counts.patients)
@@ -55,7 +56,18 @@ if labels:
     patients = [p for p in patients if p.label in wanted]
 
 st.subheader(f"{len(patients)} of {counts.patients} patients")
-if not patients:
+if not counts.patients:
+    commands = (
+        f"`python -m core library migrate --from FOLDER --to {library.location}` moves a library folder in, and "
+        f"`python -m core library build-demo --library {library.location}` draws the synthetic demo cohort into it."
+    )
+    if read_only():
+        st.info(f"The case library is empty. This screen is read-only; from a workstation, {commands}")
+    else:
+        st.info(
+            f"The case library is empty: import a dataset or add a reviewed upload below. From the command line, {commands}"
+        )
+elif not patients:
     st.info("No patient matches these filters.")
 else:
     table = pd.DataFrame(

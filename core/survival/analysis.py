@@ -213,8 +213,8 @@ def clinical_probabilities(
 
     patients = [p for p, _ in rows]
     x = clinical_design(patients)
-    known = np.array([p.patient_id in target for p in patients])
-    y = np.array([1 if target.get(p.patient_id) else 0 for p in patients])
+    known = np.array([p.patient_id in target for p in patients], dtype=bool)  # typed: a library may be empty
+    y = np.array([1 if target.get(p.patient_id) else 0 for p in patients], dtype=int)
     out = np.full(len(patients), np.nan)
     yk = y[known]
     if known.sum() < 2 * folds or len(set(yk.tolist())) < 2 or min(np.bincount(yk)) < folds:

@@ -1,0 +1,45 @@
+"""Pages on an empty PostgreSQL library (the app never fills a department's database with the
+demo cohort on its own): each page serves, and the Case library page says what to do."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.helpers import ROOT
+
+#: The home page runs inside app.py (its links need the navigation).
+PAGES = (
+    "app.py",
+    "pages/library.py",
+    "pages/survival.py",
+    "pages/similar.py",
+    "pages/trajectories.py",
+    "pages/review.py",
+)
+
+
+@pytest.fixture
+def empty_library(library_location: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("DASHBOARD_LIBRARY", library_location)
+    monkeypatch.setenv("DASHBOARD_WARM_UP", "0")
+    return library_location
+
+
+@pytest.mark.parametrize("library_backend", ["postgresql"])
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_serves_on_an_empty_postgresql_library(empty_library: str, page: str) -> None:
+    at = AppTest.from_file(str(ROOT / page), default_timeout=120).run()
+    assert not at.exception, at.exception
+    # Nothing went wrong unseen: the page frame turns an unexpected error into this sentence.
+    assert not [e.value for e in at.error if "Something went wrong" in e.value]
+
+
+@pytest.mark.parametrize("library_backend", ["postgresql"])
+def test_the_case_library_page_names_the_library_and_says_how_to_fill_it(empty_library: str) -> None:
+    at = AppTest.from_file(str(ROOT / "pages" / "library.py"), default_timeout=120).run()
+    assert not at.exception, at.exception
+    assert f"Library: {empty_library}" in [c.value for c in at.caption]
+    (empty,) = [i.value for i in at.info if "empty" in i.value]
+    assert "import a dataset" in empty and f"library migrate --from FOLDER --to {empty_library}" in empty
+    assert "No patient matches these filters" not in " ".join(i.value for i in at.info)
