@@ -228,8 +228,15 @@ class CaseLibrary(abc.ABC):
         """Store one vector per image id for a model version."""
 
     @abc.abstractmethod
-    def embeddings(self, model_id: str, model_version: str) -> tuple[list[int], np.ndarray]:
-        """Image ids and their vectors (n, d) float32 for a model version."""
+    def embeddings(
+        self, model_id: str, model_version: str, image_ids: Sequence[int] | None = None
+    ) -> tuple[list[int], np.ndarray]:
+        """Image ids (ascending) and their vectors (n, d) float32 for a model version: of every
+        image, or of those of ``image_ids`` that have one."""
+
+    @abc.abstractmethod
+    def embedding_ids(self, model_id: str, model_version: str) -> list[int]:
+        """The ids of the images with a vector for a model version (without reading the vectors)."""
 
     def has_vector_index(self) -> bool:
         """Whether the store searches embeddings itself (:meth:`nearest`); else the app indexes them."""

@@ -70,6 +70,9 @@ def _int_or_none(value: bool | None) -> int | None:
     return None if value is None else int(value)
 
 
+#: Ids listed in one ``IN (...)`` (SQLite allows 32,766 parameters in a statement).
+_IDS_PER_QUERY = 10_000
+
 _UPSERT_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 
 
@@ -561,12 +564,22 @@ class SqlLibrary(CaseLibrary):
                 rows,
             )
 
-    def embeddings(self, model_id: str, model_version: str) -> tuple[list[int], np.ndarray]:
+    def embeddings(
+        self, model_id: str, model_version: str, image_ids: Sequence[int] | None = None
+    ) -> tuple[list[int], np.ndarray]:
+        select = "SELECT image_id, dim, vector FROM embeddings WHERE model_id = ? AND model_version = ?"
         with self._connect() as con:
-            rows = con.execute(
-                "SELECT image_id, dim, vector FROM embeddings WHERE model_id = ? AND model_version = ? ORDER BY image_id",
-                (model_id, model_version),
-            ).fetchall()
+            if image_ids is None:
+                rows = con.execute(select + " ORDER BY image_id", (model_id, model_version)).fetchall()
+            else:
+                wanted = sorted({int(i) for i in image_ids})
+                rows = []
+                for at in range(0, len(wanted), _IDS_PER_QUERY):
+                    part = wanted[at : at + _IDS_PER_QUERY]
+                    rows += con.execute(
+                        select + f" AND image_id IN ({', '.join('?' * len(part))}) ORDER BY image_id",
+                        (model_id, model_version, *part),
+                    ).fetchall()
         if not rows:
             return [], np.zeros((0, 0), dtype=np.float32)
         dims = {r[1] for r in rows}
@@ -574,6 +587,14 @@ class SqlLibrary(CaseLibrary):
             raise LibraryError(f"Embeddings of {model_id} {model_version} have different lengths.")
         matrix = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), dims.pop())
         return [int(r[0]) for r in rows], matrix.copy()
+
+    def embedding_ids(self, model_id: str, model_version: str) -> list[int]:
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT image_id FROM embeddings WHERE model_id = ? AND model_version = ? ORDER BY image_id",
+                (model_id, model_version),
+            ).fetchall()
+        return [int(r[0]) for r in rows]
 
     def count_embeddings(self, model_id: str, model_version: str) -> int:
         with self._connect() as con:

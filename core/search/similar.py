@@ -19,6 +19,7 @@ approximate IVF index (kept in a file beside a library folder) from there.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final
@@ -56,6 +57,15 @@ class SearchFilter:
         return self.labels is not None or self.outcomes is not None or self.modality is not None
 
 
+def _in_order(wanted: list[int], ids: list[int], matrix: np.ndarray) -> tuple[list[int], np.ndarray]:
+    """The ids of ``wanted`` found among ``ids`` (the image ids of ``matrix``'s rows), in the
+    order of ``wanted``, and their normalised rows (an image deleted by another process since
+    the index was built has none)."""
+    row = {image_id: n for n, image_id in enumerate(ids)}
+    found = [i for i in wanted if i in row]
+    return found, normalise(matrix[[row[i] for i in found]]) if found else np.zeros((0, 0), np.float32)
+
+
 class LibraryIndex:
     """A library's embeddings for one model version in a :class:`VectorIndex`, with the owner
     (study, patient) of every image. Build once and reuse for many queries.
@@ -78,32 +88,44 @@ class LibraryIndex:
             )
         self.model_id, self.model_version = model_id, model_version
         owners = {r.image_id: r for r in library.image_refs()}
-        ids, matrix = library.embeddings(model_id, model_version)
-        keep = [n for n, i in enumerate(ids) if i in owners]  # an image deleted since stays out
-        self.ids: list[int] = [ids[n] for n in keep]
-        vectors = normalise(matrix[keep]) if keep else np.zeros((0, 1), dtype=np.float32)
-        del matrix
+        if backend == "auto" and in_library:
+            backend = STORE_BACKEND
+        vectors: np.ndarray | None = None
+        if backend == STORE_BACKEND:
+            # The vectors stay in the database: only the ids are read (an app process at a
+            # million images would otherwise fetch and hold 2 GB of them).
+            self.ids: list[int] = [i for i in library.embedding_ids(model_id, model_version) if i in owners]
+        else:
+            ids, matrix = library.embeddings(model_id, model_version)
+            keep = [n for n, i in enumerate(ids) if i in owners]  # an image deleted since stays out
+            self.ids = [ids[n] for n in keep]
+            vectors = normalise(matrix[keep]) if keep else np.zeros((0, 1), dtype=np.float32)
+            del matrix
+            if backend == "auto":
+                backend = choose_backend(len(self.ids))
         self.owner: dict[int, ImageRef] = {i: owners[i] for i in self.ids}
         self.images_of: dict[str, list[int]] = {}
         for image_id in self.ids:
             self.images_of.setdefault(self.owner[image_id].patient_pseudonym, []).append(image_id)
-        if backend == "auto":
-            backend = STORE_BACKEND if in_library else choose_backend(len(self.ids))
         self.backend = backend
         self.index: VectorIndex | None = None
         self._vectors: np.ndarray | None = None  # only where the index cannot give them back
         self._row: dict[int, int] = {}
+        self._stored: Callable[[list[int]], tuple[list[int], np.ndarray]] | None = None  # read from the library
         if not self.ids:
             return
-        if backend == STORE_BACKEND:
-            self.index = StoreIndex(vectors.shape[1], self.ids, partial(library.nearest, model_id, model_version))
+        if vectors is None:
+            fetch = partial(library.embeddings, model_id, model_version)
+            self._stored = lambda image_ids: _in_order(image_ids, *fetch(image_ids))
+            dim = self._stored(self.ids[:1])[1].shape[1]
+            self.index = StoreIndex(dim, self.ids, partial(library.nearest, model_id, model_version))
         else:
             folder = getattr(library, "root", None)  # a library folder keeps the IVF index's file
             self.index = library_vector_index(folder, model_id, model_version, self.ids, vectors, backend)
+            if not self.index.holds_exact_vectors:
+                self._vectors = vectors
+                self._row = {image_id: n for n, image_id in enumerate(self.ids)}
         self.backend = self.index.name
-        if not self.index.holds_exact_vectors:
-            self._vectors = vectors
-            self._row = {image_id: n for n, image_id in enumerate(self.ids)}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -112,24 +134,27 @@ class LibraryIndex:
     def dim(self) -> int:
         return 0 if self.index is None else self.index.dim
 
-    def _vectors_of(self, image_ids: list[int]) -> np.ndarray:
-        """The normalised vectors (n, dim) of indexed images."""
+    def _vectors_of(self, image_ids: list[int]) -> tuple[list[int], np.ndarray]:
+        """The indexed images among ``image_ids`` and their normalised vectors (n, dim)."""
+        known = [i for i in image_ids if i in self.owner]
         if self._vectors is not None:
-            return self._vectors[[self._row[i] for i in image_ids]]
+            return known, self._vectors[[self._row[i] for i in known]]
+        if self._stored is not None:
+            return self._stored(known)
         assert self.index is not None
-        return self.index.vectors_of(image_ids)
+        return known, self.index.vectors_of(known)
 
     def vector(self, image_id: int) -> np.ndarray | None:
         """The normalised vector of an indexed image, None for one not indexed."""
-        if image_id not in self.owner:
-            return None
-        return self._vectors_of([image_id])[0]
+        found, vectors = self._vectors_of([image_id])
+        return vectors[0] if found else None
 
     def similarity(self, query: np.ndarray, image_ids: list[int]) -> dict[int, float]:
         """Cosine similarity of ``query`` to each listed indexed image."""
-        known = [i for i in image_ids if i in self.owner]
-        sims = self._vectors_of(known) @ normalise(query)[0] if known else np.zeros(0)
-        return {i: float(s) for i, s in zip(known, sims, strict=True)}
+        found, vectors = self._vectors_of(image_ids)
+        if not found:
+            return {}
+        return {i: float(s) for i, s in zip(found, vectors @ normalise(query)[0], strict=True)}
 
     def nearest_patients(
         self,
