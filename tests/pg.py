@@ -30,6 +30,7 @@ from pathlib import Path
 
 import psycopg
 
+from core.library.postgres import close_connections
 from core.library.store import DATABASE_NAME
 from tests.browser import free_port
 from tests.datasets import everything_stored as everything_in_folder
@@ -265,6 +266,7 @@ class PostgresServer:
 
     def drop_database(self, url: str) -> None:
         """Remove the database of ``url`` (made by :meth:`create_database`), ending its sessions."""
+        close_connections(url)  # this process's pool of connections to it
         if self._admin is not None:
             self._admin.execute(f"DROP DATABASE IF EXISTS {_database_name(url)} WITH (FORCE)")
 
@@ -275,6 +277,7 @@ class PostgresServer:
         their connections closed, while a drop at once finds them open, ends them, and waits a
         tenth of a second in PostgreSQL for them to go.
         """
+        close_connections(url)  # this process's pool of connections to it
         self._to_drop.append(_database_name(url))
 
     def _drop_waiting(self) -> None:

@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import logging
 import secrets
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -196,6 +197,47 @@ class _Connection:
             cur.executemany(_placeholders(statement), [tuple(r) for r in rows])
 
 
+_POOLS: dict[str, ConnectionPool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool_for(url: str, location: str) -> ConnectionPool:
+    """The process's connections to the database at ``url``: one pool of at most
+    :data:`_POOL_SIZE`, shared by every thread and every opening of the library (Streamlit runs
+    each page in a thread of its own), each connection checked before it is lent so that one
+    the server dropped is replaced rather than failing a page."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(url)
+        if pool is not None and not pool.closed:
+            return pool
+        try:  # one connection first: its error says why (refused, unknown database, password)
+            psycopg.connect(url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S).close()
+        except psycopg.Error as e:
+            raise LibraryError(f"The case library at {location} {_pg_words(e)}.") from e
+        pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=_POOL_SIZE,
+            kwargs={"autocommit": True, "connect_timeout": _CONNECT_TIMEOUT_S},
+            check=ConnectionPool.check_connection,
+            timeout=_POOL_WAIT_S,
+            num_workers=1,
+            name=f"case library {location}",
+            open=False,
+        )
+        pool.open()
+        _POOLS[url] = pool
+        return pool
+
+
+def close_connections(url: str | None = None) -> None:
+    """Close this process's connections to the library at ``url`` (to every library: None)."""
+    with _POOLS_LOCK:
+        for key in list(_POOLS):
+            if url is None or public_location(key) == public_location(url):  # with or without a password
+                _POOLS.pop(key).close()
+
+
 class PostgresLibrary(SqlLibrary):
     """A case library in a PostgreSQL database (see the module's notes).
 
@@ -206,39 +248,13 @@ class PostgresLibrary(SqlLibrary):
         self.url = url.strip()
         self.location = public_location(self.url)
         self._vector = False
-        self._pool = self._open_pool()
-        try:
-            self._initialise(create)
-            self.reload_secret()
-        except BaseException:
-            self.close()
-            raise
-
-    # -- plumbing -------------------------------------------------------------------------
-    def _open_pool(self) -> ConnectionPool:
-        """The process's connections to the library: at most :data:`_POOL_SIZE`, shared by
-        every thread (Streamlit runs each page in a thread of its own), each checked before it
-        is lent so that one the server dropped is replaced rather than failing a page."""
-        try:  # one connection first: its error says why (refused, unknown database, password)
-            psycopg.connect(self.url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S).close()
-        except psycopg.Error as e:
-            raise LibraryError(f"The case library at {self.location} {_pg_words(e)}.") from e
-        pool = ConnectionPool(
-            self.url,
-            min_size=1,
-            max_size=_POOL_SIZE,
-            kwargs={"autocommit": True, "connect_timeout": _CONNECT_TIMEOUT_S},
-            check=ConnectionPool.check_connection,
-            timeout=_POOL_WAIT_S,
-            num_workers=1,
-            open=False,
-        )
-        pool.open()
-        return pool
+        self._pool = _pool_for(self.url, self.location)
+        self._initialise(create)
+        self.reload_secret()
 
     def close(self) -> None:
-        """Close the library's connections (a later call opens none: open the library again)."""
-        self._pool.close()
+        """Close this process's connections to the library (opening it again opens new ones)."""
+        close_connections(self.url)
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[_Connection]:
@@ -258,7 +274,24 @@ class PostgresLibrary(SqlLibrary):
 
     def _initialise(self, create: bool) -> None:
         """Bring the database's schema up to date (all of it for an empty database), in one
-        transaction per step; refuse, untouched, a database that holds something else."""
+        transaction per step; refuse, untouched, a database that holds something else. A library
+        already up to date is only read: opening it again takes no lock."""
+        with self._connect() as con:
+            current = self._schema_is_current(con)
+        if not current:
+            self._migrate(create)
+        self._vector = self._enable_vectors()
+
+    @staticmethod
+    def _schema_is_current(con: _Connection) -> bool:
+        if con.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()[0] is not True:
+            return False
+        done = {int(r[0]) for r in con.execute("SELECT version FROM schema_migrations")}
+        if not {version for version, _ in MIGRATIONS} <= done:
+            return False
+        return con.execute("SELECT 1 FROM meta WHERE key = 'secret'").fetchone() is not None
+
+    def _migrate(self, create: bool) -> None:
         with self._writing() as con:
             tables = {
                 str(r[0]) for r in con.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
@@ -279,19 +312,22 @@ class PostgresLibrary(SqlLibrary):
                 "INSERT INTO meta (key, value) VALUES ('secret', ?) ON CONFLICT (key) DO NOTHING",
                 (secrets.token_hex(32),),
             )
-        self._vector = self._enable_vectors()
 
     def _enable_vectors(self) -> bool:
         """Whether embeddings can be searched in the database: the ``vector`` extension is there,
         or this user may create it (a DBA may have to: ``CREATE EXTENSION vector``)."""
         with self._connect() as con:
-            available = con.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'").fetchone()
+            installed = con.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone()
+            available = (
+                installed or con.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'").fetchone()
+            )
             if available is None:
                 logger.info("PostgreSQL at %s has no pgvector; similar cases use the app's index.", self.location)
                 return False
             try:
-                with con.raw.transaction():
-                    con.execute("CREATE EXTENSION IF NOT EXISTS vector")
+                if installed is None:
+                    with con.raw.transaction():
+                        con.execute("CREATE EXTENSION IF NOT EXISTS vector")
             except psycopg.Error as e:
                 logger.info("pgvector could not be enabled at %s (%s); the app's index is used.", self.location, e)
                 return False
