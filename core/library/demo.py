@@ -35,6 +35,7 @@ from core.library.records import ImportReport, PatientSummary
 from core.library.store import (
     CaseLibrary,
     LibraryError,
+    MissingLibraryError,
     NewImage,
     content_key,
     default_library_location,
@@ -236,7 +237,10 @@ def needs_demo_build(path: str | Path | None = None) -> bool:
     """
     where = default_library_location() if path is None else path
     if is_database_url(where):
-        return library_exists(where) and open_library(where).setting(BUILD_SETTING) == "started"
+        try:  # through the process's pooled connections: this runs on every page
+            return open_library(where, create=False).setting(BUILD_SETTING) == "started"
+        except MissingLibraryError:
+            return False
     if not library_exists(where):
         return True
     library = open_library(where)
