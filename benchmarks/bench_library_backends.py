@@ -14,7 +14,8 @@ similar-image query: on PostgreSQL ``nearest()`` (pgvector's HNSW index in the d
 SQLite the app's own exact index (core/search/index.py ``make_index("exact", d)``, built from
 ``embeddings()``; its build is timed too), with the recall@10 of the HNSW answer against the
 exact one. Each store is opened once, as an app process does; ``open_library`` is timed too
-(a new process's first call: on PostgreSQL a connection and the schema's check).
+(an opening again, as every page run does: on PostgreSQL through the process's pooled
+connections, with a read-only check of the schema).
 
     python benchmarks/bench_library_backends.py [--patients 40] [--repeats 15] [--dim 512] [--workers N]
 """
@@ -178,7 +179,7 @@ def main() -> None:
             _, got = postgres.nearest(MODEL, VERSION, queries, K)  # type: ignore[misc]
             recall = np.mean([len(set(w) & set(g)) / K for w, g in zip(want.tolist(), got.tolist(), strict=True)])
 
-            print(f"\n# medians of {args.repeats} calls (ms); PostgreSQL on the loopback, one connection per thread")
+            print(f"\n# medians of {args.repeats} calls (ms); PostgreSQL on the loopback, one pool of connections per process")
             print(f"{'call':<38} {'SQLite':>9} {'PostgreSQL':>11} {'PG/SQLite':>10}")
             for name in results["SQLite"]:
                 a, b = results["SQLite"][name], results["PostgreSQL"][name]
