@@ -28,7 +28,7 @@ from typing import Final
 
 import numpy as np
 
-from core.library.store import LibraryError
+from core.library.store import DEFAULT_LIBRARY_DIR, CaseLibrary, LibraryError
 from core.search.index import IvfIndex, VectorIndex, choose_backend, make_index, normalise, order_by_id
 
 logger = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ def save_ivf(index: IvfIndex, path: Path, key: dict[str, str]) -> None:
     header = json.dumps(meta).encode()
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # a new cache folder
         with open(partial, "wb") as f:
             f.write(_MAGIC + struct.pack("<Q", len(header)) + header)
             index.write(f)
@@ -179,6 +180,23 @@ def open_ivf(folder: Path, model_id: str, version: str, ids: Sequence[int], vect
     for stale in _stale_files(folder, model_id, path):
         stale.unlink(missing_ok=True)
     return index
+
+
+#: Where the IVF index of a library without a folder of its own (PostgreSQL without pgvector)
+#: is kept on this machine: ``$DASHBOARD_INDEX_CACHE``, else beside the app's own library.
+INDEX_CACHE_ENV = "DASHBOARD_INDEX_CACHE"
+DEFAULT_INDEX_CACHE = DEFAULT_LIBRARY_DIR.parent / "search-index-cache"
+
+
+def index_folder(library: CaseLibrary) -> Path:
+    """Where a library's IVF index file is kept: its own folder (SQLite), else a folder of this
+    machine's index cache named by a digest of the library's location, so every app process
+    here reads one file instead of training the index again (minutes at a million images)."""
+    root = getattr(library, "root", None)
+    if root is not None:
+        return Path(root)
+    base = Path(os.environ.get(INDEX_CACHE_ENV) or DEFAULT_INDEX_CACHE).expanduser()
+    return base / hashlib.sha256(library.location.encode()).hexdigest()[:16]
 
 
 def library_vector_index(

@@ -30,7 +30,7 @@ from core.errors import InvalidInputError
 from core.library.records import ImageRef, Patient, PatientFilter, Study
 from core.library.store import CaseLibrary
 from core.models.registry import LoadedModel
-from core.search.ann import STORE_BACKEND, StoreIndex, library_vector_index
+from core.search.ann import STORE_BACKEND, StoreIndex, index_folder, library_vector_index
 from core.search.embeddings import check_embeddable, embed_xray, embedding_version, pixel_digest, read_stored_xray
 from core.search.index import CHOICES, VectorIndex, choose_backend, normalise
 from core.types import XrayImage
@@ -120,7 +120,7 @@ class LibraryIndex:
             dim = self._stored(self.ids[:1])[1].shape[1]
             self.index = StoreIndex(dim, self.ids, partial(library.nearest, model_id, model_version))
         else:
-            folder = getattr(library, "root", None)  # a library folder keeps the IVF index's file
+            folder = index_folder(library)  # where the IVF index's file is kept
             self.index = library_vector_index(folder, model_id, model_version, self.ids, vectors, backend)
             if not self.index.holds_exact_vectors:
                 self._vectors = vectors

@@ -19,9 +19,9 @@ import pytest
 
 from core.errors import InvalidInputError
 from core.library.records import NewPatient, NewStudy
-from core.library.store import CaseLibrary, NewImage, SqliteLibrary
+from core.library.store import CaseLibrary, NewImage, SqliteLibrary, open_library
 from core.search import index as search_index
-from core.search.ann import StoreIndex, index_path
+from core.search.ann import INDEX_CACHE_ENV, StoreIndex, index_folder, index_path
 from core.search.index import AUTO_IVF_FROM, MIN_TRAIN, IvfIndex
 from core.search.similar import LibraryIndex
 from ui.search import library_revision
@@ -290,3 +290,29 @@ def test_the_cached_index_goes_stale_when_a_deleted_patient_is_replaced_by_as_ma
     # the id of a deleted last one): neither their count nor their largest id tells.
     assert replacement == last and library.count_embeddings(MODEL, VERSION) == before[0]
     assert library_revision(library, MODEL, VERSION) != before
+
+
+def test_postgresql_without_pgvector_keeps_its_ivf_index_in_this_machines_cache(
+    postgres_server, built, tmp_path: Path, monkeypatch
+) -> None:
+    # A department's database where no one installed pgvector: no folder beside the library, so
+    # the IVF index's file goes to the machine's index cache, read by every process instead of
+    # each training it again.
+    monkeypatch.setenv(INDEX_CACHE_ENV, str(tmp_path / "cache"))
+    url = postgres_server.create_database(vector=False)
+    try:
+        library = open_library(url)
+        assert not library.has_vector_index()
+        _, vectors, _ = built
+        add_patients(library, LARGE // IMAGES_PER_PATIENT, "large")  # the same ids as the folder's
+        library.put_embeddings(MODEL, VERSION, vectors)
+        index = LibraryIndex(library, MODEL, VERSION)
+        assert index.backend == "faiss-ivf" and isinstance(index.index, IvfIndex)
+        folder = index_folder(library)
+        assert folder.parent == tmp_path / "cache" and index_path(folder, MODEL, VERSION).is_file()
+        again = LibraryIndex(open_library(url), MODEL, VERSION)  # another process, the same file
+        assert isinstance(again.index, IvfIndex) and again.index.trainings == 1
+        for query in queries(built, 10):
+            assert top_patients(again, query) == top_patients(index, query)
+    finally:
+        postgres_server.drop_later(url)
