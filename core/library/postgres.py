@@ -252,6 +252,11 @@ class PostgresLibrary(SqlLibrary):
         self._initialise(create)
         self.reload_secret()
 
+    def secret(self) -> bytes:
+        # Read at each use (a fraction of a millisecond): a migration into this database replaces
+        # the secret while other app processes may have the library open already.
+        return bytes.fromhex(self._meta("secret"))
+
     def close(self) -> None:
         """Close this process's connections to the library (opening it again opens new ones)."""
         close_connections(self.url)

@@ -212,6 +212,20 @@ def test_a_case_added_after_the_migration_gets_new_ids(source: Path, new_databas
     assert lib.audit_log(limit=1)[0].action == "record-read"
 
 
+def test_an_app_process_that_had_the_empty_library_open_uses_the_copied_secret(
+    source: Path, new_database: Callable[..., str]
+) -> None:
+    # A department's app already running on the new, empty database while the library is moved
+    # in: its next import must give a patient the pseudonym the copied library gives them.
+    url = new_database()
+    running = PostgresLibrary(url)
+    src = SqliteLibrary(source, create=False)
+    assert running.pseudonym("cohen", "patient 7") != src.pseudonym("cohen", "patient 7")
+    assert migrate_library(src, PostgresLibrary(url)).ok
+    assert running.pseudonym("cohen", "patient 7") == src.pseudonym("cohen", "patient 7")
+    assert running.content_key([b"a file"]) == src.content_key([b"a file"])
+
+
 def test_a_library_that_is_not_empty_is_refused_and_left_as_it_was(migrated: Migrated) -> None:
     source, target, _ = migrated
     before = everything_stored(target.url)
