@@ -1,5 +1,6 @@
-"""Pages on an empty PostgreSQL library (the app never fills a department's database with the
-demo cohort on its own): each page serves, and the Case library page says what to do."""
+"""Every page on a PostgreSQL library: on a copy of the demo library, and on an empty one (the
+app never fills a department's database with the demo cohort on its own), where the Case
+library page says how to fill it."""
 
 from __future__ import annotations
 
@@ -43,3 +44,14 @@ def test_the_case_library_page_names_the_library_and_says_how_to_fill_it(empty_l
     (empty,) = [i.value for i in at.info if "empty" in i.value]
     assert "import a dataset" in empty and f"library migrate --from FOLDER --to {empty_library}" in empty
     assert "No patient matches these filters" not in " ".join(i.value for i in at.info)
+
+
+@pytest.mark.parametrize("library_backend", ["postgresql"])
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_serves_on_the_demo_library_in_postgresql(
+    library_copy_location: str, page: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DASHBOARD_WARM_UP", "0")
+    at = AppTest.from_file(str(ROOT / page), default_timeout=180).run()
+    assert not at.exception, at.exception
+    assert not [e.value for e in at.error if "Something went wrong" in e.value]
