@@ -179,7 +179,9 @@ def main() -> None:
             _, got = postgres.nearest(MODEL, VERSION, queries, K)  # type: ignore[misc]
             recall = np.mean([len(set(w) & set(g)) / K for w, g in zip(want.tolist(), got.tolist(), strict=True)])
 
-            print(f"\n# medians of {args.repeats} calls (ms); PostgreSQL on the loopback, one pool of connections per process")
+            print(
+                f"\n# medians of {args.repeats} calls (ms); PostgreSQL on the loopback, one pool of connections per process"
+            )
             print(f"{'call':<38} {'SQLite':>9} {'PostgreSQL':>11} {'PG/SQLite':>10}")
             for name in results["SQLite"]:
                 a, b = results["SQLite"][name], results["PostgreSQL"][name]

@@ -266,9 +266,7 @@ def trajectory_of(library: CaseLibrary, patient: Patient, model: LoadedModel) ->
     )
 
 
-def st_curve(
-    library: CaseLibrary, registry: ModelRegistry, patient: Patient, case: MeetingCase, study: Study
-) -> None:
+def st_curve(library: CaseLibrary, registry: ModelRegistry, patient: Patient, case: MeetingCase, study: Study) -> None:
     """The patient's s(t) when they have CT series: hidden while the case hides its model outputs
     and is not revealed; the end of the stay only once the outcome may be seen."""
     if not has_ct_series(patient):
