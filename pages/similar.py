@@ -73,7 +73,10 @@ except DashboardError as e:
     st.error(str(e))
     st.stop()
 if not len(index):
-    st.error("The case library has no X-ray image with an embedding yet, so there is nothing to search.")
+    if not library.image_refs(("xray",)):  # an empty library (or CTs only): nothing went wrong
+        st.info("The case library has no X-ray yet, so there is nothing to search: add cases on the Case library page.")
+    else:
+        st.error("The case library has no X-ray image with an embedding yet, so there is nothing to search.")
     st.stop()
 
 # -- the query ------------------------------------------------------------------------------

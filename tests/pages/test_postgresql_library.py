@@ -55,3 +55,11 @@ def test_every_page_serves_on_the_demo_library_in_postgresql(
     at = AppTest.from_file(str(ROOT / page), default_timeout=180).run()
     assert not at.exception, at.exception
     assert not [e.value for e in at.error if "Something went wrong" in e.value]
+
+
+@pytest.mark.parametrize("library_backend", ["postgresql"])
+def test_similar_cases_on_an_empty_library_says_there_is_nothing_yet_not_an_error(empty_library: str) -> None:
+    at = AppTest.from_file(str(ROOT / "pages" / "similar.py"), default_timeout=120).run()
+    assert not at.exception, at.exception
+    assert not at.error
+    assert any("has no X-ray yet" in i.value for i in at.info)
