@@ -31,7 +31,7 @@ import secrets
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 import psycopg
@@ -149,15 +149,19 @@ MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _SCHEMA_V1),)
 
 
 def public_location(url: str) -> str:
-    """A PostgreSQL address without its password (for pages, logs and cache keys)."""
+    """A PostgreSQL address without its password, whether in the user part or in the query
+    (``?password=...``): for pages, logs and cache keys."""
     parts = urlsplit(url.strip())
-    if parts.password is None:
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() != "password"])
+    if parts.password is None and query == parts.query:
         return url.strip()
-    host = parts.hostname or ""
-    netloc = f"{parts.username}@{host}" if parts.username else host
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    netloc = parts.netloc
+    if parts.password is not None:
+        host = parts.hostname or ""
+        netloc = f"{parts.username}@{host}" if parts.username else host
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _pg_words(e: psycopg.Error) -> str:

@@ -21,6 +21,10 @@ PASSWORD = "Sekr1t-pw"
 def test_an_address_is_shown_without_its_password() -> None:
     assert public_location(f"postgresql://dr:{PASSWORD}@db.example:5433/lib") == "postgresql://dr@db.example:5433/lib"
     assert public_location("postgresql://dr@db.example/lib") == "postgresql://dr@db.example/lib"
+    assert (
+        public_location(f"postgresql://dr@db.example/lib?sslmode=require&password={PASSWORD}")
+        == "postgresql://dr@db.example/lib?sslmode=require"
+    )
 
 
 def test_a_server_that_is_not_there_is_one_plain_line_without_the_password(capsys: pytest.CaptureFixture) -> None:
