@@ -1,6 +1,8 @@
 """The archive the PACS tests talk to: one Orthanc per test worker (see :mod:`tests.pacs.orthanc`),
 loaded with two demo studies written as a hospital's DICOM (names, ids, accession numbers and
 dates in their headers) and, when ``../shared/samples`` is beside the project, its real CT series.
+The two demo studies are fixtures of their own too (``xray_source``, ``ct_source``), for the tests
+that build results from them or load them into an archive of their own.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ class Archive:
     sample: LoadedStudy | None  # the real CT series of ../shared/samples, when present
 
 
-def _xray_study() -> LoadedStudy:
+@pytest.fixture(scope="session")
+def xray_source() -> LoadedStudy:
+    """The demo X-ray study (DOE^JANE, PACS-0001, ACC-0001): one DX instance, as a hospital writes it."""
     patient = DicomPatient("DOE^JANE", "PACS-0001", "19580412", "F", 61, institution="St Elsewhere Hospital")
     study = DicomStudy(new_uid("pacs-xray-study"), "ACC-0001", dt.date(2020, 3, 15), "CHEST PA")
     series_uid, instance_uid = new_uid("pacs-xray-series"), new_uid("pacs-xray-instance")
@@ -61,7 +65,9 @@ def _xray_study() -> LoadedStudy:
     )
 
 
-def _ct_study() -> LoadedStudy:
+@pytest.fixture(scope="session")
+def ct_source() -> LoadedStudy:
+    """The demo CT study (ROE^RICHARD, PACS-0002, ACC-0002): a series of 16 slices of 64 x 64."""
     patient = DicomPatient("ROE^RICHARD", "PACS-0002", "19490102", "M", 71, institution="St Elsewhere Hospital")
     study = DicomStudy(new_uid("pacs-ct-study"), "ACC-0002", dt.date(2020, 4, 2), "CT CHEST")
     series_uid = new_uid("pacs-ct-series")
@@ -91,15 +97,17 @@ def _sample_study() -> LoadedStudy | None:
 
 
 @pytest.fixture(scope="session")
-def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
+def archive(
+    tmp_path_factory: pytest.TempPathFactory, xray_source: LoadedStudy, ct_source: LoadedStudy
+) -> Iterator[Archive]:
     """An Orthanc loaded with the demo X-ray and CT studies (and the sample series when present)."""
     orthanc = Orthanc(tmp_path_factory.mktemp("orthanc"))
     with orthanc:
-        xray, ct, sample = _xray_study(), _ct_study(), _sample_study()
-        for study in (xray, ct, sample):
+        sample = _sample_study()
+        for study in (xray_source, ct_source, sample):
             if study is not None:
                 orthanc.store(data for _, data in study.files)
-        yield Archive(orthanc, xray, ct, sample)
+        yield Archive(orthanc, xray_source, ct_source, sample)
 
 
 @pytest.fixture

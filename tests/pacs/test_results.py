@@ -37,19 +37,9 @@ from core.pacs.results import (
     describe_results,
     xray_results,
 )
-from tests.pacs.conftest import LoadedStudy, _ct_study, _xray_study
+from tests.pacs.conftest import LoadedStudy
 
 SC_CLASS, SR_CLASS = "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.88.33"
-
-
-@pytest.fixture(scope="module")
-def xray_source() -> LoadedStudy:
-    return _xray_study()
-
-
-@pytest.fixture(scope="module")
-def ct_source() -> LoadedStudy:
-    return _ct_study()
 
 
 @pytest.fixture(scope="module")

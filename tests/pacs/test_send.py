@@ -39,20 +39,10 @@ from core.models.registry import ModelRegistry
 from core.pacs.results import RESEARCH_STATEMENT, ct_results, xray_results
 from core.pacs.send import SendReport, send_datasets
 from core.pacs.settings import PacsSettings
-from tests.pacs.conftest import LoadedStudy, _ct_study, _xray_study
+from tests.pacs.conftest import LoadedStudy
 from tests.pacs.orthanc import PASSWORD, USER, Orthanc
 
 PROTOCOLS = ("dimse", "dicomweb")
-
-
-@pytest.fixture(scope="module")
-def xray_source() -> LoadedStudy:
-    return _xray_study()
-
-
-@pytest.fixture(scope="module")
-def ct_source() -> LoadedStudy:
-    return _ct_study()
 
 
 @pytest.fixture(scope="module")
