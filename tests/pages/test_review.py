@@ -11,20 +11,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.library.demo import DEMO_MEETING_TITLE
-from core.library.store import open_library
 from core.review.meetings import model_card
 from tests.helpers import ROOT
 
 PAGE = str(ROOT / "pages" / "review.py")
 HIDDEN = "hidden until the reveal"
-
-
-@pytest.fixture
-def library(library_copy: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
-    """The demo library's writable copy, the page pointed at it and at the tiny X-ray models."""
-    monkeypatch.setenv("DASHBOARD_WEIGHTS_DIR", str(tiny_weights))
-    monkeypatch.delenv("DASHBOARD_READ_ONLY", raising=False)
-    return open_library(library_copy)
 
 
 def run_page(*, present: bool = False) -> AppTest:

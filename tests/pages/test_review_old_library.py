@@ -6,6 +6,7 @@ deleted does not come back."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -37,11 +38,10 @@ def run_page() -> AppTest:
 
 
 @pytest.fixture
-def old_library(library_copy: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("DASHBOARD_WEIGHTS_DIR", str(tiny_weights))
-    monkeypatch.delenv("DASHBOARD_READ_ONLY", raising=False)
-    as_before_meetings(library_copy)
-    return library_copy
+def old_library(point_page_at: Callable[[Path], Path], tiny_weights: Path) -> Path:
+    root = point_page_at(tiny_weights)
+    as_before_meetings(root)
+    return root
 
 
 def test_an_older_demo_library_gets_the_demo_meeting_once(old_library: Path) -> None:
@@ -61,10 +61,9 @@ def test_a_read_only_screen_does_not_make_it(old_library: Path, monkeypatch: pyt
     assert any("There is no meeting yet" in i.value for i in at.info)
 
 
-def test_a_deleted_demo_meeting_stays_deleted(library_copy: Path, tiny_weights: Path, monkeypatch) -> None:  # noqa: ANN001
-    monkeypatch.setenv("DASHBOARD_WEIGHTS_DIR", str(tiny_weights))
-    monkeypatch.delenv("DASHBOARD_READ_ONLY", raising=False)
-    with sqlite3.connect(library_copy / DATABASE_NAME) as con:  # the app has no "delete meeting" yet
+def test_a_deleted_demo_meeting_stays_deleted(point_page_at: Callable[[Path], Path], tiny_weights: Path) -> None:
+    root = point_page_at(tiny_weights)
+    with sqlite3.connect(root / DATABASE_NAME) as con:  # the app has no "delete meeting" yet
         con.execute("DELETE FROM meetings")
     run_page()
-    assert open_library(library_copy).meetings() == []
+    assert open_library(root).meetings() == []

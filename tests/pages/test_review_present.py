@@ -7,6 +7,7 @@ hidden with the case's)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,20 +28,13 @@ HIDDEN = "hidden until the reveal"
 
 
 @pytest.fixture(scope="module")
-def present_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Tiny untrained models: the reference X-ray model and COVID3D."""
+def review_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny untrained models: the reference X-ray model and COVID3D (in place of the tiny X-ray
+    models the other Case review tests read with)."""
     folder = tmp_path_factory.mktemp("present-weights")
     register_tiny_model(folder, "cxr-resnet18")
     register_tiny_ct_model(folder, "covid3d-tiny")
     return folder
-
-
-@pytest.fixture
-def library(library_copy: Path, present_weights: Path, monkeypatch: pytest.MonkeyPatch) -> SqliteLibrary:
-    """The demo library's writable copy, the page pointed at it and at the tiny models."""
-    monkeypatch.setenv("DASHBOARD_WEIGHTS_DIR", str(present_weights))
-    monkeypatch.delenv("DASHBOARD_READ_ONLY", raising=False)
-    return open_library(library_copy)
 
 
 def present_one(library: SqliteLibrary, pseudonym: str, study: Study, hidden: list[str]) -> tuple[AppTest, int]:
@@ -162,9 +156,9 @@ def test_the_end_of_the_stay_on_the_curve_waits_for_the_outcome(library: SqliteL
 
 
 def test_the_similar_strip_names_other_patients_and_their_diagnoses_after_the_reveal(
-    library: SqliteLibrary, present_weights: Path
+    library: SqliteLibrary, review_weights: Path
 ) -> None:
-    index_library(library, ModelRegistry(present_weights).load("cxr-resnet18"))
+    index_library(library, ModelRegistry(review_weights).load("cxr-resnet18"))
     patient, study = find(library, "X-ray", with_prior=False)
     others = {p.pseudonym: p.label for p in library.patients() if p.pseudonym != patient.pseudonym}
     at, _ = present_one(library, patient.pseudonym, study, ["diagnosis"])
@@ -189,14 +183,12 @@ def test_without_the_search_embeddings_the_strip_says_so_in_one_line(library: Sq
 
 
 @pytest.fixture
-def ood_library(library_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SqliteLibrary:
+def ood_library(point_page_at: Callable[[Path], Path], tmp_path: Path) -> SqliteLibrary:
     """The demo library's copy over one tiny X-ray model that knows its (phantom) training data."""
     weights = tmp_path / "ood-weights"
     register_tiny_model(weights, "cxr-resnet18")
     fit_phantom_reference(weights, "cxr-resnet18")
-    monkeypatch.setenv("DASHBOARD_WEIGHTS_DIR", str(weights))
-    monkeypatch.delenv("DASHBOARD_READ_ONLY", raising=False)
-    return open_library(library_copy)
+    return open_library(point_page_at(weights))
 
 
 @pytest.mark.parametrize("unlike", [True, False])

@@ -7,12 +7,9 @@ Readers tab tests (tests/pages/test_performance.py) read back.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.library.store import SqliteLibrary, open_library
+from core.library.store import SqliteLibrary
 from tests.helpers import ROOT
 from ui.review_summary import KAPPA
 
@@ -57,14 +54,6 @@ def record_two_meetings(library: SqliteLibrary) -> tuple[int, int]:
                 model_threshold=0.5,
             )
     return demo.id, second
-
-
-@pytest.fixture
-def library(library_copy: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch) -> SqliteLibrary:
-    """The demo library's writable copy, the page pointed at it and at the tiny X-ray models."""
-    monkeypatch.setenv("DASHBOARD_WEIGHTS_DIR", str(tiny_weights))
-    monkeypatch.delenv("DASHBOARD_READ_ONLY", raising=False)
-    return open_library(library_copy)
 
 
 def cases_table(at: AppTest):  # noqa: ANN201

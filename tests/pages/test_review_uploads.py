@@ -4,25 +4,14 @@ an upload's file name, and says plainly when an upload cannot be read."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.demo.images import demo_xrays
 from core.demo.xray_phantom import generate_xray
-from core.library.store import open_library
 from tests.helpers import ROOT
 
 PAGE = str(ROOT / "pages" / "review.py")
 FILE_NAME = "Jane_Doe_MRN0423.png"
-
-
-@pytest.fixture
-def library(library_copy: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
-    monkeypatch.setenv("DASHBOARD_WEIGHTS_DIR", str(tiny_weights))
-    monkeypatch.delenv("DASHBOARD_READ_ONLY", raising=False)
-    return open_library(library_copy)
 
 
 def run_page(shared: list[tuple[str, bytes]], ct: list[tuple[str, bytes]] | None = None) -> AppTest:
