@@ -50,7 +50,7 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,7 +62,7 @@ from playwright.async_api import Page, async_playwright  # noqa: E402
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg  # noqa: E402
 
 from core.demo.xray_phantom import generate_xray  # noqa: E402
-from tests.browser import CHROMIUM, CHROMIUM_FLAGS, free_port  # noqa: E402
+from tests.browser import CHROMIUM, CHROMIUM_FLAGS, streamlit_server  # noqa: E402
 
 #: The timed steps of a session's script: each is one analysis.
 STEPS = ("upload", "target", "similar", "ct")
@@ -190,49 +190,6 @@ def build_library(folder: Path, patients: int) -> float:
         stdout=subprocess.DEVNULL,
     )
     return time.perf_counter() - start
-
-
-def start_server(port: int, library: Path, patients: int, log: Path, extra_env: dict[str, str]) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "DASHBOARD_WEIGHTS_DIR"}
-    env.update({"DASHBOARD_LIBRARY": str(library), "DASHBOARD_DEMO_PATIENTS": str(patients), **extra_env})
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
-            "--server.headless=true",
-            f"--server.port={port}",
-            "--server.address=127.0.0.1",
-            # Other work in the same checkout must not prompt a rerun mid-run.
-            "--server.fileWatcherType=none",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    for _ in range(240):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.5)
-        if proc.poll() is not None:
-            break
-    stop_server(proc)
-    raise SystemExit(f"streamlit did not start; see {log}")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=20)
 
 
 # -- one session ----------------------------------------------------------------------------
@@ -526,10 +483,15 @@ def main() -> int:
     xrays = write_xrays(work)
     built_s = build_library(work / "library", args.patients)
     print(f"demo library ({args.patients} patients) built in {built_s:.1f} s (left out of every figure)")
-    port = args.port or free_port()
-    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k != "DASHBOARD_WEIGHTS_DIR"}
+    env.update({"DASHBOARD_LIBRARY": str(work / "library"), "DASHBOARD_DEMO_PATIENTS": str(args.patients), **extra_env})
     t0 = time.perf_counter()
-    server = start_server(port, work / "library", args.patients, log, extra_env)
+    server_running = ExitStack()  # closed after the figures, which are taken with the server up
+    try:
+        server = server_running.enter_context(streamlit_server(env, log, port=args.port, start_timeout_s=120.0))
+    except RuntimeError as e:  # it did not start: the message holds the last lines of its log
+        raise SystemExit(f"{e}\nserver log: {log}") from None
+    url = server.url
     print(f"server up in {time.perf_counter() - t0:.1f} s; pid {server.pid}; env {extra_env or 'default'}")
     sampler = Sampler(server.pid)
     sampler.start()
@@ -619,7 +581,7 @@ def main() -> int:
                 print(f"   log: {line[:160]}")
     finally:
         sampler.stop()
-        stop_server(server)
+        server_running.close()
         if args.keep_log:
             print(f"server log: {log}")
         else:

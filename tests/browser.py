@@ -10,6 +10,7 @@ import time
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,14 +55,26 @@ def wait_for_run_finished(page: Page, timeout_ms: float = 60_000) -> None:
     page.wait_for_function(RUN_FINISHED_JS, timeout=timeout_ms)
 
 
-@contextmanager
-def streamlit_app(env: Mapping[str, str], log: Path, *, start_timeout_s: float = 60.0) -> Iterator[str]:
-    """Run ``streamlit run app.py`` headless on a free loopback port with ``env`` and yield its
-    address once its health check answers; the server is stopped on leaving, its output in ``log``.
+@dataclass(frozen=True)
+class StreamlitServer:
+    """A running ``streamlit run app.py``: the address it answers on and its process id."""
 
-    Source files are not watched: other work in the same checkout must not rerun a page mid-test.
+    url: str
+    pid: int
+
+
+@contextmanager
+def streamlit_server(
+    env: Mapping[str, str], log: Path, *, port: int = 0, start_timeout_s: float = 60.0
+) -> Iterator[StreamlitServer]:
+    """Run ``streamlit run app.py`` headless on the loopback interface with ``env`` and yield the
+    server once its health check answers; it is stopped on leaving, its output in ``log``.
+
+    ``port`` 0 takes a free one. Source files are not watched: other work in the same checkout
+    must not rerun a page mid-test. A server that exits or does not answer within
+    ``start_timeout_s`` is a RuntimeError with the last lines of its log.
     """
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -84,7 +97,7 @@ def streamlit_app(env: Mapping[str, str], log: Path, *, start_timeout_s: float =
         )
         try:
             _wait_healthy(url, proc, log, start_timeout_s)
-            yield url
+            yield StreamlitServer(url, proc.pid)
         finally:
             proc.terminate()
             try:
@@ -92,6 +105,13 @@ def streamlit_app(env: Mapping[str, str], log: Path, *, start_timeout_s: float =
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=20)
+
+
+@contextmanager
+def streamlit_app(env: Mapping[str, str], log: Path, *, start_timeout_s: float = 60.0) -> Iterator[str]:
+    """:func:`streamlit_server` on a free port, yielding only its address (what a browser test needs)."""
+    with streamlit_server(env, log, start_timeout_s=start_timeout_s) as server:
+        yield server.url
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:

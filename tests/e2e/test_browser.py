@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser import CHROMIUM, CHROMIUM_FLAGS, free_port
+from tests.browser import CHROMIUM, CHROMIUM_FLAGS, streamlit_app
 from tests.helpers import ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.demo_weights]
@@ -29,49 +25,13 @@ E2E_PATIENTS = 8
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "DASHBOARD_WEIGHTS_DIR"}
     server = tmp_path_factory.mktemp("server")
     # A fresh clone's first launch, made small: no library yet, so the app builds a demo one.
     env["DASHBOARD_LIBRARY"] = str(server / "library")
     env["DASHBOARD_DEMO_PATIENTS"] = str(E2E_PATIENTS)
-    log = (server / "streamlit.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
-            "--server.headless=true",
-            f"--server.port={port}",
-            "--server.address=127.0.0.1",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):  # bounded wait for the health endpoint
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("streamlit did not start")
+    with streamlit_app(env, server / "streamlit.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=20)
-        log.close()
 
 
 @pytest.fixture(scope="module")
