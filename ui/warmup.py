@@ -5,20 +5,25 @@ first visit of Survival and prognosis to run the prognosis and survival models o
 cohort (tens of seconds each). Right after the first-launch demo build, and at a launch where
 the library lacks some of that derived data (after an import, or new weights), one background
 thread per process and library computes it and stores it in the library, where the pages find
-it:
+it; its first step prepares the process itself:
 
-1. the similar-case search embeddings of the reference model (:func:`index_library`);
-2. the survival and prognosis models' predictions over the Kaplan-Meier cohorts
+1. the 3D Grad-CAM: one COVID3D map of a small phantom CT, kept nowhere. The first Grad-CAM of
+   a process imports Captum (which brings matplotlib and IPython: 0.7-1.1 s on 2 cores, several
+   seconds under load) and is the model's first backward pass; without this step the
+   presenter's first CT map, or the first analysis of the CT page, waited for both;
+2. the similar-case search embeddings of the reference model (:func:`index_library`);
+3. the survival and prognosis models' predictions over the Kaplan-Meier cohorts
    (:func:`stratify` stores them with ``put_scores``);
-3. the trajectories' scores: COVID3D's s of every CT and the X-ray model's P(COVID-19) of
+4. the trajectories' scores: COVID3D's s of every CT and the X-ray model's P(COVID-19) of
    every X-ray (:func:`score_library`).
 
-Every step is incremental (only what is missing for the current weights is computed), so a
-warm-up of a complete library only loads the models and finds nothing to do. Sessions arriving
-meanwhile watch the same warm-up (Home shows its progress); pages visited during it compute
-what they need as before and reuse whatever it has stored. Models come from :mod:`ui.resources`,
-so they are loaded once per process for the warm-up and the pages alike. A step that fails is
-reported in plain words and the others still run. ``DASHBOARD_WARM_UP=0`` switches it off.
+Steps 2-4 are incremental (only what is missing for the current weights is computed), so a
+warm-up of a complete library loads the models, draws the one map (its cost is the process's,
+not the library's) and finds nothing else to do. Sessions arriving meanwhile watch the same
+warm-up (Home shows its progress); pages visited during it compute what they need as before
+and reuse whatever it has stored. Models come from :mod:`ui.resources`, so they are loaded once
+per process for the warm-up and the pages alike. A step that fails is reported in plain words
+and the others still run. ``DASHBOARD_WARM_UP=0`` switches it off.
 """
 
 from __future__ import annotations
@@ -30,9 +35,13 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from core.ct.preprocess import prepare_volume
+from core.demo.ct_phantom.generate import generate_ct
 from core.errors import DashboardError
+from core.explain.gradcam3d import covid3d_with_cam
 from core.library.store import CaseLibrary, open_library
 from core.models.registry import ModelRegistry
+from core.review.model_read import default_model_id
 from core.search.embeddings import REFERENCE_MODEL, index_library
 from core.survival.analysis import model_role_ids, role_of, stratify
 from core.survival.cohort import library_patients
@@ -55,6 +64,10 @@ SURVIVAL_ANALYSES: tuple[tuple[str, str], ...] = (
 )
 #: The models the Trajectories page picks first (as it does: these ids when registered).
 TRAJECTORY_CT_MODEL, TRAJECTORY_XRAY_MODEL = "covid3d", "cxr-resnet18"
+#: The phantom CT the 3D Grad-CAM is drawn on: the smallest the phantom code makes. Every series
+#: is resampled to the model's own grid (:func:`prepare_volume`), so the model computes on the
+#: same shapes as for a real CT of any size.
+CAM_PHANTOM_SHAPE = (16, 32, 32)
 
 
 class _FromWarmUpThread(logging.Filter):
@@ -147,6 +160,20 @@ def _steps(warm: WarmUp, registry: ModelRegistry, library: CaseLibrary) -> list[
         return report
 
     steps: list[tuple[str, Callable[[], None]]] = []
+    ct_models = registry.ids("ct-volume")
+    if ct_models:
+        # The models the presenter's CT Grad-CAM uses (the Case review page's: demo patients', real ones').
+        cam_ids = list(dict.fromkeys(default_model_id(registry, "CT", domain) for domain in ("demo", "real")))
+
+        def gradcam() -> None:
+            hu = generate_ct("COVID-19", 0.5, seed=0, shape=CAM_PHANTOM_SHAPE).hu
+            for model_id in cam_ids:
+                model = resources.model(model_id)
+                covid3d_with_cam(model, prepare_volume(hu, model.card.input))
+
+        # First: about a second whatever the library's size, and a presentation may start at once.
+        steps.append(("the 3D Grad-CAM", gradcam))
+
     xray_classifiers = registry.classifier_ids("xray")
     if xray_classifiers:
         search_id = REFERENCE_MODEL if REFERENCE_MODEL in xray_classifiers else xray_classifiers[0]
@@ -183,7 +210,6 @@ def _steps(warm: WarmUp, registry: ModelRegistry, library: CaseLibrary) -> list[
 
         steps.append(("survival and prognosis", survival))
 
-    ct_models = registry.ids("ct-volume")
     covid_xray = [c.id for c in registry.cards("xray") if "COVID-19" in c.labels]
     for ids, default, unit in (
         (ct_models, TRAJECTORY_CT_MODEL, "CT scans"),

@@ -1,7 +1,8 @@
 """The library's warm-up (ui/warmup.py): after it, the small demo library holds the search
 embeddings, the trajectories' scores and the survival and prognosis predictions, so the pages
-visited next compute none of them; it runs once per library; Home shows its progress and then
-says the library is ready."""
+visited next compute none of them, and the process has drawn a 3D Grad-CAM with the CT model the
+presenter draws its maps with; it runs once per library; Home shows its progress and then says
+the library is ready."""
 
 from __future__ import annotations
 
@@ -67,6 +68,7 @@ def test_the_warm_up_stores_what_the_pages_would_compute(env: Path, weights: Pat
     finished(warm)
     assert warm.problems == []
     assert warm.steps_done == [
+        "the 3D Grad-CAM",
         "the similar-case search",
         "survival and prognosis",
         "the trajectories of CT scans",
@@ -126,7 +128,7 @@ def test_home_shows_the_progress_then_says_ready_and_pages_compute_nothing(
     at.run()
     assert not at.exception
     ready = " ".join(s.value for s in at.success)
-    assert "The case library is ready" in ready and "similar-case search" in ready
+    assert "The case library is ready" in ready and "similar-case search" in ready and "3D Grad-CAM" in ready
     assert not at.get("progress")
 
     # The pages visited now find everything stored: no embedding, no prediction computed.
@@ -170,3 +172,50 @@ def test_pages_visited_during_the_warm_up_work_and_reuse_what_it_stored(
     assert release.is_set()
     finished(warm)
     assert warm.problems == []
+
+
+def test_the_warm_up_draws_a_3d_grad_cam_with_the_model_the_presenter_uses(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn: list[tuple[object, tuple[int, ...], float]] = []
+    real_cam = warmup.covid3d_with_cam
+
+    def spy(model, x):  # noqa: ANN001, ANN202
+        logit, cam = real_cam(model, x)
+        drawn.append((model, tuple(x.shape), float(cam.max())))
+        return logit, cam
+
+    monkeypatch.setattr(warmup, "covid3d_with_cam", spy)
+    warm = finished(warmup.start(str(env)))
+    assert warm.problems == [] and warm.steps_done[0] == "the 3D Grad-CAM"
+    # One map, by the very model instance the presenter's CT Grad-CAM is drawn with, on the model's
+    # own input grid: the shapes a real series of any size is resampled to.
+    ((model, shape, top),) = drawn
+    spec = resources.registry().card(CT_ID).input
+    assert model is resources.model(CT_ID)
+    assert shape == (1, spec.channels, spec.depth, spec.size, spec.size)
+    assert 0.0 <= top <= 1.0
+
+
+def test_a_failed_3d_grad_cam_is_a_plain_problem_line_and_the_other_steps_run(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(model, x):  # noqa: ANN001, ANN202
+        raise RuntimeError("a secret path /home/someone/weights.pt")
+
+    monkeypatch.setattr(warmup, "covid3d_with_cam", broken)
+    warm = finished(warmup.start(str(env)))
+    assert warm.problems == [
+        "Preparing the 3D Grad-CAM failed unexpectedly (RuntimeError); its page computes it on its first visit."
+    ]
+    assert "the 3D Grad-CAM" not in warm.steps_done and "the trajectories of CT scans" in warm.steps_done
+
+
+def test_switched_off_the_warm_up_draws_no_map(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_call(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("a map was drawn with the warm-up switched off")
+
+    monkeypatch.setattr(warmup, "covid3d_with_cam", no_call)
+    monkeypatch.setenv("DASHBOARD_WARM_UP", "0")
+    assert warmup.start(str(env)) is None
+    assert warmup.current(str(env)) is None and warm_up_threads() == 0
