@@ -26,8 +26,8 @@ from core.review.meetings import (
     read_choices,
     reads_by_case,
 )
-from ui import frame, resources, review, review_present, review_summary, review_uploads
-from ui.library import library_or_stop
+from ui import frame, resources, review, review_present, review_summary, review_uploads, warmup
+from ui.library import library_or_stop, library_path
 
 AGREES = {"yes": True, "no": False, "not sure": None}
 WHOLE_PATIENT = 0
@@ -36,6 +36,9 @@ PENDING_MEETING = "review_meeting_next"
 registry = frame.page("Case review")
 library = library_or_stop()
 editing_allowed = not read_only()
+# A presenter may open this page first in a fresh process (a bookmarked ?present=1): the
+# library's warm-up starts here too, in the background, as it does from Home.
+warmup.start(library_path(), library)
 
 if "review_present" not in st.session_state:
     st.session_state["review_present"] = review.presenter_requested()

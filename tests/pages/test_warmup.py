@@ -219,3 +219,13 @@ def test_switched_off_the_warm_up_draws_no_map(env: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("DASHBOARD_WARM_UP", "0")
     assert warmup.start(str(env)) is None
     assert warmup.current(str(env)) is None and warm_up_threads() == 0
+
+
+def test_a_presenter_who_opens_the_case_review_page_first_starts_the_warm_up(env: Path) -> None:
+    # A bookmarked presenter link in a fresh process never passes through Home.
+    assert warmup.current(str(env)) is None
+    at = AppTest.from_file(str(ROOT / "pages" / "review.py"), default_timeout=120).run()
+    assert not at.exception, at.exception
+    warm = warmup.current(str(env))
+    assert warm is not None
+    assert "the 3D Grad-CAM" in finished(warm).steps_done
