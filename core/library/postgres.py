@@ -254,12 +254,14 @@ class PostgresLibrary(SqlLibrary):
         self._vector = False
         self._pool = _pool_for(self.url, self.location)
         self._initialise(create)
-        self.reload_secret()
 
     def secret(self) -> bytes:
-        # Read at each use (a fraction of a millisecond): a migration into this database replaces
-        # the secret while other app processes may have the library open already.
+        # Read at each use (a fraction of a millisecond), never cached: a migration into this
+        # database replaces the secret while other app processes may have the library open.
         return bytes.fromhex(self._meta("secret"))
+
+    def reload_secret(self) -> None:
+        """Nothing to reload: :meth:`secret` reads it at each use."""
 
     def close(self) -> None:
         """Close this process's connections to the library (opening it again opens new ones)."""
